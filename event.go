@@ -1,0 +1,95 @@
+package sessionbridge
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// EventType names what happened to a session. Each type has its own pub/sub
+// channel (see Channel).
+type EventType string
+
+// Event types.
+const (
+	EventCreated EventType = "created"
+	EventUpdated EventType = "updated"
+	EventDeleted EventType = "deleted"
+	EventExpired EventType = "expired"
+	// EventMessage carries an application message to a user's or a session's
+	// sockets (SendToUser, SendToSession); it changes no session.
+	EventMessage EventType = "message"
+)
+
+// Channel returns the pub/sub channel name of t, without any prefix.
+func (t EventType) Channel() string {
+	switch t {
+	case EventCreated:
+		return "session:created"
+	case EventUpdated:
+		return "session:updates"
+	case EventDeleted:
+		return "session:deleted"
+	case EventExpired:
+		return "session:expired"
+	case EventMessage:
+		return "session:messages"
+	}
+	return ""
+}
+
+// EventTypes lists every event type, in channel subscription order.
+var EventTypes = []EventType{EventCreated, EventUpdated, EventDeleted, EventExpired, EventMessage}
+
+// Source says through which door a change came in.
+type Source string
+
+// Sources of changes.
+const (
+	SourceHTTP      Source = "http"
+	SourceWebSocket Source = "websocket"
+	SourceAPI       Source = "api"
+	SourceSystem    Source = "system"
+)
+
+// Reasons carried by deleted events, so that sockets can be closed with the
+// right close reason and audits name the cause.
+const (
+	ReasonLogout  = "logout"
+	ReasonRevoked = "revoked"
+	ReasonRotated = "rotated"
+)
+
+// Event is one change to a session, as published on the bus. Its JSON form is
+// the pub/sub payload (compact, about 200 bytes); Type is carried by the
+// channel, not the payload.
+type Event struct {
+	Type      EventType `json:"-"`
+	SessionID string    `json:"session_id,omitempty"`
+	UserID    string    `json:"user_id,omitempty"`
+	// Updates is the JSON merge patch an update applied. An updated event
+	// without Updates is a touch: only the deadline moved.
+	Updates      json.RawMessage `json:"updates,omitempty"`
+	Source       Source          `json:"source"`
+	Timestamp    time.Time       `json:"timestamp"`
+	ConnectionID string          `json:"connection_id,omitempty"`
+	NodeID       string          `json:"node_id"`
+	Version      uint64          `json:"version,omitempty"`
+	// ExpiresAt is the session's deadline after the change (created, updated),
+	// so that nodes move their expiry timers without reading the store.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Reason says why a session was deleted (logout, revoked, rotated).
+	Reason string `json:"reason,omitempty"`
+	// Data is the payload of a message event.
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// EventHandler receives events from a Bus.
+type EventHandler interface {
+	// HandleEvent is called for every event, in publish order per channel. It
+	// must not block for long: it runs on the bus's delivery goroutine.
+	HandleEvent(Event)
+	// HandleGap is called whenever events may have been lost: after the bus
+	// (re)subscribed, or dropped events for a slow handler. The handler must
+	// re-validate what it holds against the store.
+	HandleGap()
+}

@@ -1,0 +1,364 @@
+package sessionbridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults used by a Manager whose fields are zero.
+const (
+	DefaultIdleTimeout     = 30 * time.Minute
+	DefaultAbsoluteTimeout = 24 * time.Hour
+	DefaultTouchInterval   = time.Minute
+	maxUpdateRetries       = 16
+)
+
+// Manager applies the session rules on top of a Store: token issue and
+// verification, idle and absolute timeouts, throttled touches, merge-patch
+// updates with version checks, deletion and ID rotation. Every change it makes
+// emits an event through the store.
+//
+// A Manager needs a Store; every other field has a working zero value. It is
+// safe for concurrent use once configured.
+type Manager struct {
+	Store Store
+	// NodeID names this node in the events it emits.
+	NodeID string
+	// IdleTimeout is how long a session lives without activity.
+	IdleTimeout time.Duration
+	// AbsoluteTimeout is the longest a session can live, whatever its activity.
+	AbsoluteTimeout time.Duration
+	// TouchInterval is the least time between two recorded touches of one
+	// session: activity within it costs no store write.
+	TouchInterval time.Duration
+	// Now returns the current time; nil means time.Now. Tests inject a clock.
+	Now func() time.Time
+}
+
+func (m *Manager) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+func (m *Manager) idle() time.Duration {
+	if m.IdleTimeout > 0 {
+		return m.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+// Absolute returns the configured absolute timeout.
+func (m *Manager) Absolute() time.Duration {
+	if m.AbsoluteTimeout > 0 {
+		return m.AbsoluteTimeout
+	}
+	return DefaultAbsoluteTimeout
+}
+
+func (m *Manager) touchInterval() time.Duration {
+	if m.TouchInterval > 0 {
+		return m.TouchInterval
+	}
+	return DefaultTouchInterval
+}
+
+// Change says who made a change, for the event it emits.
+type Change struct {
+	Source       Source
+	ConnectionID string
+}
+
+func (m *Manager) event(t EventType, s *Session, c Change, now time.Time) Event {
+	ev := Event{Type: t, Source: c.Source, ConnectionID: c.ConnectionID, NodeID: m.NodeID, Timestamp: now}
+	if s != nil {
+		ev.SessionID, ev.UserID, ev.Version = s.ID, s.UserID, s.Version
+		if t == EventCreated || t == EventUpdated {
+			ev.ExpiresAt = s.Deadline()
+		}
+	}
+	if ev.Source == "" {
+		ev.Source = SourceSystem
+	}
+	return ev
+}
+
+// NewSession describes a session to create.
+type NewSession struct {
+	UserID string
+	// Data is the initial session data, a JSON object; nil means {}.
+	Data   json.RawMessage
+	Device Device
+	// TTL is the session's absolute lifetime, capped by the absolute timeout;
+	// zero means the absolute timeout.
+	TTL time.Duration
+}
+
+// Create creates a session and returns it with its token. The token is shown
+// once: only the hash of its secret is stored.
+func (m *Manager) Create(ctx context.Context, ns NewSession, c Change) (*Session, string, error) {
+	if ns.UserID == "" {
+		return nil, "", fmt.Errorf("sessionbridge: create: empty user id")
+	}
+	data := ns.Data
+	if len(data) == 0 {
+		data = json.RawMessage("{}")
+	} else if !ValidObject(data) {
+		return nil, "", fmt.Errorf("%w: session data must be a JSON object", ErrInvalidPatch)
+	}
+	id, err := NewSessionID(ns.UserID)
+	if err != nil {
+		return nil, "", err
+	}
+	secret, hash, err := NewSecret()
+	if err != nil {
+		return nil, "", err
+	}
+	now := m.now()
+	abs := m.Absolute()
+	if ns.TTL > 0 && ns.TTL < abs {
+		abs = ns.TTL
+	}
+	s := &Session{
+		ID: id, UserID: ns.UserID, SecretHash: hash, Data: data, Device: ns.Device,
+		CreatedAt: now, LastSeenAt: now, AbsoluteExpiresAt: now.Add(abs), Version: 1,
+	}
+	s.ExpiresAt = minTime(now.Add(m.idle()), s.AbsoluteExpiresAt)
+	if err := m.Store.Create(ctx, s, m.event(EventCreated, s, c, now)); err != nil {
+		return nil, "", fmt.Errorf("sessionbridge: create session: %w", err)
+	}
+	return s, FormatToken(id, secret), nil
+}
+
+// Authenticate returns the live session a token belongs to. It returns
+// ErrInvalidToken for a malformed, unknown or mismatching token (never saying
+// which), ErrExpired for a session past its deadline, and ErrUnavailable when
+// the store cannot be reached.
+func (m *Manager) Authenticate(ctx context.Context, token string) (*Session, error) {
+	id, secret, err := ParseToken(token)
+	if err != nil {
+		return nil, err
+	}
+	s, err := m.Store.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, ErrInvalidToken
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sessionbridge: authenticate: %w", err)
+	}
+	if !VerifySecret(secret, s.SecretHash) {
+		return nil, ErrInvalidToken
+	}
+	if s.Expired(m.now()) {
+		return nil, ErrExpired
+	}
+	return s, nil
+}
+
+// Get returns a live session by ID: ErrNotFound if it is gone or expired.
+func (m *Manager) Get(ctx context.Context, id string) (*Session, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	s, err := m.Store.Get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("sessionbridge: get session: %w", err)
+	}
+	if s.Expired(m.now()) {
+		return nil, fmt.Errorf("sessionbridge: get session: %w", ErrNotFound)
+	}
+	return s, nil
+}
+
+// Update applies a JSON merge patch to the session's data. If expectVersion is
+// not zero the update applies only to that version (ErrVersionConflict
+// otherwise); if it is zero, concurrent updates are retried so that none is
+// lost. An update never brings back a deleted session.
+func (m *Manager) Update(ctx context.Context, id string, patch json.RawMessage, expectVersion uint64, c Change) (*Session, error) {
+	if !ValidObject(patch) {
+		return nil, fmt.Errorf("sessionbridge: update: %w", ErrInvalidPatch)
+	}
+	for range maxUpdateRetries {
+		cur, err := m.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if expectVersion != 0 && cur.Version != expectVersion {
+			return nil, fmt.Errorf("sessionbridge: update: %w", ErrVersionConflict)
+		}
+		data, err := MergePatch(cur.Data, patch)
+		if err != nil {
+			return nil, fmt.Errorf("sessionbridge: update: %w", err)
+		}
+		prev := cur.Version
+		next := cur.Clone()
+		next.Data = data
+		next.Version = prev + 1
+		ev := m.event(EventUpdated, next, c, m.now())
+		ev.Updates = patch
+		err = m.Store.Update(ctx, next, prev, ev)
+		if err == nil {
+			return next, nil
+		}
+		if !errors.Is(err, ErrVersionConflict) || expectVersion != 0 {
+			return nil, fmt.Errorf("sessionbridge: update: %w", err)
+		}
+	}
+	return nil, fmt.Errorf("sessionbridge: update: %w", ErrVersionConflict)
+}
+
+// Touch records activity on s: it moves the idle deadline, never past the
+// absolute one, with at most one store write per session per touch interval.
+// It returns s with the recorded deadline, or ErrNotFound if the session is
+// gone. A touch that the interval throttles costs nothing.
+func (m *Manager) Touch(ctx context.Context, s *Session, c Change) (*Session, error) {
+	now := m.now()
+	if now.Sub(s.LastSeenAt) < m.touchInterval() {
+		return s, nil
+	}
+	next := s.Clone()
+	next.LastSeenAt = now
+	next.ExpiresAt = minTime(now.Add(m.idle()), s.AbsoluteExpiresAt)
+	ev := m.event(EventUpdated, next, c, now)
+	wrote, err := m.Store.Touch(ctx, s.ID, now, next.ExpiresAt, now.Add(-m.touchInterval()).Add(time.Nanosecond), ev)
+	if err != nil {
+		return nil, fmt.Errorf("sessionbridge: touch: %w", err)
+	}
+	if !wrote {
+		// Another request or node recorded a touch within the interval.
+		return s, nil
+	}
+	return next, nil
+}
+
+// Delete removes a session, closing its sockets everywhere. reason is
+// ReasonLogout or ReasonRevoked.
+func (m *Manager) Delete(ctx context.Context, id, reason string, c Change) (*Session, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("sessionbridge: delete: %w", ErrNotFound)
+	}
+	ev := m.event(EventDeleted, nil, c, m.now())
+	ev.SessionID, ev.Reason = id, reason
+	s, err := m.Store.Delete(ctx, id, ev)
+	if err != nil {
+		return nil, fmt.Errorf("sessionbridge: delete: %w", err)
+	}
+	return s, nil
+}
+
+// DeleteUser removes every session of userID except the one with ID except
+// (which may be empty), and returns the IDs it removed.
+func (m *Manager) DeleteUser(ctx context.Context, userID, except, reason string, c Change) ([]string, error) {
+	list, err := m.Store.ListUser(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("sessionbridge: delete user sessions: %w", err)
+	}
+	var gone []string
+	for _, s := range list {
+		if s.ID == except {
+			continue
+		}
+		ev := m.event(EventDeleted, nil, c, m.now())
+		ev.SessionID, ev.UserID, ev.Reason = s.ID, userID, reason
+		if _, err := m.Store.Delete(ctx, s.ID, ev); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return gone, fmt.Errorf("sessionbridge: delete user sessions: %w", err)
+		}
+		gone = append(gone, s.ID)
+	}
+	return gone, nil
+}
+
+// List returns the live sessions of userID.
+func (m *Manager) List(ctx context.Context, userID string) ([]*Session, error) {
+	list, err := m.Store.ListUser(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("sessionbridge: list sessions: %w", err)
+	}
+	now := m.now()
+	live := list[:0]
+	for _, s := range list {
+		if !s.Expired(now) {
+			live = append(live, s)
+		}
+	}
+	return live, nil
+}
+
+// Rotate gives a session a new ID and secret, keeping its data and deadlines,
+// and returns it with its new token. Call it on privilege change (login,
+// elevation) so that a fixated session ID becomes worthless.
+func (m *Manager) Rotate(ctx context.Context, id string, c Change) (*Session, string, error) {
+	cur, err := m.Get(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	newID, err := NewSessionID(cur.UserID)
+	if err != nil {
+		return nil, "", err
+	}
+	secret, hash, err := NewSecret()
+	if err != nil {
+		return nil, "", err
+	}
+	now := m.now()
+	next := cur.Clone()
+	next.ID, next.SecretHash, next.Version = newID, hash, cur.Version+1
+	del := m.event(EventDeleted, cur, c, now)
+	del.Reason = ReasonRotated
+	created := m.event(EventCreated, next, c, now)
+	if err := m.Store.Rotate(ctx, id, next, del, created); err != nil {
+		return nil, "", fmt.Errorf("sessionbridge: rotate session: %w", err)
+	}
+	return next, FormatToken(newID, secret), nil
+}
+
+// ClaimExpired claims up to limit sessions past their deadline, deletes them
+// and publishes one expired event for each, cluster-wide exactly once.
+func (m *Manager) ClaimExpired(ctx context.Context, limit int) ([]*Session, error) {
+	tmpl := m.event(EventExpired, nil, Change{Source: SourceSystem}, m.now())
+	list, err := m.Store.ClaimExpired(ctx, tmpl.Timestamp, limit, tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("sessionbridge: claim expired: %w", err)
+	}
+	return list, nil
+}
+
+// RunExpiry claims expired sessions every interval until ctx is done. Run it on
+// every node: the claim makes each expiry happen once.
+func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for {
+			list, err := m.ClaimExpired(ctx, 1000)
+			if err != nil {
+				if onErr != nil && ctx.Err() == nil {
+					onErr(err)
+				}
+				break
+			}
+			if len(list) < 1000 {
+				break
+			}
+		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}

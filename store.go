@@ -1,0 +1,60 @@
+package sessionbridge
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps sessions. Every write that changes a session publishes its event
+// on the store's bus in the same atomic step, so that no crash can separate a
+// write from its event; touches publish too, so that other nodes move their
+// expiry timers.
+//
+// Implementations must be safe for concurrent use, return sessions the caller
+// may modify, wrap ErrNotFound, ErrExists, ErrVersionConflict and
+// ErrUnavailable, and keep a per-user index and an expiry index.
+type Store interface {
+	// Get returns the session with id, or ErrNotFound. It may return a session
+	// past its deadline that has not been claimed as expired yet; callers check.
+	Get(ctx context.Context, id string) (*Session, error)
+	// GetMany returns the sessions that exist among ids, in one round trip,
+	// keyed by ID. Missing IDs are absent from the map.
+	GetMany(ctx context.Context, ids []string) (map[string]*Session, error)
+	// Create stores a new session and publishes ev. ErrExists if the ID is taken.
+	Create(ctx context.Context, s *Session, ev Event) error
+	// Update replaces the session if its stored Version is still prevVersion,
+	// and publishes ev. ErrNotFound if it is gone (a delete always wins over an
+	// update in flight), ErrVersionConflict if the version moved.
+	Update(ctx context.Context, s *Session, prevVersion uint64, ev Event) error
+	// Touch records activity: it sets LastSeenAt to seen and ExpiresAt to
+	// expiresAt, but only if the stored LastSeenAt is before ifSeenBefore; it
+	// reports whether it wrote (and then published ev). Version is unchanged.
+	Touch(ctx context.Context, id string, seen, expiresAt, ifSeenBefore time.Time, ev Event) (bool, error)
+	// Delete removes the session and publishes ev; ErrNotFound if it was gone.
+	Delete(ctx context.Context, id string, ev Event) (*Session, error)
+	// Rotate atomically replaces the session oldID by s (a new ID and secret,
+	// same user), publishing deleted (with Reason rotated) for the old and
+	// created for the new one.
+	Rotate(ctx context.Context, oldID string, s *Session, deleted, created Event) error
+	// ListUser returns the sessions of a user, from the per-user index.
+	ListUser(ctx context.Context, userID string) ([]*Session, error)
+	// ClaimExpired removes sessions whose deadline is at or before now from the
+	// expiry index, deletes them and publishes an expired event for each, made
+	// from tmpl with the session's IDs filled in. Each expired session is
+	// claimed exactly once across all callers and nodes. At most limit are
+	// claimed per call.
+	ClaimExpired(ctx context.Context, now time.Time, limit int, tmpl Event) ([]*Session, error)
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+}
+
+// Bus carries events between nodes. Store writes publish through the store;
+// Publish is for events that change no session (messages).
+type Bus interface {
+	// Publish sends ev to every subscriber on every node.
+	Publish(ctx context.Context, ev Event) error
+	// Subscribe delivers every event to h until ctx is done, then returns
+	// ctx.Err(). It calls h.HandleGap after each (re)subscription, including the
+	// first, and whenever events may have been lost.
+	Subscribe(ctx context.Context, h EventHandler) error
+}
