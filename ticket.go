@@ -1,0 +1,39 @@
+package sessionbridge
+
+import (
+	"context"
+	"time"
+)
+
+// TicketTTL is how long a WebSocket ticket stays redeemable.
+const TicketTTL = 30 * time.Second
+
+// Ticket is what a single-use WebSocket ticket stands for: the principal that
+// asked for it over HTTP.
+type Ticket struct {
+	UserID    string     `json:"user_id"`
+	SessionID string     `json:"session_id,omitempty"`
+	Method    AuthMethod `json:"auth"`
+	Scopes    []string   `json:"scopes,omitempty"`
+}
+
+// TicketStore issues and redeems single-use tickets, so that a browser can
+// open a WebSocket without putting its session token in a URL. Tickets are
+// shared by all nodes: one issued on one node is redeemable on any other.
+type TicketStore interface {
+	// Issue stores t under a fresh random ticket string valid for ttl and
+	// returns that string. Only a hash of it is stored.
+	Issue(ctx context.Context, t Ticket, ttl time.Duration) (string, error)
+	// Redeem returns the ticket's content and makes it unusable, atomically:
+	// of two concurrent redeems at most one succeeds. ErrInvalidToken for an
+	// unknown, used or expired ticket.
+	Redeem(ctx context.Context, ticket string) (*Ticket, error)
+}
+
+// TokenVerifier verifies a bearer credential that is not a session token (a
+// JWT, an API key) and says whom it stands for. It returns an error wrapping
+// ErrInvalidToken for a bad credential and ErrUnavailable when it cannot
+// decide.
+type TokenVerifier interface {
+	Verify(ctx context.Context, token string) (*Principal, error)
+}
