@@ -1,0 +1,271 @@
+// Package redistest starts private redis-server processes for tests.
+//
+// Every test that needs Redis starts its own server on a free loopback port
+// with persistence off, so that tests never share state, never touch a Redis
+// somebody else runs, and can stop, restart or disturb the server at will.
+// The redis-server binary must be on PATH; scripts/test installs it.
+package redistest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// startTimeout bounds how long Start and Restart wait for the server to answer
+// PING.
+const startTimeout = 20 * time.Second
+
+// Server is a private redis-server process. Its methods are safe for
+// concurrent use.
+type Server struct {
+	t     testing.TB
+	bin   string
+	dir   string
+	port  int
+	extra []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
+	out  *lockedWriter // the server's output, for error messages
+}
+
+// Start starts a redis-server from PATH on a free 127.0.0.1 port, without
+// persistence, and waits until it answers PING. The server is stopped when
+// the test ends. extraArgs are passed on its command line, e.g.
+// "--maxmemory", "10mb". A missing redis-server fails the test with an
+// install hint.
+func Start(t testing.TB, extraArgs ...string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redistest: redis-server not found on PATH (%v); install it, e.g. apt-get install -y redis-server, or run scripts/test which does", err)
+	}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), extra: extraArgs}
+	t.Cleanup(s.Stop)
+	// Another process may grab the free port between our probe and the
+	// server's bind; retry with a fresh port a few times.
+	var lastErr error
+	for range 5 {
+		s.port, err = freePort()
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+	}
+	t.Fatalf("redistest: %v", lastErr)
+	return nil
+}
+
+// Addr returns the server's host:port.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// URL returns a redis:// URL of the server's database 0.
+func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// Stop kills the server and waits for it to exit. It is a no-op on a
+// stopped server.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked()
+}
+
+// Restart stops the server if it runs and starts a new one on the same port.
+// The new server is empty: nothing is persisted across a restart.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("redistest: restart: %v", err)
+	}
+}
+
+// Do sends one command on a fresh connection and returns its reply: a
+// string for simple and bulk strings, int64 for integers, []any for arrays,
+// nil for a null reply. A Redis error reply is returned as an error. It is
+// meant for administration in tests: CLIENT KILL, CONFIG SET, DEBUG SLEEP.
+func (s *Server) Do(args ...string) (any, error) {
+	c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("redistest: dial %s: %w", s.Addr(), err)
+	}
+	defer c.Close()
+	// DEBUG SLEEP and the like may take a while; bound it all the same.
+	if err := c.SetDeadline(time.Now().Add(time.Minute)); err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(encode(args)); err != nil {
+		return nil, fmt.Errorf("redistest: write: %w", err)
+	}
+	return readReply(bufio.NewReader(c))
+}
+
+// MustDo is Do that fails the test on an error.
+func (s *Server) MustDo(args ...string) any {
+	s.t.Helper()
+	v, err := s.Do(args...)
+	if err != nil {
+		s.t.Fatalf("redistest: %s: %v", strings.Join(args, " "), err)
+	}
+	return v
+}
+
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return errors.New("already running")
+	}
+	// Leftovers of a previous run must not come back on a restart.
+	_ = os.Remove(filepath.Join(s.dir, "dump.rdb"))
+	args := []string{
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", s.dir,
+		"--daemonize", "no",
+		"--enable-debug-command", "local",
+		"--loglevel", "warning",
+	}
+	args = append(args, s.extra...)
+	cmd := exec.Command(s.bin, args...)
+	out := &lockedWriter{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	s.cmd, s.done, s.out = cmd, done, out
+
+	deadline := time.NewTimer(startTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if v, err := s.Do("PING"); err == nil && v == "PONG" {
+			return nil
+		}
+		select {
+		case <-done:
+			s.cmd = nil
+			return fmt.Errorf("redis-server on port %d exited at start: %s", s.port, strings.TrimSpace(out.String()))
+		case <-deadline.C:
+			s.stopLocked()
+			return fmt.Errorf("redis-server on port %d did not answer PING within %v", s.port, startTimeout)
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) stopLocked() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+func encode(args []string) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return b.Bytes()
+}
+
+// readReply reads one RESP2 reply.
+func readReply(r *bufio.Reader) (any, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("redistest: read: %w", err)
+	}
+	line = strings.TrimSuffix(line, "\r\n")
+	if line == "" {
+		return nil, errors.New("redistest: empty reply line")
+	}
+	switch line[0] {
+	case '+':
+		return line[1:], nil
+	case '-':
+		return nil, fmt.Errorf("redistest: redis: %s", line[1:])
+	case ':':
+		return strconv.ParseInt(line[1:], 10, 64)
+	case '$':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil {
+			return nil, fmt.Errorf("redistest: bad bulk length %q", line)
+		}
+		if n < 0 {
+			return nil, nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, fmt.Errorf("redistest: read: %w", err)
+		}
+		return string(buf[:n]), nil
+	case '*':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil {
+			return nil, fmt.Errorf("redistest: bad array length %q", line)
+		}
+		if n < 0 {
+			return nil, nil
+		}
+		out := make([]any, n)
+		for i := range out {
+			if out[i], err = readReply(r); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("redistest: unexpected reply %q", line)
+}

@@ -1,0 +1,72 @@
+package redistest
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestStartDoRestartStop(t *testing.T) {
+	s := Start(t)
+	if got := s.MustDo("PING"); got != "PONG" {
+		t.Fatalf("PING = %v, want PONG", got)
+	}
+	if got := s.MustDo("SET", "k", "v"); got != "OK" {
+		t.Fatalf("SET = %v", got)
+	}
+	if got := s.MustDo("GET", "k"); got != "v" {
+		t.Fatalf("GET = %v, want v", got)
+	}
+	if got := s.MustDo("INCRBY", "n", "3"); got != int64(3) {
+		t.Fatalf("INCRBY = %#v, want 3", got)
+	}
+	if got := s.MustDo("GET", "missing"); got != nil {
+		t.Fatalf("GET missing = %#v, want nil", got)
+	}
+	if got, ok := s.MustDo("CONFIG", "GET", "save").([]any); !ok || len(got) != 2 || got[1] != "" {
+		t.Fatalf("CONFIG GET save = %#v, want persistence off", got)
+	}
+	if _, err := s.Do("NOSUCHCOMMAND"); err == nil {
+		t.Fatal("unknown command: want an error")
+	}
+	s.MustDo("CONFIG", "SET", "client-output-buffer-limit", "pubsub 1mb 1mb 0")
+	s.MustDo("DEBUG", "SLEEP", "0")
+
+	addr, url := s.Addr(), s.URL()
+	if url != "redis://"+addr+"/0" {
+		t.Fatalf("URL = %q, addr %q", url, addr)
+	}
+	s.Restart()
+	if s.Addr() != addr {
+		t.Fatalf("restart moved the server from %s to %s", addr, s.Addr())
+	}
+	if got := s.MustDo("GET", "k"); got != nil {
+		t.Fatalf("after restart GET = %#v, want an empty server", got)
+	}
+	s.Stop()
+	if _, err := s.Do("PING"); err == nil {
+		t.Fatal("PING after Stop: want an error")
+	}
+	s.Stop() // idempotent
+}
+
+func TestExtraArgs(t *testing.T) {
+	s := Start(t, "--maxmemory", "12345678")
+	got, ok := s.MustDo("CONFIG", "GET", "maxmemory").([]any)
+	if !ok || len(got) != 2 || got[1] != "12345678" {
+		t.Fatalf("CONFIG GET maxmemory = %#v", got)
+	}
+}
+
+func TestTwoServersAreSeparate(t *testing.T) {
+	a, b := Start(t), Start(t)
+	if a.Addr() == b.Addr() {
+		t.Fatal("two servers share an address")
+	}
+	a.MustDo("SET", "k", "a")
+	if got := b.MustDo("GET", "k"); got != nil {
+		t.Fatalf("b sees a's key: %#v", got)
+	}
+}
