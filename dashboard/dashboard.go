@@ -1,0 +1,115 @@
+// Package dashboard serves the sessionbridge dashboard: a single page, shown at
+// "/", where a user signs in, sees the current session and every device signed
+// in to the same account, revokes devices, edits a preference stored in the
+// session, and watches the frames arriving on the page's own WebSocket.
+//
+// The page is plain HTML, CSS and JavaScript embedded in the binary; there is
+// no build step. It talks only to the documented HTTP API (/auth/...) and the
+// WebSocket protocol (/ws), so it doubles as a reference client for both.
+package dashboard
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"io/fs"
+	"net/http"
+	"path"
+	"time"
+)
+
+//go:embed static
+var static embed.FS
+
+// ContentSecurityPolicy is the Content-Security-Policy sent with every response
+// of Handler. Scripts, styles and connections are limited to the page's own
+// origin ('self' also covers ws: and wss: to the same host), nothing may frame
+// the page, and forms may only post to it.
+const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; " +
+	"img-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; " +
+	"form-action 'self'; frame-ancestors 'none'"
+
+// asset is one embedded file, ready to serve.
+type asset struct {
+	body        []byte
+	contentType string
+	etag        string
+}
+
+// contentTypes maps the extensions of the embedded files to their media
+// types. It is explicit, rather than left to the operating system's MIME
+// tables, so that the page works the same on every machine.
+var contentTypes = map[string]string{
+	".html": "text/html; charset=utf-8",
+	".js":   "text/javascript; charset=utf-8",
+	".css":  "text/css; charset=utf-8",
+	".svg":  "image/svg+xml",
+}
+
+// Handler returns the handler that serves the dashboard: index.html at "/"
+// and the page's assets at their own paths ("/app.js", "/style.css", ...).
+// Every response carries Cache-Control: no-cache (browsers revalidate with the
+// ETag, so a new release shows at once), a strict Content-Security-Policy,
+// X-Content-Type-Options: nosniff and Referrer-Policy: same-origin. Unknown
+// paths get 404 and methods other than GET and HEAD get 405.
+//
+// Mount it at "/" of the server that serves the /auth API and /ws, since the
+// page calls them on its own origin.
+func Handler() http.Handler {
+	assets := make(map[string]asset)
+	err := fs.WalkDir(static, "static", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		body, err := static.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		ct, ok := contentTypes[path.Ext(p)]
+		if !ok {
+			// A file the page does not need; never serve it with a guessed type.
+			return nil
+		}
+		sum := sha256.Sum256(body)
+		name := "/" + p[len("static/"):]
+		if name == "/index.html" {
+			name = "/"
+		}
+		assets[name] = asset{body: body, contentType: ct, etag: `"` + hex.EncodeToString(sum[:16]) + `"`}
+		return nil
+	})
+	if err != nil {
+		// The files are compiled in: failing to read them is a broken build.
+		panic("dashboard: reading embedded files: " + err.Error())
+	}
+	return &handler{assets: assets}
+}
+
+type handler struct {
+	assets map[string]asset
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hdr := w.Header()
+	hdr.Set("Content-Security-Policy", ContentSecurityPolicy)
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Referrer-Policy", "same-origin")
+	hdr.Set("X-Frame-Options", "DENY")
+	hdr.Set("Cache-Control", "no-cache")
+
+	a, ok := h.assets[r.URL.Path]
+	if !ok {
+		http.Error(w, "404 page not found", http.StatusNotFound)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		hdr.Set("Allow", "GET, HEAD")
+		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	hdr.Set("Content-Type", a.contentType)
+	hdr.Set("ETag", a.etag)
+	// ServeContent answers If-None-Match with 304 and handles HEAD and ranges.
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+}

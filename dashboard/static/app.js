@@ -1,0 +1,703 @@
+// sessionbridge dashboard: a reference client of the HTTP API (/auth/...) and
+// the WebSocket protocol (/ws). No framework and no build step; everything the
+// page knows comes from those two interfaces.
+'use strict';
+
+(() => {
+  const LOG_CAP = 100;            // event log entries kept
+  const POLL_MS = 10000;          // device list refresh while someone looks
+  const ACTIVE_MS = 5 * 60000;    // stop polling after this long without input
+  const BACKOFF_BASE_MS = 500;
+  const BACKOFF_MAX_MS = 30000;
+  const RATE_LIMIT_MIN_MS = 5000;
+  const REQUEST_TIMEOUT_MS = 10000;
+
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    session: null,        // public view of the current session
+    ws: null,
+    connectionId: '',
+    wantSocket: false,    // false once signed out: no reconnects
+    attempt: 0,           // reconnect attempts since the last welcome
+    retryTimer: 0,
+    pollTimer: 0,
+    tickTimer: 0,
+    nextId: 1,
+    pending: new Map(),   // frame id -> {type, resolve, reject, timer}
+    expiringAt: null,     // Date from session.expiring, until the session changes
+    lastInput: Date.now(),
+    devicesBusy: false,
+  };
+
+  // ---------- HTTP API ----------
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  // api calls the HTTP API on this origin. The browser sends the HttpOnly
+  // sb_session cookie and, for state-changing methods, the Origin header the
+  // server checks; the page never sees the token.
+  async function api(method, path, body, contentType) {
+    const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (body !== undefined) {
+      init.headers['Content-Type'] = contentType || 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (e) {
+      throw new ApiError(0, 'network', 'The server cannot be reached.');
+    }
+    const text = await res.text();
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch (e) { data = null; }
+    }
+    if (!res.ok) {
+      const code = data && typeof data.error === 'string' ? data.error : 'http_' + res.status;
+      const msg = data && typeof data.message === 'string' ? data.message : res.status + ' ' + res.statusText;
+      throw new ApiError(res.status, code, msg);
+    }
+    return data;
+  }
+
+  // sessionOf accepts both {session: {...}} and a bare public view.
+  function sessionOf(body) {
+    if (body && typeof body === 'object' && body.session && typeof body.session === 'object') return body.session;
+    if (body && typeof body === 'object' && typeof body.id === 'string') return body;
+    return null;
+  }
+
+  // ---------- views ----------
+
+  function show(view) {
+    $('loading').hidden = true;
+    $('signin').hidden = view !== 'signin';
+    $('ended').hidden = view !== 'ended';
+    $('app').hidden = view !== 'app';
+    document.body.dataset.view = view;
+  }
+
+  function showSignin(message) {
+    stopTimers();
+    state.session = null;
+    show('signin');
+    applyTheme('system');
+    setError(message || '');
+    $('password').value = '';
+    $('username').focus();
+  }
+
+  // showEnded shows why the session ended while the page was open. It never
+  // reconnects: only signing in again does.
+  function showEnded(title, detail) {
+    state.wantSocket = false;
+    stopTimers();
+    state.session = null;
+    $('ended-title').textContent = title;
+    $('ended-detail').textContent = detail;
+    show('ended');
+    $('signin-again').focus();
+  }
+
+  function showApp(session) {
+    show('app');
+    renderSession(session);
+    startTimers();
+    refreshDevices();
+  }
+
+  function setError(text) {
+    $('signin-error').textContent = text;
+  }
+
+  // ---------- formatting ----------
+
+  function fmtTime(iso) {
+    const d = toDate(iso);
+    return d ? d.toLocaleString() : '—';
+  }
+
+  function toDate(v) {
+    if (!v) return null;
+    const d = new Date(v);
+    return isNaN(d.getTime()) || d.getFullYear() < 1971 ? null : d;
+  }
+
+  function fmtLeft(ms) {
+    if (ms <= 0) return 'now';
+    const s = Math.ceil(ms / 1000);
+    if (s >= 3600) {
+      const h = Math.floor(s / 3600);
+      return 'in ' + h + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+    }
+    const m = Math.floor(s / 60);
+    return 'in ' + m + ':' + String(s % 60).padStart(2, '0');
+  }
+
+  function clock(d) {
+    return d.toLocaleTimeString(undefined, { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+  }
+
+  function deviceName(dev) {
+    dev = dev || {};
+    const browser = dev.browser || 'Unknown browser';
+    const os = dev.os ? ' on ' + dev.os : '';
+    const type = dev.device_type && dev.device_type !== 'unknown' ? ' (' + dev.device_type + ')' : '';
+    return browser + os + type;
+  }
+
+  // ---------- current session ----------
+
+  function renderSession(s) {
+    if (!s) return;
+    const prev = state.session;
+    if (prev && s.id === prev.id && typeof s.version === 'number' && typeof prev.version === 'number' &&
+        s.version < prev.version) {
+      return; // a late answer must not undo a newer update
+    }
+    if (prev && s.expires_at !== prev.expires_at) state.expiringAt = null;
+    state.session = s;
+    const data = s.data && typeof s.data === 'object' ? s.data : {};
+    const name = typeof data.display_name === 'string' && data.display_name ? data.display_name : '';
+    $('s-user').textContent = name ? name + ' (' + s.user_id + ')' : s.user_id;
+    $('s-id').textContent = s.id;
+    $('s-device').textContent = deviceName(s.device);
+    $('s-ip').textContent = (s.device && s.device.ip) || '—';
+    $('s-created').textContent = fmtTime(s.created_at);
+    $('s-seen').textContent = fmtTime(s.last_seen_at);
+    $('s-expires').textContent = fmtTime(s.expires_at);
+    $('s-absolute').textContent = fmtTime(s.absolute_expires_at);
+    $('s-version').textContent = String(s.version);
+    $('s-data').textContent = JSON.stringify(data, null, 2);
+    applyPrefs(data);
+    tick();
+  }
+
+  function applyPrefs(data) {
+    const theme = data.theme === 'light' || data.theme === 'dark' ? data.theme : 'system';
+    $('theme').value = theme;
+    applyTheme(theme);
+    const input = $('display-name');
+    const name = typeof data.display_name === 'string' ? data.display_name : '';
+    // Do not overwrite what the user is typing.
+    if (document.activeElement !== input || input.dataset.saved === input.value) {
+      input.value = name;
+    }
+    input.dataset.saved = name;
+  }
+
+  function applyTheme(theme) {
+    if (theme === 'light' || theme === 'dark') document.documentElement.dataset.theme = theme;
+    else delete document.documentElement.dataset.theme;
+  }
+
+  // tick refreshes the countdowns and the expiry warning once a second.
+  function tick() {
+    const s = state.session;
+    if (!s) return;
+    const now = Date.now();
+    for (const [id, iso] of [['s-expires-in', s.expires_at], ['s-absolute-in', s.absolute_expires_at]]) {
+      const el = $(id);
+      const d = toDate(iso);
+      if (!d) { el.textContent = ''; continue; }
+      const left = d.getTime() - now;
+      el.textContent = '(' + (left > 0 ? fmtLeft(left) : 'expired') + ')';
+      el.classList.toggle('soon', left < 60000);
+    }
+    const banner = $('expiring');
+    if (state.expiringAt) {
+      const left = state.expiringAt.getTime() - now;
+      $('expiring-text').textContent = left > 0
+        ? 'This session expires ' + fmtLeft(left) + ' (at ' + state.expiringAt.toLocaleTimeString() + '). Sign in again afterwards to continue.'
+        : 'This session is expiring now.';
+      banner.hidden = false;
+    } else {
+      banner.hidden = true;
+    }
+  }
+
+  // ---------- my devices ----------
+
+  async function refreshDevices() {
+    if (!state.session || state.devicesBusy) return;
+    state.devicesBusy = true;
+    try {
+      const body = await api('GET', '/auth/sessions');
+      const list = body && Array.isArray(body.sessions) ? body.sessions : Array.isArray(body) ? body : [];
+      renderDevices(list);
+      $('devices-msg').textContent = list.length === 1 ? 'Signed in on this device only.' : 'Signed in on ' + list.length + ' devices.';
+    } catch (e) {
+      if (e.status === 401) return sessionGone();
+      $('devices-msg').textContent = 'Could not load devices: ' + e.message;
+    } finally {
+      state.devicesBusy = false;
+    }
+  }
+
+  function renderDevices(list) {
+    const ul = $('devices-list');
+    const tpl = $('device-template');
+    const cur = state.session ? state.session.id : '';
+    list = list.slice().sort((a, b) => {
+      const ac = a.current || a.id === cur, bc = b.current || b.id === cur;
+      if (ac !== bc) return ac ? -1 : 1;
+      return String(b.last_seen_at).localeCompare(String(a.last_seen_at));
+    });
+    const items = list.map((s) => {
+      const li = tpl.content.firstElementChild.cloneNode(true);
+      const current = s.current === true || s.id === cur;
+      li.dataset.sessionId = s.id;
+      li.dataset.current = String(current);
+      const name = deviceName(s.device);
+      li.querySelector('.device-name').textContent = name;
+      li.querySelector('[data-testid=device-this]').hidden = !current;
+      const n = typeof s.connections === 'number' ? s.connections : 0;
+      const conns = li.querySelector('[data-testid=device-conns]');
+      conns.textContent = n === 1 ? '1 live connection' : n + ' live connections';
+      conns.dataset.count = String(n);
+      const ip = (s.device && s.device.ip) || 'unknown IP';
+      li.querySelector('[data-testid=device-meta]').textContent =
+        ip + ' · signed in ' + fmtTime(s.created_at) + ' · last seen ' + fmtTime(s.last_seen_at);
+      const btn = li.querySelector('[data-testid=device-revoke]');
+      if (current) {
+        btn.remove();
+      } else {
+        btn.setAttribute('aria-label', 'Revoke ' + name + ' (' + ip + ')');
+        btn.addEventListener('click', () => revoke(s.id, btn));
+      }
+      return li;
+    });
+    ul.replaceChildren(...items);
+  }
+
+  async function revoke(id, btn) {
+    btn.disabled = true;
+    try {
+      await api('DELETE', '/auth/sessions/' + encodeURIComponent(id));
+      $('devices-msg').textContent = 'Device signed out.';
+    } catch (e) {
+      if (e.status === 401) return sessionGone();
+      btn.disabled = false;
+      $('devices-msg').textContent = 'Could not revoke: ' + e.message;
+      return;
+    }
+    refreshDevices();
+  }
+
+  async function revokeOthers() {
+    const btn = $('revoke-others');
+    btn.disabled = true;
+    try {
+      const body = await api('POST', '/auth/sessions/revoke-others');
+      const n = body && Array.isArray(body.revoked) ? body.revoked.length : body && typeof body.revoked === 'number' ? body.revoked : null;
+      $('devices-msg').textContent = n === null ? 'Signed out everywhere else.' : 'Signed out ' + n + ' other ' + (n === 1 ? 'device.' : 'devices.');
+    } catch (e) {
+      if (e.status === 401) return sessionGone();
+      $('devices-msg').textContent = 'Could not sign out other devices: ' + e.message;
+    } finally {
+      btn.disabled = false;
+    }
+    refreshDevices();
+  }
+
+  // ---------- preferences ----------
+
+  async function saveTheme() {
+    const theme = $('theme').value;
+    applyTheme(theme);
+    const patch = { theme: theme === 'system' ? null : theme };
+    $('prefs-msg').textContent = 'Saving theme…';
+    try {
+      if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+        const reply = await request('session.update', { data: patch });
+        const s = reply && reply.data ? sessionOf(reply.data) : null;
+        if (s) renderSession(s);
+      } else {
+        renderSession(sessionOf(await api('PATCH', '/auth/session', patch, 'application/merge-patch+json')));
+      }
+      $('prefs-msg').textContent = 'Theme saved.';
+    } catch (e) {
+      if (e.status === 401) return sessionGone();
+      $('prefs-msg').textContent = 'Could not save the theme: ' + e.message;
+    }
+  }
+
+  async function saveName(ev) {
+    ev.preventDefault();
+    const input = $('display-name');
+    const name = input.value.trim();
+    const btn = $('display-name-save');
+    btn.disabled = true;
+    $('prefs-msg').textContent = 'Saving display name…';
+    try {
+      const body = await api('PATCH', '/auth/session', { display_name: name || null }, 'application/merge-patch+json');
+      input.dataset.saved = name;
+      renderSession(sessionOf(body));
+      $('prefs-msg').textContent = 'Display name saved.';
+    } catch (e) {
+      if (e.status === 401) return sessionGone();
+      $('prefs-msg').textContent = 'Could not save the display name: ' + e.message;
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  // ---------- WebSocket ----------
+
+  function setStatus(st, text) {
+    const el = $('ws-status');
+    el.dataset.state = st;
+    el.textContent = text;
+  }
+
+  function wsURL() {
+    const u = new URL('/ws', location.href);
+    u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    return u.href;
+  }
+
+  // connect opens the page's socket. It authenticates with the sb_session
+  // cookie the browser sends on the same-origin upgrade; the server checks
+  // the Origin header, which the browser sets and scripts cannot forge.
+  function connect() {
+    clearTimeout(state.retryTimer);
+    if (!state.wantSocket) return;
+    if (state.ws && state.ws.readyState <= WebSocket.OPEN) return;
+    setStatus(state.attempt ? 'reconnecting' : 'connecting', 'Connecting…');
+    let ws;
+    try {
+      ws = new WebSocket(wsURL());
+    } catch (e) {
+      scheduleReconnect(0);
+      return;
+    }
+    state.ws = ws;
+    ws.onopen = () => {
+      if (state.ws === ws) setStatus('connecting', 'Connected, waiting for welcome…');
+    };
+    ws.onmessage = (ev) => {
+      if (state.ws === ws) onFrame(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (state.ws !== ws) return;
+      state.ws = null;
+      state.connectionId = '';
+      failPending('the connection closed');
+      onClose(ev);
+    };
+    // onerror is always followed by onclose, which decides what to do.
+  }
+
+  function send(frame) {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return false;
+    state.ws.send(JSON.stringify(frame));
+    logEntry(frame.type, frame, 'out');
+    return true;
+  }
+
+  // request sends a frame and resolves with the reply that carries its id.
+  function request(type, data) {
+    const id = String(state.nextId++);
+    return new Promise((resolve, reject) => {
+      const frame = { type, id };
+      if (data !== undefined) frame.data = data;
+      if (!send(frame)) {
+        reject(new ApiError(0, 'closed', 'not connected'));
+        return;
+      }
+      const timer = setTimeout(() => {
+        state.pending.delete(id);
+        reject(new ApiError(0, 'timeout', 'no answer from the server'));
+      }, REQUEST_TIMEOUT_MS);
+      state.pending.set(id, { type, resolve, reject, timer });
+    });
+  }
+
+  function failPending(why) {
+    for (const [id, p] of state.pending) {
+      clearTimeout(p.timer);
+      p.reject(new ApiError(0, 'closed', why));
+      state.pending.delete(id);
+    }
+  }
+
+  function onFrame(raw) {
+    let f;
+    try {
+      f = JSON.parse(raw);
+    } catch (e) {
+      logEntry('invalid', String(raw).slice(0, 200), 'in');
+      return;
+    }
+    if (!f || typeof f !== 'object' || typeof f.type !== 'string') {
+      logEntry('invalid', f, 'in');
+      return;
+    }
+    logEntry(f.type, f, 'in');
+    const data = f.data && typeof f.data === 'object' ? f.data : {};
+
+    // Replies carry the id of the request they answer.
+    const id = f.id !== undefined && f.id !== null ? String(f.id) : '';
+    if (id && state.pending.has(id)) {
+      const p = state.pending.get(id);
+      state.pending.delete(id);
+      clearTimeout(p.timer);
+      if (f.type === 'error') p.reject(new ApiError(0, data.code || 'error', data.message || 'error'));
+      else p.resolve(f);
+    }
+
+    switch (f.type) {
+      case 'welcome':
+        state.attempt = 0;
+        state.connectionId = data.connection_id || '';
+        setStatus('open', 'Live · connection ' + (state.connectionId || '?'));
+        if (sessionOf(data)) renderSession(sessionOf(data));
+        refreshDevices();
+        break;
+      case 'session':
+        renderSession(sessionOf(data));
+        break;
+      case 'session.updated':
+        renderSession(sessionOf(data));
+        refreshDevices();
+        break;
+      case 'session.expiring': {
+        const d = toDate(data.expires_at);
+        if (d) {
+          state.expiringAt = d;
+          tick();
+        }
+        break;
+      }
+      case 'error':
+        if (!id) $('prefs-msg').textContent = 'Server error: ' + (data.message || data.code || 'unknown');
+        break;
+      default:
+        // ack, pong, message and frames of newer servers: logged above.
+        break;
+    }
+  }
+
+  // Why a 4401 closed the socket, for the person looking at the page.
+  const ENDED = {
+    session_revoked: ['Signed out (revoked)', 'This session was signed out from another device or by an administrator.'],
+    session_expired: ['Session expired', 'This session reached its time limit.'],
+    token_expired: ['Session expired', 'The token this page used has expired.'],
+    api_key_revoked: ['Signed out (key revoked)', 'The API key this page used was revoked.'],
+  };
+
+  function onClose(ev) {
+    const reason = ev.reason || '';
+    logEntry('close', { code: ev.code, reason }, 'in', 'close');
+    if (!state.wantSocket) {
+      setStatus('closed', 'Disconnected');
+      return;
+    }
+    switch (ev.code) {
+      case 4401: {
+        const [title, detail] = ENDED[reason] || ['Signed out', 'The server ended this session (' + (reason || 'no reason given') + ').'];
+        setStatus('closed', 'Closed · ' + title);
+        showEnded(title, detail);
+        return;
+      }
+      case 4403:
+        state.wantSocket = false;
+        setStatus('closed', 'Refused by the server (forbidden)');
+        return;
+      case 4429:
+        scheduleReconnect(RATE_LIMIT_MIN_MS);
+        return;
+      case 1001:
+        // The server is shutting down: another node (or this one, restarted)
+        // takes the connection.
+        scheduleReconnect(0);
+        return;
+      default:
+        // A refused upgrade or a dropped network shows up as 1006 without a
+        // reason: ask the HTTP API whether the session still exists before
+        // trying again.
+        checkThenReconnect();
+    }
+  }
+
+  async function checkThenReconnect() {
+    try {
+      const s = sessionOf(await api('GET', '/auth/session'));
+      if (s) renderSession(s);
+      scheduleReconnect(0);
+    } catch (e) {
+      if (e.status === 401) sessionGone();
+      else scheduleReconnect(0);
+    }
+  }
+
+  // scheduleReconnect waits an exponential backoff with full jitter, so that
+  // the sockets of a node that went away do not all come back at once.
+  function scheduleReconnect(minMs) {
+    if (!state.wantSocket) return;
+    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
+    const delay = Math.max(minMs, Math.round(cap / 2 + Math.random() * cap / 2));
+    state.attempt++;
+    setStatus('reconnecting', 'Reconnecting in ' + Math.ceil(delay / 1000) + ' s (attempt ' + state.attempt + ')');
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(connect, delay);
+  }
+
+  // sessionGone handles an HTTP 401 while signed in: the session ended
+  // without this page's socket telling why.
+  function sessionGone() {
+    if (!state.session) return;
+    closeSocket();
+    setStatus('closed', 'Signed out');
+    showEnded('Signed out', 'This session is no longer valid.');
+  }
+
+  function closeSocket() {
+    state.wantSocket = false;
+    clearTimeout(state.retryTimer);
+    if (state.ws) {
+      const ws = state.ws;
+      state.ws = null;
+      ws.close(1000, 'bye');
+    }
+    failPending('signed out');
+  }
+
+  // ---------- event log ----------
+
+  function logEntry(type, payload, dir, kind) {
+    const ol = $('event-log');
+    const li = $('log-template').content.firstElementChild.cloneNode(true);
+    const now = new Date();
+    const t = li.querySelector('.log-time');
+    t.dateTime = now.toISOString();
+    t.textContent = clock(now);
+    li.querySelector('.log-type').textContent = (dir === 'out' ? '→ ' : '← ') + type;
+    let body = typeof payload === 'string' ? payload : JSON.stringify(payload);
+    if (body.length > 400) body = body.slice(0, 400) + '…';
+    li.querySelector('.log-body').textContent = body;
+    li.dataset.type = type;
+    li.dataset.dir = dir;
+    if (kind) li.dataset.kind = kind;
+    ol.prepend(li);
+    while (ol.children.length > LOG_CAP) ol.lastElementChild.remove();
+  }
+
+  // ---------- timers ----------
+
+  function startTimers() {
+    stopTimers();
+    state.tickTimer = setInterval(tick, 1000);
+    // Polling keeps the connection counts fresh, but only while somebody is
+    // looking: requests extend the session, and an abandoned tab must not
+    // keep it alive.
+    state.pollTimer = setInterval(() => {
+      if (document.visibilityState === 'visible' && Date.now() - state.lastInput < ACTIVE_MS) refreshDevices();
+    }, POLL_MS);
+  }
+
+  function stopTimers() {
+    clearInterval(state.tickTimer);
+    clearInterval(state.pollTimer);
+    state.tickTimer = state.pollTimer = 0;
+    state.expiringAt = null;
+    $('expiring').hidden = true;
+  }
+
+  // ---------- actions ----------
+
+  function startSession(session) {
+    state.wantSocket = true;
+    state.attempt = 0;
+    state.lastInput = Date.now();
+    showApp(session);
+    connect();
+  }
+
+  async function signIn(ev) {
+    ev.preventDefault();
+    const username = $('username').value.trim();
+    const password = $('password').value;
+    if (!username || !password) {
+      setError('Enter your username and password.');
+      (username ? $('password') : $('username')).focus();
+      return;
+    }
+    const btn = $('signin-submit');
+    btn.disabled = true;
+    setError('');
+    try {
+      const body = await api('POST', '/auth/login', { username, password });
+      $('password').value = '';
+      let s = sessionOf(body);
+      if (!s) s = sessionOf(await api('GET', '/auth/session'));
+      if (!s) throw new ApiError(0, 'bad_answer', 'The server answered without a session.');
+      startSession(s);
+      $('main').focus();
+    } catch (e) {
+      $('password').value = '';
+      if (e.status === 401) setError('Wrong username or password.');
+      else if (e.status === 429) setError('Too many attempts. Wait a moment and try again.');
+      else if (e.status === 503) setError('The server is unavailable right now. Try again shortly.');
+      else setError('Sign-in failed: ' + e.message);
+      $('password').focus();
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  async function signOut() {
+    const btn = $('signout');
+    btn.disabled = true;
+    closeSocket();
+    try {
+      await api('POST', '/auth/logout');
+    } catch (e) {
+      // Signed out either way from this page's point of view.
+    } finally {
+      btn.disabled = false;
+    }
+    setStatus('idle', 'Not connected');
+    showSignin('');
+    $('signin-error').textContent = '';
+  }
+
+  async function boot() {
+    $('signin-form').addEventListener('submit', signIn);
+    $('signin-again').addEventListener('click', () => { setStatus('idle', 'Not connected'); showSignin(''); });
+    $('signout').addEventListener('click', signOut);
+    $('revoke-others').addEventListener('click', revokeOthers);
+    $('devices-refresh').addEventListener('click', refreshDevices);
+    $('theme').addEventListener('change', saveTheme);
+    $('name-form').addEventListener('submit', saveName);
+    $('log-clear').addEventListener('click', () => $('event-log').replaceChildren());
+    $('ping').addEventListener('click', () => {
+      request('ping').catch((e) => logEntry('ping failed', e.message, 'out'));
+    });
+    for (const t of ['pointerdown', 'keydown']) {
+      document.addEventListener(t, () => { state.lastInput = Date.now(); }, { passive: true });
+    }
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible' && state.session) refreshDevices();
+    });
+
+    try {
+      const s = sessionOf(await api('GET', '/auth/session'));
+      if (s) startSession(s);
+      else showSignin('');
+    } catch (e) {
+      showSignin(e.status === 401 ? '' : 'Could not check your session: ' + e.message);
+    }
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
+  else boot();
+})();
