@@ -1,0 +1,30 @@
+package jwt
+
+import "errors"
+
+// Reasons a token is rejected. Every rejection returned by [Verifier.Verify]
+// wraps [sessionbridge.ErrInvalidToken] (callers answer 401 on it) and exactly
+// one of these, so that audit logs and metrics can tell why without seeing the
+// token.
+var (
+	// ErrTokenExpired means the exp claim is in the past, beyond the leeway.
+	ErrTokenExpired = errors.New("jwt: token expired")
+	// ErrTokenNotYetValid means the nbf or iat claim is in the future, beyond
+	// the leeway.
+	ErrTokenNotYetValid = errors.New("jwt: token not yet valid")
+	// ErrBadAlgorithm means the alg header is missing, unknown, "none", not in
+	// the allow-list, or not one the selected key verifies.
+	ErrBadAlgorithm = errors.New("jwt: algorithm not accepted")
+	// ErrBadSignature means no candidate key verified the signature.
+	ErrBadSignature = errors.New("jwt: bad signature")
+	// ErrBadClaims means a claim is missing, has the wrong type or value: exp
+	// missing, aud or iss not the configured one, sub missing or unusable, sid
+	// not a session ID, scope not a string or array of strings.
+	ErrBadClaims = errors.New("jwt: bad claims")
+	// ErrUnknownKey means no configured or fetched key matches the token's kid
+	// (or, without a kid, its algorithm).
+	ErrUnknownKey = errors.New("jwt: unknown key")
+	// ErrMalformed means the token is not a compact JWS: wrong length or
+	// characters, not three segments, bad base64 or JSON, or a crit header.
+	ErrMalformed = errors.New("jwt: malformed token")
+)
