@@ -1,0 +1,626 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	sb "github.com/sessionbridge/sessionbridge"
+)
+
+// ErrClosed is returned by Conn.Send on a connection that is closing or
+// closed.
+var ErrClosed = errors.New("gateway: connection closed")
+
+// ErrSlowConsumer is returned by Conn.Send when the connection's send queue
+// was full: the connection is then closed with 1008 slow_consumer.
+var ErrSlowConsumer = errors.New("gateway: send queue full")
+
+// closeGrace is how long the gateway waits for the peer's answer to a close
+// frame before it drops the TCP connection.
+const closeGrace = 2 * time.Second
+
+// maxQueueBytes bounds the bytes queued for one connection.
+const maxQueueBytes = 1 << 20
+
+// Conn is one authenticated WebSocket connection. Handlers receive it; its
+// accessors are safe for concurrent use.
+//
+// A Conn holds no goroutine while idle but its read loop: outgoing frames go
+// to a bounded queue that a writer goroutine, started on demand, drains and
+// then exits.
+type Conn struct {
+	g     *Gateway
+	ws    *websocket.Conn
+	id    string
+	entry *sessionEntry // nil for a connection bound to no session
+
+	connectedAt time.Time
+	device      sb.Device
+	metadata    map[string]string
+
+	// Intrusive list links, guarded by the registry (and the entry's mu for
+	// the session list).
+	sPrev, sNext, uPrev, uNext *Conn
+
+	mu sync.Mutex
+	// p is the principal without its Session (which lives in entry); its
+	// Scopes and ExpiresAt change on auth.refresh.
+	p      sb.Principal
+	queue  [][]byte
+	qbytes int
+	// held keeps the writer from starting until the welcome frame is in
+	// place at the head of the queue.
+	held      bool
+	writing   bool
+	closing   bool
+	closeSent bool
+	closed    bool
+	code      int
+	reason    string
+	expTimer  stopper
+}
+
+// ConnDevice is the device a connection comes from.
+type ConnDevice struct {
+	sb.Device
+	ConnectionID string `json:"connection_id"`
+}
+
+// ConnContext is what a handler knows about the connection it serves.
+type ConnContext struct {
+	Authenticated bool
+	SessionID     string
+	UserID        string
+	// SessionData is the session's current data, or nil without a session.
+	SessionData json.RawMessage
+	// Protocol is always "websocket".
+	Protocol string
+	Device   ConnDevice
+	Metadata map[string]string
+	Method   sb.AuthMethod
+	Scopes   []string
+}
+
+// ID returns the connection's ID.
+func (c *Conn) ID() string { return c.id }
+
+// Principal returns a copy of whom the connection acts for, with the bound
+// session as currently known on this node.
+func (c *Conn) Principal() sb.Principal {
+	c.mu.Lock()
+	p := c.p
+	p.Scopes = slices.Clone(p.Scopes)
+	c.mu.Unlock()
+	if s := c.session(); s != nil {
+		p.Session = s
+	}
+	return p
+}
+
+// session returns a copy of the bound session, or nil.
+func (c *Conn) session() *sb.Session {
+	e := c.entry
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sess.Clone()
+}
+
+// Context returns the connection's context as seen now.
+func (c *Conn) Context() ConnContext {
+	p := c.Principal()
+	cc := ConnContext{
+		Authenticated: true,
+		SessionID:     p.SessionID,
+		UserID:        p.UserID,
+		Protocol:      "websocket",
+		Device:        ConnDevice{Device: c.device, ConnectionID: c.id},
+		Metadata:      c.metadata,
+		Method:        p.Method,
+		Scopes:        p.Scopes,
+	}
+	if p.Session != nil {
+		cc.SessionData = p.Session.Data
+	}
+	return cc
+}
+
+// Send queues a frame of type typ with data for the connection. It never
+// blocks on the network; it fails with ErrClosed on a closing connection and
+// with ErrSlowConsumer when the queue is full (the connection is then closed).
+func (c *Conn) Send(ctx context.Context, typ string, data any) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b, err := encodeFrame(typ, "", data)
+	if err != nil {
+		return err
+	}
+	return c.enqueue(b)
+}
+
+// enqueue appends an encoded frame to the send queue and starts the writer if
+// none runs. A full queue closes the connection rather than grow.
+func (c *Conn) enqueue(b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.closed {
+		return ErrClosed
+	}
+	if len(c.queue) >= c.g.sendQueue || c.qbytes+len(b) > maxQueueBytes {
+		c.queue, c.qbytes = nil, 0
+		c.startCloseLocked(ClosePolicy, ReasonSlowConsumer)
+		c.g.log.Warn("gateway: closing slow consumer", "connection_id", c.id, "user_id", c.p.UserID)
+		return ErrSlowConsumer
+	}
+	c.queue = append(c.queue, b)
+	c.qbytes += len(b)
+	c.kickLocked()
+	return nil
+}
+
+// closeWith closes the connection with a close frame after the frames already
+// queued. Only the first call counts.
+func (c *Conn) closeWith(code int, reason string) {
+	c.mu.Lock()
+	c.startCloseLocked(code, reason)
+	c.mu.Unlock()
+}
+
+func (c *Conn) startCloseLocked(code int, reason string) {
+	if c.closing || c.closed {
+		return
+	}
+	c.closing, c.code, c.reason = true, code, reason
+	c.kickLocked()
+}
+
+// kickLocked starts the writer goroutine if there is something to write and
+// none is running.
+func (c *Conn) kickLocked() {
+	if c.writing || c.held || c.closed {
+		return
+	}
+	c.writing = true
+	c.g.wg.Add(1)
+	go c.writeLoop()
+}
+
+// release lets the writer start, with first at the head of the queue.
+func (c *Conn) release(first []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held = false
+	if c.closed {
+		return
+	}
+	if !c.closing || c.code != ClosePolicy {
+		c.queue = slices.Insert(c.queue, 0, first)
+		c.qbytes += len(first)
+	}
+	if len(c.queue) > 0 || c.closing {
+		c.kickLocked()
+	}
+}
+
+// writeLoop drains the queue, writes the close frame if one is due, and
+// exits when there is nothing left to write.
+func (c *Conn) writeLoop() {
+	defer c.g.wg.Done()
+	for {
+		c.mu.Lock()
+		batch := c.queue
+		c.queue, c.qbytes = nil, 0
+		sendClose := len(batch) == 0 && c.closing && !c.closeSent && !c.closed
+		if sendClose {
+			c.closeSent = true
+		}
+		if len(batch) == 0 && !sendClose {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		code, reason := c.code, c.reason
+		c.mu.Unlock()
+
+		if sendClose {
+			c.writeClose(code, reason)
+			continue
+		}
+		for _, b := range batch {
+			if err := c.ws.SetWriteDeadline(c.g.realNow().Add(c.g.writeTimeout)); err == nil {
+				err = c.ws.WriteMessage(websocket.TextMessage, b)
+				if err == nil {
+					continue
+				}
+			}
+			// A failed or timed-out write leaves the stream unusable: drop the
+			// connection; the read loop then cleans up.
+			c.abort()
+			c.mu.Lock()
+			c.queue, c.qbytes, c.writing = nil, 0, false
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// writeClose sends a close frame and gives the peer closeGrace to answer
+// before the read loop gives up on it.
+func (c *Conn) writeClose(code int, reason string) {
+	now := c.g.realNow()
+	msg := websocket.FormatCloseMessage(code, reason)
+	if err := c.ws.WriteControl(websocket.CloseMessage, msg, now.Add(c.g.writeTimeout)); err != nil {
+		c.abort()
+		return
+	}
+	_ = c.ws.SetReadDeadline(now.Add(closeGrace))
+}
+
+// abort drops the TCP connection without a close handshake.
+func (c *Conn) abort() {
+	_ = c.ws.NetConn().Close()
+}
+
+// ping sends a keepalive ping control frame unless the connection is closing.
+// A busy writer is left alone: its frames already show the peer is reading
+// and its pongs come back after them.
+func (c *Conn) ping(deadline time.Time) {
+	c.mu.Lock()
+	skip := c.closing || c.closed || c.held
+	c.mu.Unlock()
+	if skip {
+		return
+	}
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+		c.abort()
+	}
+}
+
+// readLoop reads frames until the connection ends, then unregisters it. It
+// is the connection's only long-lived goroutine.
+func (c *Conn) readLoop(ctx context.Context) {
+	defer c.g.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g := c.g
+	ws := c.ws
+	ws.SetReadLimit(g.readLimit)
+	extend := func() { _ = ws.SetReadDeadline(g.realNow().Add(g.pongTimeout)) }
+	extend()
+	ws.SetPongHandler(func(string) error {
+		c.extendUnlessClosing(extend)
+		return nil
+	})
+	ws.SetPingHandler(func(data string) error {
+		c.extendUnlessClosing(extend)
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), g.realNow().Add(g.writeTimeout))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
+	var err error
+	for {
+		var mt int
+		var data []byte
+		mt, data, err = ws.ReadMessage()
+		if err != nil {
+			break
+		}
+		c.extendUnlessClosing(extend)
+		c.handle(ctx, mt, data)
+	}
+	c.finish(err)
+}
+
+// extendUnlessClosing moves the dead-peer deadline, except while a close
+// handshake is under way (which has its own, shorter deadline).
+func (c *Conn) extendUnlessClosing(extend func()) {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if !closing {
+		extend()
+	}
+}
+
+// finish runs once, when the read loop ends: it unregisters the connection
+// and reports how it ended.
+func (c *Conn) finish(readErr error) {
+	g := c.g
+	g.reg.remove(c)
+	c.mu.Lock()
+	c.closed = true
+	c.queue, c.qbytes = nil, 0
+	code, reason := c.code, c.reason
+	if c.expTimer != nil {
+		c.expTimer.Stop()
+		c.expTimer = nil
+	}
+	p := c.p
+	c.mu.Unlock()
+	_ = c.ws.Close()
+
+	var ce *websocket.CloseError
+	switch {
+	case code != 0:
+	case errors.As(readErr, &ce):
+		code, reason = ce.Code, ce.Text
+	case errors.Is(readErr, websocket.ErrReadLimit):
+		code, reason = CloseTooBig, "message_too_big"
+	default:
+		code, reason = websocket.CloseAbnormalClosure, "connection_lost"
+	}
+	g.metrics.ConnClosed(string(p.Method), code, reason)
+	g.audit.Log(context.Background(), auditWSDisconnected, auditFields{
+		SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id,
+		IP: c.device.IP, UserAgent: c.device.UserAgent, Method: string(p.Method),
+		Reason: reason, Detail: fmt.Sprintf("close code %d", code),
+	})
+	g.log.Debug("gateway: connection closed", "connection_id", c.id, "user_id", p.UserID,
+		"session_id", p.SessionID, "code", code, "reason", reason)
+}
+
+// handle serves one frame from the client.
+func (c *Conn) handle(ctx context.Context, mt int, data []byte) {
+	g := c.g
+	if mt != websocket.TextMessage {
+		g.metrics.Frame("binary", "bad_request")
+		c.sendError("", CodeBadRequest, "binary frames are not supported")
+		return
+	}
+	f, err := decodeFrame(data)
+	if err != nil {
+		g.metrics.Frame("malformed", "bad_request")
+		c.sendError(f.ID, CodeBadRequest, err.Error())
+		return
+	}
+	if f.Type != TypePing {
+		c.touch(ctx)
+	}
+	var reply any
+	var replyType string
+	switch f.Type {
+	case TypePing:
+		replyType, reply = TypePong, nil
+	case TypeSessionGet:
+		replyType, reply, err = c.sessionGet()
+	case TypeSessionUpdate:
+		replyType, reply, err = c.sessionUpdate(ctx, f.Data)
+	case TypeAuthRefresh:
+		replyType, reply, err = c.authRefresh(ctx, f.Data)
+	default:
+		replyType, reply, err = c.custom(ctx, f)
+	}
+	label := f.Type
+	if errors.Is(err, errUnknownType) {
+		label = "unknown"
+	}
+	if err != nil {
+		code, msg := errorCode(err)
+		g.metrics.Frame(label, code)
+		if code == CodeInternal {
+			g.log.Error("gateway: frame failed", "connection_id", c.id, "type", label, "err", err)
+		}
+		c.sendError(f.ID, code, msg)
+		return
+	}
+	g.metrics.Frame(label, "ok")
+	b, err := encodeFrame(replyType, f.ID, reply)
+	if err != nil {
+		g.log.Error("gateway: encoding reply", "connection_id", c.id, "type", label, "err", err)
+		c.sendError(f.ID, CodeInternal, "internal error")
+		return
+	}
+	_ = c.enqueue(b)
+}
+
+func (c *Conn) sendError(id, code, msg string) {
+	b, err := encodeFrame(TypeError, id, errorData{ID: id, Code: code, Message: msg})
+	if err == nil {
+		_ = c.enqueue(b)
+	}
+}
+
+// frameError is a refusal of a frame with an error code for the client.
+type frameError struct {
+	code string
+	msg  string
+	err  error
+}
+
+func (e *frameError) Error() string {
+	if e.err != nil {
+		return e.msg + ": " + e.err.Error()
+	}
+	return e.msg
+}
+
+func (e *frameError) Unwrap() error { return e.err }
+
+var errUnknownType = errors.New("unknown frame type")
+
+// FrameError returns an error that a Handler can return to send the client an
+// error frame with code (bad_request, forbidden, rate_limited, ...) and msg.
+// Any other error a Handler returns becomes code internal with a generic
+// message.
+func FrameError(code, msg string) error { return &frameError{code: code, msg: msg} }
+
+func errorCode(err error) (code, msg string) {
+	var fe *frameError
+	switch {
+	case errors.As(err, &fe):
+		return fe.code, fe.msg
+	case errors.Is(err, errUnknownType):
+		return CodeUnknownType, "unknown frame type"
+	case errors.Is(err, sb.ErrForbidden):
+		return CodeForbidden, "forbidden"
+	case errors.Is(err, sb.ErrInvalidPatch):
+		return CodeBadRequest, "data must be a JSON object merge patch"
+	}
+	return CodeInternal, "internal error"
+}
+
+func badRequest(msg string) error { return &frameError{code: CodeBadRequest, msg: msg} }
+
+func (c *Conn) sessionGet() (string, any, error) {
+	s := c.session()
+	if s == nil {
+		return "", nil, badRequest("connection has no session")
+	}
+	return TypeSession, sessionData{Session: s.Public()}, nil
+}
+
+func (c *Conn) sessionUpdate(ctx context.Context, raw json.RawMessage) (string, any, error) {
+	e := c.entry
+	if e == nil {
+		return "", nil, badRequest("connection has no session")
+	}
+	var req updateRequest
+	if err := json.Unmarshal(raw, &req); err != nil || len(req.Data) == 0 {
+		return "", nil, badRequest("data must be {\"data\": <merge patch>}")
+	}
+	if !sb.ValidObject(req.Data) {
+		return "", nil, badRequest("data must be a JSON object merge patch")
+	}
+	s, err := c.g.cfg.Manager.Update(ctx, e.id, req.Data, req.Version, sb.Change{Source: sb.SourceWebSocket, ConnectionID: c.id})
+	switch {
+	case err == nil:
+	case errors.Is(err, sb.ErrVersionConflict):
+		return "", nil, &frameError{code: CodeBadRequest, msg: "version conflict", err: err}
+	case errors.Is(err, sb.ErrNotFound):
+		return "", nil, &frameError{code: CodeForbidden, msg: "session is gone", err: err}
+	case errors.Is(err, sb.ErrInvalidPatch):
+		return "", nil, &frameError{code: CodeBadRequest, msg: "data must be a JSON object merge patch", err: err}
+	default:
+		return "", nil, fmt.Errorf("gateway: session.update: %w", err)
+	}
+	// Push session.updated to this session's other sockets on this node now;
+	// the bus event that follows finds the version already applied here and
+	// only reaches the other nodes.
+	c.g.applySession(e, s, sb.SourceWebSocket, c)
+	c.g.audit.Log(ctx, auditSessionUpdated, auditFields{
+		SessionID: e.id, UserID: c.p.UserID, ConnectionID: c.id, Method: string(c.p.Method),
+		Source: string(sb.SourceWebSocket), Detail: fmt.Sprintf("version %d", s.Version),
+	})
+	return TypeAck, ackData{Version: s.Version}, nil
+}
+
+func (c *Conn) authRefresh(ctx context.Context, raw json.RawMessage) (string, any, error) {
+	g := c.g
+	c.mu.Lock()
+	p := c.p
+	c.mu.Unlock()
+	if p.Method != sb.AuthJWT || g.cfg.JWT == nil {
+		return "", nil, badRequest("auth.refresh is only for JWT connections")
+	}
+	var req refreshRequest
+	if err := json.Unmarshal(raw, &req); err != nil || req.Token == "" {
+		return "", nil, badRequest("data must be {\"token\": <jwt>}")
+	}
+	np, err := g.cfg.JWT.Verify(ctx, req.Token)
+	if err != nil {
+		if errors.Is(err, sb.ErrUnavailable) {
+			return "", nil, fmt.Errorf("gateway: auth.refresh: %w", err)
+		}
+		g.audit.Log(ctx, auditAuthnFailed, auditFields{UserID: p.UserID, ConnectionID: c.id, Method: string(sb.AuthJWT), Reason: "refresh_invalid_token"})
+		return "", nil, &frameError{code: CodeForbidden, msg: "invalid token"}
+	}
+	if np.UserID != p.UserID || np.SessionID != p.SessionID {
+		g.audit.Log(ctx, auditAuthzFail, auditFields{UserID: p.UserID, SessionID: p.SessionID, ConnectionID: c.id, Method: string(sb.AuthJWT), Reason: "refresh_subject_mismatch"})
+		return "", nil, &frameError{code: CodeForbidden, msg: "token is for another subject"}
+	}
+	c.mu.Lock()
+	c.p.Scopes = slices.Clone(np.Scopes)
+	c.p.ExpiresAt = np.ExpiresAt
+	c.mu.Unlock()
+	g.scheduleConnExpiry(c)
+	g.audit.Log(ctx, auditTokenRefreshed, auditFields{UserID: p.UserID, SessionID: p.SessionID, ConnectionID: c.id, Method: string(sb.AuthJWT)})
+	return TypeAck, ackData{ExpiresAt: timePtr(np.ExpiresAt)}, nil
+}
+
+func (c *Conn) custom(ctx context.Context, f inFrame) (string, any, error) {
+	g := c.g
+	g.hmu.RLock()
+	r, ok := g.handlers[f.Type]
+	g.hmu.RUnlock()
+	if !ok {
+		return "", nil, errUnknownType
+	}
+	c.mu.Lock()
+	allowed := c.p.HasScope(r.scope)
+	p := c.p
+	c.mu.Unlock()
+	if !allowed {
+		g.audit.Log(ctx, auditAuthzFail, auditFields{
+			SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id, Method: string(p.Method),
+			Reason: "missing_scope", Detail: f.Type + " requires " + r.scope,
+		})
+		return "", nil, &frameError{code: CodeForbidden, msg: "missing scope " + r.scope}
+	}
+	reply, err := r.h(ctx, c, f.Data)
+	if err != nil {
+		return "", nil, err
+	}
+	return f.Type + ".result", reply, nil
+}
+
+// touch records activity on the bound session, at most one store round trip
+// per session per touch interval.
+func (c *Conn) touch(ctx context.Context) {
+	e := c.entry
+	if e == nil {
+		return
+	}
+	g := c.g
+	now := g.clock.Now()
+	interval := g.touchInterval()
+	e.mu.Lock()
+	due := !e.removed && !e.touching && now.Sub(e.sess.LastSeenAt) >= interval && now.Sub(e.lastTouchTry) >= interval/8
+	var cp *sb.Session
+	if due {
+		e.touching, e.lastTouchTry = true, now
+		cp = e.sess.Clone()
+	}
+	e.mu.Unlock()
+	if !due {
+		return
+	}
+	tctx, cancel := context.WithTimeout(ctx, g.writeTimeout)
+	next, err := g.cfg.Manager.Touch(tctx, cp, sb.Change{Source: sb.SourceWebSocket, ConnectionID: c.id})
+	cancel()
+	e.mu.Lock()
+	e.touching = false
+	if err == nil && next.LastSeenAt.After(e.sess.LastSeenAt) {
+		e.sess.LastSeenAt = next.LastSeenAt
+		if next.ExpiresAt.After(e.sess.ExpiresAt) {
+			e.sess.ExpiresAt = next.ExpiresAt
+			g.scheduleLocked(e)
+		}
+	}
+	e.mu.Unlock()
+	if err != nil && !errors.Is(err, sb.ErrNotFound) {
+		g.log.Warn("gateway: touching session", "session_id", e.id, "err", err)
+	}
+}
+
+// info describes the connection for presence queries.
+func (c *Conn) info(node string) sb.ConnInfo {
+	return sb.ConnInfo{
+		ID: c.id, SessionID: c.p.SessionID, UserID: c.p.UserID, Method: c.p.Method,
+		NodeID: node, ConnectedAt: c.connectedAt, IP: c.device.IP, UserAgent: c.device.UserAgent,
+	}
+}
+
+var _ = slog.LevelDebug

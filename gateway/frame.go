@@ -1,0 +1,179 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	sb "github.com/sessionbridge/sessionbridge"
+)
+
+// Frame types sent by clients.
+const (
+	TypePing          = "ping"
+	TypeSessionGet    = "session.get"
+	TypeSessionUpdate = "session.update"
+	TypeAuthRefresh   = "auth.refresh"
+)
+
+// Frame types sent by the server.
+const (
+	TypeWelcome         = "welcome"
+	TypePong            = "pong"
+	TypeSession         = "session"
+	TypeAck             = "ack"
+	TypeSessionUpdated  = "session.updated"
+	TypeSessionExpiring = "session.expiring"
+	TypeMessage         = "message"
+	TypeError           = "error"
+)
+
+// Error codes carried by error frames.
+const (
+	CodeBadRequest  = "bad_request"
+	CodeForbidden   = "forbidden"
+	CodeRateLimited = "rate_limited"
+	CodeUnknownType = "unknown_type"
+	CodeInternal    = "internal"
+)
+
+// Close codes and reasons the gateway sends.
+const (
+	CloseNormal         = 1000
+	CloseGoingAway      = 1001
+	ClosePolicy         = 1008
+	CloseTooBig         = 1009
+	CloseReauthenticate = 4401
+	CloseForbidden      = 4403
+	CloseRateLimited    = 4429
+
+	ReasonServerShutdown = "server_shutdown"
+	ReasonSessionExpired = "session_expired"
+	ReasonSessionRevoked = "session_revoked"
+	ReasonTokenExpired   = "token_expired"
+	ReasonAPIKeyRevoked  = "api_key_revoked"
+	ReasonForbidden      = "forbidden"
+	ReasonRateLimited    = "rate_limited"
+	ReasonSlowConsumer   = "slow_consumer"
+)
+
+// maxFrameIDLen bounds the id a client may attach to a frame; it is echoed
+// back, so an unbounded one would let a client make the server copy it.
+const maxFrameIDLen = 128
+
+// inFrame is a frame received from a client.
+type inFrame struct {
+	Type string          `json:"type"`
+	ID   string          `json:"id,omitempty"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// errBadFrame is wrapped by decodeFrame for anything that is not a frame.
+var errBadFrame = errors.New("malformed frame")
+
+// decodeFrame parses one client frame. On error it still returns whatever id
+// it could read, so that the error frame can echo it.
+func decodeFrame(b []byte) (inFrame, error) {
+	var f inFrame
+	if err := json.Unmarshal(b, &f); err != nil {
+		return inFrame{}, fmt.Errorf("%w: %v", errBadFrame, jsonErrSummary(err))
+	}
+	if len(f.ID) > maxFrameIDLen {
+		return inFrame{}, fmt.Errorf("%w: id longer than %d bytes", errBadFrame, maxFrameIDLen)
+	}
+	if f.Type == "" {
+		return f, fmt.Errorf("%w: missing type", errBadFrame)
+	}
+	if len(f.Data) > 0 && string(f.Data) == "null" {
+		f.Data = nil
+	}
+	return f, nil
+}
+
+// jsonErrSummary describes a JSON error without echoing the input, which may
+// hold a credential.
+func jsonErrSummary(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at offset %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q has the wrong type", te.Field)
+	}
+	return "invalid JSON"
+}
+
+// outFrame is a frame sent to a client.
+type outFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+	Data any    `json:"data,omitempty"`
+}
+
+// encodeFrame returns the wire form of a frame.
+func encodeFrame(typ, id string, data any) ([]byte, error) {
+	b, err := json.Marshal(outFrame{Type: typ, ID: id, Data: data})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: encoding %s frame: %w", typ, err)
+	}
+	return b, nil
+}
+
+// Frame payloads.
+
+type welcomeData struct {
+	ConnectionID string            `json:"connection_id"`
+	Auth         sb.AuthMethod     `json:"auth"`
+	UserID       string            `json:"user_id"`
+	Session      *sb.PublicSession `json:"session"`
+	Scopes       []string          `json:"scopes"`
+	ExpiresAt    *time.Time        `json:"expires_at"`
+}
+
+type sessionData struct {
+	Session sb.PublicSession `json:"session"`
+}
+
+type sessionUpdatedData struct {
+	Session sb.PublicSession `json:"session"`
+	Source  sb.Source        `json:"source"`
+}
+
+type ackData struct {
+	Version   uint64     `json:"version,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+type expiringData struct {
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+type messageData struct {
+	Data json.RawMessage `json:"data"`
+}
+
+type errorData struct {
+	ID      string `json:"id,omitempty"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+type updateRequest struct {
+	Data json.RawMessage `json:"data"`
+	// Version, when set, makes the update conditional on it.
+	Version uint64 `json:"version,omitempty"`
+}
+
+type refreshRequest struct {
+	Token string `json:"token"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}

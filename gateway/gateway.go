@@ -1,0 +1,636 @@
+// Package gateway is the WebSocket side of sessionbridge: it authenticates
+// upgrades from the same credentials HTTP uses (session cookie or token, JWT,
+// API key, single-use ticket), keeps a registry of live connections by
+// connection, session and user, serves the frame protocol, and applies every
+// session event from the bus to the local sockets (session.updated pushes,
+// closes on revocation and expiry).
+//
+// The wire protocol is described in docs/protocol.md.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/device"
+	"github.com/sessionbridge/sessionbridge/metrics"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultAPIKeyPrefix  = "sbk_"
+	DefaultReadLimit     = 64 << 10
+	DefaultPingInterval  = 30 * time.Second
+	DefaultWriteTimeout  = 10 * time.Second
+	DefaultSendQueue     = 64
+	DefaultExpiryWarning = 60 * time.Second
+	DefaultSweepInterval = 30 * time.Second
+	// resyncBatch is how many session IDs one Store.GetMany call asks for.
+	resyncBatch = 1000
+)
+
+// Limiter decides whether an upgrade may proceed. The gateway asks it with
+// the key "ip:<client ip>" before authentication and "user:<user id>" (or
+// "apikey:<key id>" for API keys) after it.
+type Limiter interface {
+	// Allow reports whether one more request under key is allowed now; if
+	// not, retryAfter says when to try again.
+	Allow(ctx context.Context, key string) (ok bool, retryAfter time.Duration)
+}
+
+// Config configures a Gateway. Manager and Bus are required; every other
+// field has a working zero value.
+type Config struct {
+	// Manager applies the session rules; its Store is the store sessions
+	// live in.
+	Manager *sb.Manager
+	// Bus is the bus the store publishes on; Run subscribes to it.
+	Bus sb.Bus
+	// Tickets redeems ?ticket= credentials; nil disables them.
+	Tickets sb.TicketStore
+	// JWT verifies bearer JWTs; nil refuses them.
+	JWT sb.TokenVerifier
+	// APIKeys verifies bearer tokens that start with APIKeyPrefix; nil
+	// refuses them.
+	APIKeys sb.TokenVerifier
+	// APIKeyPrefix marks API keys among bearer tokens; default "sbk_".
+	APIKeyPrefix string
+	// AllowedOrigins lists the browser origins that may connect:
+	// "https://app.example.com" or "https://*.example.com" (one or more
+	// labels in place of the star). Empty means only the request's own host.
+	AllowedOrigins []string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// AllowQueryToken enables ?session_token= (off by default: URLs end up
+	// in logs; the gateway itself never logs it).
+	AllowQueryToken bool
+	// SessionScopes are the scopes of session-authenticated connections;
+	// nil means ["*"].
+	SessionScopes []string
+	// ReadLimit is the largest frame a client may send; larger ones close
+	// the connection with 1009. Default 64 KiB.
+	ReadLimit int64
+	// PingInterval is how often the server pings every socket; default 30s.
+	PingInterval time.Duration
+	// PongTimeout is how long a peer may send nothing at all (not even a
+	// pong) before the connection is dropped; default 2*PingInterval.
+	PongTimeout time.Duration
+	// WriteTimeout bounds every write to a socket; default 10s.
+	WriteTimeout time.Duration
+	// SendQueue is how many frames may wait for a slow socket before it is
+	// closed with 1008 slow_consumer; default 64 (and at most 1 MiB).
+	SendQueue int
+	// ExpiryWarning is how long before a session's deadline its sockets get
+	// session.expiring; default 60s, negative disables the warning.
+	ExpiryWarning time.Duration
+	// SweepInterval is how often Run re-validates every local session
+	// against the store; default 30s.
+	SweepInterval time.Duration
+	// NodeID names this node in events and presence; default "local".
+	NodeID string
+	// Limiter, if set, limits upgrades (429 with Retry-After).
+	Limiter Limiter
+	// Metadata, if set, returns the metadata a new connection carries in its
+	// ConnContext.
+	Metadata func(r *http.Request, p *sb.Principal) map[string]string
+
+	Logger  *slog.Logger
+	Audit   *audit.Logger
+	Metrics *metrics.Metrics
+	// Now is the clock for deadline decisions; nil means time.Now.
+	Now func() time.Time
+}
+
+// Handler serves a client frame of an application-defined type. Its reply,
+// unless nil, is sent as a frame of type "<type>.result" with the request's
+// id; an error becomes an error frame (see FrameError).
+type Handler func(ctx context.Context, c *Conn, data json.RawMessage) (reply any, err error)
+
+type route struct {
+	scope string
+	h     Handler
+}
+
+// Gateway serves WebSocket connections at GET /ws. Create it with New.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	audit   *audit.Logger
+	metrics *metrics.Metrics
+	clock   clock
+	origins originPolicy
+	up      websocket.Upgrader
+	reg     *registry
+
+	readLimit    int64
+	pingInterval time.Duration
+	pongTimeout  time.Duration
+	writeTimeout time.Duration
+	sendQueue    int
+	warning      time.Duration
+	sweep        time.Duration
+
+	hmu      sync.RWMutex
+	handlers map[string]route
+
+	// wg counts upgrade handlers, read loops, writers and timer callbacks.
+	wg          sync.WaitGroup
+	mu          sync.Mutex
+	shutting    bool
+	pingerStop  chan struct{}
+	pingerDone  chan struct{}
+	baseCtx     context.Context
+	cancelConns context.CancelFunc
+
+	resync chan struct{} // capacity 1: a re-validation is due
+}
+
+// New returns a Gateway for cfg.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Manager == nil || cfg.Manager.Store == nil {
+		return nil, errors.New("gateway: Config.Manager with a Store is required")
+	}
+	if cfg.Bus == nil {
+		return nil, errors.New("gateway: Config.Bus is required")
+	}
+	origins, err := parseOrigins(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		cfg: cfg, log: cfg.Logger, audit: cfg.Audit, metrics: cfg.Metrics,
+		clock: realClock{now: cfg.Now}, origins: origins, reg: newRegistry(),
+		readLimit: cfg.ReadLimit, pingInterval: cfg.PingInterval, pongTimeout: cfg.PongTimeout,
+		writeTimeout: cfg.WriteTimeout, sendQueue: cfg.SendQueue, warning: cfg.ExpiryWarning,
+		sweep: cfg.SweepInterval, handlers: map[string]route{}, resync: make(chan struct{}, 1),
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.cfg.APIKeyPrefix == "" {
+		g.cfg.APIKeyPrefix = DefaultAPIKeyPrefix
+	}
+	if g.cfg.NodeID == "" {
+		g.cfg.NodeID = "local"
+	}
+	if g.readLimit <= 0 {
+		g.readLimit = DefaultReadLimit
+	}
+	if g.pingInterval <= 0 {
+		g.pingInterval = DefaultPingInterval
+	}
+	if g.pongTimeout <= 0 {
+		g.pongTimeout = 2 * g.pingInterval
+	}
+	if g.writeTimeout <= 0 {
+		g.writeTimeout = DefaultWriteTimeout
+	}
+	if g.sendQueue <= 0 {
+		g.sendQueue = DefaultSendQueue
+	}
+	if g.warning == 0 {
+		g.warning = DefaultExpiryWarning
+	}
+	if g.sweep <= 0 {
+		g.sweep = DefaultSweepInterval
+	}
+	g.baseCtx, g.cancelConns = context.WithCancel(context.Background())
+	g.up = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		WriteBufferPool: &sync.Pool{},
+		// Origins are checked before the upgrade, with the credential in
+		// view; by then the request has passed.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error:       func(http.ResponseWriter, *http.Request, int, error) {},
+	}
+	return g, nil
+}
+
+// realNow is wall-clock time for network deadlines, which the runtime
+// enforces and an injected clock cannot move.
+func (g *Gateway) realNow() time.Time { return time.Now() }
+
+func (g *Gateway) touchInterval() time.Duration {
+	if g.cfg.Manager.TouchInterval > 0 {
+		return g.cfg.Manager.TouchInterval
+	}
+	return sb.DefaultTouchInterval
+}
+
+// Handle registers h for client frames of msgType. A connection without
+// scope gets an error frame with code forbidden (and an authz_fail audit);
+// an empty scope allows everyone. Built-in types cannot be replaced.
+func (g *Gateway) Handle(msgType, scope string, h Handler) {
+	switch msgType {
+	case "", TypePing, TypeSessionGet, TypeSessionUpdate, TypeAuthRefresh:
+		panic(fmt.Sprintf("gateway: Handle(%q): reserved or empty frame type", msgType))
+	}
+	if h == nil {
+		panic("gateway: Handle: nil handler")
+	}
+	g.hmu.Lock()
+	g.handlers[msgType] = route{scope: scope, h: h}
+	g.hmu.Unlock()
+}
+
+// Len returns the number of live connections on this node.
+func (g *Gateway) Len() int { return g.reg.len() }
+
+// enter counts an upgrade handler in, unless the gateway is shutting down.
+func (g *Gateway) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.shutting {
+		return false
+	}
+	g.wg.Add(1)
+	return true
+}
+
+// refusal is an HTTP answer to an upgrade that is not accepted.
+type refusal struct {
+	status     int
+	code       string
+	msg        string
+	result     string // metrics Connect label
+	reason     string // audit reason
+	retryAfter time.Duration
+}
+
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, ip, method string, rf refusal) {
+	g.metrics.Connect(rf.result)
+	if rf.status == http.StatusUnauthorized || rf.status == http.StatusForbidden || rf.status == http.StatusTooManyRequests {
+		g.audit.Log(r.Context(), auditAuthnFailed, auditFields{
+			IP: ip, UserAgent: r.UserAgent(), Method: method, Reason: rf.reason,
+			Source: string(sb.SourceWebSocket),
+		})
+	}
+	g.log.Info("gateway: upgrade refused", "status", rf.status, "reason", rf.reason, "ip", ip, "method", method)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	if rf.retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((rf.retryAfter+time.Second-1)/time.Second)))
+	}
+	w.WriteHeader(rf.status)
+	b, _ := json.Marshal(struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}{rf.code, rf.msg})
+	_, _ = w.Write(append(b, '\n'))
+}
+
+var (
+	refuseBadRequest = refusal{status: http.StatusBadRequest, code: "bad_request", msg: "expected a WebSocket upgrade (GET with Upgrade: websocket, Sec-WebSocket-Version: 13)", result: "bad_request", reason: "not_websocket"}
+	refuseShutdown   = refusal{status: http.StatusServiceUnavailable, code: "unavailable", msg: "server is shutting down", result: "unavailable", reason: "shutdown"}
+	refuseStore      = refusal{status: http.StatusServiceUnavailable, code: "unavailable", msg: "authentication is temporarily unavailable", result: "unavailable", reason: "store_unavailable"}
+	refuseOrigin     = refusal{status: http.StatusForbidden, code: "origin_not_allowed", msg: "origin not allowed", result: "forbidden", reason: "origin_not_allowed"}
+)
+
+func unauthorized(reason string) refusal {
+	if reason == errConflicting.Error() {
+		return refusal{status: http.StatusUnauthorized, code: "conflicting_credentials", msg: "the request carries credentials that disagree", result: "unauthorized", reason: reason}
+	}
+	return refusal{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or invalid credentials", result: "unauthorized", reason: reason}
+}
+
+func limited(retry time.Duration) refusal {
+	return refusal{status: http.StatusTooManyRequests, code: "rate_limited", msg: "too many connection attempts", result: "rate_limited", reason: "rate_limited", retryAfter: retry}
+}
+
+// isUpgrade reports whether r is a well-formed WebSocket upgrade request.
+func isUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet &&
+		websocket.IsWebSocketUpgrade(r) &&
+		r.Header.Get("Sec-WebSocket-Version") == "13" &&
+		r.Header.Get("Sec-WebSocket-Key") != ""
+}
+
+// ServeHTTP authenticates a WebSocket upgrade, upgrades it and starts the
+// connection's read loop. Refusals are plain HTTP answers with a JSON body
+// {"error": code, "message": text}.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ip := device.ClientIP(r, g.cfg.TrustedProxies)
+	if !g.enter() {
+		g.refuse(w, r, ip, "", refuseShutdown)
+		return
+	}
+	defer g.wg.Done()
+	if !isUpgrade(r) {
+		g.refuse(w, r, ip, "", refuseBadRequest)
+		return
+	}
+	ctx := r.Context()
+	if l := g.cfg.Limiter; l != nil {
+		if ok, retry := l.Allow(ctx, "ip:"+ip); !ok {
+			g.refuse(w, r, ip, "", limited(retry))
+			return
+		}
+	}
+	cred, err := extractCredentials(r, g.cfg.AllowQueryToken, g.cfg.APIKeyPrefix)
+	if err != nil {
+		g.refuse(w, r, ip, "", unauthorized(err.Error()))
+		return
+	}
+	method := string(kindMethod(cred.kind))
+	if err := g.origins.check(r, cred.cookie); err != nil {
+		g.refuse(w, r, ip, method, refuseOrigin)
+		return
+	}
+	res, err := g.authenticate(ctx, cred)
+	if err != nil {
+		switch {
+		case errors.Is(err, errConflicting):
+			g.refuse(w, r, ip, method, unauthorized(errConflicting.Error()))
+		case errors.Is(err, sb.ErrInvalidToken):
+			g.refuse(w, r, ip, method, unauthorized("invalid_"+cred.source.String()))
+		case errors.Is(err, sb.ErrExpired):
+			g.refuse(w, r, ip, method, unauthorized("expired_"+cred.source.String()))
+		default:
+			// Fail closed: whatever else went wrong (ErrUnavailable or an
+			// error the verifier did not classify), nobody gets in.
+			g.log.Warn("gateway: authentication unavailable", "method", method, "err", err)
+			g.refuse(w, r, ip, method, refuseStore)
+		}
+		return
+	}
+	p := res.p
+	method = string(p.Method)
+	g.metrics.AuthDuration(method, time.Since(start))
+	if l := g.cfg.Limiter; l != nil {
+		key := "user:" + p.UserID
+		if p.Method == sb.AuthAPIKey && p.KeyID != "" {
+			key = "apikey:" + p.KeyID
+		}
+		if ok, retry := l.Allow(ctx, key); !ok {
+			g.refuse(w, r, ip, method, limited(retry))
+			return
+		}
+	}
+
+	c := &Conn{
+		g: g, id: newConnID(), connectedAt: g.clock.Now(),
+		device: device.FromRequest(r, g.cfg.TrustedProxies), held: true,
+	}
+	c.device.IP = ip
+	if g.cfg.Metadata != nil {
+		c.metadata = g.cfg.Metadata(r, p)
+	}
+	cp := *p
+	cp.Session = nil
+	c.p = cp
+
+	ws, err := g.up.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader found something isUpgrade did not; it has not written
+		// a response (its Error hook is silent), so answer here.
+		g.refuse(w, r, ip, method, refuseBadRequest)
+		return
+	}
+	c.ws = ws
+	g.metrics.Connect("ok")
+	g.metrics.ConnOpened(method)
+
+	e, created := g.reg.add(c, res.sess)
+	g.startPinger()
+	g.wg.Add(1)
+	go c.readLoop(g.baseCtx)
+
+	if created {
+		// Events about this session published between the authentication
+		// read and the registration reached no entry: read once more so that
+		// a revocation in that window is not missed.
+		s, err := g.cfg.Manager.Store.Get(ctx, e.id)
+		g.reconcile(e, s, err, sb.SourceSystem)
+	}
+	welcome := welcomeData{
+		ConnectionID: c.id, Auth: p.Method, UserID: p.UserID,
+		Scopes: p.Scopes, ExpiresAt: timePtr(p.ExpiresAt),
+	}
+	if welcome.Scopes == nil {
+		welcome.Scopes = []string{}
+	}
+	if e != nil {
+		e.mu.Lock()
+		ps := e.sess.Public()
+		welcome.Session = &ps
+		if p.Method == sb.AuthSession {
+			welcome.ExpiresAt = timePtr(e.sess.Deadline())
+		}
+		if created {
+			g.scheduleLocked(e)
+		}
+		e.mu.Unlock()
+	}
+	g.scheduleConnExpiry(c)
+	b, err := encodeFrame(TypeWelcome, "", welcome)
+	if err != nil {
+		g.log.Error("gateway: encoding welcome", "err", err)
+		c.closeWith(websocket.CloseInternalServerErr, "internal")
+	}
+	c.release(b)
+	g.audit.Log(ctx, auditWSConnected, auditFields{
+		SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id, IP: ip,
+		UserAgent: c.device.UserAgent, Method: method, Source: cred.source.String(),
+	})
+	g.log.Debug("gateway: connected", "connection_id", c.id, "user_id", p.UserID, "session_id", p.SessionID, "method", method)
+}
+
+func kindMethod(k credKind) sb.AuthMethod {
+	switch k {
+	case kindJWT:
+		return sb.AuthJWT
+	case kindAPIKey:
+		return sb.AuthAPIKey
+	case kindSession:
+		return sb.AuthSession
+	}
+	return "ticket"
+}
+
+// scheduleConnExpiry arms the timer that closes a JWT or API-key connection
+// when its credential expires (4401 token_expired / api_key_revoked). Session
+// connections expire with their session instead.
+func (g *Gateway) scheduleConnExpiry(c *Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expTimer != nil {
+		c.expTimer.Stop()
+		c.expTimer = nil
+	}
+	if c.closed || c.p.Method == sb.AuthSession || c.p.ExpiresAt.IsZero() {
+		return
+	}
+	at := c.p.ExpiresAt
+	c.expTimer = g.clock.AfterFunc(at.Sub(g.clock.Now()), func() {
+		if !g.bgEnter() {
+			return
+		}
+		defer g.wg.Done()
+		c.mu.Lock()
+		due := !c.p.ExpiresAt.After(g.clock.Now()) && c.p.ExpiresAt.Equal(at)
+		method := c.p.Method
+		c.mu.Unlock()
+		if !due {
+			return
+		}
+		reason := ReasonTokenExpired
+		if method == sb.AuthAPIKey {
+			reason = ReasonAPIKeyRevoked
+		}
+		c.closeWith(CloseReauthenticate, reason)
+	})
+}
+
+// bgEnter counts a background callback in, unless the gateway is shutting
+// down (then it must not start anything).
+func (g *Gateway) bgEnter() bool { return g.enter() }
+
+// startPinger starts the gateway's single keepalive goroutine, once.
+func (g *Gateway) startPinger() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pingerStop != nil || g.shutting {
+		return
+	}
+	g.pingerStop, g.pingerDone = make(chan struct{}), make(chan struct{})
+	go g.pinger(g.pingerStop, g.pingerDone)
+}
+
+// pinger pings every socket each PingInterval from one goroutine, instead of
+// a timer per socket.
+func (g *Gateway) pinger(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(g.pingInterval)
+	defer t.Stop()
+	var buf []*Conn
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		buf = g.reg.snapshot(buf[:0])
+		deadline := g.realNow().Add(g.writeTimeout)
+		for _, c := range buf {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.ping(deadline)
+		}
+		clear(buf)
+	}
+}
+
+// SendToUser publishes data for every socket of userID on every node; each
+// gets a message frame {data}.
+func (g *Gateway) SendToUser(ctx context.Context, userID string, data json.RawMessage) error {
+	if userID == "" {
+		return errors.New("gateway: SendToUser: empty user id")
+	}
+	return g.publishMessage(ctx, sb.Event{UserID: userID}, data)
+}
+
+// SendToSession publishes data for every socket of sessionID on every node;
+// each gets a message frame {data}.
+func (g *Gateway) SendToSession(ctx context.Context, sessionID string, data json.RawMessage) error {
+	if sessionID == "" {
+		return errors.New("gateway: SendToSession: empty session id")
+	}
+	return g.publishMessage(ctx, sb.Event{SessionID: sessionID}, data)
+}
+
+func (g *Gateway) publishMessage(ctx context.Context, ev sb.Event, data json.RawMessage) error {
+	if len(data) == 0 || !json.Valid(data) {
+		return errors.New("gateway: message data must be valid JSON")
+	}
+	ev.Type, ev.Data = sb.EventMessage, data
+	ev.Source, ev.NodeID, ev.Timestamp = sb.SourceAPI, g.cfg.NodeID, g.clock.Now()
+	if err := g.cfg.Bus.Publish(ctx, ev); err != nil {
+		return fmt.Errorf("gateway: publish message: %w", err)
+	}
+	return nil
+}
+
+// Shutdown refuses new upgrades (503), closes every socket with 1001
+// server_shutdown and waits for every connection goroutine to end, or for ctx;
+// when ctx ends first, the remaining connections are dropped and ctx's error
+// returned.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.shutting = true
+	stop, done := g.pingerStop, g.pingerDone
+	g.pingerStop = nil
+	g.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+	g.reg.forAll(func(c *Conn) { c.closeWith(CloseGoingAway, ReasonServerShutdown) })
+	waited := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		g.cancelConns()
+		return nil
+	case <-ctx.Done():
+	}
+	g.cancelConns()
+	g.reg.forAll(func(c *Conn) { c.abort() })
+	<-waited
+	return ctx.Err()
+}
+
+// SessionCounts returns the number of live connections on this node of each
+// session in ids; sessions without connections are absent.
+func (g *Gateway) SessionCounts(ctx context.Context, ids []string) (map[string]int, error) {
+	out := make(map[string]int, len(ids))
+	g.reg.mu.RLock()
+	defer g.reg.mu.RUnlock()
+	for _, id := range ids {
+		if e := g.reg.sessions[id]; e != nil {
+			e.mu.Lock()
+			if e.n > 0 {
+				out[id] = e.n
+			}
+			e.mu.Unlock()
+		}
+	}
+	return out, nil
+}
+
+// UserConnections lists the live connections of userID on this node; an
+// empty userID lists all of them.
+func (g *Gateway) UserConnections(ctx context.Context, userID string) ([]sb.ConnInfo, error) {
+	var out []sb.ConnInfo
+	add := func(c *Conn) { out = append(out, c.info(g.cfg.NodeID)) }
+	if userID == "" {
+		g.reg.forAll(add)
+	} else {
+		g.reg.forUser(userID, add)
+	}
+	return out, nil
+}
+
+var _ sb.Presence = (*Gateway)(nil)
+var _ io.Writer = io.Discard

@@ -1,0 +1,248 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"sync"
+	"time"
+
+	sb "github.com/sessionbridge/sessionbridge"
+)
+
+// registry indexes the live connections of this node by connection, session
+// and user ID. Every operation is O(1) apart from the fan-out itself: the
+// per-session and per-user lists are intrusive (the links live in Conn), so a
+// connection costs no map entry beyond its own.
+//
+// Lock order: registry.mu, then sessionEntry.mu, then Conn.mu.
+type registry struct {
+	mu       sync.RWMutex
+	conns    map[string]*Conn
+	sessions map[string]*sessionEntry
+	users    map[string]*userEntry
+}
+
+// userEntry heads the list of a user's connections.
+type userEntry struct {
+	head *Conn
+	n    int
+}
+
+// sessionEntry is what this node holds about one session that has live
+// connections: the current session (shared by all of them, so that data is
+// held once per session, not per socket), the list of connections and the
+// session's expiry timer.
+type sessionEntry struct {
+	id string
+
+	mu   sync.Mutex
+	head *Conn
+	n    int
+	// sess is the latest known state of the session. Only its Data, Version,
+	// LastSeenAt, ExpiresAt and AbsoluteExpiresAt are kept current.
+	sess *sb.Session
+	// removed is set when the last connection left; timers and refreshes
+	// that still hold the entry then do nothing.
+	removed bool
+
+	timer         stopper
+	timerDeadline time.Time // the deadline the timer was set for
+	timerWarn     bool      // whether the pending timer is the warning
+	warnedFor     time.Time // the deadline a session.expiring was sent for
+
+	touching     bool
+	lastTouchTry time.Time
+
+	refreshing   bool
+	refreshAgain bool
+}
+
+func newRegistry() *registry {
+	return &registry{
+		conns:    make(map[string]*Conn),
+		sessions: make(map[string]*sessionEntry),
+		users:    make(map[string]*userEntry),
+	}
+}
+
+// add registers c. If c is bound to a session, it joins that session's
+// entry, which is created from sess when c is the first connection of the
+// session on this node; created reports that case.
+func (r *registry) add(c *Conn, sess *sb.Session) (e *sessionEntry, created bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.conns[c.id] = c
+	if uid := c.p.UserID; uid != "" {
+		u := r.users[uid]
+		if u == nil {
+			u = &userEntry{}
+			r.users[uid] = u
+		}
+		c.uNext = u.head
+		if u.head != nil {
+			u.head.uPrev = c
+		}
+		u.head = c
+		u.n++
+	}
+	if sid := c.p.SessionID; sid != "" {
+		e = r.sessions[sid]
+		if e == nil {
+			e = &sessionEntry{id: sid, sess: sess}
+			r.sessions[sid] = e
+			created = true
+		}
+		e.mu.Lock()
+		if !created && sess != nil && sess.Version > e.sess.Version {
+			e.sess = sess
+		}
+		c.sNext = e.head
+		if e.head != nil {
+			e.head.sPrev = c
+		}
+		e.head = c
+		e.n++
+		e.mu.Unlock()
+		c.entry = e
+	}
+	return e, created
+}
+
+// remove unregisters c; it is a no-op for a connection that is not
+// registered. When c was the last connection of its session, the entry is
+// dropped and its timer stopped.
+func (r *registry) remove(c *Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conns[c.id] != c {
+		return
+	}
+	delete(r.conns, c.id)
+	if uid := c.p.UserID; uid != "" {
+		if u := r.users[uid]; u != nil {
+			if c.uPrev != nil {
+				c.uPrev.uNext = c.uNext
+			} else {
+				u.head = c.uNext
+			}
+			if c.uNext != nil {
+				c.uNext.uPrev = c.uPrev
+			}
+			c.uPrev, c.uNext = nil, nil
+			u.n--
+			if u.n == 0 {
+				delete(r.users, uid)
+			}
+		}
+	}
+	if e := c.entry; e != nil {
+		e.mu.Lock()
+		if c.sPrev != nil {
+			c.sPrev.sNext = c.sNext
+		} else {
+			e.head = c.sNext
+		}
+		if c.sNext != nil {
+			c.sNext.sPrev = c.sPrev
+		}
+		c.sPrev, c.sNext = nil, nil
+		e.n--
+		if e.n == 0 {
+			e.removed = true
+			if e.timer != nil {
+				e.timer.Stop()
+				e.timer = nil
+			}
+			if r.sessions[e.id] == e {
+				delete(r.sessions, e.id)
+			}
+		}
+		e.mu.Unlock()
+	}
+}
+
+// session returns the entry of a session with live connections, or nil.
+func (r *registry) session(id string) *sessionEntry {
+	r.mu.RLock()
+	e := r.sessions[id]
+	r.mu.RUnlock()
+	return e
+}
+
+// conn returns a live connection by ID, or nil.
+func (r *registry) conn(id string) *Conn {
+	r.mu.RLock()
+	c := r.conns[id]
+	r.mu.RUnlock()
+	return c
+}
+
+// len returns the number of live connections.
+func (r *registry) len() int {
+	r.mu.RLock()
+	n := len(r.conns)
+	r.mu.RUnlock()
+	return n
+}
+
+// forUser calls f for every connection of a user, under the registry's read
+// lock: f must not block.
+func (r *registry) forUser(uid string, f func(*Conn)) int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	u := r.users[uid]
+	if u == nil {
+		return 0
+	}
+	for c := u.head; c != nil; c = c.uNext {
+		f(c)
+	}
+	return u.n
+}
+
+// forAll calls f for every connection, under the registry's read lock: f
+// must not block.
+func (r *registry) forAll(f func(*Conn)) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, c := range r.conns {
+		f(c)
+	}
+}
+
+// snapshot appends every live connection to buf.
+func (r *registry) snapshot(buf []*Conn) []*Conn {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, c := range r.conns {
+		buf = append(buf, c)
+	}
+	return buf
+}
+
+// sessionIDs returns the IDs of every session with live connections.
+func (r *registry) sessionIDs() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ids := make([]string, 0, len(r.sessions))
+	for id := range r.sessions {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// forEachConn calls f for every connection of e, under e.mu: f must not
+// block. The caller holds e.mu.
+func (e *sessionEntry) forEachConnLocked(f func(*Conn)) {
+	for c := e.head; c != nil; c = c.sNext {
+		f(c)
+	}
+}
+
+// newConnID returns a fresh connection ID: 16 base64url characters, 96
+// random bits.
+func newConnID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

@@ -1,0 +1,428 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	sb "github.com/sessionbridge/sessionbridge"
+)
+
+// Run keeps this node's sockets in step with the sessions they belong to: it
+// subscribes the gateway to the bus (so that HandleEvent and HandleGap see
+// every event) and re-validates every local session each SweepInterval. It
+// returns when ctx is done, with every goroutine it started ended.
+func (g *Gateway) Run(ctx context.Context) error {
+	subDone := make(chan struct{})
+	go func() {
+		defer close(subDone)
+		backoff := 100 * time.Millisecond
+		for {
+			err := g.cfg.Bus.Subscribe(ctx, g)
+			if ctx.Err() != nil {
+				return
+			}
+			g.log.Warn("gateway: bus subscription ended; resubscribing", "err", err, "in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			backoff = min(backoff*2, 10*time.Second)
+		}
+	}()
+	t := time.NewTicker(g.sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-subDone
+			return ctx.Err()
+		case <-t.C:
+			g.revalidate(ctx, "sweep")
+		case <-g.resync:
+			g.revalidate(ctx, "gap")
+		}
+	}
+}
+
+// HandleEvent applies one bus event to the local sockets. It implements
+// sb.EventHandler; it never blocks on a socket (frames go to bounded queues)
+// and touches the store only when an update arrived out of order.
+func (g *Gateway) HandleEvent(ev sb.Event) {
+	g.metrics.EventReceived(string(ev.Type))
+	applied := false
+	switch ev.Type {
+	case sb.EventUpdated:
+		applied = g.onUpdated(ev)
+	case sb.EventDeleted:
+		applied = g.closeSession(ev.SessionID, CloseReauthenticate, ReasonSessionRevoked, ev.Reason) > 0
+	case sb.EventExpired:
+		applied = g.closeSession(ev.SessionID, CloseReauthenticate, ReasonSessionExpired, "expired") > 0
+	case sb.EventMessage:
+		applied = g.onMessage(ev)
+	case sb.EventCreated:
+	}
+	if applied {
+		g.metrics.EventApplied(string(ev.Type))
+		if !ev.Timestamp.IsZero() {
+			g.metrics.ApplyLag(g.clock.Now().Sub(ev.Timestamp))
+		}
+	}
+}
+
+// HandleGap asks Run to re-validate every local session against the store:
+// events may have been lost. It returns at once.
+func (g *Gateway) HandleGap() {
+	select {
+	case g.resync <- struct{}{}:
+	default:
+	}
+}
+
+var _ sb.EventHandler = (*Gateway)(nil)
+
+func (g *Gateway) onUpdated(ev sb.Event) bool {
+	e := g.reg.session(ev.SessionID)
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed {
+		return false
+	}
+	if len(ev.Updates) == 0 {
+		// A touch: only the deadline and last activity move.
+		moved := false
+		if ev.Timestamp.After(e.sess.LastSeenAt) {
+			e.sess.LastSeenAt = ev.Timestamp
+		}
+		if ev.ExpiresAt.After(e.sess.ExpiresAt) {
+			e.sess.ExpiresAt = ev.ExpiresAt
+			g.scheduleLocked(e)
+			moved = true
+		}
+		return moved
+	}
+	switch {
+	case ev.Version != 0 && ev.Version <= e.sess.Version:
+		// Already applied here (this node's own update, or a re-read).
+		return false
+	case ev.Version == e.sess.Version+1:
+		data, err := sb.MergePatch(e.sess.Data, ev.Updates)
+		if err == nil {
+			next := e.sess.Clone()
+			next.Data, next.Version = data, ev.Version
+			if ev.ExpiresAt.After(next.ExpiresAt) {
+				next.ExpiresAt = ev.ExpiresAt
+			}
+			g.setSessionLocked(e, next, ev.Source, ev.ConnectionID)
+			return true
+		}
+	}
+	// A version was skipped (or the patch does not apply): read the store.
+	g.refreshLocked(e, ev.Source)
+	return true
+}
+
+// refreshLocked re-reads a session in the background, coalescing concurrent
+// requests. The caller holds e.mu.
+func (g *Gateway) refreshLocked(e *sessionEntry, src sb.Source) {
+	if e.refreshing {
+		e.refreshAgain = true
+		return
+	}
+	if !g.bgEnter() {
+		return
+	}
+	e.refreshing = true
+	go func() {
+		defer g.wg.Done()
+		for {
+			ctx, cancel := context.WithTimeout(g.baseCtx, g.writeTimeout)
+			s, err := g.cfg.Manager.Store.Get(ctx, e.id)
+			cancel()
+			g.reconcile(e, s, err, src)
+			e.mu.Lock()
+			again := e.refreshAgain && !e.removed
+			e.refreshAgain = false
+			if !again {
+				e.refreshing = false
+			}
+			e.mu.Unlock()
+			if !again {
+				return
+			}
+		}
+	}()
+}
+
+// reconcile brings an entry in line with what the store says: s and err are
+// the result of reading it. Gone sessions close 4401 session_revoked, expired
+// ones 4401 session_expired; a newer version is pushed as session.updated; a
+// moved deadline moves the timer. A store error changes nothing. It reports
+// whether it closed the session's sockets.
+func (g *Gateway) reconcile(e *sessionEntry, s *sb.Session, err error, src sb.Source) bool {
+	switch {
+	case errors.Is(err, sb.ErrNotFound):
+		return g.closeEntry(e, CloseReauthenticate, ReasonSessionRevoked, "gone") > 0
+	case err != nil:
+		g.log.Warn("gateway: re-reading session", "session_id", e.id, "err", err)
+		return false
+	case s.Expired(g.clock.Now()):
+		return g.closeEntry(e, CloseReauthenticate, ReasonSessionExpired, "expired") > 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed {
+		return false
+	}
+	if s.Version > e.sess.Version {
+		g.setSessionLocked(e, s, src, "")
+		return false
+	}
+	if s.Version == e.sess.Version && !s.Deadline().Equal(e.sess.Deadline()) {
+		e.sess.ExpiresAt, e.sess.AbsoluteExpiresAt = s.ExpiresAt, s.AbsoluteExpiresAt
+		if s.LastSeenAt.After(e.sess.LastSeenAt) {
+			e.sess.LastSeenAt = s.LastSeenAt
+		}
+		g.scheduleLocked(e)
+	}
+	return false
+}
+
+// applySession records s, the result of an update made on this node, and
+// pushes session.updated to the session's sockets but skip.
+func (g *Gateway) applySession(e *sessionEntry, s *sb.Session, src sb.Source, skip *Conn) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed || s.Version <= e.sess.Version {
+		return
+	}
+	g.setSessionLocked(e, s.Clone(), src, skip.id)
+}
+
+// setSessionLocked installs next as the entry's session and pushes
+// session.updated, encoded once, to every socket of the session except the
+// one whose update it was. The caller holds e.mu.
+func (g *Gateway) setSessionLocked(e *sessionEntry, next *sb.Session, src sb.Source, skipConn string) {
+	deadlineMoved := !next.Deadline().Equal(e.sess.Deadline())
+	if next.LastSeenAt.Before(e.sess.LastSeenAt) {
+		next.LastSeenAt = e.sess.LastSeenAt
+	}
+	next.SecretHash = [32]byte{}
+	e.sess = next
+	if deadlineMoved {
+		g.scheduleLocked(e)
+	}
+	if src == "" {
+		src = sb.SourceSystem
+	}
+	b, err := encodeFrame(TypeSessionUpdated, "", sessionUpdatedData{Session: next.Public(), Source: src})
+	if err != nil {
+		g.log.Error("gateway: encoding session.updated", "session_id", e.id, "err", err)
+		return
+	}
+	e.forEachConnLocked(func(c *Conn) {
+		if c.id != skipConn {
+			_ = c.enqueue(b)
+		}
+	})
+}
+
+// closeSession closes every local socket of a session; it returns how many.
+func (g *Gateway) closeSession(id string, code int, reason, why string) int {
+	e := g.reg.session(id)
+	if e == nil {
+		return 0
+	}
+	return g.closeEntry(e, code, reason, why)
+}
+
+func (g *Gateway) closeEntry(e *sessionEntry, code int, reason, why string) int {
+	e.mu.Lock()
+	n := 0
+	var uid string
+	if !e.removed {
+		uid = e.sess.UserID
+		e.forEachConnLocked(func(c *Conn) {
+			c.closeWith(code, reason)
+			n++
+		})
+		if e.timer != nil {
+			e.timer.Stop()
+			e.timer = nil
+		}
+	}
+	e.mu.Unlock()
+	if n > 0 {
+		ev := auditSessionRevoked
+		if reason == ReasonSessionExpired {
+			ev = auditSessionExpired
+		}
+		g.audit.Log(context.Background(), ev, auditFields{
+			SessionID: e.id, UserID: uid, Reason: why, Source: string(sb.SourceWebSocket),
+			Detail: fmt.Sprintf("closed %d local connection(s) with %d %s", n, code, reason),
+		})
+	}
+	return n
+}
+
+func (g *Gateway) onMessage(ev sb.Event) bool {
+	b, err := encodeFrame(TypeMessage, "", messageData{Data: ev.Data})
+	if err != nil {
+		g.log.Warn("gateway: dropping message event with invalid data", "err", err)
+		return false
+	}
+	send := func(c *Conn) { _ = c.enqueue(b) }
+	if ev.SessionID != "" {
+		e := g.reg.session(ev.SessionID)
+		if e == nil {
+			return false
+		}
+		e.mu.Lock()
+		n := e.n
+		e.forEachConnLocked(send)
+		e.mu.Unlock()
+		return n > 0
+	}
+	if ev.UserID != "" {
+		return g.reg.forUser(ev.UserID, send) > 0
+	}
+	return false
+}
+
+// revalidate checks every local session against the store, in batches of
+// resyncBatch IDs per GetMany call. When the store cannot be reached the
+// sockets stay open; the next sweep tries again.
+func (g *Gateway) revalidate(ctx context.Context, trigger string) {
+	g.metrics.Resync(trigger)
+	ids := g.reg.sessionIDs()
+	closed := 0
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), resyncBatch)]
+		ids = ids[len(batch):]
+		cctx, cancel := context.WithTimeout(ctx, g.writeTimeout)
+		found, err := g.cfg.Manager.Store.GetMany(cctx, batch)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				g.log.Warn("gateway: re-validating sessions; keeping sockets open until the next sweep", "trigger", trigger, "err", err)
+			}
+			break
+		}
+		for _, id := range batch {
+			e := g.reg.session(id)
+			if e == nil {
+				continue
+			}
+			s, ok := found[id]
+			var gerr error
+			if !ok {
+				gerr = sb.ErrNotFound
+			}
+			if g.reconcile(e, s, gerr, sb.SourceSystem) {
+				closed++
+			}
+		}
+	}
+	if closed > 0 {
+		g.metrics.ResyncClosed(closed)
+		g.log.Info("gateway: re-validation closed sessions", "trigger", trigger, "sessions", closed)
+	}
+}
+
+// scheduleLocked (re)arms the session's timer for its current deadline: a
+// warning ExpiryWarning before it (once per deadline), then the deadline
+// itself. The caller holds e.mu.
+func (g *Gateway) scheduleLocked(e *sessionEntry) {
+	if e.removed {
+		return
+	}
+	deadline := e.sess.Deadline()
+	now := g.clock.Now()
+	warn := g.warning > 0 && !e.warnedFor.Equal(deadline) && now.Before(deadline)
+	if e.timer != nil {
+		if e.timerDeadline.Equal(deadline) && e.timerWarn == warn {
+			return
+		}
+		e.timer.Stop()
+	}
+	at := deadline
+	if warn {
+		at = deadline.Add(-g.warning)
+	}
+	e.timerDeadline, e.timerWarn = deadline, warn
+	e.timer = g.clock.AfterFunc(max(at.Sub(now), 0), func() { g.onSessionTimer(e, deadline, warn) })
+}
+
+// onSessionTimer runs at a session's warning time or deadline. It re-reads
+// the session, since another node may have extended it: then it only moves
+// the timer. When the store cannot be read, the local deadline decides (fail
+// closed).
+func (g *Gateway) onSessionTimer(e *sessionEntry, deadline time.Time, warn bool) {
+	if !g.bgEnter() {
+		return
+	}
+	defer g.wg.Done()
+	e.mu.Lock()
+	stale := e.removed || !e.sess.Deadline().Equal(deadline) || e.timerWarn != warn || !e.timerDeadline.Equal(deadline)
+	if !stale {
+		e.timer = nil
+	}
+	e.mu.Unlock()
+	if stale {
+		return
+	}
+	ctx, cancel := context.WithTimeout(g.baseCtx, g.writeTimeout)
+	s, err := g.cfg.Manager.Store.Get(ctx, e.id)
+	cancel()
+	now := g.clock.Now()
+	switch {
+	case err != nil && !errors.Is(err, sb.ErrNotFound):
+		if !now.Before(deadline) {
+			g.closeEntry(e, CloseReauthenticate, ReasonSessionExpired, "expired; store unavailable")
+			return
+		}
+		g.log.Warn("gateway: re-reading session at its timer; using the local deadline", "session_id", e.id, "err", err)
+	case err != nil:
+		if !now.Before(deadline) {
+			g.closeEntry(e, CloseReauthenticate, ReasonSessionExpired, "expired")
+		} else {
+			g.closeEntry(e, CloseReauthenticate, ReasonSessionRevoked, "gone")
+		}
+		return
+	case s.Expired(now):
+		g.closeEntry(e, CloseReauthenticate, ReasonSessionExpired, "expired")
+		return
+	case s.Deadline().After(deadline):
+		g.reconcile(e, s, nil, sb.SourceSystem)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed {
+		return
+	}
+	if !now.Before(deadline) {
+		// The store's copy is not expired yet by its own clock but the local
+		// deadline has passed: the local deadline wins.
+		e.mu.Unlock()
+		g.closeEntry(e, CloseReauthenticate, ReasonSessionExpired, "expired")
+		e.mu.Lock()
+		return
+	}
+	if warn {
+		b, err := encodeFrame(TypeSessionExpiring, "", expiringData{ExpiresAt: deadline.UTC()})
+		if err == nil {
+			e.forEachConnLocked(func(c *Conn) { _ = c.enqueue(b) })
+		}
+		e.warnedFor = deadline
+	}
+	e.timer = nil
+	g.scheduleLocked(e)
+}
