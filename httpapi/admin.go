@@ -1,0 +1,256 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/device"
+)
+
+// maxUserIDLen caps user IDs given to the admin API.
+const maxUserIDLen = 256
+
+// admin guards the admin routes with the bearer admin token. Without a
+// configured token the admin API does not exist (404), so that a server
+// started without one exposes nothing to guess at.
+func (a *API) admin(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.AdminToken == "" {
+			writeError(w, errorf(http.StatusNotFound, CodeNotFound, "the admin API is disabled; start the server with an admin token to enable it"))
+			return
+		}
+		tok, ok := bearer(r)
+		if !ok || !tokenEqual(tok, a.AdminToken) {
+			reason := "missing"
+			if ok {
+				reason = "wrong"
+			}
+			a.Audit.Log(r.Context(), audit.AuthnFailed, a.Sessions.fields(r, audit.Fields{Method: "admin_token", Source: string(sessionbridge.SourceAPI), Reason: reason + "_admin_token", Detail: r.Method + " " + r.URL.Path}))
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sessionbridge admin"`)
+			writeError(w, errorf(http.StatusUnauthorized, CodeUnauthenticated, "a valid admin bearer token is required"))
+			return
+		}
+		next(w, r)
+	})
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// tokenEqual compares two secrets in constant time. Hashing first makes the
+// comparison independent of the lengths too.
+func tokenEqual(got, want string) bool {
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+}
+
+// createRequest is the body of POST /api/v1/sessions.
+type createRequest struct {
+	UserID string          `json:"user_id"`
+	Data   json.RawMessage `json:"data"`
+	// TTLSeconds is the session's absolute lifetime, capped by the configured
+	// absolute timeout; 0 or absent means that timeout.
+	TTLSeconds int64 `json:"ttl_seconds"`
+	// Device describes the browser the session is for, as the calling
+	// application saw it.
+	Device *deviceRequest `json:"device"`
+}
+
+type deviceRequest struct {
+	UserAgent string `json:"user_agent"`
+	IP        string `json:"ip"`
+}
+
+// createResponse is the answer of POST /api/v1/sessions: the only answer that
+// ever carries a session token.
+type createResponse struct {
+	ID        string                      `json:"id"`
+	Token     string                      `json:"token"`
+	ExpiresAt time.Time                   `json:"expires_at"`
+	Session   sessionbridge.PublicSession `json:"session"`
+}
+
+func validUserID(id string) bool {
+	if id == "" || len(id) > maxUserIDLen || !utf8.ValidString(id) {
+		return false
+	}
+	for _, c := range id {
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *API) adminCreate(w http.ResponseWriter, r *http.Request) {
+	var req createRequest
+	if e := decodeJSON(w, r, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	if !validUserID(req.UserID) {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "user_id must be 1 to %d bytes of printable UTF-8", maxUserIDLen))
+		return
+	}
+	if req.TTLSeconds < 0 {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "ttl_seconds must not be negative"))
+		return
+	}
+	data := req.Data
+	if string(data) == "null" {
+		data = nil
+	}
+	if data != nil && !sessionbridge.ValidObject(data) {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "data must be a JSON object"))
+		return
+	}
+	m := a.Sessions.Manager
+	var ttl time.Duration
+	if req.TTLSeconds > 0 {
+		// Capping in seconds first keeps the multiplication from overflowing.
+		ttl = time.Duration(min(req.TTLSeconds, int64(m.Absolute()/time.Second))) * time.Second
+	}
+	var dev sessionbridge.Device
+	if d := req.Device; d != nil {
+		dev.UserAgent = device.CleanUserAgent(d.UserAgent)
+		dev.Browser, dev.OS, dev.DeviceType = device.Parse(dev.UserAgent)
+		if d.IP != "" {
+			ip, err := netip.ParseAddr(d.IP)
+			if err != nil {
+				writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "device.ip must be an IP address"))
+				return
+			}
+			dev.IP = ip.Unmap().String()
+		}
+	}
+	s, token, err := m.Create(r.Context(), sessionbridge.NewSession{UserID: req.UserID, Data: data, Device: dev, TTL: ttl}, sessionbridge.Change{Source: sessionbridge.SourceAPI})
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	a.Audit.Log(r.Context(), audit.SessionCreated, a.Sessions.fields(r, audit.Fields{SessionID: s.ID, UserID: s.UserID, Method: "admin_token", Source: string(sessionbridge.SourceAPI)}))
+	w.Header().Set("Location", "/api/v1/sessions/"+s.ID)
+	writeJSON(w, http.StatusCreated, createResponse{ID: s.ID, Token: token, ExpiresAt: s.ExpiresAt, Session: s.Public()})
+}
+
+func (a *API) adminGet(w http.ResponseWriter, r *http.Request) {
+	s, err := a.Sessions.Manager.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	w.Header().Set("ETag", etag(s.Version))
+	writeJSON(w, http.StatusOK, s.Public())
+}
+
+func (a *API) adminPatch(w http.ResponseWriter, r *http.Request) {
+	a.patch(w, r, r.PathValue("id"), sessionbridge.SourceAPI)
+}
+
+func (a *API) adminDelete(w http.ResponseWriter, r *http.Request) {
+	s, err := a.Sessions.Manager.Delete(r.Context(), r.PathValue("id"), sessionbridge.ReasonRevoked, sessionbridge.Change{Source: sessionbridge.SourceAPI})
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	a.Audit.Log(r.Context(), audit.SessionRevoked, a.Sessions.fields(r, audit.Fields{SessionID: s.ID, UserID: s.UserID, Source: string(sessionbridge.SourceAPI), Reason: sessionbridge.ReasonRevoked}))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) adminListUser(w http.ResponseWriter, r *http.Request) {
+	list, err := a.Sessions.Manager.List(r.Context(), r.PathValue("user_id"))
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, sessionList{Sessions: a.views(r.Context(), list, "")})
+}
+
+func (a *API) adminDeleteUser(w http.ResponseWriter, r *http.Request) {
+	userID := r.PathValue("user_id")
+	ids, err := a.Sessions.Manager.DeleteUser(r.Context(), userID, "", sessionbridge.ReasonRevoked, sessionbridge.Change{Source: sessionbridge.SourceAPI})
+	for _, id := range ids {
+		a.Audit.Log(r.Context(), audit.SessionRevoked, a.Sessions.fields(r, audit.Fields{SessionID: id, UserID: userID, Source: string(sessionbridge.SourceAPI), Reason: sessionbridge.ReasonRevoked}))
+	}
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, revoked(ids))
+}
+
+// publishRequest is the body of POST /api/v1/publish: exactly one of UserID
+// and SessionID.
+type publishRequest struct {
+	UserID    string          `json:"user_id"`
+	SessionID string          `json:"session_id"`
+	Data      json.RawMessage `json:"data"`
+}
+
+func (a *API) adminPublish(w http.ResponseWriter, r *http.Request) {
+	if a.Publisher == nil {
+		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "publishing is not configured"))
+		return
+	}
+	var req publishRequest
+	if e := decodeJSON(w, r, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	if (req.UserID == "") == (req.SessionID == "") {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "give exactly one of user_id and session_id"))
+		return
+	}
+	if len(req.Data) == 0 {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "data is required"))
+		return
+	}
+	var err error
+	if req.UserID != "" {
+		err = a.Publisher.SendToUser(r.Context(), req.UserID, req.Data)
+	} else {
+		err = a.Publisher.SendToSession(r.Context(), req.SessionID, req.Data)
+	}
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "accepted"})
+}
+
+// connectionList is the answer of GET /api/v1/connections.
+type connectionList struct {
+	Connections []sessionbridge.ConnInfo `json:"connections"`
+}
+
+func (a *API) adminConnections(w http.ResponseWriter, r *http.Request) {
+	if a.Presence == nil {
+		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "connection presence is not configured"))
+		return
+	}
+	list, err := a.Presence.UserConnections(r.Context(), r.URL.Query().Get("user_id"))
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	if list == nil {
+		list = []sessionbridge.ConnInfo{}
+	}
+	writeJSON(w, http.StatusOK, connectionList{Connections: list})
+}

@@ -1,0 +1,284 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/users"
+)
+
+// UserVerifier checks a username and password; *users.File implements it.
+type UserVerifier interface {
+	// Verify returns the user when password is theirs.
+	Verify(username, password string) (users.User, bool)
+}
+
+// Publisher delivers application messages to the WebSockets of a user or a
+// session on every node; the gateway implements it.
+type Publisher interface {
+	SendToUser(ctx context.Context, userID string, data json.RawMessage) error
+	SendToSession(ctx context.Context, sessionID string, data json.RawMessage) error
+}
+
+// API serves the HTTP API of the sessionbridge server: the user routes under
+// /auth/, the admin routes under /api/v1/ and the health probes. See
+// docs/http-api.md for every route, body and error code.
+//
+// An API needs Sessions (with its Manager). Users, Presence, Publisher and
+// Tickets are optional: the routes that need a missing one answer 404. The
+// admin routes answer 404 unless AdminToken is set.
+type API struct {
+	Sessions *Sessions
+	// Users checks passwords for POST /auth/login.
+	Users UserVerifier
+	// Presence counts live connections for the device lists and
+	// GET /api/v1/connections.
+	Presence sessionbridge.Presence
+	// Publisher sends POST /api/v1/publish messages.
+	Publisher Publisher
+	// Tickets issues the single-use WebSocket tickets of POST /auth/ws-ticket.
+	Tickets sessionbridge.TicketStore
+	// AdminToken is the bearer token of the admin API; empty disables it.
+	AdminToken string
+	// AllowedOrigins are other origins ("https://app.example.com") whose
+	// pages may make state-changing cookie requests; the server's own origin
+	// always may.
+	AllowedOrigins []string
+	// Ready reports whether the store and bus are reachable, for /readyz;
+	// nil means always ready.
+	Ready  func(ctx context.Context) error
+	Audit  *audit.Logger
+	Logger *slog.Logger
+}
+
+func (a *API) logger() *slog.Logger {
+	if a.Logger != nil {
+		return a.Logger
+	}
+	return slog.Default()
+}
+
+// Handler returns the API's routes. Unknown paths answer 404 and known paths
+// with another method 405, both with JSON bodies.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	// Each path gets one pattern that dispatches on the method, so that a
+	// wrong method gets a JSON 405 and literal paths such as
+	// /auth/sessions/revoke-others cannot conflict with wildcard ones.
+	route := func(path string, handlers map[string]http.Handler) {
+		if h, ok := handlers[http.MethodGet]; ok {
+			handlers[http.MethodHead] = h
+		}
+		allow := slices.Sorted(maps.Keys(handlers))
+		allowed := strings.Join(allow, ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			h, ok := handlers[r.Method]
+			if !ok {
+				w.Header().Set("Allow", allowed)
+				writeError(w, errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method not allowed; allowed: %s", allowed))
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	hf := func(f http.HandlerFunc) http.Handler { return f }
+	s := a.Sessions
+	user := func(f http.HandlerFunc) http.Handler { return s.Middleware(s.Require(f)) }
+	change := func(f http.HandlerFunc) http.Handler { return a.sameOrigin(user(f)) }
+	admin := func(f http.HandlerFunc) http.Handler { return a.admin(f) }
+
+	route("/auth/login", map[string]http.Handler{http.MethodPost: s.Middleware(hf(a.login))})
+	route("/auth/logout", map[string]http.Handler{http.MethodPost: a.sameOrigin(s.Middleware(hf(a.logout)))})
+	route("/auth/session", map[string]http.Handler{
+		http.MethodGet:   user(a.getSession),
+		http.MethodPatch: change(a.patchSession),
+	})
+	route("/auth/sessions", map[string]http.Handler{http.MethodGet: user(a.mySessions)})
+	route("/auth/sessions/{id}", map[string]http.Handler{http.MethodDelete: change(a.deleteMySession)})
+	route("/auth/sessions/revoke-others", map[string]http.Handler{http.MethodPost: change(a.revokeOthers)})
+	route("/auth/ws-ticket", map[string]http.Handler{http.MethodPost: change(a.wsTicket)})
+
+	route("/api/v1/sessions", map[string]http.Handler{http.MethodPost: admin(a.adminCreate)})
+	route("/api/v1/sessions/{id}", map[string]http.Handler{
+		http.MethodGet:    admin(a.adminGet),
+		http.MethodPatch:  admin(a.adminPatch),
+		http.MethodDelete: admin(a.adminDelete),
+	})
+	route("/api/v1/users/{user_id}/sessions", map[string]http.Handler{
+		http.MethodGet:    admin(a.adminListUser),
+		http.MethodDelete: admin(a.adminDeleteUser),
+	})
+	route("/api/v1/publish", map[string]http.Handler{http.MethodPost: admin(a.adminPublish)})
+	route("/api/v1/connections", map[string]http.Handler{http.MethodGet: admin(a.adminConnections)})
+
+	route("/healthz", map[string]http.Handler{http.MethodGet: hf(a.healthz)})
+	route("/readyz", map[string]http.Handler{http.MethodGet: hf(a.readyz)})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "no such route"))
+	})
+	return mux
+}
+
+// sameOrigin refuses cross-origin state-changing requests that rely on the
+// ambient cookie, with 403 cross_origin_request. It uses the browser's
+// Sec-Fetch-Site header, or failing that compares Origin with Host; requests
+// carrying neither header do not come from a browser page and pass.
+// Requests that present X-Session-Token are not checked: a page cannot add
+// that header to a cross-origin request without a CORS preflight, which the
+// API never grants.
+func (a *API) sameOrigin(next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	for _, o := range a.AllowedOrigins {
+		if strings.Contains(o, "*") {
+			// Wildcard origins are for WebSockets; the state-changing HTTP
+			// routes trust exact origins only.
+			continue
+		}
+		if err := cop.AddTrustedOrigin(o); err != nil {
+			a.logger().Warn("ignoring malformed allowed origin for cross-origin checks", "origin", truncate(o, 100), "err", err)
+		}
+	}
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.Audit.Log(r.Context(), audit.AuthzFail, a.Sessions.fields(r, audit.Fields{Reason: "cross_origin", Detail: r.Method + " " + r.URL.Path}))
+		writeError(w, errorf(http.StatusForbidden, CodeCrossOrigin, "cross-origin request refused"))
+	}))
+	checked := cop.Handler(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.Header.Values(HeaderSessionToken)) > 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		checked.ServeHTTP(w, r)
+	})
+}
+
+// current returns the request's session; routes behind Require always have one.
+func current(r *http.Request) *sessionbridge.Session {
+	s, _ := FromContext(r.Context())
+	return s
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.Ready(ctx); err != nil {
+			a.logger().LogAttrs(r.Context(), slog.LevelWarn, "not ready", logAttrErr(err))
+			writeError(w, errorf(http.StatusServiceUnavailable, CodeNotReady, "the session store or event bus is unreachable"))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// sessionView is a session in a device list: its public view, whether it is
+// the requester's own, and how many WebSockets it has open across the cluster.
+type sessionView struct {
+	sessionbridge.PublicSession
+	Current     bool `json:"current"`
+	Connections int  `json:"connections"`
+}
+
+// views builds the device list of sessions, newest first, with connection
+// counts. A presence failure leaves the counts at zero: the list still helps.
+func (a *API) views(ctx context.Context, list []*sessionbridge.Session, currentID string) []sessionView {
+	var counts map[string]int
+	if a.Presence != nil && len(list) > 0 {
+		ids := make([]string, len(list))
+		for i, s := range list {
+			ids[i] = s.ID
+		}
+		var err error
+		if counts, err = a.Presence.SessionCounts(ctx, ids); err != nil {
+			a.logger().LogAttrs(ctx, slog.LevelWarn, "connection counts unavailable", logAttrErr(err))
+		}
+	}
+	out := make([]sessionView, 0, len(list))
+	for _, s := range list {
+		out = append(out, sessionView{PublicSession: s.Public(), Current: s.ID == currentID, Connections: counts[s.ID]})
+	}
+	slices.SortStableFunc(out, func(x, y sessionView) int { return y.CreatedAt.Compare(x.CreatedAt) })
+	return out
+}
+
+// etag is the entity tag of a session version.
+func etag(v uint64) string { return `"` + strconv.FormatUint(v, 10) + `"` }
+
+// ifMatch parses an If-Match header into the version it requires: 0 when
+// absent or "*" (any current version).
+func ifMatch(r *http.Request) (uint64, *apiError) {
+	h := strings.TrimSpace(r.Header.Get("If-Match"))
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	q, ok := strings.CutPrefix(h, `"`)
+	if ok {
+		q, ok = strings.CutSuffix(q, `"`)
+	}
+	v, err := strconv.ParseUint(q, 10, 64)
+	if !ok || err != nil || v == 0 {
+		return 0, errorf(http.StatusBadRequest, CodeBadRequest, `If-Match must be a session version in quotes, like "3"`)
+	}
+	return v, nil
+}
+
+// patch applies the request's merge patch to session id and answers with the
+// updated session.
+func (a *API) patch(w http.ResponseWriter, r *http.Request, id string, src sessionbridge.Source) {
+	if e := checkJSONType(r, true); e != nil {
+		writeError(w, e)
+		return
+	}
+	version, e := ifMatch(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	body, e := readBody(w, r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	if !sessionbridge.ValidObject(body) {
+		writeError(w, errorf(http.StatusBadRequest, CodeInvalidPatch, "the body must be a JSON object (a JSON merge patch)"))
+		return
+	}
+	s, err := a.Sessions.Manager.Update(r.Context(), id, body, version, sessionbridge.Change{Source: src})
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	a.Audit.Log(r.Context(), audit.SessionUpdated, a.Sessions.fields(r, audit.Fields{SessionID: s.ID, UserID: s.UserID, Source: string(src)}))
+	w.Header().Set("ETag", etag(s.Version))
+	writeJSON(w, http.StatusOK, s.Public())
+}
+
+// changeError maps a Manager error to its answer.
+func (a *API) changeError(r *http.Request, err error) *apiError {
+	switch {
+	case errors.Is(err, sessionbridge.ErrNotFound):
+		return errorf(http.StatusNotFound, CodeNotFound, "no such session")
+	case errors.Is(err, sessionbridge.ErrVersionConflict):
+		return errorf(http.StatusPreconditionFailed, CodeVersionConflict, "the session changed since that version; fetch it and retry")
+	case errors.Is(err, sessionbridge.ErrInvalidPatch):
+		return errorf(http.StatusBadRequest, CodeInvalidPatch, "session data must be a JSON object")
+	}
+	if !errors.Is(err, sessionbridge.ErrUnavailable) {
+		a.logger().LogAttrs(r.Context(), slog.LevelError, "session operation failed", slog.String("path", r.URL.Path), logAttrErr(err))
+	}
+	return storeError(err)
+}

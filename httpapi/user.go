@@ -1,0 +1,171 @@
+package httpapi
+
+import (
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/audit"
+)
+
+// loginRequest is the body of POST /auth/login.
+type loginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (a *API) login(w http.ResponseWriter, r *http.Request) {
+	if a.Users == nil {
+		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "password login is not configured"))
+		return
+	}
+	var req loginRequest
+	if e := decodeJSON(w, r, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	if req.Username == "" || req.Password == "" {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "username and password are required"))
+		return
+	}
+	u, ok := a.Users.Verify(req.Username, req.Password)
+	if !ok {
+		a.Audit.Log(r.Context(), audit.AuthnLoginFail, a.Sessions.fields(r, audit.Fields{UserID: sanitizeName(req.Username), Method: "password", Reason: "invalid_credentials"}))
+		writeError(w, errorf(http.StatusUnauthorized, CodeInvalidCredentials, "invalid username or password"))
+		return
+	}
+	s, err := a.Sessions.Login(w, r, u.Username, nil)
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	w.Header().Set("ETag", etag(s.Version))
+	writeJSON(w, http.StatusOK, s.Public())
+}
+
+// sanitizeName makes a client-supplied username fit for an audit line: valid
+// UTF-8, no control characters, at most 64 bytes. Audit neutralises control
+// characters too; this also keeps a password pasted into the username field
+// from being logged in full.
+func sanitizeName(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
+	return truncate(s, 64)
+}
+
+func (a *API) logout(w http.ResponseWriter, r *http.Request) {
+	if err := a.Sessions.Logout(w, r); err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) getSession(w http.ResponseWriter, r *http.Request) {
+	s := current(r)
+	w.Header().Set("ETag", etag(s.Version))
+	writeJSON(w, http.StatusOK, s.Public())
+}
+
+func (a *API) patchSession(w http.ResponseWriter, r *http.Request) {
+	a.patch(w, r, current(r).ID, sessionbridge.SourceHTTP)
+}
+
+// sessionList is the body of the device lists.
+type sessionList struct {
+	Sessions []sessionView `json:"sessions"`
+}
+
+func (a *API) mySessions(w http.ResponseWriter, r *http.Request) {
+	me := current(r)
+	list, err := a.Sessions.Manager.List(r.Context(), me.UserID)
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, sessionList{Sessions: a.views(r.Context(), list, me.ID)})
+}
+
+func (a *API) deleteMySession(w http.ResponseWriter, r *http.Request) {
+	me := current(r)
+	id := r.PathValue("id")
+	target, err := a.Sessions.Manager.Get(r.Context(), id)
+	if err == nil && target.UserID != me.UserID {
+		// Someone else's session answers exactly like a missing one, so
+		// that session IDs of other users cannot be probed.
+		a.Audit.Log(r.Context(), audit.AuthzFail, a.Sessions.fields(r, audit.Fields{SessionID: me.ID, UserID: me.UserID, Reason: "not_owner", Detail: "delete session " + id}))
+		err = sessionbridge.ErrNotFound
+	}
+	if err == nil {
+		_, err = a.Sessions.Manager.Delete(r.Context(), id, sessionbridge.ReasonRevoked, sessionbridge.Change{Source: sessionbridge.SourceHTTP})
+	}
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	a.Audit.Log(r.Context(), audit.SessionRevoked, a.Sessions.fields(r, audit.Fields{SessionID: id, UserID: me.UserID, Reason: sessionbridge.ReasonRevoked, Detail: "revoked by its user"}))
+	if id == me.ID {
+		a.Sessions.clearCookie(w)
+		stateFrom(r.Context()).session = nil
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// revokedList is the answer of the bulk revocations.
+type revokedList struct {
+	Revoked []string `json:"revoked"`
+	Count   int      `json:"count"`
+}
+
+func revoked(ids []string) revokedList {
+	if ids == nil {
+		ids = []string{}
+	}
+	return revokedList{Revoked: ids, Count: len(ids)}
+}
+
+func (a *API) revokeOthers(w http.ResponseWriter, r *http.Request) {
+	me := current(r)
+	ids, err := a.Sessions.Manager.DeleteUser(r.Context(), me.UserID, me.ID, sessionbridge.ReasonRevoked, sessionbridge.Change{Source: sessionbridge.SourceHTTP})
+	for _, id := range ids {
+		a.Audit.Log(r.Context(), audit.SessionRevoked, a.Sessions.fields(r, audit.Fields{SessionID: id, UserID: me.UserID, Reason: sessionbridge.ReasonRevoked, Detail: "revoked by another session of its user"}))
+	}
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, revoked(ids))
+}
+
+// ticketResponse is the answer of POST /auth/ws-ticket.
+type ticketResponse struct {
+	Ticket    string    `json:"ticket"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (a *API) wsTicket(w http.ResponseWriter, r *http.Request) {
+	if a.Tickets == nil {
+		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "WebSocket tickets are not configured"))
+		return
+	}
+	me := current(r)
+	// Taken before issuing, so that the announced deadline is never later
+	// than the real one.
+	expires := time.Now().Add(sessionbridge.TicketTTL).UTC()
+	ticket, err := a.Tickets.Issue(r.Context(), sessionbridge.Ticket{
+		UserID: me.UserID, SessionID: me.ID, Method: sessionbridge.AuthSession,
+	}, sessionbridge.TicketTTL)
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, ticketResponse{Ticket: ticket, ExpiresAt: expires})
+}
