@@ -1,0 +1,132 @@
+// Command sessionbridge-bench drives a running sessionbridge node or cluster
+// over real HTTP and WebSocket connections and reports connect throughput,
+// memory per idle socket, cross-node revocation and update latency, user-wide
+// logout fan-out and stability under churn.
+//
+// It refuses targets that are not loopback addresses unless --allow-remote is
+// given. See docs/benchmarks.md for how the published figures were measured.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge/loadtest"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sessionbridge-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sessionbridge-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		nodes       = fs.String("nodes", "http://127.0.0.1:8080", "comma-separated node base URLs; the first (A) takes admin calls, the rest (B) hold the sockets; one node is both")
+		adminToken  = fs.String("admin-token", os.Getenv("SESSIONBRIDGE_ADMIN_TOKEN"), "admin bearer token (default $SESSIONBRIDGE_ADMIN_TOKEN)")
+		sockets     = fs.Int("sockets", loadtest.DefaultSockets, "idle sockets per B node")
+		sources     = fs.String("sources", "", "comma-separated local source addresses to spread sockets over (default 127.0.0.1..127.0.0.N for IPv4 loopback targets, ~20k sockets each)")
+		samples     = fs.Int("samples", loadtest.DefaultSamples, "revocations and updates to time")
+		fanout      = fs.Int("fanout-sockets", loadtest.DefaultFanoutSockets, "sockets of the one user in the fan-out scenario, spread over all nodes")
+		fanoutSess  = fs.Int("fanout-sessions", loadtest.DefaultFanoutSessions, "sessions of that user")
+		duration    = fs.Duration("duration", loadtest.DefaultChurnDuration, fmt.Sprintf("churn duration (at most %s)", loadtest.MaxChurnDuration))
+		churnRate   = fs.Int("churn-rate", loadtest.DefaultChurnRate, "churn connects per second")
+		churnHold   = fs.Duration("churn-hold", loadtest.DefaultChurnHold, "how long each churn socket stays open")
+		connectRate = fs.Int("connect-rate", 0, "limit on new sockets per second while connecting (0: no limit)")
+		concurrency = fs.Int("concurrency", loadtest.DefaultConcurrency, "parallel admin calls and dials")
+		scenarios   = fs.String("scenarios", strings.Join(loadtest.AllScenarios, ","), "scenarios to run")
+		jsonFile    = fs.String("json", "", "also write the report as JSON to this file")
+		allowRemote = fs.Bool("allow-remote", false, "allow targets that are not loopback addresses")
+		timeout     = fs.Duration("timeout", loadtest.DefaultTimeout, "bound on the whole run")
+		opTimeout   = fs.Duration("op-timeout", loadtest.DefaultOpTimeout, "bound on each request, dial and wait for an event")
+		sampleEvery = fs.Duration("sample-interval", loadtest.DefaultSampleInterval, "how often churn reads /metrics")
+		settle      = fs.Duration("settle-timeout", loadtest.DefaultSettleTimeout, "bound on waiting for a node's garbage collection before reading memory")
+		quiet       = fs.Bool("quiet", false, "no progress lines on stderr")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: sessionbridge-bench [flags]\n\nDrives running sessionbridge nodes over HTTP and WebSocket and measures them.\nScenarios: %s.\n\nFlags:\n", strings.Join(loadtest.AllScenarios, ", "))
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if *duration > loadtest.MaxChurnDuration {
+		return fmt.Errorf("--duration %s is above the bound of %s", *duration, loadtest.MaxChurnDuration)
+	}
+	sc, err := loadtest.ParseScenarios(*scenarios)
+	if err != nil {
+		return err
+	}
+	srcAddrs, err := loadtest.ParseSources(*sources)
+	if err != nil {
+		return err
+	}
+	var nodeList []string
+	for n := range strings.SplitSeq(*nodes, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			nodeList = append(nodeList, n)
+		}
+	}
+
+	limit, err := loadtest.RaiseFileLimit()
+	if err != nil {
+		fmt.Fprintln(stderr, "warning:", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := loadtest.Config{
+		Nodes: nodeList, AdminToken: *adminToken, Sockets: *sockets, Sources: srcAddrs,
+		Samples: *samples, FanoutSockets: *fanout, FanoutSessions: *fanoutSess,
+		ChurnDuration: *duration, ChurnRate: *churnRate, ChurnHold: *churnHold,
+		ConnectRate: *connectRate, Concurrency: *concurrency, Scenarios: sc,
+		AllowRemote: *allowRemote, Timeout: *timeout, OpTimeout: *opTimeout,
+		SampleInterval: *sampleEvery, SettleTimeout: *settle, Logger: logger,
+	}
+	if !*quiet {
+		cfg.Progress = stderr
+		fmt.Fprintf(stderr, "open files limit: %d (hard %d)\n", limit.Soft, limit.Hard)
+	}
+	start := time.Now()
+	rep, err := loadtest.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	rep.FileLimit = limit
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	if *jsonFile != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonFile, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("writing report: %w", err)
+		}
+	}
+	if !*quiet {
+		fmt.Fprintf(stderr, "done in %s\n", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}

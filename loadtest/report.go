@@ -1,0 +1,325 @@
+package loadtest
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// FileLimit is the process's RLIMIT_NOFILE.
+type FileLimit struct {
+	Soft uint64 `json:"soft"`
+	Hard uint64 `json:"hard"`
+}
+
+// Errors counts the failures of a scenario and keeps the first few distinct
+// messages. Messages never hold a credential.
+type Errors struct {
+	Count int      `json:"count"`
+	First []string `json:"first,omitempty"`
+}
+
+const maxErrorSamples = 5
+
+// errSink collects Errors from many goroutines.
+type errSink struct {
+	mu sync.Mutex
+	e  Errors
+}
+
+func (s *errSink) add(err error) {
+	if err == nil {
+		return
+	}
+	msg := err.Error()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.e.Count++
+	if len(s.e.First) < maxErrorSamples {
+		for _, m := range s.e.First {
+			if m == msg {
+				return
+			}
+		}
+		s.e.First = append(s.e.First, msg)
+	}
+}
+
+func (s *errSink) get() Errors {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Errors{Count: s.e.Count, First: append([]string(nil), s.e.First...)}
+}
+
+// Report is the outcome of a run. Results of scenarios that were not run are
+// nil.
+type Report struct {
+	Started        time.Time `json:"started"`
+	ElapsedSeconds float64   `json:"elapsed_s"`
+	NodeA          string    `json:"node_a"`
+	NodesB         []string  `json:"nodes_b"`
+	// SocketsPerNode is the number of idle sockets asked for on each B node.
+	SocketsPerNode int       `json:"sockets_per_node"`
+	Sources        []string  `json:"sources,omitempty"`
+	FileLimit      FileLimit `json:"file_limit"`
+	Scenarios      []string  `json:"scenarios"`
+
+	Connect *ConnectResult `json:"connect,omitempty"`
+	Memory  []MemoryResult `json:"memory,omitempty"`
+	Update  *LatencyResult `json:"update,omitempty"`
+	Revoke  *LatencyResult `json:"revoke,omitempty"`
+	Fanout  *FanoutResult  `json:"fanout,omitempty"`
+	Churn   *ChurnResult   `json:"churn,omitempty"`
+	// Problems lists what kept part of the run from measuring (a node without
+	// /metrics, a scenario cut short by the overall timeout).
+	Problems []string `json:"problems,omitempty"`
+}
+
+// ConnectResult measures session creation through the admin API and
+// connect+auth of the idle sockets.
+type ConnectResult struct {
+	Sessions        int     `json:"sessions"`
+	SessionErrors   Errors  `json:"session_errors"`
+	SessionCreate   Summary `json:"session_create"`
+	SessionsPerSec  float64 `json:"sessions_per_s"`
+	Sockets         int     `json:"sockets"`
+	Connected       int     `json:"connected"`
+	Errors          Errors  `json:"errors"`
+	ElapsedSeconds  float64 `json:"elapsed_s"`
+	SocketsPerSec   float64 `json:"sockets_per_s"`
+	Handshake       Summary `json:"handshake"`
+	ServerCPUSecond float64 `json:"server_cpu_s"`
+	// CPUPerConnectUS is the B nodes' process CPU spent during the connect
+	// phase divided by the sockets connected, in microseconds; -1 if the
+	// nodes do not export process_cpu_seconds_total.
+	CPUPerConnectUS float64 `json:"server_cpu_per_connect_us"`
+}
+
+// MemoryResult is the memory one B node spends on its idle sockets.
+type MemoryResult struct {
+	Node    string      `json:"node"`
+	Sockets int         `json:"sockets"`
+	Before  NodeMetrics `json:"before"`
+	After   NodeMetrics `json:"after"`
+	// Settled says whether the heap stopped moving before SettleTimeout.
+	Settled               bool    `json:"settled"`
+	SettleSeconds         float64 `json:"settle_s"`
+	RSSPerSocket          float64 `json:"rss_per_socket_bytes"`
+	HeapStackPerSocket    float64 `json:"heap_stack_per_socket_bytes"`
+	GoroutinesPerSocket   float64 `json:"goroutines_per_socket"`
+	ConnectionsReported   float64 `json:"connections_reported"`
+	MetricsUnavailableErr string  `json:"metrics_error,omitempty"`
+}
+
+// LatencyResult is a distribution of cross-node propagation times: from just
+// before the admin call on node A to the event at a client of a B node.
+type LatencyResult struct {
+	Samples int     `json:"samples"`
+	OK      int     `json:"ok"`
+	Errors  Errors  `json:"errors"`
+	Latency Summary `json:"latency"`
+	// HTTP is the duration of the admin call itself.
+	HTTP Summary `json:"http"`
+}
+
+// FanoutResult measures a user-wide logout reaching sockets on every node.
+type FanoutResult struct {
+	Sockets    int     `json:"sockets"`
+	Sessions   int     `json:"sessions"`
+	Connected  int     `json:"connected"`
+	Closed     int     `json:"closed"`
+	Closed4401 int     `json:"closed_4401"`
+	Errors     Errors  `json:"errors"`
+	HTTPUS     float64 `json:"http_us"`
+	// Latency is the distribution of close times over the closed sockets:
+	// Min is the first socket, P50 the median, Max the last.
+	Latency Summary `json:"latency"`
+}
+
+// ChurnResult is the outcome of connecting and disconnecting at a steady
+// rate.
+type ChurnResult struct {
+	DurationSeconds float64     `json:"duration_s"`
+	TargetRate      int         `json:"target_rate"`
+	AchievedRate    float64     `json:"achieved_rate"`
+	HoldSeconds     float64     `json:"hold_s"`
+	Connects        int         `json:"connects"`
+	Skipped         int         `json:"skipped"`
+	Errors          Errors      `json:"errors"`
+	Handshake       Summary     `json:"handshake"`
+	Nodes           []ChurnNode `json:"nodes"`
+}
+
+// ChurnNode is one node's resources through churn. Growth compares the last
+// sample taken while churning with the first one (both under the same steady
+// load); Left compares the node after churn stopped and its sockets drained
+// with the node before churn.
+type ChurnNode struct {
+	Node            string        `json:"node"`
+	Before          NodeMetrics   `json:"before"`
+	First           NodeMetrics   `json:"first"`
+	Last            NodeMetrics   `json:"last"`
+	Drained         NodeMetrics   `json:"drained"`
+	DrainedOK       bool          `json:"drained_ok"`
+	RSSGrowth       float64       `json:"rss_growth_bytes"`
+	HeapStackGrowth float64       `json:"heap_stack_growth_bytes"`
+	GoroutineGrowth float64       `json:"goroutine_growth"`
+	GoroutinesLeft  float64       `json:"goroutines_left"`
+	Samples         []ChurnSample `json:"samples"`
+	MetricsError    string        `json:"metrics_error,omitempty"`
+}
+
+// ChurnSample is one reading of a node's /metrics during churn.
+type ChurnSample struct {
+	AtSeconds float64 `json:"at_s"`
+	NodeMetrics
+}
+
+// WriteTable prints r as aligned text tables.
+func (r *Report) WriteTable(out io.Writer) error {
+	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	p("sessionbridge bench\t%s, %.1f s", r.Started.UTC().Format(time.RFC3339), r.ElapsedSeconds)
+	p("node A\t%s", r.NodeA)
+	p("nodes B\t%s (%d sockets each)", strings.Join(r.NodesB, ", "), r.SocketsPerNode)
+	if len(r.Sources) > 0 {
+		p("sources\t%s", strings.Join(r.Sources, ", "))
+	}
+	p("open files limit\t%d (hard %d)", r.FileLimit.Soft, r.FileLimit.Hard)
+	p("")
+	lat := func(name string, s Summary) {
+		p("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s", name, s.Count, fd(s.Min), fd(s.P50), fd(s.P95), fd(s.P99), fd(s.Max), fd(s.Mean))
+	}
+	hasLat := r.Connect != nil || r.Update != nil || r.Revoke != nil || r.Fanout != nil || r.Churn != nil
+	if hasLat {
+		p("latency\tcount\tmin\tp50\tp95\tp99\tmax\tmean")
+	}
+	if c := r.Connect; c != nil {
+		lat("session create (HTTP)", c.SessionCreate)
+		lat("connect+auth (dial→welcome)", c.Handshake)
+	}
+	if u := r.Update; u != nil {
+		lat("update PATCH on A (HTTP)", u.HTTP)
+		lat("update A→B (session.updated)", u.Latency)
+	}
+	if v := r.Revoke; v != nil {
+		lat("revoke DELETE on A (HTTP)", v.HTTP)
+		lat("revoke A→B (close 4401)", v.Latency)
+	}
+	if f := r.Fanout; f != nil {
+		lat("user logout fan-out (close)", f.Latency)
+	}
+	if c := r.Churn; c != nil {
+		lat("churn connect+auth", c.Handshake)
+	}
+	if hasLat {
+		p("")
+	}
+	if c := r.Connect; c != nil {
+		p("connect\t%d/%d sockets in %.2f s\t%.0f sockets/s\terrors %d", c.Connected, c.Sockets, c.ElapsedSeconds, c.SocketsPerSec, c.Errors.Count)
+		p("sessions\t%d created\t%.0f sessions/s\terrors %d", c.Sessions, c.SessionsPerSec, c.SessionErrors.Count)
+		if c.CPUPerConnectUS >= 0 {
+			p("server CPU per connect\t%.1f µs\t(%.3f s total)", c.CPUPerConnectUS, c.ServerCPUSecond)
+		}
+	}
+	for _, m := range r.Memory {
+		if m.MetricsUnavailableErr != "" {
+			p("memory %s\tunavailable: %s", m.Node, m.MetricsUnavailableErr)
+			continue
+		}
+		p("memory %s\t%d sockets\tRSS %s/socket\theap+stack %s/socket\t%.2f goroutines/socket\tsettled %v in %.1f s",
+			m.Node, m.Sockets, fb(m.RSSPerSocket), fb(m.HeapStackPerSocket), m.GoroutinesPerSocket, m.Settled, m.SettleSeconds)
+	}
+	if u := r.Update; u != nil {
+		p("update\t%d/%d ok\terrors %d", u.OK, u.Samples, u.Errors.Count)
+	}
+	if v := r.Revoke; v != nil {
+		p("revoke\t%d/%d ok\terrors %d", v.OK, v.Samples, v.Errors.Count)
+	}
+	if f := r.Fanout; f != nil {
+		p("fan-out\t%d sockets, %d sessions\t%d closed (%d with 4401)\tfirst %s median %s last %s\tHTTP %s\terrors %d",
+			f.Connected, f.Sessions, f.Closed, f.Closed4401, fd(f.Latency.Min), fd(f.Latency.P50), fd(f.Latency.Max),
+			fd(time.Duration(f.HTTPUS*float64(time.Microsecond))), f.Errors.Count)
+	}
+	if c := r.Churn; c != nil {
+		p("churn\t%.0f s at %d/s (hold %.1f s)\tachieved %.1f/s\t%d connects\tskipped %d\terrors %d",
+			c.DurationSeconds, c.TargetRate, c.HoldSeconds, c.AchievedRate, c.Connects, c.Skipped, c.Errors.Count)
+		for _, n := range c.Nodes {
+			if n.MetricsError != "" {
+				p("churn %s\tmetrics unavailable: %s", n.Node, n.MetricsError)
+				continue
+			}
+			p("churn %s\tsteady growth: RSS %s, heap+stack %s, goroutines %+.0f\tafter drain: goroutines %+.0f vs before (drained %v)",
+				n.Node, fbs(n.RSSGrowth), fbs(n.HeapStackGrowth), n.GoroutineGrowth, n.GoroutinesLeft, n.DrainedOK)
+		}
+	}
+	var errs []string
+	add := func(name string, e Errors) {
+		for _, m := range e.First {
+			errs = append(errs, name+": "+m)
+		}
+	}
+	if c := r.Connect; c != nil {
+		add("sessions", c.SessionErrors)
+		add("connect", c.Errors)
+	}
+	if r.Update != nil {
+		add("update", r.Update.Errors)
+	}
+	if r.Revoke != nil {
+		add("revoke", r.Revoke.Errors)
+	}
+	if r.Fanout != nil {
+		add("fanout", r.Fanout.Errors)
+	}
+	if r.Churn != nil {
+		add("churn", r.Churn.Errors)
+	}
+	errs = append(errs, r.Problems...)
+	if len(errs) > 0 {
+		p("")
+		for _, e := range errs {
+			p("problem\t%s", e)
+		}
+	}
+	return w.Flush()
+}
+
+// fd formats a duration with three significant digits.
+func fd(d time.Duration) string {
+	switch {
+	case d < time.Microsecond:
+		return fmt.Sprintf("%dns", d.Nanoseconds())
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.1fµs", us(d))
+	case d < time.Second:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+}
+
+// fb formats a byte count.
+func fb(b float64) string {
+	switch {
+	case b < 0:
+		return "n/a"
+	case b < 1024:
+		return fmt.Sprintf("%.0f B", b)
+	case b < 1<<20:
+		return fmt.Sprintf("%.2f KiB", b/1024)
+	default:
+		return fmt.Sprintf("%.2f MiB", b/(1<<20))
+	}
+}
+
+// fbs formats a signed byte count.
+func fbs(b float64) string {
+	if b < 0 {
+		return "-" + fb(-b)
+	}
+	return "+" + fb(b)
+}
