@@ -163,7 +163,10 @@
         s.version < prev.version) {
       return; // a late answer must not undo a newer update
     }
-    if (prev && s.expires_at !== prev.expires_at) state.expiringAt = null;
+    // A warning stands until the deadline really moved (activity extended
+    // the idle deadline); the absolute deadline never moves.
+    const deadline = deadlineOf(s);
+    if (state.expiringAt && deadline && deadline.getTime() > state.expiringAt.getTime() + 1000) state.expiringAt = null;
     state.session = s;
     const data = s.data && typeof s.data === 'object' ? s.data : {};
     const name = typeof data.display_name === 'string' && data.display_name ? data.display_name : '';
@@ -179,6 +182,14 @@
     $('s-data').textContent = JSON.stringify(data, null, 2);
     applyPrefs(data);
     tick();
+  }
+
+  // deadlineOf is when s expires unless something extends it.
+  function deadlineOf(s) {
+    const idle = toDate(s.expires_at), abs = toDate(s.absolute_expires_at);
+    if (!idle) return abs;
+    if (!abs) return idle;
+    return idle < abs ? idle : abs;
   }
 
   function applyPrefs(data) {
@@ -233,6 +244,10 @@
       const body = await api('GET', '/auth/sessions');
       const list = body && Array.isArray(body.sessions) ? body.sessions : Array.isArray(body) ? body : [];
       renderDevices(list);
+      // The list carries the current session too, with deadlines that
+      // activity may have moved since the page last read it.
+      const cur = list.find((x) => x && state.session && x.id === state.session.id);
+      if (cur) renderSession(cur);
       $('devices-msg').textContent = list.length === 1 ? 'Signed in on this device only.' : 'Signed in on ' + list.length + ' devices.';
     } catch (e) {
       if (e.status === 401) return sessionGone();
@@ -317,7 +332,10 @@
     $('prefs-msg').textContent = 'Saving theme…';
     try {
       if (state.ws && state.ws.readyState === WebSocket.OPEN) {
-        const reply = await request('session.update', { data: patch });
+        // The ack carries the new version only (the other sockets of the
+        // session get session.updated), so read the session back.
+        await request('session.update', { data: patch });
+        const reply = await request('session.get');
         const s = reply && reply.data ? sessionOf(reply.data) : null;
         if (s) renderSession(s);
       } else {
