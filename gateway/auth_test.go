@@ -1,0 +1,311 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	sb "github.com/sessionbridge/sessionbridge"
+)
+
+func TestAuthSources(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.AllowQueryToken = true })
+	s, tok := e.session("alice")
+	e.jwt.add("aaa.bbb.ccc", sb.Principal{UserID: "bob", Scopes: []string{"read"}, ExpiresAt: e.clock.Now().Add(time.Hour)})
+	e.keys.add("sbk_key1", sb.Principal{UserID: "svc", KeyID: "key1", Scopes: []string{"*"}})
+	ticket, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "alice", SessionID: s.ID, Method: sb.AuthSession}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := e.srv.URL
+	cases := []struct {
+		name    string
+		h       http.Header
+		query   string
+		auth    sb.AuthMethod
+		user    string
+		session bool
+	}{
+		{"bearer session token", bearer(tok), "", sb.AuthSession, "alice", true},
+		{"X-Session-Token", http.Header{"X-Session-Token": {tok}}, "", sb.AuthSession, "alice", true},
+		{"cookie with own origin", http.Header{"Cookie": {CookieName + "=" + tok}, "Origin": {origin}}, "", sb.AuthSession, "alice", true},
+		{"ticket", nil, "ticket=" + url.QueryEscape(ticket), sb.AuthSession, "alice", true},
+		{"query token when enabled", nil, "session_token=" + url.QueryEscape(tok), sb.AuthSession, "alice", true},
+		{"jwt", bearer("aaa.bbb.ccc"), "", sb.AuthJWT, "bob", false},
+		{"api key", bearer("sbk_key1"), "", sb.AuthAPIKey, "svc", false},
+		{"bearer and same header token", http.Header{"Authorization": {"Bearer " + tok}, "X-Session-Token": {tok}}, "", sb.AuthSession, "alice", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, w := e.dial(tc.h, tc.query)
+			if w.Auth != tc.auth || w.UserID != tc.user || w.ConnectionID == "" {
+				t.Fatalf("welcome %+v", w)
+			}
+			if (w.Session != nil) != tc.session {
+				t.Fatalf("welcome session %v, want present=%v", w.Session, tc.session)
+			}
+			if tc.session && (w.Session.ID != s.ID || string(w.Session.Data) != `{"theme":"dark"}` || w.ExpiresAt == nil || !w.ExpiresAt.Equal(s.Deadline())) {
+				t.Fatalf("welcome session %+v expires %v", w.Session, w.ExpiresAt)
+			}
+			if tc.auth == sb.AuthSession && (len(w.Scopes) != 1 || w.Scopes[0] != "*") {
+				t.Fatalf("scopes %v", w.Scopes)
+			}
+			if e.g.reg.conn(w.ConnectionID) == nil {
+				t.Fatal("connection not registered")
+			}
+			_ = c.ws.Close()
+			waitFor(t, "unregister", func() bool { return e.g.reg.conn(w.ConnectionID) == nil })
+		})
+	}
+}
+
+type refusalBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+func expectRefusal(t *testing.T, e *env, h http.Header, query string, status int, code string) {
+	t.Helper()
+	c, resp, err := e.tryDial(h, query)
+	if err == nil {
+		_ = c.ws.Close()
+		t.Fatalf("upgrade accepted, want %d %s", status, code)
+	}
+	if resp == nil {
+		t.Fatalf("no response: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var body refusalBody
+	if err := json.Unmarshal(b, &body); err != nil {
+		t.Fatalf("body %q: %v", b, err)
+	}
+	if resp.StatusCode != status || body.Error != code || body.Message == "" {
+		t.Fatalf("got %d %+v, want %d %s", resp.StatusCode, body, status, code)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("content type %q", ct)
+	}
+}
+
+func TestAuthRefusals(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	s, tok := e.session("alice")
+	id, _, _ := sb.ParseToken(tok)
+	_, otherTok := e.session("alice")
+	_, wrongSecret, _ := sb.ParseToken(otherTok)
+
+	expiredSess, expiredTok, err := e.mgr.Create(ctx, sb.NewSession{UserID: "carol", TTL: time.Minute}, sb.Change{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, revokedTok := e.session("dave")
+	revokedID, _, _ := sb.ParseToken(revokedTok)
+	if _, err := e.mgr.Delete(ctx, revokedID, sb.ReasonRevoked, sb.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Minute) // carol's session is past its absolute deadline
+	_ = expiredSess
+	e.jwt.add("exp.jwt.tok", sb.Principal{UserID: "bob", ExpiresAt: e.clock.Now().Add(-time.Second)})
+	e.jwt.add("sid.jwt.tok", sb.Principal{UserID: "dave", SessionID: revokedID})
+
+	cookie := func(v, origin string) http.Header {
+		h := http.Header{"Cookie": {CookieName + "=" + v}}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		return h
+	}
+	own := e.srv.URL
+	cases := []struct {
+		name   string
+		h      http.Header
+		query  string
+		status int
+		code   string
+	}{
+		{"no credentials", nil, "", 401, "unauthorized"},
+		{"garbage bearer", bearer("garbage"), "", 401, "unauthorized"},
+		{"right id wrong secret", bearer(sb.FormatToken(id, wrongSecret)), "", 401, "unauthorized"},
+		{"expired session", bearer(expiredTok), "", 401, "unauthorized"},
+		{"revoked session", bearer(revokedTok), "", 401, "unauthorized"},
+		{"basic auth scheme", http.Header{"Authorization": {"Basic YTpi"}}, "", 401, "unauthorized"},
+		{"empty bearer", http.Header{"Authorization": {"Bearer "}}, "", 401, "unauthorized"},
+		{"two authorization headers", http.Header{"Authorization": {"Bearer " + tok, "Bearer " + tok}}, "", 401, "conflicting_credentials"},
+		{"bearer and other header token", http.Header{"Authorization": {"Bearer " + tok}, "X-Session-Token": {otherTok}}, "", 401, "conflicting_credentials"},
+		{"two different cookies", http.Header{"Cookie": {CookieName + "=" + tok + "; " + CookieName + "=" + otherTok}, "Origin": {own}}, "", 401, "conflicting_credentials"},
+		{"query token when disabled", nil, "session_token=" + url.QueryEscape(tok), 401, "unauthorized"},
+		{"unknown ticket", nil, "ticket=nope", 401, "unauthorized"},
+		{"cookie foreign origin", cookie(tok, "https://evil.example"), "", 403, "origin_not_allowed"},
+		{"cookie null origin", cookie(tok, "null"), "", 403, "origin_not_allowed"},
+		{"cookie no origin", cookie(tok, ""), "", 403, "origin_not_allowed"},
+		{"cookie look-alike origin", cookie(tok, strings.Replace(own, "127.0.0.1", "127.0.0.1.evil.com", 1)), "", 403, "origin_not_allowed"},
+		{"cookie malformed origin", cookie(tok, own+"/path"), "", 403, "origin_not_allowed"},
+		{"jwt unknown", bearer("x.y.z"), "", 401, "unauthorized"},
+		{"jwt expired", bearer("exp.jwt.tok"), "", 401, "unauthorized"},
+		{"jwt bound to revoked session", bearer("sid.jwt.tok"), "", 401, "unauthorized"},
+		{"api key unknown", bearer("sbk_nope"), "", 401, "unauthorized"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { expectRefusal(t, e, tc.h, tc.query, tc.status, tc.code) })
+	}
+	if e.g.Len() != 0 {
+		t.Fatalf("%d connections after refusals", e.g.Len())
+	}
+	_ = s
+}
+
+func TestNotAnUpgrade(t *testing.T) {
+	e := newEnv(t, nil)
+	resp, err := http.Get(e.srv.URL + "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body refusalBody
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusBadRequest || body.Error != "bad_request" {
+		t.Fatalf("got %d %+v", resp.StatusCode, body)
+	}
+}
+
+func TestDisabledVerifiers(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.JWT, c.APIKeys, c.Tickets = nil, nil, nil })
+	expectRefusal(t, e, bearer("a.b.c"), "", 401, "unauthorized")
+	expectRefusal(t, e, bearer("sbk_whatever"), "", 401, "unauthorized")
+	expectRefusal(t, e, nil, "ticket=abc", 401, "unauthorized")
+}
+
+func TestTicketSingleUse(t *testing.T) {
+	e := newEnv(t, nil)
+	s, tok := e.session("alice")
+	ticket, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "alice", SessionID: s.ID, Method: sb.AuthSession}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := "ticket=" + url.QueryEscape(ticket)
+	_, w := e.dial(nil, q)
+	if w.Session == nil || w.Session.ID != s.ID {
+		t.Fatalf("welcome %+v", w)
+	}
+	expectRefusal(t, e, nil, q, 401, "unauthorized")
+
+	// A ticket with a cookie of another session conflicts.
+	_, otherTok := e.session("alice")
+	ticket2, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "alice", SessionID: s.ID, Method: sb.AuthSession}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{"Cookie": {CookieName + "=" + otherTok}, "Origin": {e.srv.URL}}
+	expectRefusal(t, e, h, "ticket="+url.QueryEscape(ticket2), 401, "conflicting_credentials")
+	// ... and with a cookie of the same session it is accepted.
+	ticket3, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "alice", SessionID: s.ID, Method: sb.AuthSession}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = http.Header{"Cookie": {CookieName + "=" + tok}, "Origin": {e.srv.URL}}
+	_, w = e.dial(h, "ticket="+url.QueryEscape(ticket3))
+	if w.Session == nil || w.Session.ID != s.ID {
+		t.Fatalf("welcome %+v", w)
+	}
+}
+
+func TestAllowedOrigins(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.AllowedOrigins = []string{"https://app.example.com", "https://*.example.org"}
+	})
+	_, tok := e.session("alice")
+	ck := func(origin string) http.Header {
+		return http.Header{"Cookie": {CookieName + "=" + tok}, "Origin": {origin}}
+	}
+	for _, o := range []string{"https://app.example.com", "https://app.example.com:443", "https://a.example.org", "https://a.b.example.org", "HTTPS://A.EXAMPLE.ORG"} {
+		c, _ := e.dial(ck(o), "")
+		_ = c.ws.Close()
+	}
+	for _, o := range []string{
+		"https://example.org", "https://example.org.evil.com", "https://evilexample.org", "http://a.example.org",
+		"https://a.example.org:8443", "https://app.example.com.evil.com", e.srv.URL, "null", "https://-x.example.org",
+		"https://user@app.example.com",
+	} {
+		t.Run(o, func(t *testing.T) { expectRefusal(t, e, ck(o), "", 403, "origin_not_allowed") })
+	}
+	// Bearer credentials need no Origin, but a present one must be allowed.
+	c, _ := e.dial(bearer(tok), "")
+	_ = c.ws.Close()
+	h := bearer(tok)
+	h.Set("Origin", "https://evil.example")
+	expectRefusal(t, e, h, "", 403, "origin_not_allowed")
+}
+
+func TestBearerIgnoresOriginWithoutAllowList(t *testing.T) {
+	e := newEnv(t, nil)
+	_, tok := e.session("alice")
+	h := bearer(tok)
+	h.Set("Origin", "https://other.example")
+	c, _ := e.dial(h, "")
+	_ = c.ws.Close()
+}
+
+func TestStoreUnavailable(t *testing.T) {
+	e := newEnv(t, nil)
+	_, tok := e.session("alice")
+	e.store.down.Store(true)
+	expectRefusal(t, e, bearer(tok), "", 503, "unavailable")
+	e.jwt.mu.Lock()
+	e.jwt.err = fmt.Errorf("jwks: %w", sb.ErrUnavailable)
+	e.jwt.mu.Unlock()
+	expectRefusal(t, e, bearer("a.b.c"), "", 503, "unavailable")
+	e.store.down.Store(false)
+	c, _ := e.dial(bearer(tok), "")
+	_ = c.ws.Close()
+}
+
+type denyLimiter struct{ key string }
+
+func (l denyLimiter) Allow(ctx context.Context, key string) (bool, time.Duration) {
+	if strings.HasPrefix(key, l.key) {
+		return false, 1500 * time.Millisecond
+	}
+	return true, 0
+}
+
+func TestLimiter(t *testing.T) {
+	for _, key := range []string{"ip:", "user:alice"} {
+		t.Run(key, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.Limiter = denyLimiter{key} })
+			_, tok := e.session("alice")
+			c, resp, err := e.tryDial(bearer(tok), "")
+			if err == nil {
+				_ = c.ws.Close()
+				t.Fatal("accepted")
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "2" {
+				t.Fatalf("status %d Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+			}
+		})
+	}
+}
+
+func TestShutdownRefusesUpgrades(t *testing.T) {
+	e := newEnv(t, nil)
+	_, tok := e.session("alice")
+	c, _ := e.dial(bearer(tok), "")
+	if err := e.g.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.expectClose(CloseGoingAway, ReasonServerShutdown)
+	expectRefusal(t, e, bearer(tok), "", 503, "unavailable")
+	if e.g.Len() != 0 {
+		t.Fatalf("Len %d after shutdown", e.g.Len())
+	}
+}
