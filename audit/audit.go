@@ -1,0 +1,118 @@
+package audit
+
+import (
+	"context"
+	"log/slog"
+)
+
+// Audit event names, from the OWASP logging vocabulary.
+const (
+	// SessionCreated: a session was created (login, admin API).
+	SessionCreated = "session_created"
+	// SessionRenewed: a session's ID was rotated or its lifetime renewed.
+	SessionRenewed = "session_renewed"
+	// SessionExpired: a session passed its idle or absolute deadline.
+	SessionExpired = "session_expired"
+	// SessionLogout: the owner ended a session.
+	SessionLogout = "session_logout"
+	// SessionRevoked: a session was ended by someone other than its owner's
+	// logout (another device, an administrator, the system).
+	SessionRevoked = "session_revoked"
+	// SessionUpdated: a session's data changed.
+	SessionUpdated = "session_updated"
+	// AuthnLoginSuccess: a username and password were accepted.
+	AuthnLoginSuccess = "authn_login_success"
+	// AuthnLoginFail: a username and password were rejected.
+	AuthnLoginFail = "authn_login_fail"
+	// AuthnFailed: any other credential (session token, JWT, API key, ticket)
+	// was rejected on /ws or an API.
+	AuthnFailed = "authn_failed"
+	// AuthnTokenRefreshed: a connection's credential was refreshed.
+	AuthnTokenRefreshed = "authn_token_refreshed"
+	// AuthzFail: an authenticated principal was refused an action.
+	AuthzFail = "authz_fail"
+	// WSConnected: a WebSocket connection was authenticated and opened.
+	WSConnected = "ws_connected"
+	// WSDisconnected: a WebSocket connection closed.
+	WSDisconnected = "ws_disconnected"
+)
+
+// Fields are the facts of an audit record. Empty fields are left out.
+//
+// Fields must never carry secrets: no session tokens or their secret half, no
+// JWTs, API keys, passwords, cookies or tickets. Identify sessions by their
+// public ID (SessionID) only. Values that look like credentials are redacted
+// anyway, as a last line of defence.
+type Fields struct {
+	SessionID    string
+	UserID       string
+	ConnectionID string
+	IP           string
+	UserAgent    string
+	// Method is how the principal authenticated (session, jwt, apikey,
+	// password) or the HTTP method, as the caller documents.
+	Method string
+	// Source is the door a change came through (http, websocket, api, system).
+	Source string
+	// Reason is a short machine-readable cause (bad_password, session_revoked).
+	Reason string
+	// Detail is free text for humans.
+	Detail string
+}
+
+// Logger writes audit records to a *slog.Logger. A nil *Logger, and a Logger
+// made from a nil *slog.Logger, are valid and discard every record. A Logger is
+// safe for concurrent use if its slog.Handler is (the standard ones are).
+type Logger struct {
+	l *slog.Logger
+}
+
+// New returns a Logger writing to l. If l is nil the Logger discards.
+func New(l *slog.Logger) *Logger {
+	return &Logger{l: l}
+}
+
+// Message is the message of every audit record.
+const Message = "audit"
+
+// Level returns the level event is logged at: WARN for failures of
+// authentication and authorization, INFO for everything else.
+func Level(event string) slog.Level {
+	switch event {
+	case AuthnLoginFail, AuthnFailed, AuthzFail:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
+}
+
+// Log writes one audit record for event with the non-empty fields of f. Every
+// value is cleaned (see the package documentation) before it is written.
+func (l *Logger) Log(ctx context.Context, event string, f Fields) {
+	if l == nil || l.l == nil {
+		return
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	level := Level(event)
+	if !l.l.Enabled(ctx, level) {
+		return
+	}
+	var buf [11]slog.Attr
+	attrs := append(buf[:0], slog.Bool("audit", true), slog.String("event", Clean(event)))
+	add := func(key, v string) {
+		if v != "" {
+			attrs = append(attrs, slog.String(key, Clean(v)))
+		}
+	}
+	add("session_id", f.SessionID)
+	add("user_id", f.UserID)
+	add("connection_id", f.ConnectionID)
+	add("ip", f.IP)
+	add("user_agent", f.UserAgent)
+	add("method", f.Method)
+	add("source", f.Source)
+	add("reason", f.Reason)
+	add("detail", f.Detail)
+	l.l.LogAttrs(ctx, level, Message, attrs...)
+}
