@@ -224,8 +224,8 @@ func TestJWKSUnknownKidFloodIsRateLimited(t *testing.T) {
 	const n = 50
 	errs := make(chan error, n)
 	for i := range n {
+		tok := jwttest.Sign(t, "ES256", k1, fmt.Sprintf("made-up-%d", i), claims(nil))
 		go func() {
-			tok := jwttest.Sign(t, "ES256", k1, fmt.Sprintf("made-up-%d", i), claims(nil))
 			_, err := v.Verify(ctx, tok)
 			errs <- err
 		}()
@@ -417,8 +417,9 @@ func TestJWKSVerifyHonoursContext(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	tok := jwttest.Sign(t, "ES256", k1, "k2", claims(nil))
 	go func() {
-		_, err := v.Verify(ctx, jwttest.Sign(t, "ES256", k1, "k2", claims(nil)))
+		_, err := v.Verify(ctx, tok)
 		done <- err
 	}()
 	waitFor(t, "the refetch to start", func() bool { return srv.requests.Load() == 2 })
