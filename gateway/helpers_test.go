@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -162,24 +163,40 @@ func (s *failingStore) GetMany(ctx context.Context, ids []string) (map[string]*s
 	return s.Store.GetMany(ctx, ids)
 }
 
-// lossyBus delivers the memory bus's events but drops them while drop is set,
-// as a network partition would.
+// lossyBus delivers the memory bus's events but drops those its filter
+// picks, as a network partition would.
 type lossyBus struct {
 	*memory.Bus
-	drop atomic.Bool
+	mu   sync.Mutex
+	drop func(sb.Event) bool
+}
+
+// dropIf makes the bus drop every event for which f is true (nil: none).
+func (b *lossyBus) dropIf(f func(sb.Event) bool) {
+	b.mu.Lock()
+	b.drop = f
+	b.mu.Unlock()
+}
+
+// dropSession drops every event about session id.
+func (b *lossyBus) dropSession(ids ...string) {
+	b.dropIf(func(ev sb.Event) bool { return slices.Contains(ids, ev.SessionID) })
 }
 
 func (b *lossyBus) Subscribe(ctx context.Context, h sb.EventHandler) error {
-	return b.Bus.Subscribe(ctx, lossyHandler{h, &b.drop})
+	return b.Bus.Subscribe(ctx, lossyHandler{h, b})
 }
 
 type lossyHandler struct {
-	h    sb.EventHandler
-	drop *atomic.Bool
+	h sb.EventHandler
+	b *lossyBus
 }
 
 func (l lossyHandler) HandleEvent(ev sb.Event) {
-	if !l.drop.Load() {
+	l.b.mu.Lock()
+	drop := l.b.drop != nil && l.b.drop(ev)
+	l.b.mu.Unlock()
+	if !drop {
 		l.h.HandleEvent(ev)
 	}
 }
