@@ -105,13 +105,14 @@ type MemoryResult struct {
 	Before  NodeMetrics `json:"before"`
 	After   NodeMetrics `json:"after"`
 	// Settled says whether the heap stopped moving before SettleTimeout.
-	Settled               bool    `json:"settled"`
-	SettleSeconds         float64 `json:"settle_s"`
-	RSSPerSocket          float64 `json:"rss_per_socket_bytes"`
-	HeapStackPerSocket    float64 `json:"heap_stack_per_socket_bytes"`
-	GoroutinesPerSocket   float64 `json:"goroutines_per_socket"`
-	ConnectionsReported   float64 `json:"connections_reported"`
-	MetricsUnavailableErr string  `json:"metrics_error,omitempty"`
+	Settled       bool    `json:"settled"`
+	SettleSeconds float64 `json:"settle_s"`
+	// Per-socket figures are nil when the node does not export the metric.
+	RSSPerSocket          *float64 `json:"rss_per_socket_bytes"`
+	HeapStackPerSocket    *float64 `json:"heap_stack_per_socket_bytes"`
+	GoroutinesPerSocket   *float64 `json:"goroutines_per_socket"`
+	ConnectionsReported   float64  `json:"connections_reported"`
+	MetricsUnavailableErr string   `json:"metrics_error,omitempty"`
 }
 
 // LatencyResult is a distribution of cross-node propagation times: from just
@@ -158,16 +159,18 @@ type ChurnResult struct {
 // load); Left compares the node after churn stopped and its sockets drained
 // with the node before churn.
 type ChurnNode struct {
-	Node            string        `json:"node"`
-	Before          NodeMetrics   `json:"before"`
-	First           NodeMetrics   `json:"first"`
-	Last            NodeMetrics   `json:"last"`
-	Drained         NodeMetrics   `json:"drained"`
-	DrainedOK       bool          `json:"drained_ok"`
-	RSSGrowth       float64       `json:"rss_growth_bytes"`
-	HeapStackGrowth float64       `json:"heap_stack_growth_bytes"`
-	GoroutineGrowth float64       `json:"goroutine_growth"`
-	GoroutinesLeft  float64       `json:"goroutines_left"`
+	Node      string      `json:"node"`
+	Before    NodeMetrics `json:"before"`
+	First     NodeMetrics `json:"first"`
+	Last      NodeMetrics `json:"last"`
+	Drained   NodeMetrics `json:"drained"`
+	DrainedOK bool        `json:"drained_ok"`
+	// Differences are nil when the node does not export the metric.
+	RSSGrowth       *float64      `json:"rss_growth_bytes"`
+	HeapStackGrowth *float64      `json:"heap_stack_growth_bytes"`
+	GoroutineGrowth *float64      `json:"goroutine_growth"`
+	GoroutinesLeft  *float64      `json:"goroutines_left"`
+	HeapStackLeft   *float64      `json:"heap_stack_left_bytes"`
 	Samples         []ChurnSample `json:"samples"`
 	MetricsError    string        `json:"metrics_error,omitempty"`
 }
@@ -180,8 +183,16 @@ type ChurnSample struct {
 
 // WriteTable prints r as aligned text tables.
 func (r *Report) WriteTable(out io.Writer) error {
-	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	var w *tabwriter.Writer
+	section := func() {
+		if w != nil {
+			_ = w.Flush()
+			fmt.Fprintln(out)
+		}
+		w = tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	}
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	section()
 	p("sessionbridge bench\t%s, %.1f s", r.Started.UTC().Format(time.RFC3339), r.ElapsedSeconds)
 	p("node A\t%s", r.NodeA)
 	p("nodes B\t%s (%d sockets each)", strings.Join(r.NodesB, ", "), r.SocketsPerNode)
@@ -189,71 +200,77 @@ func (r *Report) WriteTable(out io.Writer) error {
 		p("sources\t%s", strings.Join(r.Sources, ", "))
 	}
 	p("open files limit\t%d (hard %d)", r.FileLimit.Soft, r.FileLimit.Hard)
-	p("")
+
 	lat := func(name string, s Summary) {
 		p("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s", name, s.Count, fd(s.Min), fd(s.P50), fd(s.P95), fd(s.P99), fd(s.Max), fd(s.Mean))
 	}
-	hasLat := r.Connect != nil || r.Update != nil || r.Revoke != nil || r.Fanout != nil || r.Churn != nil
-	if hasLat {
+	if r.Connect != nil || r.Update != nil || r.Revoke != nil || r.Fanout != nil || r.Churn != nil {
+		section()
 		p("latency\tcount\tmin\tp50\tp95\tp99\tmax\tmean")
+		if c := r.Connect; c != nil {
+			lat("session create (HTTP)", c.SessionCreate)
+			lat("connect+auth (dial→welcome)", c.Handshake)
+		}
+		if u := r.Update; u != nil {
+			lat("update PATCH on A (HTTP)", u.HTTP)
+			lat("update A→B (session.updated)", u.Latency)
+		}
+		if v := r.Revoke; v != nil {
+			lat("revoke DELETE on A (HTTP)", v.HTTP)
+			lat("revoke A→B (close 4401)", v.Latency)
+		}
+		if f := r.Fanout; f != nil {
+			lat("user logout fan-out (close)", f.Latency)
+		}
+		if c := r.Churn; c != nil {
+			lat("churn connect+auth", c.Handshake)
+		}
 	}
+	section()
 	if c := r.Connect; c != nil {
-		lat("session create (HTTP)", c.SessionCreate)
-		lat("connect+auth (dial→welcome)", c.Handshake)
-	}
-	if u := r.Update; u != nil {
-		lat("update PATCH on A (HTTP)", u.HTTP)
-		lat("update A→B (session.updated)", u.Latency)
-	}
-	if v := r.Revoke; v != nil {
-		lat("revoke DELETE on A (HTTP)", v.HTTP)
-		lat("revoke A→B (close 4401)", v.Latency)
-	}
-	if f := r.Fanout; f != nil {
-		lat("user logout fan-out (close)", f.Latency)
-	}
-	if c := r.Churn; c != nil {
-		lat("churn connect+auth", c.Handshake)
-	}
-	if hasLat {
-		p("")
-	}
-	if c := r.Connect; c != nil {
-		p("connect\t%d/%d sockets in %.2f s\t%.0f sockets/s\terrors %d", c.Connected, c.Sockets, c.ElapsedSeconds, c.SocketsPerSec, c.Errors.Count)
-		p("sessions\t%d created\t%.0f sessions/s\terrors %d", c.Sessions, c.SessionsPerSec, c.SessionErrors.Count)
+		p("sessions\t%d/%d created\t%.0f/s\terrors %d", c.SessionCreate.Count, c.Sessions, c.SessionsPerSec, c.SessionErrors.Count)
+		p("connect\t%d/%d sockets in %.2f s\t%.0f/s\terrors %d", c.Connected, c.Sockets, c.ElapsedSeconds, c.SocketsPerSec, c.Errors.Count)
 		if c.CPUPerConnectUS >= 0 {
-			p("server CPU per connect\t%.1f µs\t(%.3f s total)", c.CPUPerConnectUS, c.ServerCPUSecond)
+			p("server CPU per connect\t%.1f µs\t(%.3f s in all)", c.CPUPerConnectUS, c.ServerCPUSecond)
 		}
-	}
-	for _, m := range r.Memory {
-		if m.MetricsUnavailableErr != "" {
-			p("memory %s\tunavailable: %s", m.Node, m.MetricsUnavailableErr)
-			continue
-		}
-		p("memory %s\t%d sockets\tRSS %s/socket\theap+stack %s/socket\t%.2f goroutines/socket\tsettled %v in %.1f s",
-			m.Node, m.Sockets, fb(m.RSSPerSocket), fb(m.HeapStackPerSocket), m.GoroutinesPerSocket, m.Settled, m.SettleSeconds)
 	}
 	if u := r.Update; u != nil {
-		p("update\t%d/%d ok\terrors %d", u.OK, u.Samples, u.Errors.Count)
+		p("update\t%d/%d ok\t\terrors %d", u.OK, u.Samples, u.Errors.Count)
 	}
 	if v := r.Revoke; v != nil {
-		p("revoke\t%d/%d ok\terrors %d", v.OK, v.Samples, v.Errors.Count)
+		p("revoke\t%d/%d ok\t\terrors %d", v.OK, v.Samples, v.Errors.Count)
 	}
 	if f := r.Fanout; f != nil {
-		p("fan-out\t%d sockets, %d sessions\t%d closed (%d with 4401)\tfirst %s median %s last %s\tHTTP %s\terrors %d",
-			f.Connected, f.Sessions, f.Closed, f.Closed4401, fd(f.Latency.Min), fd(f.Latency.P50), fd(f.Latency.Max),
+		p("fan-out\t%d/%d sockets closed (%d with 4401), %d sessions\tfirst %s, median %s, last %s; DELETE took %s\terrors %d",
+			f.Closed, f.Connected, f.Closed4401, f.Sessions, fd(f.Latency.Min), fd(f.Latency.P50), fd(f.Latency.Max),
 			fd(time.Duration(f.HTTPUS*float64(time.Microsecond))), f.Errors.Count)
 	}
 	if c := r.Churn; c != nil {
-		p("churn\t%.0f s at %d/s (hold %.1f s)\tachieved %.1f/s\t%d connects\tskipped %d\terrors %d",
-			c.DurationSeconds, c.TargetRate, c.HoldSeconds, c.AchievedRate, c.Connects, c.Skipped, c.Errors.Count)
-		for _, n := range c.Nodes {
-			if n.MetricsError != "" {
-				p("churn %s\tmetrics unavailable: %s", n.Node, n.MetricsError)
+		p("churn\t%d connects in %.0f s (target %d/s, hold %.1f s)\t%.1f/s achieved, %d skipped\terrors %d",
+			c.Connects, c.DurationSeconds, c.TargetRate, c.HoldSeconds, c.AchievedRate, c.Skipped, c.Errors.Count)
+	}
+	if len(r.Memory) > 0 {
+		section()
+		p("memory per idle socket\tsockets\tRSS\theap+stack\tgoroutines\tsettled")
+		for _, m := range r.Memory {
+			if m.MetricsUnavailableErr != "" {
+				p("%s\t%d\tunavailable: %s", m.Node, m.Sockets, m.MetricsUnavailableErr)
 				continue
 			}
-			p("churn %s\tsteady growth: RSS %s, heap+stack %s, goroutines %+.0f\tafter drain: goroutines %+.0f vs before (drained %v)",
-				n.Node, fbs(n.RSSGrowth), fbs(n.HeapStackGrowth), n.GoroutineGrowth, n.GoroutinesLeft, n.DrainedOK)
+			p("%s\t%d\t%s\t%s\t%s\t%v (%.1f s)", m.Node, m.Sockets, fbp(m.RSSPerSocket), fbp(m.HeapStackPerSocket),
+				fnp(m.GoroutinesPerSocket, "%.2f"), m.Settled, m.SettleSeconds)
+		}
+	}
+	if c := r.Churn; c != nil && len(c.Nodes) > 0 {
+		section()
+		p("churn, steady growth\tRSS\theap+stack\tgoroutines\tleft after drain: heap+stack\tgoroutines\tdrained")
+		for _, n := range c.Nodes {
+			if n.MetricsError != "" {
+				p("%s\tunavailable: %s", n.Node, n.MetricsError)
+				continue
+			}
+			p("%s\t%s\t%s\t%s\t%s\t%s\t%v", n.Node, fbp(n.RSSGrowth), fbp(n.HeapStackGrowth), fnp(n.GoroutineGrowth, "%+.0f"),
+				fbp(n.HeapStackLeft), fnp(n.GoroutinesLeft, "%+.0f"), n.DrainedOK)
 		}
 	}
 	var errs []string
@@ -280,7 +297,7 @@ func (r *Report) WriteTable(out io.Writer) error {
 	}
 	errs = append(errs, r.Problems...)
 	if len(errs) > 0 {
-		p("")
+		section()
 		for _, e := range errs {
 			p("problem\t%s", e)
 		}
@@ -306,7 +323,7 @@ func fd(d time.Duration) string {
 func fb(b float64) string {
 	switch {
 	case b < 0:
-		return "n/a"
+		return "-" + fb(-b)
 	case b < 1024:
 		return fmt.Sprintf("%.0f B", b)
 	case b < 1<<20:
@@ -316,10 +333,18 @@ func fb(b float64) string {
 	}
 }
 
-// fbs formats a signed byte count.
-func fbs(b float64) string {
-	if b < 0 {
-		return "-" + fb(-b)
+// fbp formats an optional byte count.
+func fbp(b *float64) string {
+	if b == nil {
+		return "n/a"
 	}
-	return "+" + fb(b)
+	return fb(*b)
+}
+
+// fnp formats an optional number.
+func fnp(v *float64, format string) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, *v)
 }

@@ -434,13 +434,13 @@ func (r *runner) memory(ctx context.Context, socks []idle, before []NodeMetrics,
 		}
 		mr.After, mr.Settled, mr.SettleSeconds = after, ok, took.Seconds()
 		mr.ConnectionsReported = after.Connections
-		mr.RSSPerSocket, mr.HeapStackPerSocket, mr.GoroutinesPerSocket = -1, -1, -1
 		if mr.Sockets > 0 {
-			per := func(a, b float64) float64 {
-				if a < 0 || b < 0 {
-					return -1
+			per := func(a, b float64) *float64 {
+				d := delta(a, b)
+				if d != nil {
+					*d /= float64(mr.Sockets)
 				}
-				return (a - b) / float64(mr.Sockets)
+				return d
 			}
 			mr.RSSPerSocket = per(after.RSS, before[j].RSS)
 			mr.HeapStackPerSocket = per(after.HeapStack(), before[j].HeapStack())
@@ -449,6 +449,15 @@ func (r *runner) memory(ctx context.Context, socks []idle, before []NodeMetrics,
 		out[j] = mr
 	}
 	return out
+}
+
+// delta returns a-b, or nil if either is a missing metric (negative).
+func delta(a, b float64) *float64 {
+	if a < 0 || b < 0 {
+		return nil
+	}
+	d := a - b
+	return &d
 }
 
 // update times PATCH on node A until session.updated reaches the socket on
@@ -833,12 +842,13 @@ loop:
 		n.Drained = drained[j]
 		n.DrainedOK = (drained[j].Connections < 0 || drained[j].Connections <= before[j].Connections) &&
 			(drained[j].Goroutines < 0 || drained[j].Goroutines <= before[j].Goroutines+4)
-		n.GoroutinesLeft = drained[j].Goroutines - before[j].Goroutines
+		n.GoroutinesLeft = delta(drained[j].Goroutines, before[j].Goroutines)
+		n.HeapStackLeft = delta(drained[j].HeapStack(), before[j].HeapStack())
 		if len(n.Samples) > 0 {
 			n.First, n.Last = n.Samples[0].NodeMetrics, n.Samples[len(n.Samples)-1].NodeMetrics
-			n.RSSGrowth = n.Last.RSS - n.First.RSS
-			n.HeapStackGrowth = n.Last.HeapStack() - n.First.HeapStack()
-			n.GoroutineGrowth = n.Last.Goroutines - n.First.Goroutines
+			n.RSSGrowth = delta(n.Last.RSS, n.First.RSS)
+			n.HeapStackGrowth = delta(n.Last.HeapStack(), n.First.HeapStack())
+			n.GoroutineGrowth = delta(n.Last.Goroutines, n.First.Goroutines)
 		} else {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("churn: no /metrics sample of %s during the run (duration %s, sample interval %s)", n.Node, cfg.ChurnDuration, cfg.SampleInterval))
 		}
