@@ -214,10 +214,16 @@ func (m *Manager) Update(ctx context.Context, id string, patch json.RawMessage, 
 // Touch records activity on s: it moves the idle deadline, never past the
 // absolute one, with at most one store write per session per touch interval.
 // It returns s with the recorded deadline, or ErrNotFound if the session is
-// gone. A touch that the interval throttles costs nothing.
+// gone. A touch that the interval throttles costs nothing, and a session
+// already past its deadline is returned unchanged: activity never revives it.
 func (m *Manager) Touch(ctx context.Context, s *Session, c Change) (*Session, error) {
 	now := m.now()
 	if now.Sub(s.LastSeenAt) < m.touchInterval() {
+		return s, nil
+	}
+	if s.Expired(now) {
+		// Activity that arrives after the deadline must not bring the session
+		// back before it is claimed as expired.
 		return s, nil
 	}
 	next := s.Clone()

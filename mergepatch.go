@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 )
 
 // MergePatch applies an RFC 7386 JSON merge patch to doc, a JSON object, and
@@ -42,7 +43,8 @@ func decodeObject(b []byte, into *map[string]any) error {
 	if *into == nil {
 		return fmt.Errorf("not a JSON object")
 	}
-	if dec.More() {
+	// More would miss a stray ']' or '}'; only the end of input may follow.
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("trailing data after JSON object")
 	}
 	return nil

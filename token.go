@@ -89,7 +89,7 @@ func ParseToken(token string) (id, secret string, err error) {
 	if !ValidID(id) || !isB64(secret) {
 		return "", "", ErrInvalidToken
 	}
-	// The last base64 character of 32 bytes carries 4 padding bits that must be
+	// The last base64 character of 32 bytes carries 2 padding bits that must be
 	// zero; a non-canonical encoding is not a token we issued.
 	if b, err := b64.DecodeString(secret); err != nil || len(b) != secretBytes || b64.EncodeToString(b) != secret {
 		return "", "", ErrInvalidToken

@@ -1,0 +1,127 @@
+package sessionbridge_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge"
+)
+
+func TestEventChannels(t *testing.T) {
+	want := map[sessionbridge.EventType]string{
+		sessionbridge.EventCreated: "session:created",
+		sessionbridge.EventUpdated: "session:updates",
+		sessionbridge.EventDeleted: "session:deleted",
+		sessionbridge.EventExpired: "session:expired",
+		sessionbridge.EventMessage: "session:messages",
+	}
+	if len(sessionbridge.EventTypes) != len(want) {
+		t.Fatalf("EventTypes has %d types, want %d", len(sessionbridge.EventTypes), len(want))
+	}
+	for _, typ := range sessionbridge.EventTypes {
+		if got := typ.Channel(); got != want[typ] {
+			t.Errorf("%s.Channel() = %q, want %q", typ, got, want[typ])
+		}
+	}
+	if got := sessionbridge.EventType("bogus").Channel(); got != "" {
+		t.Errorf("unknown type's channel = %q, want empty", got)
+	}
+}
+
+func sampleEvent() sessionbridge.Event {
+	return sessionbridge.Event{
+		Type: sessionbridge.EventUpdated, SessionID: "2bAAAAAAAAAAAAAAAA", UserID: "alice",
+		Updates: json.RawMessage(`{"theme":"dark"}`), Source: sessionbridge.SourceWebSocket,
+		Timestamp:    time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC),
+		ConnectionID: "c-42", NodeID: "node-1", Version: 7,
+		ExpiresAt: time.Date(2026, 3, 1, 12, 30, 0, 0, time.UTC),
+	}
+}
+
+func TestEventJSON(t *testing.T) {
+	ev := sampleEvent()
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"session_id":"2bAAAAAAAAAAAAAAAA","user_id":"alice","updates":{"theme":"dark"},"source":"websocket",` +
+		`"timestamp":"2026-03-01T12:00:00.123456789Z","connection_id":"c-42","node_id":"node-1","version":7,` +
+		`"expires_at":"2026-03-01T12:30:00Z"}`
+	if string(b) != want {
+		t.Fatalf("payload\n got  %s\n want %s", b, want)
+	}
+	if len(b) > 300 {
+		t.Errorf("payload is %d bytes; the contract says about 200", len(b))
+	}
+	var back sessionbridge.Event
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	back.Type = ev.Type // carried by the channel, not the payload
+	if !sameEvent(back, ev) {
+		t.Fatalf("round trip\n got  %+v\n want %+v", back, ev)
+	}
+
+	// Optional fields are left out when empty.
+	sparse, err := json.Marshal(sessionbridge.Event{Type: sessionbridge.EventDeleted, SessionID: "x", Source: sessionbridge.SourceSystem, NodeID: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{"type", "updates", "connection_id", "version", "expires_at", "reason", "data", "user_id"} {
+		if bytes.Contains(sparse, []byte(`"`+field+`"`)) {
+			t.Errorf("empty %s present in %s", field, sparse)
+		}
+	}
+}
+
+func TestSessionHelpers(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := &sessionbridge.Session{
+		ID: "id", UserID: "u", Data: json.RawMessage(`{"a":1}`),
+		ExpiresAt: now.Add(time.Minute), AbsoluteExpiresAt: now.Add(time.Hour), Version: 3,
+	}
+	if !s.Deadline().Equal(s.ExpiresAt) {
+		t.Fatal("Deadline is not the earlier idle deadline")
+	}
+	if s.Expired(now) || s.Expired(now.Add(time.Minute-1)) || !s.Expired(now.Add(time.Minute)) {
+		t.Fatal("Expired does not switch exactly at the idle deadline")
+	}
+	s.ExpiresAt = now.Add(2 * time.Hour)
+	if !s.Deadline().Equal(s.AbsoluteExpiresAt) || !s.Expired(now.Add(time.Hour)) {
+		t.Fatal("the absolute deadline does not bound Deadline and Expired")
+	}
+
+	c := s.Clone()
+	c.Data[2] = 'b'
+	if string(s.Data) != `{"a":1}` {
+		t.Fatal("Clone shares Data")
+	}
+	if (*sessionbridge.Session)(nil).Clone() != nil {
+		t.Fatal("Clone of nil is not nil")
+	}
+
+	p := (&sessionbridge.Session{ID: "id"}).Public()
+	if string(p.Data) != `{}` {
+		t.Fatalf("Public of a session without data has data %s, want {}", p.Data)
+	}
+	b, err := json.Marshal(s.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("secret")) || bytes.Contains(b, []byte("hash")) {
+		t.Fatalf("public view leaks the secret hash: %s", b)
+	}
+}
+
+func TestPrincipalHasScope(t *testing.T) {
+	p := &sessionbridge.Principal{Scopes: []string{"read", "write"}}
+	if !p.HasScope("read") || !p.HasScope("") || p.HasScope("admin") {
+		t.Fatal("HasScope on a scoped principal")
+	}
+	all := &sessionbridge.Principal{Scopes: []string{"*"}}
+	if !all.HasScope("admin") {
+		t.Fatal("* does not grant every scope")
+	}
+}
