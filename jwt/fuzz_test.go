@@ -2,9 +2,12 @@ package jwt_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/jwt"
@@ -65,5 +68,38 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("error %q wraps %d reasons, want 1", err, n)
 		}
 		assertNoLeak(t, err, tok)
+	})
+}
+
+// FuzzVerifySignedClaims signs arbitrary header and payload JSON with the
+// verifier's own secret, so that the fuzzer reaches claim handling behind the
+// signature check: whatever the claims, Verify must not panic, and what it
+// accepts must have a usable subject and expiry.
+func FuzzVerifySignedClaims(f *testing.F) {
+	v := newVerifier(f, jwt.Config{HMACSecret: secret64})
+	f.Add(`{"alg":"HS256"}`, mustJSON(f, claims(map[string]any{"scope": "a b"})))
+	f.Add(`{"alg":"HS256","kid":"x"}`, `{"sub":"u","exp":1e300}`)
+	f.Add(`{"alg":"HS256"}`, `{"sub":"u","exp":-1e300,"nbf":"x"}`)
+	f.Add(`{"alg":"HS256"}`, `{"sub":"\u0000","exp":99999999999,"sid":null,"scp":[null]}`)
+	f.Add(`{"alg":"HS256","crit":[]}`, `{"sub":"u","exp":99999999999,"aud":[1]}`)
+	f.Add(`{"alg":"HS384"}`, `[]`)
+	f.Fuzz(func(t *testing.T, header, payload string) {
+		signing := jwtB64.EncodeToString([]byte(header)) + "." + jwtB64.EncodeToString([]byte(payload))
+		h := hmac.New(sha256.New, secret64)
+		h.Write([]byte(signing))
+		tok := signing + "." + jwtB64.EncodeToString(h.Sum(nil))
+		p, err := v.Verify(context.Background(), tok)
+		if err != nil {
+			if !errors.Is(err, sessionbridge.ErrInvalidToken) {
+				t.Fatalf("error %q does not wrap ErrInvalidToken", err)
+			}
+			return
+		}
+		if p.UserID == "" || p.ExpiresAt.IsZero() || !p.ExpiresAt.After(t0.Add(-jwt.DefaultLeeway-time.Second)) {
+			t.Fatalf("accepted with an unusable principal %+v", p)
+		}
+		if p.SessionID != "" && !sessionbridge.ValidID(p.SessionID) {
+			t.Fatalf("accepted a bad sid %q", p.SessionID)
+		}
 	})
 }
