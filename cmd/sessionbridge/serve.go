@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/sessionbridge/sessionbridge/internal/server"
+)
+
+// serveFlags holds the values of `sessionbridge serve`.
+type serveFlags struct {
+	cfg            server.Config
+	addr           string
+	demo           bool
+	allowedOrigins string
+	trustedProxies string
+	jwtAlgorithms  string
+	jwtKeys        listFlag
+	logLevel       string
+	logFormat      string
+}
+
+func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
+	fs := flag.NewFlagSet("sessionbridge serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := &serveFlags{}
+	c := &f.cfg
+	fs.StringVar(&f.addr, "addr", ":8080", "address to listen on (host:port; port 0 picks a free one)")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL for cluster mode (redis://host:6379/0); empty runs on the in-process memory backend")
+	fs.StringVar(&c.RedisPrefix, "redis-prefix", server.DefaultRedisPrefix, "prefix of every Redis key and channel")
+	fs.StringVar(&c.NodeID, "node-id", "", "name of this node in events and presence (default <hostname>-<random>)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token of the admin API; empty disables the admin API (prefer the environment variable: flags show in ps)")
+	fs.StringVar(&c.UsersFile, "users", server.DefaultUsersFile, "users file for password login (see `sessionbridge user add`)")
+	fs.BoolVar(&f.demo, "demo", false, "add a user \"demo\" with a random password, printed once; in memory only")
+	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated browser origins besides the server's own (https://app.example.com, https://*.example.com)")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated proxy addresses or CIDR prefixes whose X-Forwarded-For is believed")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "session idle timeout (default 30m)")
+	fs.DurationVar(&c.AbsoluteTimeout, "absolute-timeout", 0, "session absolute lifetime (default 24h)")
+	fs.DurationVar(&c.TouchInterval, "touch-interval", 0, "least time between two recorded activities of a session (default 1m)")
+	fs.DurationVar(&c.ExpiryWarning, "expiry-warning", 0, "lead time of the session.expiring frame (default 60s; negative disables it)")
+	fs.BoolVar(&c.InsecureCookies, "insecure-cookies", false, "session cookie without the Secure attribute, for plain HTTP on hosts other than localhost")
+	fs.BoolVar(&c.InsecureCookies, "dev", false, "development mode: same as --insecure-cookies")
+	fs.BoolVar(&c.AllowQueryToken, "allow-query-token", false, "accept ?session_token= on WebSocket upgrades (URLs end up in logs; prefer tickets)")
+	fs.Int64Var(&c.ReadLimit, "read-limit", 0, "largest WebSocket frame a client may send, in bytes (default 65536)")
+	fs.DurationVar(&c.PingInterval, "ping-interval", 0, "WebSocket keepalive ping interval (default 30s)")
+	fs.IntVar(&c.SendQueue, "send-queue", 0, "frames that may wait for a slow socket before it is closed (default 64)")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "how often local sessions are re-validated against the store (default 30s)")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "longest drain on SIGINT/SIGTERM")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.JWT.Secret, "jwt-secret", "", "HMAC secret for HS256/384/512 JWTs (at least 32 bytes)")
+	fs.Var(&f.jwtKeys, "jwt-public-key", "PEM file of a JWT public key (repeatable)")
+	fs.StringVar(&c.JWT.JWKSURL, "jwks-url", "", "URL of a JWK Set, refreshed periodically")
+	fs.StringVar(&c.JWT.JWKSFile, "jwks-file", "", "file holding a JWK Set")
+	fs.StringVar(&c.JWT.Audience, "jwt-audience", "", "required JWT audience")
+	fs.StringVar(&c.JWT.Issuer, "jwt-issuer", "", "required JWT issuer")
+	fs.DurationVar(&c.JWT.Leeway, "jwt-leeway", 0, "clock skew tolerated on JWT times (default 30s)")
+	fs.StringVar(&f.jwtAlgorithms, "jwt-algorithms", "", "comma-separated allowed JWT algorithms (default: every one the keys can verify)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS private key file")
+	return fs, f
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, f := newServeFlags(stderr)
+	pos, err := parse(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
+		return exitUsage
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "sessionbridge serve: unexpected argument %q\n", pos[0])
+		return exitUsage
+	}
+	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
+		return exitUsage
+	}
+	cfg := f.cfg
+	cfg.AllowedOrigins = splitList(f.allowedOrigins)
+	cfg.TrustedProxies = splitList(f.trustedProxies)
+	cfg.JWT.Algorithms = splitList(f.jwtAlgorithms)
+	cfg.JWT.PublicKeyFiles = f.jwtKeys
+	if f.demo {
+		if cfg.DemoPassword, err = randomPassword(); err != nil {
+			fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
+			return exitError
+		}
+	}
+
+	srv, err := server.New(ctx, cfg, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
+		return exitError
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
+		return exitError
+	}
+	tls := cfg.TLSCertFile != ""
+	u := baseURL(ln.Addr(), tls)
+	fmt.Fprintf(stderr, "sessionbridge: listening on %s (node %s)\n", u, srv.NodeID())
+	switch {
+	case f.demo:
+		fmt.Fprintf(stdout, "Demo user: %s  password: %s  (in memory only; shown once)\n", server.DemoUser, cfg.DemoPassword)
+		fmt.Fprintf(stderr, "sessionbridge: sign in at %s/\n", u)
+	case srv.UserCount() == 0:
+		fmt.Fprintf(stderr, "sessionbridge: the users file %s has no users yet; add one (the running server picks it up):\n  sessionbridge user add <name> --users %s\nor restart with --demo for a throw-away demo user.\n", cfg.UsersFile, cfg.UsersFile)
+	default:
+		fmt.Fprintf(stderr, "sessionbridge: sign in at %s/ with a user of %s\n", u, cfg.UsersFile)
+	}
+	if cfg.AdminToken == "" {
+		fmt.Fprintln(stderr, "sessionbridge: admin API disabled; set SESSIONBRIDGE_ADMIN_TOKEN (or --admin-token) to enable /api/v1/")
+	}
+	if !tls && !cfg.InsecureCookies && !localOrAny(ln.Addr()) {
+		fmt.Fprintln(stderr, "sessionbridge: plain HTTP with Secure cookies: browsers keep them on http://localhost only; use --tls-cert/--tls-key, or --dev for plain HTTP on other hosts")
+	}
+
+	if err := srv.Run(ctx, ln); err != nil {
+		logger.Error("server stopped", "err", err)
+		return exitError
+	}
+	return exitOK
+}
+
+// baseURL is the URL a local browser reaches the listener at.
+func baseURL(a net.Addr, tls bool) string {
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return scheme + "://" + a.String()
+	}
+	host := ap.Addr().Unmap().String()
+	if ap.Addr().IsUnspecified() {
+		host = "localhost"
+	} else if ap.Addr().Unmap().Is6() {
+		host = "[" + host + "]"
+	}
+	return fmt.Sprintf("%s://%s:%d", scheme, host, ap.Port())
+}
+
+// localOrAny reports whether the listener is on a loopback address, or on all
+// addresses (where a newcomer uses http://localhost). Only a listener bound to
+// one other address is certainly reached under a name browsers do not treat
+// as secure.
+func localOrAny(a net.Addr) bool {
+	ap, err := netip.ParseAddrPort(a.String())
+	return err == nil && (ap.Addr().IsLoopback() || ap.Addr().IsUnspecified())
+}
+
+// randomPassword returns 128 random bits, base64url-encoded.
+func randomPassword() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generating the demo password: %w", err)
+	}
+	return strings.TrimRight(base64.RawURLEncoding.EncodeToString(b[:]), "="), nil
+}

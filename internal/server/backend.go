@@ -1,0 +1,74 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/memory"
+	"github.com/sessionbridge/sessionbridge/metrics"
+)
+
+// ErrRedisNotBuilt is returned by New when a Redis URL is configured but this
+// build has no Redis backend.
+var ErrRedisNotBuilt = errors.New("server: redis support not built")
+
+// backend is the storage and messaging a node runs on: the embedded memory
+// backend by default, Redis when Config.RedisURL is set.
+type backend struct {
+	Store   sessionbridge.Store
+	Bus     sessionbridge.Bus
+	Tickets sessionbridge.TicketStore
+	// Presence builds the presence the API reports (connection counts in
+	// device lists, GET /api/v1/connections) from this node's own; nil means
+	// the node's own, which is all there is without a cluster.
+	Presence func(local sessionbridge.Presence) sessionbridge.Presence
+	// Ping reports whether the store and the bus are reachable (/readyz).
+	Ping func(ctx context.Context) error
+	// Run, if set, does the backend's background work (such as presence
+	// heartbeats) until ctx is done.
+	Run func(ctx context.Context) error
+	// Close releases the backend's connections; nil means nothing to release.
+	Close func()
+}
+
+// backendFactory is the seam through which optional backends plug in. A file
+// of this package may give it a method
+//
+//	func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger, m *metrics.Metrics) (backend, error)
+//
+// and newBackend uses it for a configured Redis URL; without that method the
+// build has no Redis support and such a configuration is refused with
+// ErrRedisNotBuilt. The method lives in its own file so that the Redis wiring
+// can be added without touching this one.
+type backendFactory struct{}
+
+type redisFactory interface {
+	redis(ctx context.Context, cfg Config, logger *slog.Logger, m *metrics.Metrics) (backend, error)
+}
+
+// newBackend returns the backend cfg asks for: Redis when RedisURL is set,
+// the in-process memory backend otherwise.
+func newBackend(ctx context.Context, cfg Config, logger *slog.Logger, m *metrics.Metrics) (backend, error) {
+	if cfg.RedisURL != "" {
+		f, ok := any(backendFactory{}).(redisFactory)
+		if !ok {
+			return backend{}, ErrRedisNotBuilt
+		}
+		return f.redis(ctx, cfg, logger, m)
+	}
+	return newMemoryBackend(), nil
+}
+
+// newMemoryBackend returns the embedded default: everything in this process.
+func newMemoryBackend() backend {
+	bus := memory.NewBus()
+	store := memory.NewStore(bus)
+	return backend{
+		Store:   store,
+		Bus:     bus,
+		Tickets: memory.NewTickets(),
+		Ping:    store.Ping,
+	}
+}

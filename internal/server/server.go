@@ -1,0 +1,391 @@
+// Package server wires sessionbridge into a standalone server: the backend
+// (memory or Redis), the session Manager, the WebSocket gateway, the HTTP API,
+// the dashboard, metrics, and a graceful drain. cmd/sessionbridge runs it, and
+// tests build whole servers in-process with it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/dashboard"
+	"github.com/sessionbridge/sessionbridge/device"
+	"github.com/sessionbridge/sessionbridge/gateway"
+	"github.com/sessionbridge/sessionbridge/httpapi"
+	"github.com/sessionbridge/sessionbridge/jwt"
+	"github.com/sessionbridge/sessionbridge/metrics"
+)
+
+// Defaults of zero Config fields that the packages below do not default
+// themselves.
+const (
+	DefaultRedisPrefix    = "sb:"
+	DefaultUsersFile      = "users.json"
+	DefaultShutdownGrace  = 10 * time.Second
+	DefaultExpiryInterval = time.Second
+)
+
+// Config is everything a server can be told; each field is a flag of
+// `sessionbridge serve` (see docs/configuration.md). The zero value is a
+// working single-node server on the memory backend.
+type Config struct {
+	// RedisURL selects the Redis backend ("redis://host:6379/0"); empty
+	// means the in-process memory backend.
+	RedisURL string
+	// RedisPrefix prefixes every Redis key and channel; default "sb:".
+	RedisPrefix string
+	// NodeID names this node in events and presence; default
+	// "<hostname>-<random>".
+	NodeID string
+	// AdminToken enables the admin API under /api/v1/ for bearers of it;
+	// empty disables the admin API.
+	AdminToken string
+	// UsersFile is the users file for password login; default "users.json".
+	// A missing file means no users; changes made by `sessionbridge user`
+	// are picked up without a restart.
+	UsersFile string
+	// DemoPassword, if set, adds a user "demo" with this password, in
+	// memory only.
+	DemoPassword string
+	// AllowedOrigins are the browser origins, besides the server's own, that
+	// may open WebSockets with the cookie and make state-changing requests.
+	AllowedOrigins []string
+	// TrustedProxies are the proxies (CIDR prefixes or addresses) whose
+	// X-Forwarded-For is believed.
+	TrustedProxies []string
+	// IdleTimeout, AbsoluteTimeout and TouchInterval are the session rules;
+	// zero means the sessionbridge defaults (30m, 24h, 1m).
+	IdleTimeout     time.Duration
+	AbsoluteTimeout time.Duration
+	TouchInterval   time.Duration
+	// ExpiryWarning is how long before expiry sockets get session.expiring.
+	ExpiryWarning time.Duration
+	// InsecureCookies drops the Secure attribute of the session cookie, for
+	// plain HTTP on a non-localhost address during development.
+	InsecureCookies bool
+	// AllowQueryToken accepts ?session_token= on WebSocket upgrades.
+	AllowQueryToken bool
+	// ReadLimit, PingInterval, SendQueue and SweepInterval tune the gateway;
+	// zero means its defaults.
+	ReadLimit     int64
+	PingInterval  time.Duration
+	SendQueue     int
+	SweepInterval time.Duration
+	// ShutdownGrace bounds the drain on shutdown; default 10s.
+	ShutdownGrace time.Duration
+	// ExpiryInterval is how often expired sessions are claimed; default 1s.
+	ExpiryInterval time.Duration
+	// JWT configures bearer JWTs on WebSocket upgrades; without a key
+	// source JWTs are refused.
+	JWT JWTConfig
+	// TLSCertFile and TLSKeyFile, when both set, make Run serve HTTPS.
+	TLSCertFile string
+	TLSKeyFile  string
+}
+
+// JWTConfig says which JWTs the gateway accepts.
+type JWTConfig struct {
+	Secret         string
+	PublicKeyFiles []string
+	JWKSURL        string
+	JWKSFile       string
+	Audience       string
+	Issuer         string
+	Leeway         time.Duration
+	Algorithms     []string
+}
+
+func (c JWTConfig) enabled() bool {
+	return c.Secret != "" || len(c.PublicKeyFiles) > 0 || c.JWKSURL != "" || c.JWKSFile != ""
+}
+
+// Server is one sessionbridge node. Create it with New, serve with Run,
+// release it with Close.
+type Server struct {
+	cfg      Config
+	logger   *slog.Logger
+	backend  backend
+	manager  *sessionbridge.Manager
+	gateway  *gateway.Gateway
+	jwt      *jwt.Verifier
+	users    *userSource
+	registry *prometheus.Registry
+	handler  http.Handler
+
+	closeOnce sync.Once
+}
+
+// New builds a server from cfg: it connects the backend, loads the users file
+// and the JWT keys, and assembles the routes. It starts no goroutine that
+// outlives a failed New; call Close when done with a Server that was never
+// Run.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.RedisPrefix == "" {
+		cfg.RedisPrefix = DefaultRedisPrefix
+	}
+	if cfg.UsersFile == "" {
+		cfg.UsersFile = DefaultUsersFile
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+	if cfg.ExpiryInterval <= 0 {
+		cfg.ExpiryInterval = DefaultExpiryInterval
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = defaultNodeID()
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return nil, errors.New("server: TLS needs both a certificate and a key file")
+	}
+	trusted, err := device.ParsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("server: trusted proxies: %w", err)
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if err := checkOrigin(o); err != nil {
+			return nil, fmt.Errorf("server: allowed origins: %w", err)
+		}
+	}
+
+	s := &Server{cfg: cfg, logger: logger, registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	m := metrics.New(s.registry)
+	auditLog := audit.New(logger)
+
+	users, err := newUserSource(cfg.UsersFile, cfg.DemoPassword, logger)
+	if err != nil {
+		return nil, fmt.Errorf("server: users file: %w", err)
+	}
+	s.users = users
+
+	if s.backend, err = newBackend(ctx, cfg, logger, m); err != nil {
+		return nil, fmt.Errorf("server: backend: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+
+	s.manager = &sessionbridge.Manager{
+		Store: s.backend.Store, NodeID: cfg.NodeID,
+		IdleTimeout: cfg.IdleTimeout, AbsoluteTimeout: cfg.AbsoluteTimeout, TouchInterval: cfg.TouchInterval,
+	}
+	var jwtVerifier sessionbridge.TokenVerifier
+	if cfg.JWT.enabled() {
+		s.jwt, err = jwt.New(ctx, jwt.Config{
+			HMACSecret: []byte(cfg.JWT.Secret), PublicKeyFiles: cfg.JWT.PublicKeyFiles,
+			JWKSURL: cfg.JWT.JWKSURL, JWKSFile: cfg.JWT.JWKSFile,
+			Algorithms: cfg.JWT.Algorithms, Audience: cfg.JWT.Audience, Issuer: cfg.JWT.Issuer,
+			Leeway: cfg.JWT.Leeway, Logger: logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: jwt: %w", err)
+		}
+		jwtVerifier = s.jwt
+	}
+	s.gateway, err = gateway.New(gateway.Config{
+		Manager: s.manager, Bus: s.backend.Bus, Tickets: s.backend.Tickets, JWT: jwtVerifier,
+		AllowedOrigins: cfg.AllowedOrigins, TrustedProxies: trusted, AllowQueryToken: cfg.AllowQueryToken,
+		ReadLimit: cfg.ReadLimit, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
+		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
+		Logger: logger, Audit: auditLog, Metrics: m,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: gateway: %w", err)
+	}
+	var presence sessionbridge.Presence = s.gateway
+	if s.backend.Presence != nil {
+		presence = s.backend.Presence(s.gateway)
+	}
+
+	api := &httpapi.API{
+		Sessions: &httpapi.Sessions{
+			Manager: s.manager, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
+			Audit: auditLog, Logger: logger,
+		},
+		Users: s.users, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets,
+		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins,
+		Ready: s.ready, Audit: auditLog, Logger: logger,
+	}
+	apiHandler := api.Handler()
+	mux := http.NewServeMux()
+	mux.Handle("/ws", s.gateway)
+	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}))
+	mux.Handle("/auth/", apiHandler)
+	mux.Handle("/api/", apiHandler)
+	mux.Handle("/healthz", apiHandler)
+	mux.Handle("/readyz", apiHandler)
+	mux.Handle("/", dashboard.Handler())
+	s.handler = mux
+	ok = true
+	return s, nil
+}
+
+// checkOrigin accepts "scheme://host[:port]", where host may start with a
+// "*." wildcard label.
+func checkOrigin(o string) error {
+	scheme, rest, ok := cutScheme(o)
+	if !ok || rest == "" || (scheme != "http" && scheme != "https") {
+		return fmt.Errorf("origin %q: want scheme://host[:port]", o)
+	}
+	for _, c := range rest {
+		if c == '/' || c == '?' || c == '#' || c == '@' || c <= ' ' {
+			return fmt.Errorf("origin %q: want scheme://host[:port] without path", o)
+		}
+	}
+	return nil
+}
+
+func cutScheme(o string) (string, string, bool) {
+	for i := 0; i+2 < len(o); i++ {
+		if o[i:i+3] == "://" {
+			return o[:i], o[i+3:], true
+		}
+	}
+	return "", "", false
+}
+
+// defaultNodeID is "<hostname>-<4 random hex digits>": readable in logs,
+// distinct for two nodes on one host.
+func defaultNodeID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	id, err := sessionbridge.NewSessionID(host)
+	if err != nil {
+		return host
+	}
+	return host + "-" + id[len(id)-4:]
+}
+
+// ready reports whether the backend answers, for /readyz.
+func (s *Server) ready(ctx context.Context) error {
+	if s.backend.Ping == nil {
+		return nil
+	}
+	return s.backend.Ping(ctx)
+}
+
+// Handler returns the server's routes: /ws, /metrics, /healthz, /readyz, the
+// API under /auth/ and /api/v1/, and the dashboard at /.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Manager returns the session manager, for tests and embedding programs.
+func (s *Server) Manager() *sessionbridge.Manager { return s.manager }
+
+// Gateway returns the WebSocket gateway, for SendToUser and the like.
+func (s *Server) Gateway() *gateway.Gateway { return s.gateway }
+
+// NodeID returns the node's ID.
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
+// Run serves on ln until ctx is done, together with the gateway's event
+// subscription and sweeps, the expiry claims and the backend's own work.
+// When ctx is done it drains: it stops accepting, closes every WebSocket with
+// 1001 server_shutdown, waits for HTTP requests in flight, all within
+// ShutdownGrace, and returns nil after a clean drain. It returns early with
+// the error if serving fails.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
+	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.gateway.Run(bg); err != nil && bg.Err() == nil {
+			s.logger.Error("gateway stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		s.manager.RunExpiry(bg, s.cfg.ExpiryInterval, func(err error) {
+			s.logger.Warn("claiming expired sessions failed", "err", err)
+		})
+	})
+	if s.backend.Run != nil {
+		wg.Go(func() {
+			if err := s.backend.Run(bg); err != nil && bg.Err() == nil {
+				s.logger.Error("backend stopped", "err", err)
+			}
+		})
+	}
+	defer func() {
+		stopBG()
+		wg.Wait()
+	}()
+
+	served := make(chan error, 1)
+	go func() {
+		if s.cfg.TLSCertFile != "" {
+			served <- srv.ServeTLS(ln, s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
+	select {
+	case err := <-served:
+		return fmt.Errorf("server: serving: %w", err)
+	case <-ctx.Done():
+	}
+
+	s.logger.Info("draining", "grace", s.cfg.ShutdownGrace, "connections", s.gateway.Len())
+	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
+	defer cancel()
+	// Shutdown closes the listener at once, so no upgrade can start while
+	// the gateway closes its sockets; hijacked WebSockets are the gateway's.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.Shutdown(drain) }()
+	gwErr := s.gateway.Shutdown(drain)
+	httpErr := <-httpDone
+	<-served
+	if httpErr != nil {
+		srv.Close()
+	}
+	if err := errors.Join(gwErr, httpErr); err != nil {
+		return fmt.Errorf("server: drain: %w", err)
+	}
+	s.logger.Info("drained")
+	return nil
+}
+
+// Close releases the backend and the JWT verifier. It is safe to call more
+// than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		if s.jwt != nil {
+			s.jwt.Close()
+		}
+		if s.backend.Close != nil {
+			s.backend.Close()
+		}
+	})
+}
+
+// UserCount returns the number of users who can sign in with a password.
+func (s *Server) UserCount() int { return s.users.Len() }

@@ -1,0 +1,98 @@
+package server
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge/users"
+)
+
+// DemoUser is the name of the in-memory user that Config.DemoPassword adds.
+const DemoUser = "demo"
+
+// reloadCheck is the least time between two looks at the users file.
+const reloadCheck = time.Second
+
+// userSource checks passwords against the users file, re-reading it when it
+// changed (so that `sessionbridge user add` takes effect on a running
+// server), and against the optional in-memory demo user.
+type userSource struct {
+	path   string
+	file   *users.File
+	logger *slog.Logger
+	// demoHash is the SHA-256 of the demo password; the password is random
+	// and long, so a fast hash is enough to compare it in constant time.
+	demoHash *[32]byte
+
+	mu        sync.Mutex
+	checkedAt time.Time
+	modTime   time.Time
+	size      int64
+}
+
+func newUserSource(path, demoPassword string, logger *slog.Logger) (*userSource, error) {
+	f, err := users.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	u := &userSource{path: path, file: f, logger: logger, checkedAt: time.Now()}
+	if fi, err := os.Stat(path); err == nil {
+		u.modTime, u.size = fi.ModTime(), fi.Size()
+	}
+	if demoPassword != "" {
+		h := sha256.Sum256([]byte(demoPassword))
+		u.demoHash = &h
+	}
+	return u, nil
+}
+
+// Len returns the number of users in the file, plus the demo user.
+func (u *userSource) Len() int {
+	n := len(u.file.List())
+	if u.demoHash != nil {
+		n++
+	}
+	return n
+}
+
+// Verify implements httpapi.UserVerifier.
+func (u *userSource) Verify(username, password string) (users.User, bool) {
+	if u.demoHash != nil && username == DemoUser {
+		h := sha256.Sum256([]byte(password))
+		if subtle.ConstantTimeCompare(h[:], u.demoHash[:]) == 1 {
+			return users.User{Username: DemoUser}, true
+		}
+	}
+	u.maybeReload()
+	return u.file.Verify(username, password)
+}
+
+// maybeReload re-reads the users file when its size or modification time
+// changed, looking at most once per reloadCheck.
+func (u *userSource) maybeReload() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	now := time.Now()
+	if now.Sub(u.checkedAt) < reloadCheck {
+		return
+	}
+	u.checkedAt = now
+	var mod time.Time
+	var size int64
+	if fi, err := os.Stat(u.path); err == nil {
+		mod, size = fi.ModTime(), fi.Size()
+	}
+	if mod.Equal(u.modTime) && size == u.size {
+		return
+	}
+	if err := u.file.Reload(); err != nil {
+		u.logger.Warn("reloading the users file failed; keeping the users already loaded", "path", u.path, "err", err)
+		return
+	}
+	u.modTime, u.size = mod, size
+	u.logger.Info("users file reloaded", "path", u.path, "users", len(u.file.List()))
+}
