@@ -160,6 +160,21 @@ func TestAuthRefusals(t *testing.T) {
 		t.Fatalf("%d connections after refusals", e.g.Len())
 	}
 	_ = s
+	if n := e.counter("sessionbridge_connects_total", map[string]string{"result": "unauthorized"}); n < 15 {
+		t.Fatalf("connects_total{unauthorized} = %v", n)
+	}
+	if n := e.counter("sessionbridge_connects_total", map[string]string{"result": "forbidden"}); n != 5 {
+		t.Fatalf("connects_total{forbidden} = %v", n)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "authn_failed") || !strings.Contains(logs, "origin_not_allowed") {
+		t.Fatalf("refusals not audited:\n%s", logs)
+	}
+	for _, secret := range []string{tok, otherTok, wrongSecret, expiredTok, revokedTok, "garbage", "sbk_nope"} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("a credential leaked into the logs: %q", secret)
+		}
+	}
 }
 
 func TestNotAnUpgrade(t *testing.T) {

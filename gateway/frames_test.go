@@ -547,7 +547,7 @@ func TestPresence(t *testing.T) {
 }
 
 func TestKeepalive(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.PingInterval = 20 * time.Millisecond; c.PongTimeout = 300 * time.Millisecond })
+	e := newEnv(t, func(c *Config) { c.PingInterval = 50 * time.Millisecond; c.PongTimeout = 1500 * time.Millisecond })
 	_, tok := e.session("alice")
 	c, _ := e.dial(bearer(tok), "")
 	pings := make(chan struct{}, 100)
@@ -569,11 +569,11 @@ func TestKeepalive(t *testing.T) {
 		_, _, err := c.ws.ReadMessage()
 		done <- err
 	}()
-	for i := 0; i < 30; i++ {
+	for i := 0; i < 40; i++ { // 2s: longer than the pong timeout
 		select {
 		case <-pings:
 		case err := <-done:
-			t.Fatalf("connection ended: %v", err)
+			t.Fatalf("connection ended: %v\n%s", err, e.logs.String())
 		case <-time.After(10 * time.Second):
 			t.Fatal("no ping")
 		}

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -16,10 +18,13 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/memory"
+	"github.com/sessionbridge/sessionbridge/metrics"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -205,6 +210,8 @@ func (l lossyHandler) HandleGap() { l.h.HandleGap() }
 // env is a gateway on an httptest server with an in-memory store and bus.
 type env struct {
 	t       *testing.T
+	logs    *syncBuffer
+	reg     *prometheus.Registry
 	clock   *fakeClock
 	bus     *lossyBus
 	store   *failingStore
@@ -224,9 +231,13 @@ func newEnv(t *testing.T, tweak func(*Config)) *env {
 	e.store = &failingStore{Store: memory.NewStore(e.bus.Bus)}
 	e.mgr = &sb.Manager{Store: e.store, NodeID: "test", Now: e.clock.Now, IdleTimeout: 30 * time.Minute}
 	e.tickets = &memory.Tickets{Now: e.clock.Now}
+	e.logs = &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.reg = prometheus.NewRegistry()
 	cfg := Config{
 		Manager: e.mgr, Bus: e.bus, Tickets: e.tickets, JWT: e.jwt, APIKeys: e.keys,
 		NodeID: "test", Now: e.clock.Now, SweepInterval: time.Hour, PingInterval: time.Hour,
+		Logger: logger, Audit: audit.New(logger), Metrics: metrics.New(e.reg),
 	}
 	if tweak != nil {
 		tweak(&cfg)
@@ -256,6 +267,52 @@ func newEnv(t *testing.T, tweak func(*Config)) *env {
 		e.srv.Close()
 	})
 	return e
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// counter returns the value of a counter (or gauge) series of the env's
+// metrics, 0 if absent.
+func (e *env) counter(name string, labels map[string]string) float64 {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 // waitFor polls cond until it holds or 10 seconds pass.
