@@ -1,0 +1,285 @@
+// Package redis keeps sessions, tickets and presence in Redis and carries
+// session events between nodes over Redis pub/sub, so that any number of
+// sessionbridge nodes act as one.
+//
+// A [Backend] owns one rueidis client and hands out the pieces:
+// [Backend.Store] (a [sessionbridge.Store] whose every write and its event are
+// one Lua script), [Backend.Bus] (a [sessionbridge.Bus] on the session:*
+// channels), [Backend.Tickets] (single-use WebSocket tickets) and
+// [Backend.Presence] (cluster-wide connection counts).
+//
+// Reads of single sessions go through rueidis' server-assisted client-side
+// cache (RESP3 client tracking): a warm Get costs no round trip, and Redis
+// invalidates the cached copy as soon as any client changes the key. When the
+// connection that carries the invalidations drops, rueidis discards the whole
+// cache of that connection, so a cached session is never older than the
+// invalidation delay. docs/redis.md describes the key layout and scripts for
+// applications in other languages.
+//
+// Every key of one session and of its user's index carries the same hash tag,
+// the user's shard, so that each script touches one Redis Cluster slot. Redis
+// 7.0 or later is required (GETDEL, PEXPIRETIME).
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/sessionbridge/sessionbridge"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultPrefix           = "sb:"
+	DefaultCacheTTL         = time.Minute
+	DefaultTimeout          = 2 * time.Second
+	DefaultKeyGrace         = time.Hour
+	DefaultPresenceInterval = 5 * time.Second
+	DefaultEventBuffer      = 4096
+)
+
+// ErrClosed is returned by operations on a closed Backend.
+var ErrClosed = errors.New("redis: backend closed")
+
+// Metrics receives counts from a Backend. The metrics package's *Metrics
+// satisfies it; every method must be safe for concurrent use and cheap.
+type Metrics interface {
+	// EventPublished counts an event this node published.
+	EventPublished(t sessionbridge.EventType)
+	// EventReceived counts an event that arrived from the bus.
+	EventReceived(t sessionbridge.EventType)
+	// RedisError counts a failed Redis operation, by operation name.
+	RedisError(op string)
+	// Reconnect counts a re-established pub/sub subscription.
+	Reconnect()
+	// Resync counts a call of EventHandler.HandleGap, by trigger
+	// ("subscribe", "overflow").
+	Resync(trigger string)
+}
+
+// Options configures a Backend. Only URL is required.
+type Options struct {
+	// URL locates Redis: redis://[user:pass@]host:port/db, rediss:// for
+	// TLS, unix:///path?db=N, and rueidis' query options such as
+	// ?master_set=NAME for Sentinel or several &addr= for Cluster.
+	URL string
+	// Prefix is put before every key and channel name; default "sb:". It
+	// must not contain '{' or '}', which would break the hash tags.
+	Prefix string
+	// NodeID names this node in presence records; default a random ID.
+	NodeID string
+	// DisableClientCache turns off the client-side cache of Get, for Redis
+	// services without RESP3 client tracking.
+	DisableClientCache bool
+	// CacheTTL is how long a cached session may be served without an
+	// invalidation; default one minute. Invalidations normally evict it much
+	// sooner.
+	CacheTTL time.Duration
+	// Timeout bounds every Redis operation whose context has no earlier
+	// deadline; default 2s. It is how long authentication waits before
+	// failing closed with ErrUnavailable when Redis is away.
+	Timeout time.Duration
+	// KeyGrace is how long after its deadline a session key lives if no node
+	// claims its expiry: a backstop, never the expiry mechanism; default 1h.
+	KeyGrace time.Duration
+	// PresenceInterval is how often Presence.Run writes this node's
+	// connection counts; records live for three intervals. Default 5s.
+	PresenceInterval time.Duration
+	// EventBuffer is how many received events may wait for a slow handler
+	// before the bus drops them and calls HandleGap; default 4096.
+	EventBuffer int
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+	// Metrics receives counts; nil counts nothing.
+	Metrics Metrics
+	// ClientOption, if not nil, adjusts the rueidis options parsed from URL
+	// (TLS, dialer, Sentinel credentials...) before the client is built.
+	ClientOption func(*rueidis.ClientOption)
+}
+
+// Backend is a connection to Redis and the sessionbridge pieces built on it.
+// It is safe for concurrent use. Close it when done.
+type Backend struct {
+	client   rueidis.Client
+	opts     Options
+	prefix   string
+	nodeID   string
+	log      *slog.Logger
+	metrics  Metrics
+	cacheTTL time.Duration
+	timeout  time.Duration
+	grace    time.Duration
+	closed   atomic.Bool
+
+	store   *Store
+	bus     *Bus
+	tickets *Tickets
+}
+
+// New connects to Redis and returns a Backend. It fails if the URL is invalid
+// or Redis cannot be reached now; once built, the Backend reconnects by
+// itself.
+func New(ctx context.Context, o Options) (*Backend, error) {
+	if o.URL == "" {
+		return nil, errors.New("redis: no URL")
+	}
+	copt, err := rueidis.ParseURL(o.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis: parse URL: %w", err)
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(o.Prefix, "{}") {
+		return nil, fmt.Errorf("redis: prefix %q must not contain braces", o.Prefix)
+	}
+	if o.NodeID == "" {
+		var b [6]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("redis: node id: %w", err)
+		}
+		o.NodeID = "node-" + hex.EncodeToString(b[:])
+	}
+	if o.CacheTTL <= 0 {
+		o.CacheTTL = DefaultCacheTTL
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.KeyGrace <= 0 {
+		o.KeyGrace = DefaultKeyGrace
+	}
+	if o.PresenceInterval <= 0 {
+		o.PresenceInterval = DefaultPresenceInterval
+	}
+	if o.EventBuffer <= 0 {
+		o.EventBuffer = DefaultEventBuffer
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := o.Metrics
+	if m == nil {
+		m = nopMetrics{}
+	}
+	copt.DisableCache = o.DisableClientCache
+	if copt.ClientName == "" {
+		copt.ClientName = "sessionbridge:" + o.NodeID
+	}
+	// Dial fast: authentication must fail closed quickly while Redis is away.
+	if copt.Dialer.Timeout == 0 {
+		copt.Dialer.Timeout = o.Timeout
+	}
+	if o.ClientOption != nil {
+		o.ClientOption(&copt)
+	}
+	client, err := rueidis.NewClient(copt)
+	if err != nil {
+		return nil, fmt.Errorf("redis: connect: %w: %w", sessionbridge.ErrUnavailable, err)
+	}
+	b := &Backend{
+		client: client, opts: o, prefix: o.Prefix, nodeID: o.NodeID,
+		log: log, metrics: m, cacheTTL: o.CacheTTL, timeout: o.Timeout, grace: o.KeyGrace,
+	}
+	b.store = &Store{b: b, sc: newScripts()}
+	b.bus = &Bus{b: b}
+	b.tickets = &Tickets{b: b}
+	if err := b.Ping(ctx); err != nil {
+		client.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Store returns the session store.
+func (b *Backend) Store() *Store { return b.store }
+
+// Bus returns the event bus.
+func (b *Backend) Bus() *Bus { return b.bus }
+
+// Tickets returns the WebSocket ticket store.
+func (b *Backend) Tickets() *Tickets { return b.tickets }
+
+// NodeID returns the node ID used in presence records.
+func (b *Backend) NodeID() string { return b.nodeID }
+
+// Client returns the underlying rueidis client, for diagnostics and tests.
+func (b *Backend) Client() rueidis.Client { return b.client }
+
+// Ping reports whether Redis answers; it returns an error wrapping
+// sessionbridge.ErrUnavailable if not. It is the readiness check.
+func (b *Backend) Ping(ctx context.Context) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	return b.fail("ping", b.client.Do(ctx, b.client.B().Ping().Build()).Error())
+}
+
+// Close closes the connections; subscriptions end with an error. It is
+// idempotent.
+func (b *Backend) Close() {
+	if b.closed.Swap(true) {
+		return
+	}
+	b.client.Close()
+}
+
+// opCtx bounds an operation by the configured timeout unless ctx ends sooner.
+func (b *Backend) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= b.timeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, b.timeout)
+}
+
+// unavailableReplies are Redis error replies that mean "not now" rather than
+// "wrong request".
+var unavailableReplies = []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "OOM", "NOREPLICAS"}
+
+// fail maps err to the errors callers branch on: connection problems, time-outs
+// and server states that pass become sessionbridge.ErrUnavailable; a
+// cancellation by the caller stays a cancellation.
+func (b *Backend) fail(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	b.metrics.RedisError(op)
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("redis: %s: %w", op, err)
+	}
+	if re, ok := rueidis.IsRedisErr(err); ok {
+		msg := re.Error()
+		for _, p := range unavailableReplies {
+			if strings.HasPrefix(msg, p) {
+				return fmt.Errorf("redis: %s: %w: %w", op, sessionbridge.ErrUnavailable, err)
+			}
+		}
+		return fmt.Errorf("redis: %s: %w", op, err)
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("redis: %s: %w: %w", op, sessionbridge.ErrUnavailable, ErrClosed)
+	}
+	return fmt.Errorf("redis: %s: %w: %w", op, sessionbridge.ErrUnavailable, err)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) EventPublished(sessionbridge.EventType) {}
+func (nopMetrics) EventReceived(sessionbridge.EventType)  {}
+func (nopMetrics) RedisError(string)                      {}
+func (nopMetrics) Reconnect()                             {}
+func (nopMetrics) Resync(string)                          {}
+
+func isNil(err error) bool { return rueidis.IsRedisNil(err) }

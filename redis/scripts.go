@@ -1,0 +1,203 @@
+package redis
+
+import "github.com/redis/rueidis"
+
+// Every session write is one of these scripts, so that the write, its index
+// updates and the PUBLISH of its event happen in one atomic step: no crash can
+// separate a change from its event. docs/redis.md states each contract.
+//
+// Time fields are Unix nanoseconds as decimal strings; lt compares two of them
+// without turning them into Lua numbers (doubles, which would lose precision).
+// Index scores and key expiries are Unix milliseconds.
+//
+// Event payloads come from Go. Where the script knows something Go does not
+// (the user or version of a session being deleted, touched or expired), Go
+// leaves a placeholder that fill replaces: "@@sb:session_id@@" and
+// "@@sb:user_id@@" as JSON strings (the first occurrence: those fields come
+// before any application data in the payload) and the version
+// 18446744073709551615 (the last occurrence: it comes after the updates).
+const luaPrelude = `
+local function lt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function minns(a, b)
+  if lt(b, a) then return b end
+  return a
+end
+local function ms(ns)
+  if #ns <= 6 then return 0 end
+  return tonumber(string.sub(ns, 1, -7))
+end
+local function subfirst(s, old, new)
+  local i, j = string.find(s, old, 1, true)
+  if not i then return s end
+  return string.sub(s, 1, i - 1) .. new .. string.sub(s, j + 1)
+end
+local function sublast(s, old, new)
+  local at, stop, from = nil, nil, 1
+  while true do
+    local i, j = string.find(s, old, from, true)
+    if not i then break end
+    at, stop, from = i, j, j + 1
+  end
+  if not at then return s end
+  return string.sub(s, 1, at - 1) .. new .. string.sub(s, stop + 1)
+end
+local function fill(payload, flags, sid, uid, ver)
+  if string.find(flags, 's', 1, true) then payload = subfirst(payload, '"@@sb:session_id@@"', cjson.encode(sid)) end
+  if string.find(flags, 'u', 1, true) then payload = subfirst(payload, '"@@sb:user_id@@"', cjson.encode(uid)) end
+  if string.find(flags, 'v', 1, true) then payload = sublast(payload, '"version":18446744073709551615', '"version":' .. ver) end
+  return payload
+end
+local function extend(key, at)
+  local cur = redis.call('PEXPIRETIME', key)
+  if cur < at then redis.call('PEXPIREAT', key, at) end
+end
+local function hmap(h)
+  local m = {}
+  for i = 1, #h, 2 do m[h[i]] = h[i + 1] end
+  return m
+end
+`
+
+// create: KEYS session, user index, expiry index.
+// ARGV channel, payload, id, score, key expiry (ms), field/value pairs...
+// Returns 1, or 0 if the session exists.
+const luaCreate = luaPrelude + `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[3])
+extend(KEYS[2], tonumber(ARGV[5]))
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+`
+
+// update: KEYS session, user index, expiry index.
+// ARGV channel, payload, previous version, new last_seen_at, score, key
+// expiry, id, user id, field/value pairs...
+// Returns {1} when written, {0} if the session is gone, {-1} on a version
+// conflict, {-2, last_seen_at, expires_at} if a touch recorded after the
+// caller's read must be kept (the caller retries with it), {-3} if the user ID
+// differs.
+const luaUpdate = luaPrelude + `
+local cur = redis.call('HMGET', KEYS[1], 'version', 'last_seen_at', 'expires_at', 'user_id')
+if not cur[1] then return {0} end
+if cur[1] ~= ARGV[3] then return {-1} end
+if cur[4] ~= ARGV[8] then return {-3} end
+if lt(ARGV[4], cur[2]) then return {-2, cur[2], cur[3]} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('PEXPIREAT', KEYS[1], ARGV[6])
+extend(KEYS[2], tonumber(ARGV[6]))
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {1}
+`
+
+// touch: KEYS session, expiry index.
+// ARGV channel, payload, fill flags, seen, expires_at, if-seen-before, grace
+// (ms), id, user index key prefix.
+// Returns 1 when written, 0 when the condition failed (a touch within the
+// interval, or the session is already past its deadline), -1 if it is gone.
+const luaTouch = luaPrelude + `
+local cur = redis.call('HMGET', KEYS[1], 'last_seen_at', 'expires_at', 'absolute_expires_at', 'version', 'user_id')
+if not cur[1] then return -1 end
+if not lt(cur[1], ARGV[6]) then return 0 end
+if not lt(ARGV[4], minns(cur[2], cur[3])) then return 0 end
+redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[4], 'expires_at', ARGV[5])
+local dl = ms(minns(ARGV[5], cur[3]))
+local at = dl + tonumber(ARGV[7])
+redis.call('PEXPIREAT', KEYS[1], at)
+redis.call('ZADD', KEYS[2], dl, ARGV[8])
+extend(ARGV[9] .. cur[5], at)
+redis.call('PUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], ARGV[8], cur[5], cur[4]))
+return 1
+`
+
+// delete: KEYS session, expiry index.
+// ARGV channel, payload, fill flags, id, user index key prefix.
+// Returns the deleted hash as a flat array, empty if it was gone.
+const luaDelete = luaPrelude + `
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then return {} end
+local m = hmap(h)
+redis.call('DEL', KEYS[1])
+redis.call('SREM', ARGV[5] .. m['user_id'], ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], ARGV[4], m['user_id'], m['version']))
+return h
+`
+
+// rotate: KEYS old session, new session, user index, expiry index.
+// ARGV deleted channel, deleted payload, created channel, created payload,
+// old id, new id, score, key expiry, user id, field/value pairs...
+// Returns 1, 0 if the old session is gone, -1 if the new ID is taken, -3 if
+// the user differs.
+const luaRotate = luaPrelude + `
+local u = redis.call('HGET', KEYS[1], 'user_id')
+if not u then return 0 end
+if u ~= ARGV[9] then return -3 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[5])
+redis.call('ZREM', KEYS[4], ARGV[5])
+redis.call('HSET', KEYS[2], unpack(ARGV, 10))
+redis.call('PEXPIREAT', KEYS[2], ARGV[8])
+redis.call('SADD', KEYS[3], ARGV[6])
+extend(KEYS[3], tonumber(ARGV[8]))
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+`
+
+// claim: KEYS expiry index of one shard.
+// ARGV channel, payload template, fill flags, now (ns), now (ms), session key
+// prefix, user index key prefix, candidate ids...
+// Claims each candidate still in the index whose deadline is at or before
+// now: removes it from every index, deletes it and publishes its expired
+// event. The ZREM makes each claim happen once, whoever runs the script.
+// Returns the claimed hashes as flat arrays.
+const luaClaim = luaPrelude + `
+local out = {}
+local nowms = tonumber(ARGV[5])
+for i = 8, #ARGV do
+  local id = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= nowms then
+    local skey = ARGV[6] .. id
+    local h = redis.call('HGETALL', skey)
+    if #h == 0 then
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('PUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], id, '', '0'))
+    else
+      local m = hmap(h)
+      if not lt(ARGV[4], minns(m['expires_at'], m['absolute_expires_at'])) then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('DEL', skey)
+        redis.call('SREM', ARGV[7] .. m['user_id'], id)
+        redis.call('PUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], id, m['user_id'], m['version']))
+        table.insert(out, h)
+      end
+    end
+  end
+end
+return out
+`
+
+type scripts struct {
+	create, update, touch, del, rotate, claim *rueidis.Lua
+}
+
+func newScripts() scripts {
+	return scripts{
+		create: rueidis.NewLuaScript(luaCreate),
+		update: rueidis.NewLuaScript(luaUpdate),
+		touch:  rueidis.NewLuaScript(luaTouch),
+		del:    rueidis.NewLuaScript(luaDelete),
+		rotate: rueidis.NewLuaScript(luaRotate),
+		claim:  rueidis.NewLuaScript(luaClaim),
+	}
+}

@@ -1,0 +1,549 @@
+package redis
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/sessionbridge/sessionbridge"
+)
+
+// maxUpdateAttempts bounds how often Update re-applies a touch that landed
+// between the caller's read and its write.
+const maxUpdateAttempts = 8
+
+// Placeholders that scripts replace with what only Redis knows; see scripts.go.
+const (
+	phSessionID = "@@sb:session_id@@"
+	phUserID    = "@@sb:user_id@@"
+	phVersion   = math.MaxUint64
+)
+
+// Store is a [sessionbridge.Store] in Redis. Each write and the PUBLISH of its
+// event run as one Lua script. Get is served from the client-side cache when
+// enabled. Errors wrap sessionbridge.ErrNotFound, ErrExists,
+// ErrVersionConflict and ErrUnavailable (Redis unreachable or timing out).
+type Store struct {
+	b      *Backend
+	sc     scripts
+	recent recent
+}
+
+var _ sessionbridge.Store = (*Store)(nil)
+
+// Get returns the session with id, or an error wrapping ErrNotFound. With the
+// client cache on, a warm read costs no round trip and is at most as old as
+// the invalidation delay of the connection (see docs/redis.md).
+func (st *Store) Get(ctx context.Context, id string) (*sessionbridge.Session, error) {
+	if !sessionbridge.ValidID(id) {
+		return nil, fmt.Errorf("redis: get session: %w", sessionbridge.ErrNotFound)
+	}
+	b := st.b
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	var res rueidis.RedisResult
+	if st.recent.has(id) {
+		res = b.client.Do(ctx, b.client.B().Hgetall().Key(b.sessionKey(id)).Build())
+	} else {
+		res = b.client.DoCache(ctx, b.client.B().Hgetall().Key(b.sessionKey(id)).Cache(), b.cacheTTL)
+	}
+	m, err := res.AsStrMap()
+	if err != nil {
+		return nil, b.fail("get", err)
+	}
+	s, err := decodeSession(m)
+	if err != nil {
+		return nil, fmt.Errorf("redis: get session: %w", err)
+	}
+	if s == nil {
+		return nil, fmt.Errorf("redis: get session %s: %w", id, sessionbridge.ErrNotFound)
+	}
+	return s, nil
+}
+
+// GetMany returns the sessions that exist among ids in one pipelined round
+// trip, bypassing the client cache: it is what nodes re-validate with after a
+// gap, so it reads the truth.
+func (st *Store) GetMany(ctx context.Context, ids []string) (map[string]*sessionbridge.Session, error) {
+	out := make(map[string]*sessionbridge.Session, len(ids))
+	b := st.b
+	cmds := make(rueidis.Commands, 0, len(ids))
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if sessionbridge.ValidID(id) {
+			valid = append(valid, id)
+			cmds = append(cmds, b.client.B().Hgetall().Key(b.sessionKey(id)).Build())
+		}
+	}
+	if len(cmds) == 0 {
+		return out, nil
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	for i, r := range b.client.DoMulti(ctx, cmds...) {
+		m, err := r.AsStrMap()
+		if err != nil {
+			return nil, b.fail("get_many", err)
+		}
+		s, err := decodeSession(m)
+		if err != nil {
+			return nil, fmt.Errorf("redis: get sessions: %w", err)
+		}
+		if s != nil {
+			out[valid[i]] = s
+		}
+	}
+	return out, nil
+}
+
+// fillEvent gives ev the IDs of s where the caller left them empty, so that
+// subscribers can always route it.
+func fillEvent(ev sessionbridge.Event, s *sessionbridge.Session) sessionbridge.Event {
+	if ev.SessionID == "" {
+		ev.SessionID = s.ID
+	}
+	if ev.UserID == "" {
+		ev.UserID = s.UserID
+	}
+	return ev
+}
+
+// placeholders marks the fields of ev that a script fills in and returns the
+// flags telling it which.
+func placeholders(ev sessionbridge.Event, sid, version bool) (sessionbridge.Event, string) {
+	flags := ""
+	if sid && ev.SessionID == "" {
+		ev.SessionID, flags = phSessionID, flags+"s"
+	}
+	if ev.UserID == "" {
+		ev.UserID, flags = phUserID, flags+"u"
+	}
+	if version {
+		ev.Version, flags = phVersion, flags+"v"
+	}
+	return ev, flags
+}
+
+func marshalEvent(ev sessionbridge.Event) (string, error) {
+	p, err := json.Marshal(ev)
+	if err != nil {
+		return "", fmt.Errorf("encode event: %w", err)
+	}
+	return string(p), nil
+}
+
+func (st *Store) keyExpiry(s *sessionbridge.Session) string {
+	return strconv.FormatInt(s.Deadline().Add(st.b.grace).UnixMilli(), 10)
+}
+
+// Create stores s and publishes ev in one script. ErrExists if the ID is taken.
+func (st *Store) Create(ctx context.Context, s *sessionbridge.Session, ev sessionbridge.Event) error {
+	if s == nil || !sessionbridge.ValidID(s.ID) {
+		return errors.New("redis: create session: invalid session id")
+	}
+	if sessionbridge.ShardOfID(s.ID) != sessionbridge.Shard(s.UserID) {
+		return fmt.Errorf("redis: create session %s: id is not of the user's shard", s.ID)
+	}
+	b := st.b
+	ev.Type = sessionbridge.EventCreated
+	payload, err := marshalEvent(fillEvent(ev, s))
+	if err != nil {
+		return fmt.Errorf("redis: create session: %w", err)
+	}
+	fields, err := sessionFields(s)
+	if err != nil {
+		return fmt.Errorf("redis: create session: %w", err)
+	}
+	shard := sessionbridge.ShardOfID(s.ID)
+	args := append([]string{b.channel(sessionbridge.EventCreated), payload, s.ID, millis(s.Deadline()), st.keyExpiry(s)}, fields...)
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	st.recent.mark(s.ID)
+	n, err := st.sc.create.Exec(ctx, b.client, []string{b.sessionKey(s.ID), b.userKey(s.UserID), b.expiryKey(shard)}, args).AsInt64()
+	if err != nil {
+		return b.fail("create", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("redis: create session %s: %w", s.ID, sessionbridge.ErrExists)
+	}
+	b.metrics.EventPublished(sessionbridge.EventCreated)
+	return nil
+}
+
+// Update replaces the session by s if its stored version is prevVersion, and
+// publishes ev, in one script. It returns an error wrapping ErrNotFound if the
+// session is gone (a delete always wins) and ErrVersionConflict if the
+// version moved. A touch recorded after the caller read the session is kept:
+// its LastSeenAt and ExpiresAt stand, and ev carries the deadline that stands.
+func (st *Store) Update(ctx context.Context, s *sessionbridge.Session, prevVersion uint64, ev sessionbridge.Event) error {
+	if s == nil || !sessionbridge.ValidID(s.ID) {
+		return fmt.Errorf("redis: update session: %w", sessionbridge.ErrNotFound)
+	}
+	b := st.b
+	ev.Type = sessionbridge.EventUpdated
+	ev = fillEvent(ev, s)
+	next := s.Clone()
+	shard := sessionbridge.ShardOfID(s.ID)
+	keys := []string{b.sessionKey(s.ID), b.userKey(s.UserID), b.expiryKey(shard)}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	for range maxUpdateAttempts {
+		payload, err := marshalEvent(ev)
+		if err != nil {
+			return fmt.Errorf("redis: update session: %w", err)
+		}
+		fields, err := sessionFields(next)
+		if err != nil {
+			return fmt.Errorf("redis: update session: %w", err)
+		}
+		args := append([]string{
+			b.channel(sessionbridge.EventUpdated), payload, strconv.FormatUint(prevVersion, 10),
+			nanos(next.LastSeenAt), millis(next.Deadline()), st.keyExpiry(next), next.ID, next.UserID,
+		}, fields...)
+		st.recent.mark(s.ID)
+		res, err := st.sc.update.Exec(ctx, b.client, keys, args).ToArray()
+		if err != nil {
+			return b.fail("update", err)
+		}
+		code, err := res[0].AsInt64()
+		if err != nil {
+			return fmt.Errorf("redis: update session: %w", err)
+		}
+		switch code {
+		case 1:
+			b.metrics.EventPublished(sessionbridge.EventUpdated)
+			return nil
+		case 0:
+			return fmt.Errorf("redis: update session %s: %w", s.ID, sessionbridge.ErrNotFound)
+		case -1:
+			return fmt.Errorf("redis: update session %s: %w", s.ID, sessionbridge.ErrVersionConflict)
+		case -3:
+			return fmt.Errorf("redis: update session %s: the user of a session cannot change", s.ID)
+		case -2:
+			// A touch landed after the caller's read; keep it and try again.
+			seen, err1 := res[1].ToString()
+			exp, err2 := res[2].ToString()
+			if err := errors.Join(err1, err2); err != nil {
+				return fmt.Errorf("redis: update session: %w", err)
+			}
+			if next.LastSeenAt, err = parseNanos(seen); err != nil {
+				return fmt.Errorf("redis: update session: %w", err)
+			}
+			if next.ExpiresAt, err = parseNanos(exp); err != nil {
+				return fmt.Errorf("redis: update session: %w", err)
+			}
+			if !ev.ExpiresAt.IsZero() {
+				ev.ExpiresAt = next.Deadline()
+			}
+		default:
+			return fmt.Errorf("redis: update session: unexpected script result %d", code)
+		}
+	}
+	return fmt.Errorf("redis: update session %s: %w", s.ID, sessionbridge.ErrVersionConflict)
+}
+
+// Touch sets LastSeenAt to seen and ExpiresAt to expiresAt if the stored
+// LastSeenAt is before ifSeenBefore and the session is not already past its
+// deadline at seen, moves its place in the expiry index and publishes ev with
+// the stored version, all in one script. It reports whether it wrote.
+func (st *Store) Touch(ctx context.Context, id string, seen, expiresAt, ifSeenBefore time.Time, ev sessionbridge.Event) (bool, error) {
+	if !sessionbridge.ValidID(id) {
+		return false, fmt.Errorf("redis: touch session: %w", sessionbridge.ErrNotFound)
+	}
+	b := st.b
+	ev.Type = sessionbridge.EventUpdated
+	ev, flags := placeholders(ev, true, true)
+	payload, err := marshalEvent(ev)
+	if err != nil {
+		return false, fmt.Errorf("redis: touch session: %w", err)
+	}
+	shard := sessionbridge.ShardOfID(id)
+	args := []string{
+		b.channel(sessionbridge.EventUpdated), payload, flags,
+		nanos(seen), nanos(expiresAt), nanos(ifSeenBefore),
+		strconv.FormatInt(b.grace.Milliseconds(), 10), id, b.userKeyPrefix(shard),
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	st.recent.mark(id)
+	n, err := st.sc.touch.Exec(ctx, b.client, []string{b.sessionKey(id), b.expiryKey(shard)}, args).AsInt64()
+	if err != nil {
+		return false, b.fail("touch", err)
+	}
+	switch n {
+	case 1:
+		b.metrics.EventPublished(sessionbridge.EventUpdated)
+		return true, nil
+	case -1:
+		return false, fmt.Errorf("redis: touch session %s: %w", id, sessionbridge.ErrNotFound)
+	}
+	return false, nil
+}
+
+// Delete removes the session and publishes ev (with the session's user filled
+// in where ev has none) in one script, and returns the
+// removed session; ErrNotFound if it was gone.
+func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) (*sessionbridge.Session, error) {
+	if !sessionbridge.ValidID(id) {
+		return nil, fmt.Errorf("redis: delete session: %w", sessionbridge.ErrNotFound)
+	}
+	b := st.b
+	ev.Type = sessionbridge.EventDeleted
+	ev, flags := placeholders(ev, true, false)
+	payload, err := marshalEvent(ev)
+	if err != nil {
+		return nil, fmt.Errorf("redis: delete session: %w", err)
+	}
+	shard := sessionbridge.ShardOfID(id)
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	st.recent.mark(id)
+	kv, err := st.sc.del.Exec(ctx, b.client,
+		[]string{b.sessionKey(id), b.expiryKey(shard)},
+		[]string{b.channel(sessionbridge.EventDeleted), payload, flags, id, b.userKeyPrefix(shard)},
+	).AsStrSlice()
+	if err != nil {
+		return nil, b.fail("delete", err)
+	}
+	if len(kv) == 0 {
+		return nil, fmt.Errorf("redis: delete session %s: %w", id, sessionbridge.ErrNotFound)
+	}
+	b.metrics.EventPublished(sessionbridge.EventDeleted)
+	s, err := decodeFlat(kv)
+	if err != nil {
+		return nil, fmt.Errorf("redis: delete session: %w", err)
+	}
+	return s, nil
+}
+
+// Rotate replaces the session oldID by s in one script and publishes deleted,
+// then created. ErrNotFound if oldID is gone, ErrExists if s.ID is taken;
+// then nothing changes. s must belong to the same user.
+func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Session, deleted, created sessionbridge.Event) error {
+	if s == nil || !sessionbridge.ValidID(s.ID) {
+		return errors.New("redis: rotate session: invalid new session id")
+	}
+	if !sessionbridge.ValidID(oldID) {
+		return fmt.Errorf("redis: rotate session: %w", sessionbridge.ErrNotFound)
+	}
+	shard := sessionbridge.ShardOfID(s.ID)
+	if sessionbridge.ShardOfID(oldID) != shard || sessionbridge.Shard(s.UserID) != shard {
+		return fmt.Errorf("redis: rotate session %s: new id is not of the user's shard", oldID)
+	}
+	b := st.b
+	deleted.Type, created.Type = sessionbridge.EventDeleted, sessionbridge.EventCreated
+	if deleted.SessionID == "" {
+		deleted.SessionID = oldID
+	}
+	if deleted.UserID == "" {
+		deleted.UserID = s.UserID
+	}
+	if deleted.Reason == "" {
+		deleted.Reason = sessionbridge.ReasonRotated
+	}
+	pDel, err1 := marshalEvent(deleted)
+	pCreated, err2 := marshalEvent(fillEvent(created, s))
+	fields, err3 := sessionFields(s)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("redis: rotate session: %w", err)
+	}
+	args := append([]string{
+		b.channel(sessionbridge.EventDeleted), pDel, b.channel(sessionbridge.EventCreated), pCreated,
+		oldID, s.ID, millis(s.Deadline()), st.keyExpiry(s), s.UserID,
+	}, fields...)
+	keys := []string{b.sessionKey(oldID), b.sessionKey(s.ID), b.userKey(s.UserID), b.expiryKey(shard)}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	st.recent.mark(oldID, s.ID)
+	n, err := st.sc.rotate.Exec(ctx, b.client, keys, args).AsInt64()
+	if err != nil {
+		return b.fail("rotate", err)
+	}
+	switch n {
+	case 1:
+		b.metrics.EventPublished(sessionbridge.EventDeleted)
+		b.metrics.EventPublished(sessionbridge.EventCreated)
+		return nil
+	case 0:
+		return fmt.Errorf("redis: rotate session %s: %w", oldID, sessionbridge.ErrNotFound)
+	case -1:
+		return fmt.Errorf("redis: rotate session %s to %s: %w", oldID, s.ID, sessionbridge.ErrExists)
+	case -3:
+		return fmt.Errorf("redis: rotate session %s: the user of a session cannot change", oldID)
+	}
+	return fmt.Errorf("redis: rotate session: unexpected script result %d", n)
+}
+
+// ListUser returns the sessions of userID, oldest first: one SMEMBERS of the
+// user's index, then one pipelined HGETALL per member. Members whose session
+// is gone are dropped from the index on the way.
+func (st *Store) ListUser(ctx context.Context, userID string) ([]*sessionbridge.Session, error) {
+	b := st.b
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	ukey := b.userKey(userID)
+	ids, err := b.client.Do(ctx, b.client.B().Smembers().Key(ukey).Build()).AsStrSlice()
+	if err != nil {
+		return nil, b.fail("list_user", err)
+	}
+	got, err := st.GetMany(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*sessionbridge.Session, 0, len(got))
+	var stale []string
+	for _, id := range ids {
+		if s, ok := got[id]; ok {
+			out = append(out, s)
+		} else {
+			stale = append(stale, id)
+		}
+	}
+	if len(stale) > 0 {
+		// Left behind by a key that expired through its backstop TTL; an
+		// ID is never reused, so dropping it cannot hide a live session.
+		if err := b.client.Do(ctx, b.client.B().Srem().Key(ukey).Member(stale...).Build()).Error(); err != nil {
+			b.log.Warn("redis: pruning user index", "err", err)
+		}
+	}
+	slices.SortFunc(out, func(a, c *sessionbridge.Session) int {
+		return cmp.Or(a.CreatedAt.Compare(c.CreatedAt), cmp.Compare(a.ID, c.ID))
+	})
+	return out, nil
+}
+
+// claimBatch bounds how many candidates one ClaimExpired round reads per
+// shard when the caller sets no limit.
+const claimBatch = 1000
+
+// ClaimExpired claims up to limit sessions (all if limit is not positive)
+// whose deadline is at or before now, earliest deadline first: it reads the
+// candidates of the 256 shard expiry indexes in one pipelined round trip,
+// then runs one claim script per shard, which removes each session from every
+// index, deletes it and publishes its expired event. A session is claimed by
+// exactly one caller on any node: its ZREM is the claim.
+func (st *Store) ClaimExpired(ctx context.Context, now time.Time, limit int, tmpl sessionbridge.Event) ([]*sessionbridge.Session, error) {
+	var out []*sessionbridge.Session
+	for {
+		n := limit - len(out)
+		if limit <= 0 {
+			n = claimBatch
+		}
+		got, more, err := st.claimRound(ctx, now, n, tmpl)
+		out = append(out, got...)
+		if err != nil {
+			return out, err
+		}
+		// A round that claimed nothing saw only candidates whose deadline is
+		// later than now within the same millisecond: they wait for the next
+		// call.
+		if !more || len(got) == 0 || limit > 0 && len(out) >= limit {
+			return out, nil
+		}
+	}
+}
+
+type candidate struct {
+	id, shard string
+	score     float64
+}
+
+// claimRound claims at most n sessions; more reports whether candidates were
+// left over for another round.
+func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sessionbridge.Event) ([]*sessionbridge.Session, bool, error) {
+	b := st.b
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	nowMs := millis(now)
+	cmds := make(rueidis.Commands, len(shards))
+	for i, sh := range shards {
+		cmds[i] = b.client.B().Zrange().Key(b.expiryKey(sh)).Min("-inf").Max(nowMs).Byscore().Limit(0, int64(n)).Withscores().Build()
+	}
+	var cands []candidate
+	more := false
+	for i, r := range b.client.DoMulti(ctx, cmds...) {
+		zs, err := r.AsZScores()
+		if err != nil {
+			return nil, false, b.fail("claim_expired", err)
+		}
+		more = more || len(zs) >= n
+		for _, z := range zs {
+			cands = append(cands, candidate{id: z.Member, shard: shards[i], score: z.Score})
+		}
+	}
+	if len(cands) == 0 {
+		return nil, false, nil
+	}
+	slices.SortFunc(cands, func(a, c candidate) int { return cmp.Compare(a.score, c.score) })
+	if len(cands) > n {
+		cands, more = cands[:n], true
+	}
+	byShard := map[string][]string{}
+	var order []string
+	for _, c := range cands {
+		if _, ok := byShard[c.shard]; !ok {
+			order = append(order, c.shard)
+		}
+		byShard[c.shard] = append(byShard[c.shard], c.id)
+	}
+	// Every claimed session has its own IDs and version, whatever the
+	// template carried.
+	ev := tmpl
+	ev.Type = sessionbridge.EventExpired
+	ev.SessionID, ev.UserID, ev.Version = phSessionID, phUserID, phVersion
+	const flags = "suv"
+	payload, err := marshalEvent(ev)
+	if err != nil {
+		return nil, false, fmt.Errorf("redis: claim expired: %w", err)
+	}
+	stmts := make([]rueidis.LuaExec, 0, len(order))
+	for _, sh := range order {
+		args := append([]string{
+			b.channel(sessionbridge.EventExpired), payload, flags, nanos(now), nowMs,
+			b.sessionKeyPrefix(sh), b.userKeyPrefix(sh),
+		}, byShard[sh]...)
+		stmts = append(stmts, rueidis.LuaExec{Keys: []string{b.expiryKey(sh)}, Args: args})
+	}
+	ids := make([]string, len(cands))
+	for i, c := range cands {
+		ids[i] = c.id
+	}
+	st.recent.mark(ids...)
+	var out []*sessionbridge.Session
+	var firstErr error
+	for _, r := range st.sc.claim.ExecMulti(ctx, b.client, stmts...) {
+		list, err := r.ToArray()
+		if err != nil {
+			if firstErr == nil {
+				firstErr = b.fail("claim_expired", err)
+			}
+			continue
+		}
+		for _, item := range list {
+			kv, err := item.AsStrSlice()
+			if err != nil {
+				return out, false, fmt.Errorf("redis: claim expired: %w", err)
+			}
+			s, err := decodeFlat(kv)
+			if err != nil {
+				// Claimed and published all the same; report what we can.
+				b.log.Error("redis: decoding a claimed session", "err", err)
+				continue
+			}
+			b.metrics.EventPublished(sessionbridge.EventExpired)
+			out = append(out, s)
+		}
+	}
+	return out, more, firstErr
+}
+
+// Ping reports whether Redis answers.
+func (st *Store) Ping(ctx context.Context) error { return st.b.Ping(ctx) }
