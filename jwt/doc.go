@@ -49,8 +49,8 @@
 // Tokens longer than [MaxTokenLen] are rejected before any decoding.
 //
 //   - exp is required; nbf and iat, when present, must not be in the future.
-//     All three get Config.Leeway of clock skew ([DefaultLeeway] when zero;
-//     negative means none).
+//     All three get Config.Leeway of clock skew (zero means none;
+//     [DefaultLeeway], 30 s, is the server's default).
 //   - aud must contain Config.Audience, and iss must equal Config.Issuer,
 //     when those are set (the claims are then required).
 //   - sub is required and becomes Principal.UserID: a non-empty string of at

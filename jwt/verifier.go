@@ -20,8 +20,8 @@ import (
 
 // Defaults for the zero values of [Config].
 const (
-	// DefaultLeeway is the clock skew tolerated on exp, nbf and iat when
-	// Config.Leeway is zero.
+	// DefaultLeeway is the clock skew the server tolerates on exp, nbf and
+	// iat unless told otherwise; a sensible Config.Leeway.
 	DefaultLeeway = 30 * time.Second
 	// DefaultJWKSRefresh is how often a JWKS URL is fetched again.
 	DefaultJWKSRefresh = 10 * time.Minute
@@ -83,8 +83,9 @@ type Config struct {
 	Audience string
 	// Issuer, if set, must equal the token's iss.
 	Issuer string
-	// Leeway is the clock skew tolerated on exp, nbf and iat. Zero means
-	// DefaultLeeway; a negative value means none.
+	// Leeway is the clock skew tolerated on exp, nbf and iat; zero means
+	// none (exact clocks), negative is refused. DefaultLeeway suits most
+	// deployments.
 	Leeway time.Duration
 	// ScopeClaim names the claim holding scopes as a space-separated string
 	// (or an array of strings); zero means DefaultScopeClaim. When the token
@@ -129,11 +130,8 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		log = slog.Default()
 	}
 	leeway := cfg.Leeway
-	switch {
-	case leeway == 0:
-		leeway = DefaultLeeway
-	case leeway < 0:
-		leeway = 0
+	if leeway < 0 {
+		return nil, errors.New("jwt: leeway must not be negative")
 	}
 	refresh, minRefresh := cfg.JWKSRefresh, cfg.JWKSMinRefresh
 	if refresh < 0 || minRefresh < 0 {

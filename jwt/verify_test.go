@@ -122,7 +122,7 @@ func TestVerifyScopes(t *testing.T) {
 }
 
 func TestVerifyTimeClaims(t *testing.T) {
-	v := newVerifier(t, jwt.Config{HMACSecret: secret64}) // default leeway 30s
+	v := newVerifier(t, jwt.Config{HMACSecret: secret64, Leeway: 30 * time.Second})
 	tests := []struct {
 		name  string
 		extra map[string]any
@@ -157,7 +157,7 @@ func TestVerifyTimeClaims(t *testing.T) {
 func TestVerifyLeewayConfig(t *testing.T) {
 	tok := jwttest.HS256(t, secret64, claims(map[string]any{"exp": t0.Add(-5 * time.Second).Unix()}))
 
-	strict := newVerifier(t, jwt.Config{HMACSecret: secret64, Leeway: -1})
+	strict := newVerifier(t, jwt.Config{HMACSecret: secret64}) // zero leeway
 	_, err := strict.Verify(context.Background(), tok)
 	assertRejected(t, err, jwt.ErrTokenExpired, tok)
 
@@ -459,6 +459,7 @@ func TestNewRefusesUnusableConfig(t *testing.T) {
 		{"JWKS file with only unusable keys", jwt.Config{JWKSFile: writeFile(t, "j.json", []byte(`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`))}},
 		{"JWKS URL not http", jwt.Config{JWKSURL: "file:///etc/passwd"}},
 		{"JWKS URL relative", jwt.Config{JWKSURL: "/jwks.json"}},
+		{"negative leeway", jwt.Config{HMACSecret: secret64, Leeway: -time.Second}},
 		{"negative refresh", jwt.Config{JWKSURL: "https://idp.example/jwks", JWKSRefresh: -time.Second}},
 	}
 	for _, tt := range tests {
