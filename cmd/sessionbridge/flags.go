@@ -37,11 +37,14 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// Keyed by value, not name, so that an alias given on the command line
+	// (--dev for --insecure-cookies) also keeps the other name's variable
+	// from overriding it.
+	set := map[flag.Value]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Value] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
+		if set[f.Value] || err != nil {
 			return
 		}
 		v, ok := os.LookupEnv(envName(f.Name))

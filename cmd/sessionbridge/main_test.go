@@ -150,6 +150,13 @@ func TestFlagWinsOverEnvironment(t *testing.T) {
 		t.Errorf("list from env %q", f.jwtKeys)
 	}
 
+	// An alias on the command line wins over the other name's variable.
+	t.Setenv("SESSIONBRIDGE_INSECURE_COOKIES", "false")
+	fs, f = newServeFlags(io.Discard)
+	if _, err := parse(fs, []string{"--dev"}); err != nil || !f.cfg.InsecureCookies {
+		t.Errorf("--dev with SESSIONBRIDGE_INSECURE_COOKIES=false: %v %v", f.cfg.InsecureCookies, err)
+	}
+
 	t.Setenv("SESSIONBRIDGE_IDLE_TIMEOUT", "soon")
 	t.Setenv("SESSIONBRIDGE_ADMIN_TOKEN", "")
 	fs, _ = newServeFlags(io.Discard)
