@@ -2,6 +2,7 @@ package jwt_test
 
 import (
 	"context"
+	"crypto/elliptic"
 	"errors"
 	"fmt"
 	"net/http"
@@ -446,5 +447,17 @@ func TestNewHonoursContext(t *testing.T) {
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("New: %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestJWKSFileP521(t *testing.T) {
+	// P-521 coordinates are 66 bytes, often with leading zeros: the JWK
+	// encoding must keep them and the parser must accept them.
+	for range 4 {
+		k := mustEC(elliptic.P521())
+		v := newVerifier(t, jwt.Config{JWKSFile: writeFile(t, "jwks.json", jwttest.JWKS(t, jwttest.JWK(t, "p521", "ES512", k)))})
+		if _, err := v.Verify(context.Background(), jwttest.Sign(t, "ES512", k, "p521", claims(nil))); err != nil {
+			t.Fatalf("ES512: %v", err)
+		}
 	}
 }
