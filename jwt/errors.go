@@ -1,6 +1,10 @@
 package jwt
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/sessionbridge/sessionbridge"
+)
 
 // Reasons a token is rejected. Every rejection returned by [Verifier.Verify]
 // wraps [sessionbridge.ErrInvalidToken] (callers answer 401 on it) and exactly
@@ -28,3 +32,32 @@ var (
 	// characters, not three segments, bad base64 or JSON, or a crit header.
 	ErrMalformed = errors.New("jwt: malformed token")
 )
+
+// Reason returns a short, stable label for why [Verifier.Verify] failed, for
+// audit records and metric labels: "expired", "not_yet_valid",
+// "bad_algorithm", "bad_signature", "bad_claims", "unknown_key", "malformed",
+// or "unavailable" for an error wrapping sessionbridge.ErrUnavailable. It
+// returns "" for nil and "invalid" for any other error.
+func Reason(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrTokenExpired):
+		return "expired"
+	case errors.Is(err, ErrTokenNotYetValid):
+		return "not_yet_valid"
+	case errors.Is(err, ErrBadAlgorithm):
+		return "bad_algorithm"
+	case errors.Is(err, ErrBadSignature):
+		return "bad_signature"
+	case errors.Is(err, ErrBadClaims):
+		return "bad_claims"
+	case errors.Is(err, ErrUnknownKey):
+		return "unknown_key"
+	case errors.Is(err, ErrMalformed):
+		return "malformed"
+	case errors.Is(err, sessionbridge.ErrUnavailable):
+		return "unavailable"
+	}
+	return "invalid"
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -501,5 +502,37 @@ func TestErrorsAreDistinct(t *testing.T) {
 		if errors.Is(a, sessionbridge.ErrInvalidToken) {
 			t.Errorf("bare sentinel %v should not itself be ErrInvalidToken", a)
 		}
+	}
+}
+
+func TestReason(t *testing.T) {
+	v := newVerifier(t, jwt.Config{HMACSecret: secret64})
+	ctx := context.Background()
+	cases := map[string]string{
+		jwttest.HS256(t, secret64, claims(map[string]any{"exp": t0.Add(-time.Hour).Unix()})): "expired",
+		jwttest.HS256(t, secret64, claims(map[string]any{"nbf": t0.Add(time.Hour).Unix()})):  "not_yet_valid",
+		rawToken(`{"alg":"none"}`, `{}`, nil):                                                "bad_algorithm",
+		jwttest.HS256(t, secret64[1:], claims(nil)):                                          "bad_signature",
+		jwttest.HS256(t, secret64, claims(map[string]any{"sub": nil})):                       "bad_claims",
+		"garbage": "malformed",
+	}
+	for tok, want := range cases {
+		_, err := v.Verify(ctx, tok)
+		if got := jwt.Reason(err); got != want {
+			t.Errorf("Reason(%v) = %q, want %q", err, got, want)
+		}
+	}
+	var zero jwt.Verifier
+	if _, err := zero.Verify(ctx, cases["garbage"]+"x.y.z"); jwt.Reason(err) != "unknown_key" {
+		t.Errorf("Reason(%v) = %q, want unknown_key", err, jwt.Reason(err))
+	}
+	if got := jwt.Reason(nil); got != "" {
+		t.Errorf("Reason(nil) = %q", got)
+	}
+	if got := jwt.Reason(errors.New("other")); got != "invalid" {
+		t.Errorf("Reason(other) = %q", got)
+	}
+	if got := jwt.Reason(fmt.Errorf("x: %w", sessionbridge.ErrUnavailable)); got != "unavailable" {
+		t.Errorf("Reason(unavailable) = %q", got)
 	}
 }
