@@ -1,0 +1,184 @@
+package redis
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/redistest"
+)
+
+func TestBusDeliversEveryTypeWithGapFirst(t *testing.T) {
+	srv := redistest.Start(t)
+	m := newCountingMetrics()
+	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
+	rec := &recorder{}
+	subscribe(t, b, rec)
+	if got := m.get(func(m *countingMetrics) int { return m.resyncs["subscribe"] }); got != 1 {
+		t.Fatalf("resyncs after the first subscription = %d, want 1", got)
+	}
+	for _, typ := range sessionbridge.EventTypes {
+		ev := sessionbridge.Event{Type: typ, SessionID: "00AAAAAAAAAAAAAAAA", UserID: "u-" + string(typ), NodeID: "n1", Source: sessionbridge.SourceAPI, Timestamp: time.Now()}
+		if typ == sessionbridge.EventMessage {
+			ev.Data = json.RawMessage(`{"hello":"world"}`)
+		}
+		if err := b.Bus().Publish(bg, ev); err != nil {
+			t.Fatalf("Publish %s: %v", typ, err)
+		}
+	}
+	for _, typ := range sessionbridge.EventTypes {
+		eventually(t, 5*time.Second, "event "+string(typ), func() bool {
+			_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.Type == typ && ev.UserID == "u-"+string(typ) })
+			return ok
+		})
+	}
+	msg, _ := rec.find(func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventMessage })
+	if string(msg.Data) != `{"hello":"world"}` {
+		t.Fatalf("message data = %s", msg.Data)
+	}
+	if err := b.Bus().Publish(bg, sessionbridge.Event{Type: "bogus"}); err == nil {
+		t.Fatal("Publish of an unknown type: want an error")
+	}
+}
+
+func TestBusPrefixIsolates(t *testing.T) {
+	srv := redistest.Start(t)
+	a, other := newBackend(t, srv), newBackend(t, srv)
+	rec := &recorder{}
+	subscribe(t, a, rec)
+	if err := other.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage, UserID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage, UserID: "mine"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "own event", func() bool {
+		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.UserID == "mine" })
+		return ok
+	})
+	// Redis delivers in publish order on one connection: the foreign event,
+	// published first, would have arrived before ours.
+	if n := rec.count(func(ev sessionbridge.Event) bool { return ev.UserID == "x" }); n != 0 {
+		t.Fatalf("received %d events of another prefix", n)
+	}
+}
+
+func TestBusResubscribesAfterKillWithGap(t *testing.T) {
+	srv := redistest.Start(t)
+	m := newCountingMetrics()
+	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
+	rec := &recorder{}
+	subscribe(t, b, rec)
+
+	// Kill the subscriber's connection and publish at once: the event is lost
+	// to it, and the re-subscription must report a gap.
+	if n, err := srv.Do("CLIENT", "KILL", "TYPE", "pubsub"); err != nil || n.(int64) != 1 {
+		t.Fatalf("CLIENT KILL TYPE pubsub = %v, %v; want 1 killed", n, err)
+	}
+	eventually(t, 10*time.Second, "a gap after the kill", func() bool { return rec.gapCount() >= 2 })
+	if got := m.get(func(m *countingMetrics) int { return m.reconnects }); got < 1 {
+		t.Fatalf("reconnects = %d, want >= 1", got)
+	}
+	if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage, UserID: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "event after resubscribe", func() bool {
+		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.UserID == "after" })
+		return ok
+	})
+}
+
+func TestBusSurvivesRedisRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv, func(o *Options) { o.Timeout = 500 * time.Millisecond })
+	rec := &recorder{}
+	subscribe(t, b, rec)
+	srv.Stop()
+	if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage}); err == nil {
+		t.Fatal("Publish with Redis down: want an error")
+	}
+	srv.Restart()
+	eventually(t, 15*time.Second, "a gap after the restart", func() bool { return rec.gapCount() >= 2 })
+	eventually(t, 10*time.Second, "an event after the restart", func() bool {
+		_ = b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage, UserID: "back"})
+		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.UserID == "back" })
+		return ok
+	})
+}
+
+func TestBusUndecodablePayloadIsCountedNotFatal(t *testing.T) {
+	srv := redistest.Start(t)
+	m := newCountingMetrics()
+	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
+	rec := &recorder{}
+	subscribe(t, b, rec)
+	srv.MustDo("PUBLISH", b.prefix+"session:deleted", "{not json")
+	srv.MustDo("PUBLISH", b.prefix+"session:deleted", `{"session_id":["wrong type"]}`)
+	if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventDeleted, SessionID: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the good event", func() bool {
+		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.SessionID == "ok" })
+		return ok
+	})
+	if got := m.get(func(m *countingMetrics) int { return m.errors["decode_event"] }); got != 2 {
+		t.Fatalf("decode errors = %d, want 2", got)
+	}
+	if n := rec.count(func(sessionbridge.Event) bool { return true }); n != 1 {
+		t.Fatalf("delivered %d events, want only the good one", n)
+	}
+}
+
+func TestBusOverflowBecomesGap(t *testing.T) {
+	srv := redistest.Start(t)
+	m := newCountingMetrics()
+	b := newBackend(t, srv, func(o *Options) { o.Metrics = m; o.EventBuffer = 2 })
+	rec := &recorder{block: make(chan struct{})}
+	subscribe(t, b, rec)
+	for range 10 {
+		if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "overflow", func() bool {
+		return m.get(func(m *countingMetrics) int { return m.errors["event_overflow"] }) > 0
+	})
+	close(rec.block)
+	eventually(t, 5*time.Second, "the overflow gap", func() bool {
+		return m.get(func(m *countingMetrics) int { return m.resyncs["overflow"] }) >= 1 && rec.gapCount() >= 2
+	})
+	if n := rec.count(func(sessionbridge.Event) bool { return true }); n >= 10 {
+		t.Fatalf("delivered %d events through a buffer of 2 with a stuck handler; want drops", n)
+	}
+}
+
+// TestBusSlowSubscriberCutByRedisResyncs has Redis cut the subscriber for
+// exceeding its pub/sub output buffer limit in the middle of a script that
+// then deletes a session: the deleted event is lost for sure, and the
+// re-subscription's gap is what tells the handler to re-validate.
+func TestBusSlowSubscriberCutByRedisResyncs(t *testing.T) {
+	srv := redistest.Start(t)
+	m := newCountingMetrics()
+	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
+	s := newSession(t, "slow-user")
+	if err := b.Store().Create(bg, s, sessionbridge.Event{Type: sessionbridge.EventCreated}); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	subscribe(t, b, rec)
+	srv.MustDo("CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 32kb 1")
+	big := strings.Repeat("x", 256<<10)
+	script := `redis.call('PUBLISH', ARGV[1], ARGV[2]); redis.call('DEL', KEYS[1]); redis.call('PUBLISH', ARGV[3], ARGV[4]); return 1`
+	srv.MustDo("EVAL", script, "1", b.sessionKey(s.ID),
+		b.prefix+"session:messages", `{"data":"`+big+`"}`,
+		b.prefix+"session:deleted", `{"session_id":"`+s.ID+`","reason":"revoked"}`)
+	eventually(t, 10*time.Second, "the gap after the cut", func() bool { return rec.gapCount() >= 2 })
+	if _, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.SessionID == s.ID }); ok {
+		t.Fatal("the deleted event arrived although Redis cut the subscriber before it")
+	}
+	if got, err := b.Store().GetMany(bg, []string{s.ID}); err != nil || len(got) != 0 {
+		t.Fatalf("re-validation read = %v, %v; want the session gone", got, err)
+	}
+}

@@ -1,0 +1,270 @@
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/sessionbridge/sessionbridge"
+)
+
+// LocalPresence answers who is connected to this node. The gateway's
+// connection registry satisfies it.
+type LocalPresence interface {
+	// SessionCounts returns this node's live connection count of each of ids.
+	SessionCounts(ctx context.Context, ids []string) (map[string]int, error)
+	// UserConnections lists this node's live connections of a user; an empty
+	// userID lists all of them.
+	UserConnections(ctx context.Context, userID string) ([]sessionbridge.ConnInfo, error)
+}
+
+// Presence is cluster-wide presence: a [sessionbridge.Presence] that answers
+// for every node. Each node runs Presence.Run, which every interval replaces
+// the node's record, the hash <prefix>p:node:<node id> (field "s:<session
+// id>" = connection count, field "u:<user id>" = JSON array of ConnInfo),
+// with a TTL of three intervals, and scores the node in the zset
+// <prefix>p:nodes by heartbeat time. Readers use this node's registry live
+// and the records of the other nodes, in one pipelined round trip.
+//
+// Staleness: another node's connections show up or go away at most one
+// interval (plus a round trip) late; a node that dies without saying goodbye
+// is forgotten at most three intervals after its last write, when Redis
+// expires its record. A node that stops cleanly deletes its record at once.
+type Presence struct {
+	b        *Backend
+	local    LocalPresence
+	interval time.Duration
+}
+
+var _ sessionbridge.Presence = (*Presence)(nil)
+
+// Presence returns the cluster presence of this node, whose own connections
+// local answers for. Start its Run on every node.
+func (b *Backend) Presence(local LocalPresence) *Presence {
+	return &Presence{b: b, local: local, interval: b.opts.PresenceInterval}
+}
+
+func (p *Presence) nodeKey(node string) string { return p.b.prefix + "p:node:" + node }
+func (p *Presence) nodesKey() string           { return p.b.prefix + "p:nodes" }
+
+// Run writes this node's record now and every interval until ctx is done,
+// then deletes it and returns ctx.Err(). Write failures are logged and
+// retried at the next interval.
+func (p *Presence) Run(ctx context.Context) error {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		if err := p.Publish(ctx); err != nil && ctx.Err() == nil {
+			p.b.log.Warn("redis: writing presence", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.b.timeout)
+			if err := p.Goodbye(gctx); err != nil {
+				p.b.log.Warn("redis: removing presence", "err", err)
+			}
+			cancel()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Publish replaces this node's record with its current connections once.
+// Run calls it every interval.
+func (p *Presence) Publish(ctx context.Context) error {
+	conns, err := p.local.UserConnections(ctx, "")
+	if err != nil {
+		return fmt.Errorf("redis: presence: local connections: %w", err)
+	}
+	counts := map[string]int{}
+	users := map[string][]sessionbridge.ConnInfo{}
+	for _, c := range conns {
+		if c.SessionID != "" {
+			counts[c.SessionID]++
+		}
+		users[c.UserID] = append(users[c.UserID], c)
+	}
+	b := p.b
+	key := p.nodeKey(b.nodeID)
+	ttl := 3 * p.interval
+	cmds := rueidis.Commands{b.client.B().Multi().Build(), b.client.B().Del().Key(key).Build()}
+	if len(conns) > 0 {
+		h := b.client.B().Hset().Key(key).FieldValue()
+		for sid, n := range counts {
+			h = h.FieldValue("s:"+sid, strconv.Itoa(n))
+		}
+		for uid, list := range users {
+			blob, err := json.Marshal(list)
+			if err != nil {
+				return fmt.Errorf("redis: presence: %w", err)
+			}
+			h = h.FieldValue("u:"+uid, string(blob))
+		}
+		cmds = append(cmds, h.Build(), b.client.B().Pexpire().Key(key).Milliseconds(ttl.Milliseconds()).Build())
+	}
+	cmds = append(cmds, b.client.B().Exec().Build())
+	now := time.Now()
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	for _, r := range b.client.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return b.fail("presence_write", err)
+		}
+	}
+	// The zset only lists candidates; the record's TTL, kept by Redis' own
+	// clock, decides who is alive. Entries far older than any TTL are pruned.
+	for _, r := range b.client.DoMulti(ctx,
+		b.client.B().Zadd().Key(p.nodesKey()).ScoreMember().ScoreMember(float64(now.UnixMilli()), b.nodeID).Build(),
+		b.client.B().Zremrangebyscore().Key(p.nodesKey()).Min("-inf").Max(strconv.FormatInt(now.Add(-10*ttl).UnixMilli(), 10)).Build(),
+	) {
+		if err := r.Error(); err != nil {
+			return b.fail("presence_write", err)
+		}
+	}
+	return nil
+}
+
+// Goodbye deletes this node's record, so that others forget its connections
+// at once. Run calls it when it stops.
+func (p *Presence) Goodbye(ctx context.Context) error {
+	b := p.b
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	for _, r := range b.client.DoMulti(ctx,
+		b.client.B().Del().Key(p.nodeKey(b.nodeID)).Build(),
+		b.client.B().Zrem().Key(p.nodesKey()).Member(b.nodeID).Build(),
+	) {
+		if err := r.Error(); err != nil {
+			return b.fail("presence_goodbye", err)
+		}
+	}
+	return nil
+}
+
+// otherNodes lists the nodes other than this one that wrote a heartbeat
+// recently enough to possibly still have a record.
+func (p *Presence) otherNodes(ctx context.Context) ([]string, error) {
+	b := p.b
+	since := time.Now().Add(-10 * 3 * p.interval).UnixMilli()
+	nodes, err := b.client.Do(ctx, b.client.B().Zrange().Key(p.nodesKey()).
+		Min(strconv.FormatInt(since, 10)).Max("+inf").Byscore().Build()).AsStrSlice()
+	if err != nil {
+		return nil, b.fail("presence_read", err)
+	}
+	out := nodes[:0]
+	for _, n := range nodes {
+		if n != b.nodeID {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// SessionCounts returns the number of live connections of each of ids on
+// every node; sessions without connections are absent.
+func (p *Presence) SessionCounts(ctx context.Context, ids []string) (map[string]int, error) {
+	out, err := p.local.SessionCounts(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("redis: presence: local counts: %w", err)
+	}
+	if out == nil {
+		out = map[string]int{}
+	}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	b := p.b
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	nodes, err := p.otherNodes(ctx)
+	if err != nil || len(nodes) == 0 {
+		return out, err
+	}
+	fields := make([]string, len(ids))
+	for i, id := range ids {
+		fields[i] = "s:" + id
+	}
+	cmds := make(rueidis.Commands, len(nodes))
+	for i, n := range nodes {
+		cmds[i] = b.client.B().Hmget().Key(p.nodeKey(n)).Field(fields...).Build()
+	}
+	for _, r := range b.client.DoMulti(ctx, cmds...) {
+		vals, err := r.ToArray()
+		if err != nil {
+			return nil, b.fail("presence_read", err)
+		}
+		for i, v := range vals {
+			if n, err := v.AsInt64(); err == nil && n > 0 {
+				out[ids[i]] += int(n)
+			}
+		}
+	}
+	for id, n := range out {
+		if n <= 0 {
+			delete(out, id)
+		}
+	}
+	return out, nil
+}
+
+// UserConnections lists the live connections of userID on every node; an
+// empty userID lists all of them.
+func (p *Presence) UserConnections(ctx context.Context, userID string) ([]sessionbridge.ConnInfo, error) {
+	out, err := p.local.UserConnections(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("redis: presence: local connections: %w", err)
+	}
+	b := p.b
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	nodes, err := p.otherNodes(ctx)
+	if err != nil || len(nodes) == 0 {
+		return out, err
+	}
+	cmds := make(rueidis.Commands, len(nodes))
+	for i, n := range nodes {
+		if userID == "" {
+			cmds[i] = b.client.B().Hgetall().Key(p.nodeKey(n)).Build()
+		} else {
+			cmds[i] = b.client.B().Hget().Key(p.nodeKey(n)).Field("u:" + userID).Build()
+		}
+	}
+	for _, r := range b.client.DoMulti(ctx, cmds...) {
+		var blobs []string
+		if userID == "" {
+			m, err := r.AsStrMap()
+			if err != nil {
+				return nil, b.fail("presence_read", err)
+			}
+			for f, v := range m {
+				if strings.HasPrefix(f, "u:") {
+					blobs = append(blobs, v)
+				}
+			}
+		} else {
+			v, err := r.ToString()
+			if isNil(err) {
+				continue
+			}
+			if err != nil {
+				return nil, b.fail("presence_read", err)
+			}
+			blobs = append(blobs, v)
+		}
+		for _, blob := range blobs {
+			var list []sessionbridge.ConnInfo
+			if err := json.Unmarshal([]byte(blob), &list); err != nil {
+				b.log.Warn("redis: skipping a corrupt presence record", "err", shortErr(err))
+				continue
+			}
+			out = append(out, list...)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,131 @@
+package redis
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/redistest"
+)
+
+// fakeLocal is a LocalPresence holding a fixed list of connections.
+type fakeLocal struct {
+	mu    sync.Mutex
+	conns []sessionbridge.ConnInfo
+}
+
+func (f *fakeLocal) set(c ...sessionbridge.ConnInfo) {
+	f.mu.Lock()
+	f.conns = c
+	f.mu.Unlock()
+}
+
+func (f *fakeLocal) SessionCounts(_ context.Context, ids []string) (map[string]int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]int{}
+	for _, c := range f.conns {
+		if slices.Contains(ids, c.SessionID) {
+			out[c.SessionID]++
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeLocal) UserConnections(_ context.Context, user string) ([]sessionbridge.ConnInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []sessionbridge.ConnInfo
+	for _, c := range f.conns {
+		if user == "" || c.UserID == user {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func conn(id, sid, user, node string) sessionbridge.ConnInfo {
+	return sessionbridge.ConnInfo{ID: id, SessionID: sid, UserID: user, NodeID: node, Method: sessionbridge.AuthSession, ConnectedAt: time.Now().UTC()}
+}
+
+func TestPresenceAcrossNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	const interval = 100 * time.Millisecond
+	a := newBackend(t, srv, func(o *Options) { o.NodeID = "a"; o.PresenceInterval = interval })
+	b := newBackend(t, srv, func(o *Options) { o.NodeID = "b"; o.PresenceInterval = interval; o.Prefix = a.prefix })
+	la, lb := &fakeLocal{}, &fakeLocal{}
+	la.set(conn("c1", "s1", "alice", "a"), conn("c2", "s1", "alice", "a"), conn("c3", "s2", "bob", "a"))
+	lb.set(conn("c4", "s1", "alice", "b"), conn("c5", "", "carol", "b"))
+	pa, pb := a.Presence(la), b.Presence(lb)
+
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() { done <- pb.Run(ctx) }()
+	eventually(t, 5*time.Second, "b's record", func() bool {
+		c, err := pa.SessionCounts(bg, []string{"s1", "s2", "s3"})
+		return err == nil && c["s1"] == 3
+	})
+	c, err := pa.SessionCounts(bg, []string{"s1", "s2", "s3"})
+	if err != nil || c["s1"] != 3 || c["s2"] != 1 || len(c) != 2 {
+		t.Fatalf("SessionCounts = %v, %v; want s1:3 s2:1", c, err)
+	}
+	alice, err := pa.UserConnections(bg, "alice")
+	if err != nil || len(alice) != 3 {
+		t.Fatalf("UserConnections(alice) = %v, %v; want 3", alice, err)
+	}
+	all, err := pa.UserConnections(bg, "")
+	if err != nil || len(all) != 5 {
+		t.Fatalf("UserConnections(all) = %d, %v; want 5", len(all), err)
+	}
+
+	// b's connections change: a sees it within an interval or so.
+	lb.set()
+	eventually(t, 5*time.Second, "b's closed connections to vanish", func() bool {
+		c, err := pa.SessionCounts(bg, []string{"s1"})
+		return err == nil && c["s1"] == 2
+	})
+	lb.set(conn("c6", "s2", "bob", "b"))
+	eventually(t, 5*time.Second, "b's new connection", func() bool {
+		c, err := pa.SessionCounts(bg, []string{"s2"})
+		return err == nil && c["s2"] == 2
+	})
+
+	// A clean stop says goodbye at once.
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("Run = %v", err)
+	}
+	if n := srv.MustDo("EXISTS", pb.nodeKey("b")).(int64); n != 0 {
+		t.Fatal("b's record outlived its clean stop")
+	}
+	if c, _ := pa.SessionCounts(bg, []string{"s2"}); c["s2"] != 1 {
+		t.Fatalf("after b stopped, s2 = %d, want 1", c["s2"])
+	}
+}
+
+func TestPresenceForgetsDeadNode(t *testing.T) {
+	srv := redistest.Start(t)
+	const interval = 100 * time.Millisecond
+	a := newBackend(t, srv, func(o *Options) { o.NodeID = "a"; o.PresenceInterval = interval })
+	b := newBackend(t, srv, func(o *Options) { o.NodeID = "b"; o.PresenceInterval = interval; o.Prefix = a.prefix })
+	lb := &fakeLocal{}
+	lb.set(conn("c1", "s1", "alice", "b"))
+	pa, pb := a.Presence(&fakeLocal{}), b.Presence(lb)
+	// One write, then silence, as from a node that crashed.
+	if err := pb.Publish(bg); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := pa.SessionCounts(bg, []string{"s1"}); err != nil || c["s1"] != 1 {
+		t.Fatalf("SessionCounts = %v, %v", c, err)
+	}
+	if ttl := srv.MustDo("PTTL", pb.nodeKey("b")).(int64); ttl <= 0 || ttl > int64(3*interval/time.Millisecond) {
+		t.Fatalf("record PTTL = %dms, want at most 3 intervals", ttl)
+	}
+	eventually(t, 5*time.Second, "the dead node to be forgotten", func() bool {
+		c, err := pa.SessionCounts(bg, []string{"s1"})
+		return err == nil && c["s1"] == 0
+	})
+}
