@@ -71,7 +71,8 @@
 // [ErrBadClaims], [ErrUnknownKey] or [ErrMalformed]. When the key a token
 // needs would have to come from a JWKS URL that cannot be fetched, the error
 // wraps [sessionbridge.ErrUnavailable] instead (answer 503: the token may be
-// good). Errors never contain the token; they may contain its kid, quoted and
+// good). [Reason] turns either into a short label for audit records and
+// metrics. Errors never contain the token; they may contain its kid, quoted and
 // truncated. Verify does not log; JWKS fetch failures are logged to
 // Config.Logger with the URL's scheme, host and path only.
 package jwt
