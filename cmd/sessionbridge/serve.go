@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/sessionbridge/sessionbridge/internal/server"
+	"github.com/sessionbridge/sessionbridge/jwt"
 )
 
 // serveFlags holds the values of `sessionbridge serve`.
@@ -63,7 +64,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&c.JWT.JWKSFile, "jwks-file", "", "file holding a JWK Set")
 	fs.StringVar(&c.JWT.Audience, "jwt-audience", "", "required JWT audience")
 	fs.StringVar(&c.JWT.Issuer, "jwt-issuer", "", "required JWT issuer")
-	fs.DurationVar(&c.JWT.Leeway, "jwt-leeway", 0, "clock skew tolerated on JWT times (default 30s)")
+	fs.DurationVar(&c.JWT.Leeway, "jwt-leeway", jwt.DefaultLeeway, "clock skew tolerated on JWT times; 0 means none")
 	fs.StringVar(&f.jwtAlgorithms, "jwt-algorithms", "", "comma-separated allowed JWT algorithms (default: every one the keys can verify)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS private key file")

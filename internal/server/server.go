@@ -96,7 +96,9 @@ type Config struct {
 	TLSKeyFile  string
 }
 
-// JWTConfig says which JWTs the gateway accepts.
+// JWTConfig says which JWTs the gateway accepts; the fields mean what those
+// of jwt.Config do. Leeway zero means none (exact clocks): the CLI's default
+// is jwt.DefaultLeeway.
 type JWTConfig struct {
 	Secret         string
 	PublicKeyFiles []string
