@@ -52,7 +52,7 @@ func (bus *Bus) Publish(ctx context.Context, ev sessionbridge.Event) error {
 	if err := b.client.Do(ctx, b.client.B().Publish().Channel(ch).Message(payload).Build()).Error(); err != nil {
 		return b.fail("publish", err)
 	}
-	b.metrics.EventPublished(ev.Type)
+	b.metrics.EventPublished(string(ev.Type))
 	return nil
 }
 
@@ -69,7 +69,7 @@ func (bus *Bus) Subscribe(ctx context.Context, h sessionbridge.EventHandler) err
 		b:     b,
 		h:     h,
 		queue: make(chan sessionbridge.Event, b.opts.EventBuffer),
-		gap:   make(chan string, 1),
+		gap:   make(chan struct{}, 1),
 		done:  make(chan struct{}),
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -156,7 +156,7 @@ func (bus *Bus) subscribeOnce(ctx context.Context, d *delivery, channels []strin
 		b.log.Info("redis: event subscription restored")
 	}
 	// Anything published before this point may have been missed.
-	d.signalGap("subscribe")
+	d.signalGap()
 	select {
 	case <-ctx.Done():
 		return true, ctx.Err()
@@ -176,7 +176,7 @@ type delivery struct {
 	h     sessionbridge.EventHandler
 	types map[string]sessionbridge.EventType
 	queue chan sessionbridge.Event
-	gap   chan string
+	gap   chan struct{}
 	done  chan struct{}
 }
 
@@ -196,18 +196,17 @@ func (d *delivery) receive(m rueidis.PubSubMessage) {
 		return
 	}
 	ev.Type = t
-	d.b.metrics.EventReceived(t)
 	select {
 	case d.queue <- ev:
 	default:
 		d.b.metrics.RedisError("event_overflow")
-		d.signalGap("overflow")
+		d.signalGap()
 	}
 }
 
-func (d *delivery) signalGap(trigger string) {
+func (d *delivery) signalGap() {
 	select {
-	case d.gap <- trigger:
+	case d.gap <- struct{}{}:
 	default: // a gap is already pending; one re-validation covers both
 	}
 }
@@ -218,8 +217,7 @@ func (d *delivery) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case trigger := <-d.gap:
-			d.b.metrics.Resync(trigger)
+		case <-d.gap:
 			d.h.HandleGap()
 		case ev := <-d.queue:
 			d.h.HandleEvent(ev)

@@ -16,8 +16,8 @@ func TestBusDeliversEveryTypeWithGapFirst(t *testing.T) {
 	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
 	rec := &recorder{}
 	subscribe(t, b, rec)
-	if got := m.get(func(m *countingMetrics) int { return m.resyncs["subscribe"] }); got != 1 {
-		t.Fatalf("resyncs after the first subscription = %d, want 1", got)
+	if got := rec.gapCount(); got != 1 {
+		t.Fatalf("gaps after the first subscription = %d, want 1", got)
 	}
 	for _, typ := range sessionbridge.EventTypes {
 		ev := sessionbridge.Event{Type: typ, SessionID: "00AAAAAAAAAAAAAAAA", UserID: "u-" + string(typ), NodeID: "n1", Source: sessionbridge.SourceAPI, Timestamp: time.Now()}
@@ -27,6 +27,9 @@ func TestBusDeliversEveryTypeWithGapFirst(t *testing.T) {
 		if err := b.Bus().Publish(bg, ev); err != nil {
 			t.Fatalf("Publish %s: %v", typ, err)
 		}
+	}
+	if got := m.get(func(m *countingMetrics) int { return m.published["message"] + m.published["deleted"] }); got != 2 {
+		t.Fatalf("published counts = %d, want 2", got)
 	}
 	for _, typ := range sessionbridge.EventTypes {
 		eventually(t, 5*time.Second, "event "+string(typ), func() bool {
@@ -146,9 +149,7 @@ func TestBusOverflowBecomesGap(t *testing.T) {
 		return m.get(func(m *countingMetrics) int { return m.errors["event_overflow"] }) > 0
 	})
 	close(rec.block)
-	eventually(t, 5*time.Second, "the overflow gap", func() bool {
-		return m.get(func(m *countingMetrics) int { return m.resyncs["overflow"] }) >= 1 && rec.gapCount() >= 2
-	})
+	eventually(t, 5*time.Second, "the overflow gap", func() bool { return rec.gapCount() >= 2 })
 	if n := rec.count(func(sessionbridge.Event) bool { return true }); n >= 10 {
 		t.Fatalf("delivered %d events through a buffer of 2 with a stuck handler; want drops", n)
 	}

@@ -52,18 +52,17 @@ var ErrClosed = errors.New("redis: backend closed")
 
 // Metrics receives counts from a Backend. The metrics package's *Metrics
 // satisfies it; every method must be safe for concurrent use and cheap.
+// Received events and re-validations are counted by the EventHandler that
+// handles them (the gateway), not here, so that nothing is counted twice.
 type Metrics interface {
-	// EventPublished counts an event this node published.
-	EventPublished(t sessionbridge.EventType)
-	// EventReceived counts an event that arrived from the bus.
-	EventReceived(t sessionbridge.EventType)
-	// RedisError counts a failed Redis operation, by operation name.
+	// EventPublished counts an event this node published, by type
+	// (created, updated, deleted, expired, message).
+	EventPublished(typ string)
+	// RedisError counts a failed Redis operation, by a fixed operation name
+	// (get, update, subscribe, decode_event, event_overflow, ...).
 	RedisError(op string)
 	// Reconnect counts a re-established pub/sub subscription.
 	Reconnect()
-	// Resync counts a call of EventHandler.HandleGap, by trigger
-	// ("subscribe", "overflow").
-	Resync(trigger string)
 }
 
 // Options configures a Backend. Only URL is required.
@@ -276,10 +275,8 @@ func (b *Backend) fail(op string, err error) error {
 
 type nopMetrics struct{}
 
-func (nopMetrics) EventPublished(sessionbridge.EventType) {}
-func (nopMetrics) EventReceived(sessionbridge.EventType)  {}
-func (nopMetrics) RedisError(string)                      {}
-func (nopMetrics) Reconnect()                             {}
-func (nopMetrics) Resync(string)                          {}
+func (nopMetrics) EventPublished(string) {}
+func (nopMetrics) RedisError(string)     {}
+func (nopMetrics) Reconnect()            {}
 
 func isNil(err error) bool { return rueidis.IsRedisNil(err) }

@@ -174,7 +174,7 @@ func (st *Store) Create(ctx context.Context, s *sessionbridge.Session, ev sessio
 	if n == 0 {
 		return fmt.Errorf("redis: create session %s: %w", s.ID, sessionbridge.ErrExists)
 	}
-	b.metrics.EventPublished(sessionbridge.EventCreated)
+	b.metrics.EventPublished(string(sessionbridge.EventCreated))
 	return nil
 }
 
@@ -219,7 +219,7 @@ func (st *Store) Update(ctx context.Context, s *sessionbridge.Session, prevVersi
 		}
 		switch code {
 		case 1:
-			b.metrics.EventPublished(sessionbridge.EventUpdated)
+			b.metrics.EventPublished(string(sessionbridge.EventUpdated))
 			return nil
 		case 0:
 			return fmt.Errorf("redis: update session %s: %w", s.ID, sessionbridge.ErrNotFound)
@@ -280,7 +280,7 @@ func (st *Store) Touch(ctx context.Context, id string, seen, expiresAt, ifSeenBe
 	}
 	switch n {
 	case 1:
-		b.metrics.EventPublished(sessionbridge.EventUpdated)
+		b.metrics.EventPublished(string(sessionbridge.EventUpdated))
 		return true, nil
 	case -1:
 		return false, fmt.Errorf("redis: touch session %s: %w", id, sessionbridge.ErrNotFound)
@@ -316,7 +316,7 @@ func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) 
 	if len(kv) == 0 {
 		return nil, fmt.Errorf("redis: delete session %s: %w", id, sessionbridge.ErrNotFound)
 	}
-	b.metrics.EventPublished(sessionbridge.EventDeleted)
+	b.metrics.EventPublished(string(sessionbridge.EventDeleted))
 	s, err := decodeFlat(kv)
 	if err != nil {
 		return nil, fmt.Errorf("redis: delete session: %w", err)
@@ -369,8 +369,8 @@ func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Sess
 	}
 	switch n {
 	case 1:
-		b.metrics.EventPublished(sessionbridge.EventDeleted)
-		b.metrics.EventPublished(sessionbridge.EventCreated)
+		b.metrics.EventPublished(string(sessionbridge.EventDeleted))
+		b.metrics.EventPublished(string(sessionbridge.EventCreated))
 		return nil
 	case 0:
 		return fmt.Errorf("redis: rotate session %s: %w", oldID, sessionbridge.ErrNotFound)
@@ -538,7 +538,7 @@ func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sess
 				b.log.Error("redis: decoding a claimed session", "err", err)
 				continue
 			}
-			b.metrics.EventPublished(sessionbridge.EventExpired)
+			b.metrics.EventPublished(string(sessionbridge.EventExpired))
 			out = append(out, s)
 		}
 	}
