@@ -92,6 +92,9 @@ func checkReport(t *testing.T, rep *Report, bNodes, sockets, samples, fanout int
 			t.Errorf("table lacks %q:\n%s", s, table.String())
 		}
 	}
+	if testing.Verbose() {
+		t.Log("\n" + table.String())
+	}
 	if strings.Contains(table.String(), "problem") {
 		t.Errorf("table reports problems:\n%s", table.String())
 	}
@@ -131,11 +134,6 @@ func TestRunAgainstFakeNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReport(t, rep, 1, 20, 10, 12)
-	if testing.Verbose() {
-		var tb bytes.Buffer
-		_ = rep.WriteTable(&tb)
-		t.Log("\n" + tb.String())
-	}
 	if !strings.Contains(progress.String(), "connect") {
 		t.Errorf("no progress output: %q", progress.String())
 	}
