@@ -1,0 +1,57 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/metrics"
+	"github.com/sessionbridge/sessionbridge/redis"
+)
+
+// redis builds the cluster backend: store, bus, tickets and presence in the
+// Redis at cfg.RedisURL under cfg.RedisPrefix, readiness by PING, and the
+// presence heartbeat as background work.
+func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger, m *metrics.Metrics) (backend, error) {
+	rb, err := redis.New(ctx, redis.Options{
+		URL:     cfg.RedisURL,
+		Prefix:  cfg.RedisPrefix,
+		NodeID:  cfg.NodeID,
+		Logger:  logger,
+		Metrics: m,
+	})
+	if err != nil {
+		return backend{}, err
+	}
+	// The presence needs this node's registry, which exists only once the
+	// gateway is built; Run starts its heartbeat after that.
+	var (
+		mu   sync.Mutex
+		pres *redis.Presence
+	)
+	return backend{
+		Store:   rb.Store(),
+		Bus:     rb.Bus(),
+		Tickets: rb.Tickets(),
+		Presence: func(local sessionbridge.Presence) sessionbridge.Presence {
+			p := rb.Presence(local)
+			mu.Lock()
+			pres = p
+			mu.Unlock()
+			return p
+		},
+		Ping: rb.Ping,
+		Run: func(ctx context.Context) error {
+			mu.Lock()
+			p := pres
+			mu.Unlock()
+			if p == nil {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return p.Run(ctx)
+		},
+		Close: rb.Close,
+	}, nil
+}
