@@ -19,7 +19,9 @@
 //     names a kid we do not know, at most once per JWKSMinRefresh (30 s)
 //     however many tokens ask; concurrent requests share one fetch. A fetch
 //     that fails, or returns no usable key, leaves the keys already held in
-//     place. Responses are limited to 1 MiB.
+//     place. Responses are limited to 1 MiB. The default HTTP client times
+//     out after 5 s and refuses redirects from https to http; a plain-http URL
+//     to a host other than loopback is logged as a warning.
 //
 // From a JWK Set, RSA (n, e), EC (crv, x, y) and OKP Ed25519 (x) keys are
 // used; keys with use other than "sig", key_ops without "verify", symmetric

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -165,6 +166,7 @@ func decodeB64(s string) ([]byte, error) {
 // per minRefresh however many tokens ask.
 type remote struct {
 	url        string
+	insecure   bool   // plain http to a host other than loopback
 	logURL     string // scheme, host and path only: a query may carry a secret
 	client     *http.Client
 	refresh    time.Duration
@@ -206,6 +208,7 @@ func newRemote(rawURL string, client *http.Client, refresh, minRefresh time.Dura
 	ctx, cancel := context.WithCancel(context.Background())
 	return &remote{
 		url:        rawURL,
+		insecure:   u.Scheme == "http" && !isLoopback(u.Hostname()),
 		logURL:     (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String(),
 		client:     client,
 		refresh:    refresh,
@@ -215,6 +218,14 @@ func newRemote(rawURL string, client *http.Client, refresh, minRefresh time.Dura
 		ctx:        ctx,
 		cancel:     cancel,
 	}, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // startLocked starts a fetch, or returns the one in flight. r.mu is held.

@@ -236,11 +236,14 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.JWKSURL != "" {
 		client := cfg.HTTPClient
 		if client == nil {
-			client = &http.Client{Timeout: defaultHTTPTimeout}
+			client = &http.Client{Timeout: defaultHTTPTimeout, CheckRedirect: noDowngrade}
 		}
 		r, err := newRemote(cfg.JWKSURL, client, refresh, minRefresh, now, log)
 		if err != nil {
 			return nil, fmt.Errorf("jwt: %w", err)
+		}
+		if r.insecure {
+			log.Warn("jwt: JWKS URL is plain HTTP to another host; anyone on the path can substitute keys", "url", r.logURL)
 		}
 		if err := r.refreshNow(ctx); err != nil && ctx.Err() != nil {
 			r.close()
@@ -250,6 +253,18 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		v.remote = r
 	}
 	return v, nil
+}
+
+// noDowngrade follows at most 5 redirects, never from https to http: keys
+// fetched over TLS must not be replaceable by whoever can answer in clear.
+func noDowngrade(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("too many redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return errors.New("redirect from https to http refused")
+	}
+	return nil
 }
 
 // Close stops the JWKS refresher, if any, and waits for it. Verify still
