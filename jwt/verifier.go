@@ -91,7 +91,8 @@ type Config struct {
 	// (or an array of strings); zero means DefaultScopeClaim. When the token
 	// lacks it, the "scp" claim (array or string) is read instead.
 	ScopeClaim string
-	// HTTPClient fetches JWKSURL; nil means a client with a 5 s timeout.
+	// HTTPClient fetches JWKSURL; nil means a client with a 5 s timeout that
+	// refuses redirects from https to http.
 	HTTPClient *http.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
