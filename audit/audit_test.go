@@ -197,7 +197,8 @@ func TestCleanRedacts(t *testing.T) {
 		{unsignedJWT, Redacted},
 		{"token=" + token + "; path=/", "token=" + Redacted + "; path=/"},
 		{"Authorization: Bearer sbk_live_0123456789abcdef", "Authorization: Bearer " + Redacted},
-		{"bearer x, jwt " + jwt, "bearer " + Redacted + ", jwt " + Redacted},
+		{"bearer opaque-0123456789, jwt " + jwt, "bearer " + Redacted + ", jwt " + Redacted},
+		{"missing bearer token", "missing bearer token"},
 		// Public identifiers and ordinary dotted words stay.
 		{id, id},
 		{"v1.2.3", "v1.2.3"},

@@ -15,16 +15,20 @@ const MaxValueLen = 512
 // Redacted replaces a value, or the part of it, that looks like a credential.
 const Redacted = "[REDACTED]"
 
+// minBearerLen is the shortest word after "Bearer" that is redacted.
+const minBearerLen = 16
+
 // secretLen is the length of a session token's secret half: 32 bytes in
 // unpadded base64url.
 const secretLen = 43
 
-// Clean returns v made safe for a log line: every credential-shaped part
-// (a session token, a bare token secret, a JWT, the word after "Bearer") is
-// replaced by [REDACTED]; invalid UTF-8 becomes U+FFFD; control characters,
-// Unicode line separators and bidirectional overrides are written as Go-style
-// escapes (\n, \r, \t, \x1b, \u2028), so no value can break a line or disguise
-// itself; and the result is cut to MaxValueLen bytes plus "…".
+// Clean returns v made safe for a log line: every credential-shaped part (a
+// session token, a bare token secret, a JWT, a word of 16 or more characters
+// after "Bearer") is replaced by [REDACTED]; invalid UTF-8 becomes U+FFFD;
+// control characters, Unicode line separators and bidirectional overrides are
+// written as Go-style escapes (\n, \r, \t, \x1b, \u2028), so no value can
+// break a line or disguise itself; and the result is cut to MaxValueLen bytes
+// plus "…".
 func Clean(v string) string {
 	// Look at a bounded prefix only: nothing past it survives the cut, and a
 	// hostile megabyte must cost no more than a short value.
@@ -69,7 +73,7 @@ func redact(v string) string {
 			j++
 		}
 		word := v[i:j]
-		if bearer || secretShaped(word) {
+		if bearer && len(word) >= minBearerLen || secretShaped(word) {
 			if b.Len() == 0 {
 				b.Grow(len(v))
 			}
@@ -77,8 +81,9 @@ func redact(v string) string {
 			b.WriteString(Redacted)
 			last = j
 		}
-		// Whatever follows "Bearer" is a credential of some kind, whether
-		// or not its shape is known here (API keys, opaque tokens).
+		// A long word after "Bearer" is a credential of some kind, whether
+		// or not its shape is known here (API keys, opaque tokens); short
+		// ones are prose ("missing bearer token").
 		bearer = strings.EqualFold(word, "bearer")
 		i = j
 	}

@@ -9,8 +9,8 @@
 // are logged at WARN, everything else at INFO.
 //
 // Values are treated as hostile: control characters are escaped so that a
-// forged User-Agent cannot start a fake log line, values are length-capped, and
-// anything shaped like a credential (a session token, its secret, a JWT, the
-// word after "Bearer") is replaced by [REDACTED]. That is a safety net, not a
-// licence: callers must never put secrets into Fields.
+// forged User-Agent cannot start a fake log line, values are length-capped,
+// and anything shaped like a credential (a session token, its secret, a JWT, a
+// long word after "Bearer") is replaced by [REDACTED]. That is a safety net,
+// not a licence: callers must never put secrets into Fields.
 package audit
