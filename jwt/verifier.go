@@ -170,9 +170,6 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		if err != nil {
 			return nil, fmt.Errorf("jwt: JWKS file: %w", err)
 		}
-		if len(data) > maxJWKSBytes {
-			return nil, fmt.Errorf("jwt: JWKS file %s: larger than %d bytes", cfg.JWKSFile, maxJWKSBytes)
-		}
 		keys, skipped, err := parseJWKS(data)
 		if err != nil {
 			return nil, fmt.Errorf("jwt: JWKS file %s: %w", cfg.JWKSFile, err)
