@@ -458,7 +458,7 @@ func TestNewRefusesUnusableConfig(t *testing.T) {
 		{"JWKS file not JSON", jwt.Config{JWKSFile: writeFile(t, "j.json", []byte("{"))}},
 		{"JWKS file without keys", jwt.Config{JWKSFile: writeFile(t, "j.json", []byte(`{"keys":[]}`))}},
 		{"JWKS file with only unusable keys", jwt.Config{JWKSFile: writeFile(t, "j.json", []byte(`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`))}},
-		{"JWKS file over 1 MiB", jwt.Config{JWKSFile: writeFile(t, "big.json", []byte(`{"keys":[]`+strings.Repeat(" ", 1<<20)+`}`))}},
+		{"JWKS file over 1 MiB", jwt.Config{JWKSFile: writeFile(t, "big.json", append(jwttest.JWKS(t, jwttest.JWK(t, "k", "", &ecKey256().PublicKey)), strings.Repeat(" ", 1<<20)...))}},
 		{"JWKS URL not http", jwt.Config{JWKSURL: "file:///etc/passwd"}},
 		{"JWKS URL relative", jwt.Config{JWKSURL: "/jwks.json"}},
 		{"negative leeway", jwt.Config{HMACSecret: secret64, Leeway: -time.Second}},
