@@ -308,8 +308,9 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 // subscription and sweeps, the expiry claims and the backend's own work.
 // When ctx is done it drains: it stops accepting, closes every WebSocket with
 // 1001 server_shutdown, waits for HTTP requests in flight, all within
-// ShutdownGrace, and returns nil after a clean drain. It returns early with
-// the error if serving fails.
+// ShutdownGrace, and returns nil after a clean drain. If serving fails it
+// drains the same way and returns the error. Run a Server once; Close it
+// after Run returns.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
@@ -350,9 +351,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		}
 		served <- srv.Serve(ln)
 	}()
+	var serveErr error
 	select {
-	case err := <-served:
-		return fmt.Errorf("server: serving: %w", err)
+	case serveErr = <-served:
+		// The listener failed: drain what is open all the same.
+		s.logger.Error("serving failed", "err", serveErr)
 	case <-ctx.Done():
 	}
 
@@ -365,9 +368,14 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	go func() { httpDone <- srv.Shutdown(drain) }()
 	gwErr := s.gateway.Shutdown(drain)
 	httpErr := <-httpDone
-	<-served
+	if serveErr == nil {
+		<-served
+	}
 	if httpErr != nil {
 		srv.Close()
+	}
+	if serveErr != nil {
+		return fmt.Errorf("server: serving: %w", serveErr)
 	}
 	if err := errors.Join(gwErr, httpErr); err != nil {
 		return fmt.Errorf("server: drain: %w", err)
