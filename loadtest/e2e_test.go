@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionbridge/sessionbridge/internal/redistest"
 	"github.com/sessionbridge/sessionbridge/internal/server"
 )
 
@@ -84,4 +85,21 @@ func TestEndToEndSingleNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReport(t, rep, 1, 20, 10, 12)
+}
+
+// TestEndToEndRedisCluster runs every scenario against two real nodes that
+// share a private Redis: admin calls go to A, idle sockets sit on B, so
+// updates and revocations cross nodes through Redis pub/sub.
+func TestEndToEndRedisCluster(t *testing.T) {
+	rs := redistest.Start(t)
+	a := startNode(t, server.Config{NodeID: "a", RedisURL: rs.URL()})
+	b := startNode(t, server.Config{NodeID: "b", RedisURL: rs.URL()})
+	rep, err := Run(context.Background(), tinyConfig([]string{a, b}, e2eAdminToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReport(t, rep, 1, 20, 10, 12)
+	if rep.NodeA != a || len(rep.NodesB) != 1 || rep.NodesB[0] != b {
+		t.Fatalf("nodes: A %s, B %v; want A %s, B [%s]", rep.NodeA, rep.NodesB, a, b)
+	}
 }

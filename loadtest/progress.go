@@ -78,6 +78,10 @@ func (p *progress) print() {
 	if el > 0 {
 		rate = float64(done) / el
 	}
+	if total == 0 && done == 0 && errs == 0 {
+		fmt.Fprintf(p.w, "[%6.1fs] %s: %.1f s so far\n", time.Since(p.start).Seconds(), phase, el)
+		return
+	}
 	if total > 0 {
 		fmt.Fprintf(p.w, "[%6.1fs] %s: %d/%d (%.0f/s, %d errors)\n", time.Since(p.start).Seconds(), phase, done, total, rate, errs)
 	} else {

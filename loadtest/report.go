@@ -96,6 +96,10 @@ type ConnectResult struct {
 	// phase divided by the sockets connected, in microseconds; -1 if the
 	// nodes do not export process_cpu_seconds_total.
 	CPUPerConnectUS float64 `json:"server_cpu_per_connect_us"`
+	// ClientCPUPerConnectUS is this tool's own CPU per connected socket over
+	// the same phase, in microseconds (-1 if unknown): on a machine shared
+	// with the nodes it is CPU the nodes could not use.
+	ClientCPUPerConnectUS float64 `json:"client_cpu_per_connect_us"`
 }
 
 // MemoryResult is the memory one B node spends on its idle sockets.
@@ -232,6 +236,9 @@ func (r *Report) WriteTable(out io.Writer) error {
 		p("connect\t%d/%d sockets in %.2f s\t%.0f/s\terrors %d", c.Connected, c.Sockets, c.ElapsedSeconds, c.SocketsPerSec, c.Errors.Count)
 		if c.CPUPerConnectUS >= 0 {
 			p("server CPU per connect\t%.1f µs\t(%.3f s in all)", c.CPUPerConnectUS, c.ServerCPUSecond)
+		}
+		if c.ClientCPUPerConnectUS >= 0 {
+			p("client CPU per connect\t%.1f µs\t(this tool)", c.ClientCPUPerConnectUS)
 		}
 	}
 	if u := r.Update; u != nil {

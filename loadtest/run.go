@@ -171,7 +171,7 @@ func (r *runner) hold(ctx context.Context, rep *Report) {
 	cfg := r.cfg
 	n := cfg.Sockets * len(r.b)
 	socks := make([]idle, n)
-	res := &ConnectResult{Sessions: n, Sockets: n, CPUPerConnectUS: -1}
+	res := &ConnectResult{Sessions: n, Sockets: n, CPUPerConnectUS: -1, ClientCPUPerConnectUS: -1}
 	rep.Connect = res
 
 	r.prog.set("create sessions", n)
@@ -211,6 +211,7 @@ func (r *runner) hold(ctx context.Context, rep *Report) {
 	r.prog.set("connect", n)
 	hsLat := make([]time.Duration, n)
 	var cerr errSink
+	cpu0 := selfCPU()
 	t1 := time.Now()
 	forEach(ctx, n, cfg.Concurrency, cfg.ConnectRate, func(ctx context.Context, i int) {
 		if socks[i].token == "" {
@@ -229,6 +230,7 @@ func (r *runner) hold(ctx context.Context, rep *Report) {
 		socks[i].conn, hsLat[i] = c, d
 	})
 	el := time.Since(t1)
+	cpu1 := selfCPU()
 	afterCPU, _ := r.scrapeAll(ctx, r.b)
 	lat := nonZero(hsLat)
 	res.Connected = len(lat)
@@ -245,6 +247,9 @@ func (r *runner) hold(ctx context.Context, rep *Report) {
 			continue
 		}
 		cpu += afterCPU[j].CPUSeconds - before[j].CPUSeconds
+	}
+	if cpu0 >= 0 && cpu1 >= 0 && res.Connected > 0 {
+		res.ClientCPUPerConnectUS = us(cpu1-cpu0) / float64(res.Connected)
 	}
 	if cpuOK {
 		res.ServerCPUSecond = cpu
