@@ -175,6 +175,10 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	if copt.ClientName == "" {
 		copt.ClientName = "sessionbridge:" + o.NodeID
 	}
+	// Keep every connection's reader running, so that a connection Redis
+	// dropped (restart, CLIENT KILL) is noticed at once and replaced before
+	// the next command, instead of failing the first write sent on it.
+	copt.AlwaysPipelining = true
 	// Dial fast: authentication must fail closed quickly while Redis is away.
 	if copt.Dialer.Timeout == 0 {
 		copt.Dialer.Timeout = o.Timeout

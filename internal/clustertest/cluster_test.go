@@ -1,0 +1,331 @@
+package clustertest
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"go.uber.org/goleak"
+
+	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/gateway"
+	"github.com/sessionbridge/sessionbridge/internal/redistest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// eventWait bounds how long an event may take to cross nodes in these tests:
+// generous for a loaded machine; the real figure is a benchmark's business.
+const eventWait = 10 * time.Second
+
+func TestRevokeOnAClosesSocketOnB(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := twoNodes(t, srv, nodeOpts{})
+	s, tok := create(t, a, "alice")
+	c := dial(t, b, tok)
+	if _, err := a.manager.Delete(bg, s.ID, sb.ReasonRevoked, sb.Change{Source: sb.SourceAPI}); err != nil {
+		t.Fatal(err)
+	}
+	c.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
+	// And the token no longer opens a socket anywhere.
+	for _, n := range []*node{a, b} {
+		if _, resp, err := tryDial(n.srv.URL, tok); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("dial %s with a revoked token: %v, %v; want 401", n.name, err, resp)
+		}
+	}
+}
+
+func TestUpdateOnAReachesB(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := twoNodes(t, srv, nodeOpts{})
+	s, tok := create(t, a, "bob")
+	c := dial(t, b, tok)
+	if _, err := a.manager.Update(bg, s.ID, json.RawMessage(`{"theme":"dark","cart":3}`), 0, sb.Change{Source: sb.SourceHTTP}); err != nil {
+		t.Fatal(err)
+	}
+	f := c.expect(gateway.TypeSessionUpdated, eventWait)
+	var got struct {
+		Session sb.PublicSession `json:"session"`
+		Source  sb.Source        `json:"source"`
+	}
+	if err := json.Unmarshal(f.Data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Session.Version != 2 || got.Source != sb.SourceHTTP || !strings.Contains(string(got.Session.Data), `"theme":"dark"`) {
+		t.Fatalf("session.updated = %s", f.Data)
+	}
+}
+
+func TestFrameUpdateOnBVisibleOnA(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := twoNodes(t, srv, nodeOpts{})
+	s, tok := create(t, a, "carol")
+	// A reads the session first, so that it sits in A's client cache.
+	if _, err := a.manager.Get(bg, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, b, tok)
+	c.send(gateway.TypeSessionUpdate, "u1", map[string]any{"data": map[string]any{"lang": "fr"}})
+	ack := c.expect(gateway.TypeAck, eventWait)
+	if ack.ID != "u1" {
+		t.Fatalf("ack id = %q", ack.ID)
+	}
+	eventually(t, eventWait, "A to see the update made on B", func() bool {
+		got, err := a.manager.Get(bg, s.ID)
+		return err == nil && got.Version == 2 && strings.Contains(string(got.Data), `"lang":"fr"`)
+	})
+}
+
+func TestDeleteUserClosesSocketsOnBothNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := twoNodes(t, srv, nodeOpts{})
+	_, tok1 := create(t, a, "dave")
+	_, tok2 := create(t, b, "dave")
+	keep, tok3 := create(t, a, "dave")
+	c1, c2, c3 := dial(t, a, tok1), dial(t, b, tok2), dial(t, b, tok3)
+	gone, err := a.manager.DeleteUser(bg, "dave", keep.ID, sb.ReasonRevoked, sb.Change{Source: sb.SourceAPI})
+	if err != nil || len(gone) != 2 {
+		t.Fatalf("DeleteUser = %v, %v; want 2 removed", gone, err)
+	}
+	c1.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
+	c2.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
+	if !c3.isOpen(eventWait) {
+		t.Fatal("the kept session's socket was closed")
+	}
+	list, err := b.manager.List(bg, "dave")
+	if err != nil || len(list) != 1 || list[0].ID != keep.ID {
+		t.Fatalf("List on B = %v, %v; want only the kept session", list, err)
+	}
+}
+
+// rawSubscriber counts the messages on one channel with a plain rueidis
+// client, independent of the code under test.
+func rawSubscriber(t *testing.T, srv *redistest.Server, channel string) (count func(match string) int) {
+	t.Helper()
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var msgs []string
+	subscribed := make(chan struct{})
+	var once sync.Once
+	ctx, cancel := newCancel()
+	ctx = rueidis.WithOnSubscriptionHook(ctx, func(rueidis.PubSubSubscription) { once.Do(func() { close(subscribed) }) })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = client.Receive(ctx, client.B().Subscribe().Channel(channel).Build(), func(m rueidis.PubSubMessage) {
+			mu.Lock()
+			msgs = append(msgs, m.Message)
+			mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		client.Close()
+	})
+	select {
+	case <-subscribed:
+	case <-time.After(eventWait):
+		t.Fatal("raw subscriber did not subscribe")
+	}
+	return func(match string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, m := range msgs {
+			if strings.Contains(m, match) {
+				n++
+			}
+		}
+		return n
+	}
+}
+
+func TestExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	// Both nodes claim expiries every 20ms: they race for every session.
+	a, b := twoNodes(t, srv, nodeOpts{expiry: 20 * time.Millisecond})
+	count := rawSubscriber(t, srv, "sb:session:expired")
+
+	const n = 8
+	var clients []*client
+	var ids []string
+	for i := range n {
+		s, tok, err := a.manager.Create(bg, sb.NewSession{UserID: "erin", TTL: 1500 * time.Millisecond}, sb.Change{Source: sb.SourceAPI})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+		on := a
+		if i%2 == 1 {
+			on = b
+		}
+		clients = append(clients, dial(t, on, tok))
+	}
+	for _, c := range clients {
+		c.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionExpired, eventWait)
+	}
+	eventually(t, eventWait, "every expiry to be claimed", func() bool {
+		got, err := a.backend.Store().GetMany(bg, ids)
+		return err == nil && len(got) == 0
+	})
+	// Nothing is left to claim on either node.
+	for _, nd := range []*node{a, b} {
+		if got, err := nd.manager.ClaimExpired(bg, 100); err != nil || len(got) != 0 {
+			t.Fatalf("ClaimExpired on %s after the fact = %d, %v", nd.name, len(got), err)
+		}
+	}
+	// Pub/sub keeps order on one connection: once a marker published after
+	// every claim arrives, every expired event has too.
+	srv.MustDo("PUBLISH", "sb:session:expired", `{"session_id":"marker"}`)
+	eventually(t, eventWait, "the marker", func() bool { return count("marker") == 1 })
+	for _, id := range ids {
+		if got := count(`"session_id":"` + id + `"`); got != 1 {
+			t.Fatalf("session %s: %d expired events, want exactly 1", id, got)
+		}
+	}
+}
+
+func TestSubscriptionKilledThenRevokeStillCloses(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := twoNodes(t, srv, nodeOpts{})
+	s, tok := create(t, a, "frank")
+	c := dial(t, b, tok)
+	// Cut both nodes' subscriptions and revoke at once: the deleted event
+	// may well be published while B is not subscribed. B's re-validation
+	// after it re-subscribes must close the socket anyway (the periodic sweep
+	// is an hour away).
+	if _, err := srv.Do("CLIENT", "KILL", "TYPE", "pubsub"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.manager.Delete(bg, s.ID, sb.ReasonRevoked, sb.Change{Source: sb.SourceAPI}); err != nil {
+		t.Fatal(err)
+	}
+	c.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
+}
+
+func TestSlowSubscriberCutByRedisRecovers(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := twoNodes(t, srv, nodeOpts{})
+	s, tok := create(t, a, "grace")
+	c := dial(t, b, tok)
+	srv.MustDo("CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 32kb 1")
+	// One script overflows every subscriber's output buffer, so Redis cuts
+	// them, then removes the session: its deleted event is certainly lost.
+	script := `redis.call('PUBLISH', ARGV[1], ARGV[2]); redis.call('DEL', KEYS[1]); redis.call('PUBLISH', ARGV[3], ARGV[4]); return 1`
+	big := `{"user_id":"nobody","data":"` + strings.Repeat("x", 256<<10) + `"}`
+	srv.MustDo("EVAL", script, "1", "sb:s:{"+sb.ShardOfID(s.ID)+"}"+s.ID,
+		"sb:session:messages", big,
+		"sb:session:deleted", `{"session_id":"`+s.ID+`","reason":"revoked"}`)
+	c.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
+	// The cluster works on: a new session revoked on A closes on B.
+	s2, tok2 := create(t, a, "grace")
+	c2 := dial(t, b, tok2)
+	if _, err := a.manager.Delete(bg, s2.ID, sb.ReasonRevoked, sb.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	c2.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
+}
+
+func TestRedisDownThenBackEmpty(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := twoNodes(t, srv, nodeOpts{timeout: 500 * time.Millisecond})
+	_, tok := create(t, a, "heidi")
+	c := dial(t, b, tok)
+
+	srv.Stop()
+	eventually(t, eventWait, "Ping to fail", func() bool { return b.backend.Ping(bg) != nil })
+	if err := b.backend.Ping(bg); !errors.Is(err, sb.ErrUnavailable) {
+		t.Fatalf("Ping = %v, want ErrUnavailable", err)
+	}
+	if _, err := b.manager.Authenticate(bg, tok); !errors.Is(err, sb.ErrUnavailable) {
+		t.Fatalf("Authenticate = %v, want ErrUnavailable", err)
+	}
+	// New upgrades fail closed with 503...
+	if _, resp, err := tryDial(b.srv.URL, tok); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("dial with Redis down: %v, %v; want 503", err, resp)
+	}
+	// ...while established sockets stay.
+	if !c.isOpen(eventWait) {
+		t.Fatal("an established socket closed while Redis was down")
+	}
+
+	srv.Restart()
+	// Redis came back empty: the session is gone, and B's re-validation
+	// after re-subscribing closes its socket.
+	c.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, 2*eventWait)
+	eventually(t, eventWait, "Ping to recover", func() bool { return a.backend.Ping(bg) == nil && b.backend.Ping(bg) == nil })
+
+	// Everything reconnected by itself: the full path works again.
+	s2, tok2 := create(t, a, "heidi")
+	c2 := dial(t, b, tok2)
+	if _, err := a.manager.Delete(bg, s2.ID, sb.ReasonRevoked, sb.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	c2.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
+}
+
+func TestConcurrentLogoutAndUpdateNeverResurrect(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := twoNodes(t, srv, nodeOpts{})
+	for round := range 20 {
+		s, _ := create(t, a, "ivan")
+		var wg sync.WaitGroup
+		var deleted atomic.Bool
+		for i := range 4 {
+			n := a
+			if i%2 == 1 {
+				n = b
+			}
+			wg.Go(func() {
+				for j := range 10 {
+					_, err := n.manager.Update(bg, s.ID, json.RawMessage(`{"i":`+string(rune('0'+j))+`}`), 0, sb.Change{})
+					if err != nil && !errors.Is(err, sb.ErrNotFound) {
+						t.Errorf("round %d: Update: %v", round, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			if _, err := b.manager.Delete(bg, s.ID, sb.ReasonLogout, sb.Change{}); err == nil {
+				deleted.Store(true)
+			}
+		})
+		wg.Wait()
+		if !deleted.Load() {
+			t.Fatalf("round %d: Delete failed", round)
+		}
+		for _, n := range []*node{a, b} {
+			if _, err := n.backend.Store().GetMany(bg, []string{s.ID}); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := n.backend.Store().GetMany(bg, []string{s.ID}); len(got) != 0 {
+				t.Fatalf("round %d: session resurrected on %s", round, n.name)
+			}
+			eventually(t, eventWait, "the cached read to see the delete", func() bool {
+				_, err := n.manager.Get(bg, s.ID)
+				return errors.Is(err, sb.ErrNotFound)
+			})
+		}
+		key := "sb:s:{" + sb.ShardOfID(s.ID) + "}" + s.ID
+		if n := srv.MustDo("EXISTS", key).(int64); n != 0 {
+			t.Fatalf("round %d: session key exists after logout", round)
+		}
+		if n := srv.MustDo("SISMEMBER", "sb:u:{"+sb.Shard("ivan")+"}ivan", s.ID).(int64); n != 0 {
+			t.Fatalf("round %d: user index still lists the session", round)
+		}
+		if v := srv.MustDo("ZSCORE", "sb:x:{"+sb.ShardOfID(s.ID)+"}", s.ID); v != nil {
+			t.Fatalf("round %d: expiry index still lists the session", round)
+		}
+	}
+}

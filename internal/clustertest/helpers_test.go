@@ -1,0 +1,253 @@
+package clustertest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/gateway"
+	"github.com/sessionbridge/sessionbridge/internal/redistest"
+	"github.com/sessionbridge/sessionbridge/redis"
+)
+
+var bg = context.Background()
+
+// node is one sessionbridge node: its own Redis backend, Manager and
+// Gateway, serving /ws on an httptest server.
+type node struct {
+	name    string
+	backend *redis.Backend
+	manager *sb.Manager
+	gw      *gateway.Gateway
+	srv     *httptest.Server
+}
+
+type nodeOpts struct {
+	prefix  string
+	timeout time.Duration
+	// expiry, if set, runs Manager.RunExpiry at that interval.
+	expiry time.Duration
+	idle   time.Duration
+}
+
+// startNode builds a node on srv and runs it until the test ends. Sweeps are
+// an hour apart, so that what a test sees comes from events and gaps, never
+// from the periodic sweep.
+func startNode(t *testing.T, name string, srv *redistest.Server, o nodeOpts) *node {
+	t.Helper()
+	if o.timeout == 0 {
+		o.timeout = 2 * time.Second
+	}
+	b, err := redis.New(bg, redis.Options{URL: srv.URL(), Prefix: o.prefix, NodeID: name, Timeout: o.timeout})
+	if err != nil {
+		t.Fatalf("redis.New(%s): %v", name, err)
+	}
+	m := &sb.Manager{Store: b.Store(), NodeID: name, IdleTimeout: o.idle}
+	gw, err := gateway.New(gateway.Config{
+		Manager: m, Bus: b.Bus(), Tickets: b.Tickets(), NodeID: name,
+		SweepInterval: time.Hour, PingInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatalf("gateway.New(%s): %v", name, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ws", gw)
+	n := &node{name: name, backend: b, manager: m, gw: gw, srv: httptest.NewServer(mux)}
+
+	ctx, cancel := context.WithCancel(bg)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = gw.Run(ctx) })
+	if o.expiry > 0 {
+		wg.Go(func() { m.RunExpiry(ctx, o.expiry, nil) })
+	}
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(bg, 10*time.Second)
+		defer scancel()
+		_ = gw.Shutdown(sctx)
+		cancel()
+		wg.Wait()
+		n.srv.Close()
+		b.Close()
+	})
+	return n
+}
+
+// twoNodes starts nodes A and B sharing srv under one prefix.
+func twoNodes(t *testing.T, srv *redistest.Server, o nodeOpts) (*node, *node) {
+	t.Helper()
+	if o.prefix == "" {
+		o.prefix = "sb:"
+	}
+	return startNode(t, "node-a", srv, o), startNode(t, "node-b", srv, o)
+}
+
+// frame is a server frame as a client sees it.
+type frame struct {
+	Type string          `json:"type"`
+	ID   string          `json:"id"`
+	Data json.RawMessage `json:"data"`
+}
+
+// client is a WebSocket client that reads every frame into a channel.
+type client struct {
+	t      *testing.T
+	conn   *websocket.Conn
+	frames chan frame
+	closed chan struct{}
+	err    error // the read error that ended the connection; set before closed
+}
+
+// dial connects to n's /ws with the session token in X-Session-Token and
+// waits for the welcome frame.
+func dial(t *testing.T, n *node, token string) *client {
+	t.Helper()
+	c, resp, err := tryDial(n.srv.URL, token)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: %v (HTTP %d)", n.name, err, status)
+	}
+	c.t = t
+	t.Cleanup(func() { _ = c.conn.Close(); <-c.closed })
+	c.expect(gateway.TypeWelcome, 10*time.Second)
+	return c
+}
+
+func tryDial(baseURL, token string) (*client, *http.Response, error) {
+	u := "ws" + strings.TrimPrefix(baseURL, "http") + "/ws"
+	h := http.Header{}
+	h.Set("X-Session-Token", token)
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	conn, resp, err := d.Dial(u, h)
+	if err != nil {
+		return nil, resp, err
+	}
+	c := &client{conn: conn, frames: make(chan frame, 1024), closed: make(chan struct{})}
+	go c.read()
+	return c, resp, nil
+}
+
+func (c *client) read() {
+	defer close(c.closed)
+	for {
+		_, b, err := c.conn.ReadMessage()
+		if err != nil {
+			c.err = err
+			return
+		}
+		var f frame
+		if json.Unmarshal(b, &f) == nil {
+			select {
+			case c.frames <- f:
+			default: // a test that reads nothing does not block the reader
+			}
+		}
+	}
+}
+
+// expect waits for a frame of type typ, skipping others.
+func (c *client) expect(typ string, within time.Duration) frame {
+	c.t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		select {
+		case f := <-c.frames:
+			if f.Type == typ {
+				return f
+			}
+		case <-c.closed:
+			c.t.Fatalf("connection closed (%v) while waiting for %s", c.err, typ)
+		case <-deadline.C:
+			c.t.Fatalf("no %s frame within %v", typ, within)
+		}
+	}
+}
+
+// send writes a client frame.
+func (c *client) send(typ, id string, data any) {
+	c.t.Helper()
+	b, err := json.Marshal(map[string]any{"type": typ, "id": id, "data": data})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		c.t.Fatalf("write %s: %v", typ, err)
+	}
+}
+
+// expectClose waits for the server to close the connection with code and
+// reason.
+func (c *client) expectClose(code int, reason string, within time.Duration) {
+	c.t.Helper()
+	select {
+	case <-c.closed:
+	case <-time.After(within):
+		c.t.Fatalf("socket still open after %v; want close %d %s", within, code, reason)
+	}
+	var ce *websocket.CloseError
+	if !errors.As(c.err, &ce) || ce.Code != code || ce.Text != reason {
+		c.t.Fatalf("socket ended with %v; want close %d %s", c.err, code, reason)
+	}
+}
+
+// isOpen reports whether the connection still answers a ping frame.
+func (c *client) isOpen(within time.Duration) bool {
+	select {
+	case <-c.closed:
+		return false
+	default:
+	}
+	c.send(gateway.TypePing, "p", nil)
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		select {
+		case f := <-c.frames:
+			if f.Type == gateway.TypePong {
+				return true
+			}
+		case <-c.closed:
+			return false
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+// create makes a session for user on n and returns it with its token.
+func create(t *testing.T, n *node, user string) (*sb.Session, string) {
+	t.Helper()
+	s, tok, err := n.manager.Create(bg, sb.NewSession{UserID: user, Data: json.RawMessage(`{"theme":"light"}`)}, sb.Change{Source: sb.SourceAPI})
+	if err != nil {
+		t.Fatalf("Create on %s: %v", n.name, err)
+	}
+	return s, tok
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		<-tick.C
+	}
+}
+
+func newCancel() (context.Context, context.CancelFunc) { return context.WithCancel(bg) }
