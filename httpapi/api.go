@@ -48,6 +48,9 @@ type API struct {
 	Publisher Publisher
 	// Tickets issues the single-use WebSocket tickets of POST /auth/ws-ticket.
 	Tickets sessionbridge.TicketStore
+	// LoginLimiter, if set, refuses sign-ins from a client IP or for a
+	// username with too many recent failures (429 rate_limited).
+	LoginLimiter *FailureLimiter
 	// AdminToken is the bearer token of the admin API; empty disables it.
 	AdminToken string
 	// AllowedOrigins are other origins ("https://app.example.com") whose

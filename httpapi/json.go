@@ -32,6 +32,7 @@ const (
 	CodeVersionConflict      = "version_conflict"
 	CodeBodyTooLarge         = "body_too_large"
 	CodeUnsupportedMediaType = "unsupported_media_type"
+	CodeRateLimited          = "rate_limited"
 	CodeUnavailable          = "unavailable"
 	CodeNotReady             = "not_ready"
 	CodeInternal             = "internal"

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -31,12 +32,25 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "username and password are required"))
 		return
 	}
+	f := a.Sessions.fields(r, audit.Fields{UserID: sanitizeName(req.Username), Method: "password"})
+	// Keys carry a prefix so that a username cannot collide with an IP.
+	ipKey, userKey := "ip:"+f.IP, "user:"+truncate(req.Username, 128)
+	if wait, blocked := a.LoginLimiter.Blocked(ipKey, userKey); blocked {
+		f.Reason = "rate_limited"
+		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
+		writeError(w, errorf(http.StatusTooManyRequests, CodeRateLimited, "too many failed sign-ins; retry later"))
+		return
+	}
 	u, ok := a.Users.Verify(req.Username, req.Password)
 	if !ok {
-		a.Audit.Log(r.Context(), audit.AuthnLoginFail, a.Sessions.fields(r, audit.Fields{UserID: sanitizeName(req.Username), Method: "password", Reason: "invalid_credentials"}))
+		a.LoginLimiter.Fail(ipKey, userKey)
+		f.Reason = "invalid_credentials"
+		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
 		writeError(w, errorf(http.StatusUnauthorized, CodeInvalidCredentials, "invalid username or password"))
 		return
 	}
+	a.LoginLimiter.Reset(userKey)
 	s, err := a.Sessions.Login(w, r, u.Username, nil)
 	if err != nil {
 		writeError(w, a.changeError(r, err))

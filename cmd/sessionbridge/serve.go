@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/sessionbridge/sessionbridge/internal/server"
 	"github.com/sessionbridge/sessionbridge/jwt"
@@ -41,6 +42,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&c.NodeID, "node-id", "", "name of this node in events and presence (default <hostname>-<random>)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token of the admin API; empty disables the admin API (prefer the environment variable: flags show in ps)")
 	fs.StringVar(&c.UsersFile, "users", server.DefaultUsersFile, "users file for password login (see `sessionbridge user add`)")
+	fs.IntVar(&c.LoginMaxFailures, "login-max-failures", 10, "failed sign-ins allowed per client IP and per username within --login-failure-window; negative disables the limit")
+	fs.DurationVar(&c.LoginFailureWindow, "login-failure-window", 5*time.Minute, "how long failed sign-ins are remembered")
 	fs.BoolVar(&f.demo, "demo", false, "add a user \"demo\" with a random password, printed once; in memory only")
 	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated browser origins besides the server's own (https://app.example.com, https://*.example.com)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated proxy addresses or CIDR prefixes whose X-Forwarded-For is believed")

@@ -57,6 +57,11 @@ type Config struct {
 	// A missing file means no users; changes made by `sessionbridge user`
 	// are picked up without a restart.
 	UsersFile string
+	// LoginMaxFailures is how many failed sign-ins a client IP, and a
+	// username, may have within LoginFailureWindow before sign-ins under it
+	// are refused with 429; zero means 10, negative disables the limit.
+	LoginMaxFailures   int
+	LoginFailureWindow time.Duration
 	// DemoPassword, if set, adds a user "demo" with this password, in
 	// memory only.
 	DemoPassword string
@@ -222,12 +227,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		presence = s.backend.Presence(s.gateway)
 	}
 
+	var limiter *httpapi.FailureLimiter
+	if cfg.LoginMaxFailures >= 0 {
+		limiter = &httpapi.FailureLimiter{Max: cfg.LoginMaxFailures, Window: cfg.LoginFailureWindow}
+	}
 	api := &httpapi.API{
 		Sessions: &httpapi.Sessions{
 			Manager: s.manager, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
 			Audit: auditLog, Logger: logger,
 		},
-		Users: s.users, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets,
+		Users: s.users, LoginLimiter: limiter, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets,
 		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins,
 		Ready: s.ready, Audit: auditLog, Logger: logger,
 	}
