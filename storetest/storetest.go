@@ -16,7 +16,6 @@
 package storetest
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -86,8 +85,6 @@ func (h *harness) manager(c *clock) *sessionbridge.Manager {
 	}
 	return m
 }
-
-var ctx = context.Background()
 
 // clock is an injectable Manager clock that starts at the real time, so that
 // deadlines it makes lie in the real future, as a networked store may expect.
@@ -169,6 +166,7 @@ func created(s *sessionbridge.Session) sessionbridge.Event {
 }
 
 func mustCreate(t *testing.T, st sessionbridge.Store, s *sessionbridge.Session) {
+	ctx := t.Context()
 	t.Helper()
 	if err := st.Create(ctx, s.Clone(), created(s)); err != nil {
 		t.Fatalf("Create(%s): %v", s.ID, err)
@@ -176,6 +174,7 @@ func mustCreate(t *testing.T, st sessionbridge.Store, s *sessionbridge.Session) 
 }
 
 func mustGet(t *testing.T, st sessionbridge.Store, id string) *sessionbridge.Session {
+	ctx := t.Context()
 	t.Helper()
 	s, err := st.Get(ctx, id)
 	if err != nil {
@@ -185,6 +184,7 @@ func mustGet(t *testing.T, st sessionbridge.Store, id string) *sessionbridge.Ses
 }
 
 func wantNotFound(t *testing.T, st sessionbridge.Store, id string) {
+	ctx := t.Context()
 	t.Helper()
 	if s, err := st.Get(ctx, id); !errors.Is(err, sessionbridge.ErrNotFound) {
 		t.Fatalf("Get(%s) = %+v, %v; want ErrNotFound", id, s, err)
@@ -192,6 +192,7 @@ func wantNotFound(t *testing.T, st sessionbridge.Store, id string) {
 }
 
 func listIDs(t *testing.T, st sessionbridge.Store, userID string) []string {
+	ctx := t.Context()
 	t.Helper()
 	list, err := st.ListUser(ctx, userID)
 	if err != nil {
@@ -215,6 +216,7 @@ func sorted(ids ...string) []string {
 }
 
 func testCreateGet(t *testing.T, h *harness) {
+	ctx := t.Context()
 	user := newUser(t)
 	now := time.Now()
 	var want []*sessionbridge.Session
@@ -262,6 +264,7 @@ func testCreateGet(t *testing.T, h *harness) {
 }
 
 func testCreateExisting(t *testing.T, h *harness) {
+	ctx := t.Context()
 	s, _ := makeSession(t, newUser(t), time.Now())
 	mustCreate(t, h.st, s)
 	dup := s.Clone()
@@ -274,6 +277,7 @@ func testCreateExisting(t *testing.T, h *harness) {
 }
 
 func testNotFound(t *testing.T, h *harness) {
+	ctx := t.Context()
 	user := newUser(t)
 	now := time.Now()
 	s, _ := makeSession(t, user, now)
@@ -300,6 +304,7 @@ func testNotFound(t *testing.T, h *harness) {
 }
 
 func testUpdateVersion(t *testing.T, h *harness) {
+	ctx := t.Context()
 	s, _ := makeSession(t, newUser(t), time.Now())
 	mustCreate(t, h.st, s)
 
@@ -332,6 +337,7 @@ func testUpdateVersion(t *testing.T, h *harness) {
 }
 
 func testConcurrentUpdates(t *testing.T, h *harness) {
+	ctx := t.Context()
 	// 16 writers: the Manager retries a conflict up to 16 times, and each of a
 	// writer's conflicts means one of the 15 others committed, so none may fail.
 	const n = 16
@@ -372,6 +378,7 @@ func testConcurrentUpdates(t *testing.T, h *harness) {
 }
 
 func testExpectVersion(t *testing.T, h *harness) {
+	ctx := t.Context()
 	const n = 8
 	m := h.manager(nil)
 	s, _, err := m.Create(ctx, sessionbridge.NewSession{UserID: newUser(t)}, sessionbridge.Change{})
@@ -412,6 +419,7 @@ func testExpectVersion(t *testing.T, h *harness) {
 }
 
 func testDeleteRacesUpdate(t *testing.T, h *harness) {
+	ctx := t.Context()
 	m := h.manager(nil)
 	user := newUser(t)
 	for round := range 20 {
@@ -454,6 +462,7 @@ func isTouch(ev sessionbridge.Event) bool {
 }
 
 func testTouchThrottling(t *testing.T, h *harness) {
+	ctx := t.Context()
 	rec := watch(t, h.bus)
 	c := newClock()
 	m := h.manager(c) // idle 30m, absolute 1h, touch interval 1m
@@ -552,6 +561,7 @@ func testTouchThrottling(t *testing.T, h *harness) {
 }
 
 func testTimeouts(t *testing.T, h *harness) {
+	ctx := t.Context()
 	c := newClock()
 	m := h.manager(c)
 	m.IdleTimeout = 10 * time.Minute
@@ -603,6 +613,7 @@ func testTimeouts(t *testing.T, h *harness) {
 }
 
 func testListUser(t *testing.T, h *harness) {
+	ctx := t.Context()
 	now := time.Now()
 	u, v := newUser(t), newUser(t)
 	s1, _ := makeSession(t, u, now)
@@ -683,6 +694,7 @@ func rotatedEvents(old, r *sessionbridge.Session) (deleted, created sessionbridg
 }
 
 func testRotate(t *testing.T, h *harness) {
+	ctx := t.Context()
 	rec := watch(t, h.bus)
 	user := newUser(t)
 	s, _ := makeSession(t, user, time.Now())
@@ -747,6 +759,7 @@ func testRotate(t *testing.T, h *harness) {
 }
 
 func testClaimExpired(t *testing.T, h *harness) {
+	ctx := t.Context()
 	rec := watch(t, h.bus)
 	user := newUser(t)
 	now := time.Now()
@@ -855,6 +868,7 @@ func testClaimExpired(t *testing.T, h *harness) {
 }
 
 func testTouchMovesExpiry(t *testing.T, h *harness) {
+	ctx := t.Context()
 	rec := watch(t, h.bus)
 	now := time.Now()
 	base := now.Add(time.Hour)
@@ -917,6 +931,7 @@ func testTouchMovesExpiry(t *testing.T, h *harness) {
 }
 
 func testEvents(t *testing.T, h *harness) {
+	ctx := t.Context()
 	rec := watch(t, h.bus)
 	user := newUser(t)
 	now := time.Now()
@@ -1024,12 +1039,14 @@ func testEvents(t *testing.T, h *harness) {
 }
 
 func testPing(t *testing.T, h *harness) {
+	ctx := t.Context()
 	if err := h.st.Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 }
 
 func testTokens(t *testing.T, h *harness) {
+	ctx := t.Context()
 	m := h.manager(nil)
 	s, token, err := m.Create(ctx, sessionbridge.NewSession{UserID: newUser(t)}, sessionbridge.Change{})
 	if err != nil {
