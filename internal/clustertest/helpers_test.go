@@ -110,13 +110,19 @@ type client struct {
 // waits for the welcome frame.
 func dial(t *testing.T, n *node, token string) *client {
 	t.Helper()
-	c, resp, err := tryDial(n.srv.URL, token)
+	return dialURL(t, n.srv.URL, token)
+}
+
+// dialURL is dial for the server at baseURL.
+func dialURL(t *testing.T, baseURL, token string) *client {
+	t.Helper()
+	c, resp, err := tryDial(baseURL, token)
 	if err != nil {
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
 		}
-		t.Fatalf("dial %s: %v (HTTP %d)", n.name, err, status)
+		t.Fatalf("dial %s: %v (HTTP %d)", baseURL, err, status)
 	}
 	c.t = t
 	t.Cleanup(func() { _ = c.conn.Close(); <-c.closed })
