@@ -196,7 +196,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}()
 
 	s.manager = &sessionbridge.Manager{
-		Store: s.backend.Store, NodeID: cfg.NodeID,
+		Store: countingStore{Store: s.backend.Store, m: m}, NodeID: cfg.NodeID,
 		IdleTimeout: cfg.IdleTimeout, AbsoluteTimeout: cfg.AbsoluteTimeout, TouchInterval: cfg.TouchInterval,
 	}
 	var jwtVerifier sessionbridge.TokenVerifier

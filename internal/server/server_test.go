@@ -237,8 +237,11 @@ func TestServeLoginSocketLogout(t *testing.T) {
 
 func TestOperationalRoutes(t *testing.T) {
 	r := start(t, Config{})
-	resp, body := r.do("GET", "/metrics", "", nil)
-	for _, want := range []string{"go_goroutines", "process_resident_memory_bytes", "sessionbridge_"} {
+	var resp *http.Response
+	var body string
+	r.loginDemo()
+	resp, body = r.do("GET", "/metrics", "", nil)
+	for _, want := range []string{"go_goroutines", "process_resident_memory_bytes", `sessionbridge_session_changes_total{type="created"} 1`} {
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s (status %d)", want, resp.StatusCode)
 		}
