@@ -36,6 +36,8 @@ const (
 	DefaultUsersFile      = "users.json"
 	DefaultShutdownGrace  = 10 * time.Second
 	DefaultExpiryInterval = time.Second
+	// minAdminToken is the admin token length below which New warns.
+	minAdminToken = 16
 )
 
 // Config is everything a server can be told; each field is a flag of
@@ -169,6 +171,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		if err := checkOrigin(o); err != nil {
 			return nil, fmt.Errorf("server: allowed origins: %w", err)
 		}
+	}
+
+	if cfg.AdminToken != "" && len(cfg.AdminToken) < minAdminToken {
+		// Not refused, so that a development setup stays easy; said loudly.
+		logger.Warn("the admin token is short: anyone who guesses it controls every session; use at least 32 random characters", "length", len(cfg.AdminToken))
 	}
 
 	s := &Server{cfg: cfg, logger: logger, registry: prometheus.NewRegistry()}
