@@ -1,0 +1,155 @@
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/redistest"
+)
+
+// benchSession creates a session through writer, so that the reader under
+// measurement has no write of its own to it (which would bypass its cache).
+func benchSession(b *testing.B, writer *Backend) *sessionbridge.Session {
+	b.Helper()
+	s := newSession(b, "bench-user")
+	s.Data = json.RawMessage(`{"theme":"dark","cart":[1,2,3],"locale":"en-GB","flags":{"beta":true}}`)
+	if err := writer.Store().Create(bg, s, sessionbridge.Event{Source: sessionbridge.SourceAPI, NodeID: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func benchGet(b *testing.B, disableCache bool) {
+	srv := redistest.Start(b)
+	writer := newBackend(b, srv)
+	reader := newBackend(b, srv, func(o *Options) { o.Prefix = writer.prefix; o.DisableClientCache = disableCache })
+	s := benchSession(b, writer)
+	if _, err := reader.Store().Get(bg, s.ID); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := reader.Store().Get(bg, s.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGetCached is Store.Get with a warm client-side cache: no round
+// trip to Redis.
+func BenchmarkGetCached(b *testing.B) { benchGet(b, false) }
+
+// BenchmarkGetUncached is Store.Get with the client cache off: one HGETALL
+// round trip.
+func BenchmarkGetUncached(b *testing.B) { benchGet(b, true) }
+
+// BenchmarkGetCachedParallel is BenchmarkGetCached from GOMAXPROCS
+// goroutines, as concurrent HTTP requests would read.
+func BenchmarkGetCachedParallel(b *testing.B) {
+	srv := redistest.Start(b)
+	writer := newBackend(b, srv)
+	reader := newBackend(b, srv, func(o *Options) { o.Prefix = writer.prefix })
+	s := benchSession(b, writer)
+	if _, err := reader.Store().Get(bg, s.ID); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := reader.Store().Get(bg, s.ID); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkUpdate is one Store.Update: the version-checked write of the
+// whole session and its PUBLISH, one EVALSHA.
+func BenchmarkUpdate(b *testing.B) {
+	srv := redistest.Start(b)
+	a := newBackend(b, srv)
+	s := benchSession(b, a)
+	ev := sessionbridge.Event{Source: sessionbridge.SourceHTTP, NodeID: "bench", Updates: json.RawMessage(`{"cart":[1,2,3,4]}`)}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		next := s.Clone()
+		next.Version = s.Version + 1
+		ev.Version = next.Version
+		if err := a.Store().Update(bg, next, s.Version, ev); err != nil {
+			b.Fatal(err)
+		}
+		s = next
+	}
+}
+
+// BenchmarkManagerTouch is a recorded touch (the interval throttles nothing
+// here): the conditional write of the deadline and its PUBLISH.
+func BenchmarkTouch(b *testing.B) {
+	srv := redistest.Start(b)
+	a := newBackend(b, srv)
+	s := benchSession(b, a)
+	seen := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		seen = seen.Add(time.Millisecond)
+		wrote, err := a.Store().Touch(bg, s.ID, seen, seen.Add(30*time.Minute), seen, sessionbridge.Event{NodeID: "bench"})
+		if err != nil || !wrote {
+			b.Fatal(wrote, err)
+		}
+	}
+}
+
+// hop signals each received event on a channel.
+type hop struct{ got chan struct{} }
+
+func (h hop) HandleEvent(sessionbridge.Event) { h.got <- struct{}{} }
+func (h hop) HandleGap()                      {}
+
+// BenchmarkEventHop is one event from Publish on one node to HandleEvent on
+// another (two Backends, two connections), one at a time: the latency of
+// the bus.
+func BenchmarkEventHop(b *testing.B) {
+	srv := redistest.Start(b)
+	pub := newBackend(b, srv)
+	sub := newBackend(b, srv, func(o *Options) { o.Prefix = pub.prefix })
+	h := hop{got: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() { done <- sub.Bus().Subscribe(ctx, h) }()
+	defer func() { cancel(); <-done }()
+	ev := sessionbridge.Event{
+		Type: sessionbridge.EventUpdated, SessionID: "abCDEFGHIJKLMNOPQR", UserID: "user-123456",
+		Source: sessionbridge.SourceHTTP, Timestamp: time.Now(), NodeID: "node-a", Version: 7,
+		Updates: json.RawMessage(`{"theme":"dark"}`), ExpiresAt: time.Now().Add(time.Hour),
+	}
+	// Wait until the subscription delivers.
+	warm := time.After(10 * time.Second)
+	for delivered := false; !delivered; {
+		if err := pub.Bus().Publish(bg, ev); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-h.got:
+			delivered = true
+		case <-time.After(20 * time.Millisecond):
+		case <-warm:
+			b.Fatal("subscription never delivered")
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := pub.Bus().Publish(bg, ev); err != nil {
+			b.Fatal(err)
+		}
+		<-h.got
+	}
+}
