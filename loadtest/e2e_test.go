@@ -19,7 +19,7 @@ const e2eAdminToken = "bench-e2e-admin-token"
 
 // startNode runs a real server in-process on a loopback port until the test
 // ends, and returns its base URL.
-func startNode(t *testing.T, cfg server.Config) string {
+func startNode(t testing.TB, cfg server.Config) string {
 	t.Helper()
 	cfg.AdminToken = e2eAdminToken
 	cfg.UsersFile = filepath.Join(t.TempDir(), "users.json")
@@ -54,7 +54,7 @@ func startNode(t *testing.T, cfg server.Config) string {
 }
 
 // waitHealthy polls /readyz until the node answers 200, failing after 10s.
-func waitHealthy(t *testing.T, base string) {
+func waitHealthy(t testing.TB, base string) {
 	t.Helper()
 	hc := &http.Client{Timeout: time.Second}
 	defer hc.CloseIdleConnections()

@@ -114,6 +114,8 @@ type MemoryResult struct {
 	// Per-socket figures are nil when the node does not export the metric.
 	RSSPerSocket          *float64 `json:"rss_per_socket_bytes"`
 	HeapStackPerSocket    *float64 `json:"heap_stack_per_socket_bytes"`
+	HeapPerSocket         *float64 `json:"heap_per_socket_bytes"`
+	StackPerSocket        *float64 `json:"stack_per_socket_bytes"`
 	GoroutinesPerSocket   *float64 `json:"goroutines_per_socket"`
 	ConnectionsReported   float64  `json:"connections_reported"`
 	MetricsUnavailableErr string   `json:"metrics_error,omitempty"`
@@ -258,14 +260,14 @@ func (r *Report) WriteTable(out io.Writer) error {
 	}
 	if len(r.Memory) > 0 {
 		section()
-		p("memory per idle socket\tsockets\tRSS\theap+stack\tgoroutines\tsettled")
+		p("memory per idle socket\tsockets\tRSS\theap+stack\t(heap\tstack)\tgoroutines\tsettled")
 		for _, m := range r.Memory {
 			if m.MetricsUnavailableErr != "" {
 				p("%s\t%d\tunavailable: %s", m.Node, m.Sockets, m.MetricsUnavailableErr)
 				continue
 			}
-			p("%s\t%d\t%s\t%s\t%s\t%v (%.1f s)", m.Node, m.Sockets, fbp(m.RSSPerSocket), fbp(m.HeapStackPerSocket),
-				fnp(m.GoroutinesPerSocket, "%.2f"), m.Settled, m.SettleSeconds)
+			p("%s\t%d\t%s\t%s\t(%s\t%s)\t%s\t%v (%.1f s)", m.Node, m.Sockets, fbp(m.RSSPerSocket), fbp(m.HeapStackPerSocket),
+				fbp(m.HeapPerSocket), fbp(m.StackPerSocket), fnp(m.GoroutinesPerSocket, "%.2f"), m.Settled, m.SettleSeconds)
 		}
 	}
 	if c := r.Churn; c != nil && len(c.Nodes) > 0 {
