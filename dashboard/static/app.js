@@ -600,7 +600,7 @@
     t.textContent = clock(now);
     li.querySelector('.log-type').textContent = (dir === 'out' ? '→ ' : '← ') + type;
     let body = typeof payload === 'string' ? payload : JSON.stringify(payload);
-    if (body.length > 400) body = body.slice(0, 400) + '…';
+    if (body.length > 4000) body = body.slice(0, 4000) + '…';
     li.querySelector('.log-body').textContent = body;
     li.dataset.type = type;
     li.dataset.dir = dir;

@@ -1,0 +1,191 @@
+package dashboard_test
+
+// The server half of the end-to-end tests: a whole sessionbridge server built
+// with internal/server (memory backend, a users file with one user, cookies
+// without Secure so that they work on http://127.0.0.1) on a loopback port.
+
+import (
+	"bufio"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge/internal/server"
+	"github.com/sessionbridge/sessionbridge/users"
+)
+
+// serverTuning is what a test changes in the server's configuration.
+type serverTuning struct {
+	absolute     time.Duration
+	expiringLead time.Duration
+}
+
+type testServer struct {
+	URL  string
+	logs *recorder
+}
+
+// startServer runs a server until the test ends.
+func startServer(t *testing.T, tune serverTuning) *testServer {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "users.json")
+	f, err := users.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cheap hashes: the tests are about the page, and every sign-in pays
+	// for one verification.
+	f.Params = users.Argon2Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+	if err := f.Add(testUser, testPassword, users.Argon2id); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Save(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &recorder{}
+	srv, err := server.New(context.Background(), server.Config{
+		UsersFile:       path,
+		InsecureCookies: true,
+		AbsoluteTimeout: tune.absolute,
+		ExpiryWarning:   tune.expiringLead,
+		ShutdownGrace:   5 * time.Second,
+	}, slog.New(logs.handler()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("server: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("server did not stop within 20 s")
+		}
+		srv.Close()
+	})
+	ts := &testServer{URL: "http://" + ln.Addr().String(), logs: logs}
+	ts.waitHealthy(t)
+	return ts
+}
+
+func (s *testServer) waitHealthy(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(s.URL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not healthy within 10 s: %v", err)
+		}
+		tick := time.NewTimer(20 * time.Millisecond)
+		<-tick.C
+	}
+}
+
+// refusedUpgrades returns how many WebSocket upgrades the server refused
+// with result (its sessionbridge_connects_total counter, as /metrics shows).
+func (s *testServer) refusedUpgrades(t *testing.T, result string) int {
+	t.Helper()
+	resp, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatalf("reading metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	want := `sessionbridge_connects_total{result="` + result + `"} `
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", sc.Text(), err)
+			}
+			return int(n)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading metrics: %v", err)
+	}
+	return 0
+}
+
+// recorder keeps every log record of a server as a line of text, so that
+// tests can look for a log line or make sure a secret never appears in one.
+type recorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// handler returns the slog.Handler that records into r.
+func (r *recorder) handler() slog.Handler { return &recordHandler{rec: r} }
+
+type recordHandler struct {
+	rec    *recorder
+	prefix string // attributes and groups added with WithAttrs, WithGroup
+}
+
+func (h *recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *recordHandler) Handle(_ context.Context, rec slog.Record) error {
+	var b strings.Builder
+	b.WriteString(rec.Level.String() + " " + rec.Message + h.prefix)
+	rec.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.String())
+		return true
+	})
+	h.rec.mu.Lock()
+	h.rec.lines = append(h.rec.lines, b.String())
+	h.rec.mu.Unlock()
+	return nil
+}
+
+func (h *recordHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	p := h.prefix
+	for _, a := range as {
+		p += " " + a.String()
+	}
+	return &recordHandler{rec: h.rec, prefix: p}
+}
+
+func (h *recordHandler) WithGroup(name string) slog.Handler {
+	return &recordHandler{rec: h.rec, prefix: h.prefix + " " + name + ":"}
+}
+
+// matching returns the recorded lines that contain every one of parts.
+func (r *recorder) matching(parts ...string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+next:
+	for _, l := range r.lines {
+		for _, p := range parts {
+			if !strings.Contains(l, p) {
+				continue next
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
