@@ -97,11 +97,12 @@ func (a *API) Handler() http.Handler {
 	hf := func(f http.HandlerFunc) http.Handler { return f }
 	s := a.Sessions
 	user := func(f http.HandlerFunc) http.Handler { return s.Middleware(s.Require(f)) }
-	change := func(f http.HandlerFunc) http.Handler { return a.sameOrigin(user(f)) }
+	sameOrigin := a.sameOrigin()
+	change := func(f http.HandlerFunc) http.Handler { return sameOrigin(user(f)) }
 	admin := func(f http.HandlerFunc) http.Handler { return a.admin(f) }
 
 	route("/auth/login", map[string]http.Handler{http.MethodPost: s.Middleware(hf(a.login))})
-	route("/auth/logout", map[string]http.Handler{http.MethodPost: a.sameOrigin(s.Middleware(hf(a.logout)))})
+	route("/auth/logout", map[string]http.Handler{http.MethodPost: sameOrigin(s.Middleware(hf(a.logout)))})
 	route("/auth/session", map[string]http.Handler{
 		http.MethodGet:   user(a.getSession),
 		http.MethodPatch: change(a.patchSession),
@@ -132,14 +133,14 @@ func (a *API) Handler() http.Handler {
 	return mux
 }
 
-// sameOrigin refuses cross-origin state-changing requests that rely on the
+// sameOrigin returns a middleware that refuses cross-origin state-changing requests that rely on the
 // ambient cookie, with 403 cross_origin_request. It uses the browser's
 // Sec-Fetch-Site header, or failing that compares Origin with Host; requests
 // carrying neither header do not come from a browser page and pass.
 // Requests that present X-Session-Token are not checked: a page cannot add
 // that header to a cross-origin request without a CORS preflight, which the
 // API never grants.
-func (a *API) sameOrigin(next http.Handler) http.Handler {
+func (a *API) sameOrigin() func(http.Handler) http.Handler {
 	cop := http.NewCrossOriginProtection()
 	for _, o := range a.AllowedOrigins {
 		if strings.Contains(o, "*") {
@@ -155,14 +156,16 @@ func (a *API) sameOrigin(next http.Handler) http.Handler {
 		a.Audit.Log(r.Context(), audit.AuthzFail, a.Sessions.fields(r, audit.Fields{Reason: "cross_origin", Detail: r.Method + " " + r.URL.Path}))
 		writeError(w, errorf(http.StatusForbidden, CodeCrossOrigin, "cross-origin request refused"))
 	}))
-	checked := cop.Handler(next)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.Header.Values(HeaderSessionToken)) > 0 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		checked.ServeHTTP(w, r)
-	})
+	return func(next http.Handler) http.Handler {
+		checked := cop.Handler(next)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if len(r.Header.Values(HeaderSessionToken)) > 0 {
+				next.ServeHTTP(w, r)
+				return
+			}
+			checked.ServeHTTP(w, r)
+		})
+	}
 }
 
 // current returns the request's session; routes behind Require always have one.
