@@ -66,6 +66,11 @@ type Report struct {
 	Sources        []string  `json:"sources,omitempty"`
 	FileLimit      FileLimit `json:"file_limit"`
 	Scenarios      []string  `json:"scenarios"`
+	// LoadStart and LoadEnd are the machine's load averages (1, 5, 15
+	// minutes) when the run started and ended, where the system tells: on a
+	// machine shared with other work, latencies are only as good as these.
+	LoadStart string `json:"load_start,omitempty"`
+	LoadEnd   string `json:"load_end,omitempty"`
 
 	Connect *ConnectResult `json:"connect,omitempty"`
 	Memory  []MemoryResult `json:"memory,omitempty"`
@@ -206,6 +211,9 @@ func (r *Report) WriteTable(out io.Writer) error {
 		p("sources\t%s", strings.Join(r.Sources, ", "))
 	}
 	p("open files limit\t%d (hard %d)", r.FileLimit.Soft, r.FileLimit.Hard)
+	if r.LoadStart != "" {
+		p("load average\t%s at start, %s at end", r.LoadStart, r.LoadEnd)
+	}
 
 	lat := func(name string, s Summary) {
 		p("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s", name, s.Count, fd(s.Min), fd(s.P50), fd(s.P95), fd(s.P99), fd(s.Max), fd(s.Mean))

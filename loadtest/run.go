@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,7 +71,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep := &Report{
 		Started: time.Now(), NodeA: r.a, NodesB: r.b, SocketsPerNode: cfg.Sockets,
-		Scenarios: cfg.Scenarios,
+		Scenarios: cfg.Scenarios, LoadStart: loadAverage(),
 	}
 	for _, s := range sources {
 		rep.Sources = append(rep.Sources, s.String())
@@ -90,7 +92,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("run cut short: %v (timeout %s)", context.Cause(ctx), cfg.Timeout))
 	}
 	rep.ElapsedSeconds = time.Since(rep.Started).Seconds()
+	rep.LoadEnd = loadAverage()
 	return rep, nil
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages from
+// /proc/loadavg, or "" where there is no such file.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // checkTargets refuses non-loopback nodes unless cfg.AllowRemote.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,9 @@ func checkReport(t *testing.T, rep *Report, bNodes, sockets, samples, fanout int
 		if n.MetricsError != "" || len(n.Samples) == 0 || !n.DrainedOK || n.Drained.Connections != n.Before.Connections {
 			t.Errorf("churn node %s: %+v", n.Node, n)
 		}
+	}
+	if runtime.GOOS == "linux" && (len(strings.Fields(rep.LoadStart)) != 3 || len(strings.Fields(rep.LoadEnd)) != 3) {
+		t.Errorf("load averages %q, %q", rep.LoadStart, rep.LoadEnd)
 	}
 	if len(rep.Problems) != 0 {
 		t.Errorf("problems: %q", rep.Problems)
