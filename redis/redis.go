@@ -77,7 +77,8 @@ type Options struct {
 	// NodeID names this node in presence records; default a random ID.
 	NodeID string
 	// DisableClientCache turns off the client-side cache of Get, for Redis
-	// services without RESP3 client tracking.
+	// services without RESP3 client tracking. The URL option
+	// ?client_cache=0 does the same.
 	DisableClientCache bool
 	// CacheTTL is how long a cached session may be served without an
 	// invalidation; default one minute. Invalidations normally evict it much
@@ -171,7 +172,7 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	if m == nil {
 		m = nopMetrics{}
 	}
-	copt.DisableCache = o.DisableClientCache
+	copt.DisableCache = copt.DisableCache || o.DisableClientCache
 	if copt.ClientName == "" {
 		copt.ClientName = "sessionbridge:" + o.NodeID
 	}
