@@ -30,8 +30,8 @@ const HeaderSessionToken = "X-Session-Token"
 // invalid_token, and one that also carries a session cookie with a different
 // token is refused with 401 conflicting_credentials: a client that states a
 // credential explicitly must not silently act as someone else. Without the
-// header the cookie is used; a bad or expired cookie is cleared and the
-// request proceeds unauthenticated, so that a stale cookie never locks a
+// header the cookie is used (the first, should a request carry several); a
+// bad or expired cookie is cleared and the request proceeds unauthenticated, so that a stale cookie never locks a
 // browser out of the login page.
 //
 // A Sessions needs a Manager; every other field has a working zero value. It
@@ -39,6 +39,8 @@ const HeaderSessionToken = "X-Session-Token"
 type Sessions struct {
 	Manager *sessionbridge.Manager
 	// CookieName is the session cookie's name; empty means "sb_session".
+	// The WebSocket gateway reads only "sb_session": change it only for an
+	// application that does not use the gateway's cookie authentication.
 	CookieName string
 	// Insecure drops the Secure attribute from the cookie, for plain-HTTP
 	// development. Browsers treat http://localhost as secure, so it is rarely
