@@ -38,6 +38,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "summarize" {
+		return summarize(args[1:], stdout)
+	}
 	fs := flag.NewFlagSet("sessionbridge-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -63,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		quiet       = fs.Bool("quiet", false, "no progress lines on stderr")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sessionbridge-bench [flags]\n\nDrives running sessionbridge nodes over HTTP and WebSocket and measures them.\nScenarios: %s.\n\nFlags:\n", strings.Join(loadtest.AllScenarios, ", "))
+		fmt.Fprintf(fs.Output(), "Usage: sessionbridge-bench [flags]\n       sessionbridge-bench summarize REPORT.json...\n\nDrives running sessionbridge nodes over HTTP and WebSocket and measures them;\nsummarize prints the median, minimum and maximum of each figure over saved reports.\nScenarios: %s.\n\nFlags:\n", strings.Join(loadtest.AllScenarios, ", "))
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -129,4 +132,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "done in %s\n", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// summarize prints the median and spread of each figure over the reports in
+// files.
+func summarize(files []string, stdout io.Writer) error {
+	if len(files) == 0 {
+		return fmt.Errorf("summarize: no report files given")
+	}
+	var reps []*loadtest.Report
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("summarize: %w", err)
+		}
+		rep, err := loadtest.ReadReport(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("summarize: %s: %w", name, err)
+		}
+		reps = append(reps, rep)
+	}
+	return loadtest.WriteAggregates(stdout, loadtest.AggregateRuns(reps))
 }

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -43,5 +46,31 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(errOut.String(), strings.TrimLeft(f, "-")) {
 			t.Errorf("usage lacks %s", f)
 		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	dir := t.TempDir()
+	var files []string
+	for i, p99 := range []float64{900, 700, 2000} {
+		name := filepath.Join(dir, fmt.Sprintf("run%d.json", i))
+		body := fmt.Sprintf(`{"revoke":{"samples":5,"ok":5,"latency":{"count":5,"min_us":100,"p50_us":400,"p99_us":%v,"max_us":%v},"http":{"count":5}}}`, p99, p99)
+		if err := os.WriteFile(name, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, name)
+	}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), append([]string{"summarize"}, files...), &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "revoke A→B p99") || !strings.Contains(out.String(), "900.0µs") || !strings.Contains(out.String(), "2.00ms") {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+	if err := run(context.Background(), []string{"summarize"}, &out, &errOut); err == nil {
+		t.Fatal("summarize without files succeeded")
+	}
+	if err := run(context.Background(), []string{"summarize", filepath.Join(dir, "missing.json")}, &out, &errOut); err == nil {
+		t.Fatal("summarize of a missing file succeeded")
 	}
 }
