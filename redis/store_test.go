@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/sessionbridge/sessionbridge"
@@ -16,10 +17,31 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestConformanceWithoutClientCache(t *testing.T) {
+// TestGetWithoutClientCache covers the read path used when the cache is off:
+// every Get is a round trip and sees every write at once.
+func TestGetWithoutClientCache(t *testing.T) {
 	srv := redistest.Start(t)
-	storetest.Run(t, func(t *testing.T) (sessionbridge.Store, sessionbridge.Bus) {
-		b := newBackend(t, srv, func(o *Options) { o.DisableClientCache = true })
-		return b.Store(), b.Bus()
-	})
+	writer := newBackend(t, srv)
+	reader := newBackend(t, srv, func(o *Options) { o.Prefix = writer.prefix; o.DisableClientCache = true })
+	s := newSession(t, "nocache-user")
+	if err := writer.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
+		t.Fatal(err)
+	}
+	for v := uint64(1); v <= 5; v++ {
+		got, err := reader.Store().Get(bg, s.ID)
+		if err != nil || got.Version != v {
+			t.Fatalf("Get = %v, %v; want version %d at once", got, err, v)
+		}
+		next := got.Clone()
+		next.Version = v + 1
+		if err := writer.Store().Update(bg, next, v, sessionbridge.Event{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := writer.Store().Delete(bg, s.ID, sessionbridge.Event{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reader.Store().Get(bg, s.ID); !errors.Is(err, sessionbridge.ErrNotFound) {
+		t.Fatalf("Get after delete = %v, want ErrNotFound at once", err)
+	}
 }
