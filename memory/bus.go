@@ -99,7 +99,11 @@ func (b *Bus) Subscribe(ctx context.Context, h sessionbridge.EventHandler) error
 	if size <= 0 {
 		size = DefaultQueueSize
 	}
+	// Start with the gap pending and signalled, so that the first round of
+	// the loop delivers it. Signal before registering: once registered, a
+	// concurrent Publish may fill the one-slot channel first.
 	s := &subscriber{max: size, notify: make(chan struct{}, 1), gap: true}
+	s.notify <- struct{}{}
 	b.mu.Lock()
 	if b.subs == nil {
 		b.subs = make(map[*subscriber]struct{})
@@ -113,8 +117,6 @@ func (b *Bus) Subscribe(ctx context.Context, h sessionbridge.EventHandler) error
 	}()
 
 	var spare []sessionbridge.Event
-	// The initial gap is already set, so the first round delivers it.
-	s.notify <- struct{}{}
 	for {
 		select {
 		case <-ctx.Done():

@@ -214,3 +214,28 @@ func TestBusSlowSubscriberOverflowBecomesGap(t *testing.T) {
 		t.Fatalf("%d events after the gap, more than the queue holds", len(slow.log[last+1:]))
 	}
 }
+
+// Subscribing while events are being published must not deadlock the new
+// subscriber: its first signal and a publisher's race for the same slot. The
+// window is narrow, so this catches a regression only now and then.
+func TestBusSubscribeDuringPublishing(t *testing.T) {
+	bus := &memory.Bus{QueueSize: 16}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				bus.Publish(ctx, msg(1))
+			}
+		})
+	}
+	defer func() { cancel(); wg.Wait() }()
+	for range 30 {
+		r := newRecorder()
+		stop := subscribe(t, bus, r)
+		r.waitFor(t, "an event", func(r *recorder) bool { return len(r.events) > 0 })
+		if err := stop(); !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+	}
+}
