@@ -17,7 +17,7 @@ func TestMain(m *testing.M) {
 		// When a client fails to connect at construction (a test does that
 		// on purpose), rueidis leaves a topology refresh asleep for up to a
 		// second before it ends by itself.
-		goleak.IgnoreTopFunction("github.com/redis/rueidis.(*call).DelayDo.func1"))
+		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1"))
 }
 
 // newBackend connects a Backend with a fresh random prefix to srv, so that
