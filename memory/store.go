@@ -22,7 +22,9 @@ import (
 // published in the order of its writes. Sessions go in and come out as deep
 // copies.
 //
-// The zero value is a working store that publishes nothing.
+// The store never blocks on anything but its own lock, so it ignores the
+// contexts it is given. The zero value is a working store that publishes
+// nothing.
 type Store struct {
 	bus    *Bus
 	writes atomic.Uint64
