@@ -27,6 +27,7 @@
     pending: new Map(),   // frame id -> {type, resolve, reject, timer}
     expiringAt: null,     // Date from session.expiring, until the session changes
     lastInput: Date.now(),
+    lastUser: '',         // user of the last session shown, to sign in again
     devicesBusy: false,
   };
 
@@ -92,7 +93,10 @@
     applyTheme('system');
     setError(message || '');
     $('password').value = '';
-    $('username').focus();
+    // After a session ended on this page, the same person most likely signs
+    // in again: keep the name, ask for the password.
+    if (state.lastUser) $('username').value = state.lastUser;
+    (state.lastUser ? $('password') : $('username')).focus();
   }
 
   // showEnded shows why the session ended while the page was open. It never
@@ -168,6 +172,7 @@
     const deadline = deadlineOf(s);
     if (state.expiringAt && deadline && deadline.getTime() > state.expiringAt.getTime() + 1000) state.expiringAt = null;
     state.session = s;
+    state.lastUser = s.user_id;
     const data = s.data && typeof s.data === 'object' ? s.data : {};
     const name = typeof data.display_name === 'string' && data.display_name ? data.display_name : '';
     $('s-user').textContent = name ? name + ' (' + s.user_id + ')' : s.user_id;
