@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -37,8 +39,13 @@ const maxQueueBytes = 1 << 20
 // to a bounded queue that a writer goroutine, started on demand, drains and
 // then exits.
 type Conn struct {
-	g     *Gateway
-	ws    *websocket.Conn
+	g  *Gateway
+	ws *websocket.Conn
+	// br is the WebSocket reader's buffer and rc the raw socket, when the
+	// transport allows parking the read loop outside the reader (see
+	// waitReadable); rc is nil otherwise.
+	br    *bufio.Reader
+	rc    syscall.RawConn
 	id    string
 	entry *sessionEntry // nil for a connection bound to no session
 
@@ -289,10 +296,12 @@ func (c *Conn) ping(deadline time.Time) {
 
 // readLoop reads frames until the connection ends, then unregisters it. It
 // is the connection's only long-lived goroutine.
-func (c *Conn) readLoop(ctx context.Context) {
+func (c *Conn) readLoop(parent context.Context) {
 	defer c.g.wg.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The handlers' context is made on the first frame, so that an idle
+	// socket does not pay for it.
+	var lc lazyCtx
+	defer lc.stop()
 	g := c.g
 	ws := c.ws
 	ws.SetReadLimit(g.readLimit)
@@ -312,6 +321,11 @@ func (c *Conn) readLoop(ctx context.Context) {
 	})
 	var err error
 	for {
+		if c.rc != nil && c.br.Buffered() == 0 {
+			if err = waitReadable(c.rc); err != nil {
+				break
+			}
+		}
 		var mt int
 		var data []byte
 		mt, data, err = ws.ReadMessage()
@@ -319,9 +333,28 @@ func (c *Conn) readLoop(ctx context.Context) {
 			break
 		}
 		c.extendUnlessClosing(extend)
-		c.handle(ctx, mt, data)
+		c.handle(lc.get(parent), mt, data)
 	}
 	c.finish(err)
+}
+
+// lazyCtx is a cancelable context made on first use.
+type lazyCtx struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (l *lazyCtx) get(parent context.Context) context.Context {
+	if l.ctx == nil {
+		l.ctx, l.cancel = context.WithCancel(parent)
+	}
+	return l.ctx
+}
+
+func (l *lazyCtx) stop() {
+	if l.cancel != nil {
+		l.cancel()
+	}
 }
 
 // extendUnlessClosing moves the dead-peer deadline, except while a close

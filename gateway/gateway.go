@@ -9,16 +9,19 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -209,7 +212,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.baseCtx, g.cancelConns = context.WithCancel(context.Background())
 	g.up = websocket.Upgrader{
-		ReadBufferSize:  1024,
+		// The read buffer comes from hijacker (ReadBufferSize 0 makes the
+		// upgrader use it), so that the read loop can see what it holds.
+		ReadBufferSize:  0,
 		WriteBufferSize: 1024,
 		WriteBufferPool: &sync.Pool{},
 		// Origins are checked before the upgrade, with the credential in
@@ -395,7 +400,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cp.Session = nil
 	c.p = cp
 
-	ws, err := g.up.Upgrade(w, r, nil)
+	hj := &hijacker{ResponseWriter: w}
+	ws, err := g.up.Upgrade(hj, r, nil)
 	if err != nil {
 		// The upgrader found something isUpgrade did not; it has not written
 		// a response (its Error hook is silent), so answer here.
@@ -403,6 +409,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.ws = ws
+	if hj.br != nil {
+		if sc, ok := ws.NetConn().(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				c.br, c.rc = hj.br, rc
+			}
+		}
+	}
 	g.metrics.Connect("ok")
 	g.metrics.ConnOpened(method)
 
@@ -449,6 +462,33 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		UserAgent: c.device.UserAgent, Method: method, Source: cred.source.String(),
 	})
 	g.log.Debug("gateway: connected", "connection_id", c.id, "user_id", p.UserID, "session_id", p.SessionID, "method", method)
+}
+
+// readBufferSize is each socket's read buffer. Frames are small; a larger one
+// is read in several system calls. Every byte here is paid by every idle
+// socket.
+const readBufferSize = 512
+
+// hijacker hands the upgrader a read buffer of readBufferSize that the
+// gateway keeps a reference to.
+type hijacker struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("gateway: response writer cannot be hijacked")
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		// The upgrader refuses a client that sent data before the
+		// handshake completed.
+		return conn, brw, err
+	}
+	h.br = bufio.NewReaderSize(conn, readBufferSize)
+	return conn, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
 func kindMethod(k credKind) sb.AuthMethod {
