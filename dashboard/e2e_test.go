@@ -324,6 +324,56 @@ func TestSessionExpiryIsShown(t *testing.T) {
 	a.noProblems()
 }
 
+func TestSignOutEndsEveryTab(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, serverTuning{})
+	one := newDevice(t, "tab 1")
+	one.signIn(srv.URL)
+	two := one.newTab("tab 2")
+	two.open(srv.URL)
+
+	one.do("sign out", stepTimeout,
+		chromedp.Click(chromedp.ID("signout")),
+		chromedp.WaitVisible(chromedp.ID("signin")),
+	)
+	// The other tab of the session learns it at once from its socket.
+	two.waitEnded(liveTimeout, "Signed out (revoked)")
+	if st := eval[string](one, `document.getElementById('ws-status').dataset.state`); st != "idle" {
+		t.Errorf("tab 1 socket state after sign-out = %q, want idle", st)
+	}
+	cookies, err := chromedp.Call(one.ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{srv.URL + "/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cookies.Cookies {
+		if c.Name == "sb_session" {
+			t.Errorf("the session cookie survived sign-out")
+		}
+	}
+	// A reload shows the sign-in form: the session is gone on the server.
+	one.do("reload", stepTimeout, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("signin")))
+	one.noProblems()
+	two.noProblems()
+}
+
+func TestServerShutdownReconnects(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, serverTuning{})
+	a := newDevice(t, "device A")
+	a.signIn(srv.URL)
+	srv.stop()
+	a.waitJS("1001 server_shutdown logged", stepTimeout,
+		`(() => { const e = document.querySelector('#event-log li[data-kind="close"] .log-body');
+			return e && e.textContent.includes('"code":1001') && e.textContent.includes('server_shutdown'); })()`)
+	// The page keeps the session on screen and tries again, with backoff.
+	a.waitJS("reconnecting", stepTimeout,
+		`document.getElementById('ws-status').dataset.state === 'reconnecting' && !document.getElementById('app').hidden`)
+	if txt := eval[string](a, `document.getElementById('ws-status').textContent`); !strings.Contains(txt, "Reconnecting in") && txt != "Connecting…" {
+		t.Errorf("status while the server is away = %q", txt)
+	}
+	a.noProblems()
+}
+
 // evilPage is a page on another origin that tries to use the victim's cookie
 // on the server's WebSocket (cross-site WebSocket hijacking).
 const evilPage = `<!doctype html><title>elsewhere</title><script src="/evil.js"></script>`

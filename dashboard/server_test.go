@@ -30,6 +30,8 @@ type serverTuning struct {
 type testServer struct {
 	URL  string
 	logs *recorder
+	// stop drains and stops the server; the test's cleanup calls it too.
+	stop func()
 }
 
 // startServer runs a server until the test ends.
@@ -68,7 +70,9 @@ func startServer(t *testing.T, tune serverTuning) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() {
+	ts := &testServer{URL: "http://" + ln.Addr().String(), logs: logs}
+	ts.stop = sync.OnceFunc(func() {
+		// Run drains: sockets close with 1001 server_shutdown.
 		cancel()
 		select {
 		case err := <-done:
@@ -80,7 +84,7 @@ func startServer(t *testing.T, tune serverTuning) *testServer {
 		}
 		srv.Close()
 	})
-	ts := &testServer{URL: "http://" + ln.Addr().String(), logs: logs}
+	t.Cleanup(ts.stop)
 	ts.waitHealthy(t)
 	return ts
 }
