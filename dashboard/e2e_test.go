@@ -156,13 +156,18 @@ func TestWrongPasswordIsAnnounced(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, serverTuning{})
 	a := newDevice(t, "device A")
-	a.do("wrong password", stepTimeout,
+	// Keyboard only: the name field has the focus on load, Tab moves to the
+	// password, Enter submits.
+	a.do("load", stepTimeout,
 		chromedp.Navigate(srv.URL+"/"),
 		chromedp.WaitVisible(chromedp.ID("username")),
-		chromedp.SendKeys(chromedp.ID("username"), testUser),
-		chromedp.SendKeys(chromedp.ID("password"), "not the password"),
-		chromedp.Click(chromedp.ID("signin-submit")),
 	)
+	a.waitJS("focus on the name field", stepTimeout, `document.activeElement.id === 'username'`)
+	a.do("type a name", stepTimeout, chromedp.KeyEvent(testUser+"\t"))
+	if id := eval[string](a, `document.activeElement.id`); id != "password" {
+		t.Fatalf("Tab from the name field focused %q, want password", id)
+	}
+	a.do("type a wrong password", stepTimeout, chromedp.KeyEvent("not the password\r"))
 	a.waitJS("error shown", stepTimeout, `document.getElementById('signin-error').textContent === 'Wrong username or password.'`)
 	if role := eval[string](a, `document.getElementById('signin-error').getAttribute('role')`); role != "alert" {
 		t.Errorf("sign-in error role = %q, want alert (announced)", role)

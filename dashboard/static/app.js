@@ -64,7 +64,10 @@
     if (!res.ok) {
       const code = data && typeof data.error === 'string' ? data.error : 'http_' + res.status;
       const msg = data && typeof data.message === 'string' ? data.message : res.status + ' ' + res.statusText;
-      throw new ApiError(res.status, code, msg);
+      const err = new ApiError(res.status, code, msg);
+      const retry = parseInt(res.headers.get('Retry-After') || '', 10);
+      if (retry > 0) err.retryAfter = retry;
+      throw err;
     }
     return data;
   }
@@ -668,7 +671,11 @@
     } catch (e) {
       $('password').value = '';
       if (e.status === 401) setError('Wrong username or password.');
-      else if (e.status === 429) setError('Too many attempts. Wait a moment and try again.');
+      else if (e.status === 429) {
+        setError('Too many attempts. ' + (e.retryAfter
+          ? 'Try again in ' + fmtLeft(e.retryAfter * 1000).replace(/^in /, '') + '.'
+          : 'Wait a moment and try again.'));
+      }
       else if (e.status === 503) setError('The server is unavailable right now. Try again shortly.');
       else setError('Sign-in failed: ' + e.message);
       $('password').focus();
