@@ -403,6 +403,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := g.up.Upgrade(hj, r, nil)
 	if err != nil {
+		if hj.hijacked {
+			// The handshake answer could not be written: the client is gone.
+			g.metrics.Connect("bad_request")
+			return
+		}
 		// The upgrader found something isUpgrade did not; it has not written
 		// a response (its Error hook is silent), so answer here.
 		g.refuse(w, r, ip, method, refuseBadRequest)
@@ -420,6 +425,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.metrics.ConnOpened(method)
 
 	e, created := g.reg.add(c, res.sess)
+	if g.isShutting() {
+		// Shutdown began after this upgrade was let in, and may have closed
+		// every registered socket before this one was added.
+		c.closeWith(CloseGoingAway, ReasonServerShutdown)
+	}
 	g.startPinger()
 	g.wg.Add(1)
 	go c.readLoop(g.baseCtx)
@@ -473,7 +483,8 @@ const readBufferSize = 512
 // gateway keeps a reference to.
 type hijacker struct {
 	http.ResponseWriter
-	br *bufio.Reader
+	br       *bufio.Reader
+	hijacked bool
 }
 
 func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -482,6 +493,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("gateway: response writer cannot be hijacked")
 	}
 	conn, brw, err := hj.Hijack()
+	h.hijacked = err == nil
 	if err != nil || brw.Reader.Buffered() > 0 {
 		// The upgrader refuses a client that sent data before the
 		// handshake completed.
@@ -535,6 +547,12 @@ func (g *Gateway) scheduleConnExpiry(c *Conn) {
 		}
 		c.closeWith(CloseReauthenticate, reason)
 	})
+}
+
+func (g *Gateway) isShutting() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.shutting
 }
 
 // bgEnter counts a background callback in, unless the gateway is shutting
@@ -610,9 +628,10 @@ func (g *Gateway) publishMessage(ctx context.Context, ev sb.Event, data json.Raw
 }
 
 // Shutdown refuses new upgrades (503), closes every socket with 1001
-// server_shutdown and waits for every connection goroutine to end, or for ctx;
-// when ctx ends first, the remaining connections are dropped and ctx's error
-// returned.
+// server_shutdown and waits for every connection goroutine to end, or for ctx.
+// When ctx ends first, the remaining connections are dropped without a close
+// handshake, handler contexts are canceled and ctx's error is returned at once;
+// a Handler that ignores its context may then still be running.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
 	g.shutting = true
@@ -637,7 +656,6 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	g.cancelConns()
 	g.reg.forAll(func(c *Conn) { c.abort() })
-	<-waited
 	return ctx.Err()
 }
 

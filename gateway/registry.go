@@ -92,10 +92,10 @@ func (r *registry) add(c *Conn, sess *sb.Session) (e *sessionEntry, created bool
 			r.sessions[sid] = e
 			created = true
 		}
+		// An existing entry keeps its session even if sess is newer: the
+		// event that made it newer is on its way and will reach every
+		// socket of the session, this one included.
 		e.mu.Lock()
-		if !created && sess != nil && sess.Version > e.sess.Version {
-			e.sess = sess
-		}
 		c.sNext = e.head
 		if e.head != nil {
 			e.head.sPrev = c

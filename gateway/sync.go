@@ -403,17 +403,17 @@ func (g *Gateway) onSessionTimer(e *sessionEntry, deadline time.Time, warn bool)
 		g.reconcile(e, s, nil, sb.SourceSystem)
 		return
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.removed {
+	if !now.Before(deadline) {
+		// The store's copy is not expired by its own clock but the local
+		// deadline has passed: the local deadline wins.
+		g.closeEntry(e, CloseReauthenticate, ReasonSessionExpired, "expired")
 		return
 	}
-	if !now.Before(deadline) {
-		// The store's copy is not expired yet by its own clock but the local
-		// deadline has passed: the local deadline wins.
-		e.mu.Unlock()
-		g.closeEntry(e, CloseReauthenticate, ReasonSessionExpired, "expired")
-		e.mu.Lock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed || e.timer != nil || !e.sess.Deadline().Equal(deadline) {
+		// The deadline moved while the store was read; whoever moved it
+		// armed a new timer.
 		return
 	}
 	if warn {
@@ -423,6 +423,5 @@ func (g *Gateway) onSessionTimer(e *sessionEntry, deadline time.Time, warn bool)
 		}
 		e.warnedFor = deadline
 	}
-	e.timer = nil
 	g.scheduleLocked(e)
 }
