@@ -196,6 +196,13 @@ func (d *delivery) receive(m rueidis.PubSubMessage) {
 		return
 	}
 	ev.Type = t
+	if t != sessionbridge.EventMessage && ev.SessionID != "" {
+		// The event may outrun the cache invalidation, which Redis sends on
+		// another connection: read this session from Redis for a while, so
+		// that this node never reads a session older than an event it has
+		// received.
+		d.b.store.recent.mark(ev.SessionID)
+	}
 	select {
 	case d.queue <- ev:
 	default:

@@ -132,3 +132,47 @@ func TestUnavailableWhileRedisIsDown(t *testing.T) {
 		t.Fatalf("Get after an empty restart = %v, want ErrNotFound", err)
 	}
 }
+
+func TestGetNeverBehindReceivedEvents(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newBackend(t, srv)
+	other := newBackend(t, srv, func(o *Options) { o.Prefix = a.prefix })
+	rec := &recorder{}
+	subscribe(t, a, rec)
+	for i := range 20 {
+		s := newSession(t, "event-user")
+		if err := other.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "the created event", func() bool {
+			_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventCreated && ev.SessionID == s.ID })
+			return ok
+		})
+		// Forget the mark the created event left, and warm the cache.
+		a.store.recent.reset()
+		if _, err := a.Store().Get(bg, s.ID); err != nil {
+			t.Fatalf("round %d: Get after the created event = %v", i, err)
+		}
+		if !cached(a, s.ID) {
+			t.Fatalf("round %d: not cached", i)
+		}
+		if _, err := other.Store().Delete(bg, s.ID, sessionbridge.Event{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "the deleted event", func() bool {
+			_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventDeleted && ev.SessionID == s.ID })
+			return ok
+		})
+		// No polling: once the event is in, the read must agree with it.
+		if _, err := a.Store().Get(bg, s.ID); !errors.Is(err, sessionbridge.ErrNotFound) {
+			t.Fatalf("round %d: Get after the deleted event = %v, want ErrNotFound", i, err)
+		}
+	}
+}
+
+// reset forgets every mark.
+func (r *recent) reset() {
+	r.mu.Lock()
+	r.cur, r.prev = nil, nil
+	r.mu.Unlock()
+}

@@ -9,10 +9,12 @@ import (
 // session bypass the client cache.
 const recentWindow = 2 * time.Second
 
-// recent remembers the sessions this node wrote in the last one to two
-// windows. Redis sends the invalidation of a write asynchronously, possibly on
-// another connection than the write's reply, so without this a Get right
-// after a node's own write could be served the copy from before it. Reads of
+// recent remembers the sessions this node wrote, or received an event about,
+// in the last one to two windows. Redis sends the invalidation of a write
+// asynchronously, on the connection that cached the key, which may be another
+// than the one that carried the write's reply or the event; so without this a
+// Get right after a node's own write, or right after the event of another
+// node's write, could be served the copy from before it. Reads of
 // recently written sessions go to Redis instead; by the time the mark is
 // forgotten the invalidation has long arrived. Two generations of marks make
 // both operations O(1) without a sweeper goroutine.
