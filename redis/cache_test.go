@@ -145,7 +145,9 @@ func TestGetNeverBehindReceivedEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, 5*time.Second, "the created event", func() bool {
-			_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventCreated && ev.SessionID == s.ID })
+			_, ok := rec.find(func(ev sessionbridge.Event) bool {
+				return ev.Type == sessionbridge.EventCreated && ev.SessionID == s.ID
+			})
 			return ok
 		})
 		// Forget the mark the created event left, and warm the cache.
@@ -160,7 +162,9 @@ func TestGetNeverBehindReceivedEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, 5*time.Second, "the deleted event", func() bool {
-			_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventDeleted && ev.SessionID == s.ID })
+			_, ok := rec.find(func(ev sessionbridge.Event) bool {
+				return ev.Type == sessionbridge.EventDeleted && ev.SessionID == s.ID
+			})
 			return ok
 		})
 		// No polling: once the event is in, the read must agree with it.
