@@ -188,7 +188,64 @@ func TestTwoProcessesShareSessions(t *testing.T) {
 		t.Fatalf("session on B = %+v", got)
 	}
 
+	// A lists the connection held by B: presence crosses processes within
+	// its interval (5s).
+	eventually(t, 30*time.Second, "A to see B's connection", func() bool {
+		var list struct {
+			Connections []struct {
+				SessionID string `json:"session_id"`
+				NodeID    string `json:"node_id"`
+			} `json:"connections"`
+		}
+		a.admin(t, "GET", "/api/v1/connections?user_id=zoe", "", http.StatusOK, &list)
+		return len(list.Connections) == 1 && list.Connections[0].SessionID == created.ID && list.Connections[0].NodeID == "proc-b"
+	})
+
 	a.admin(t, "DELETE", "/api/v1/sessions/"+created.ID, "", http.StatusNoContent, nil)
 	c.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
 	b.admin(t, "GET", "/api/v1/sessions/"+created.ID, "", http.StatusNotFound, nil)
+}
+
+// TestProcessesRideOutRedisOutage stops Redis under two running servers:
+// readiness fails and new upgrades get 503 while established sockets stay;
+// when Redis returns empty, readiness recovers by itself and the socket of
+// the vanished session closes with 4401 session_revoked.
+func TestProcessesRideOutRedisOutage(t *testing.T) {
+	bin := buildServer(t)
+	srv := redistest.Start(t)
+	a := serve(t, bin, srv.URL(), "proc-a")
+	b := serve(t, bin, srv.URL(), "proc-b")
+	var created struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}
+	a.admin(t, "POST", "/api/v1/sessions", `{"user_id":"yuri"}`, http.StatusCreated, &created)
+	c := dialURL(t, b.url, created.Token)
+
+	srv.Stop()
+	readyz := func(p *process) int {
+		resp, err := httpc.Get(p.url + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	eventually(t, 30*time.Second, "/readyz to fail on both", func() bool {
+		return readyz(a) == http.StatusServiceUnavailable && readyz(b) == http.StatusServiceUnavailable
+	})
+	if _, resp, err := tryDial(b.url, created.Token); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("upgrade with Redis down: %v, %v; want 503", err, resp)
+	}
+	if !c.isOpen(eventWait) {
+		t.Fatal("an established socket closed while Redis was down")
+	}
+
+	srv.Restart()
+	c.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, 30*time.Second)
+	eventually(t, 30*time.Second, "/readyz to recover on both", func() bool {
+		return readyz(a) == http.StatusOK && readyz(b) == http.StatusOK
+	})
+	a.admin(t, "POST", "/api/v1/sessions", `{"user_id":"yuri"}`, http.StatusCreated, &created)
+	dialURL(t, b.url, created.Token)
 }
