@@ -593,3 +593,56 @@ func TestKeepalive(t *testing.T) {
 	}
 	waitFor(t, "dead peer unregistered", func() bool { return e.g.Len() == 0 })
 }
+
+func TestFanOutDoesNotWaitForSlowSocket(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.SendQueue = 16; c.WriteTimeout = 200 * time.Millisecond })
+	s, tok := e.session("alice")
+	slow, _ := e.dial(bearer(tok), "") // never reads again
+	fast, _ := e.dial(bearer(tok), "")
+	ctx := context.Background()
+	got := make(chan string, 1)
+	go func() {
+		for {
+			f, err := fast.tryRead()
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(f.Data)
+		}
+	}()
+	blob, _ := json.Marshal(strings.Repeat("y", 32<<10))
+	for i := 0; e.g.Len() == 2; i++ {
+		if i == 5000 {
+			t.Fatal("slow socket never cut")
+		}
+		if err := e.g.SendToSession(ctx, s.ID, blob); err != nil {
+			t.Fatal(err)
+		}
+		// The fast socket keeps up: each message arrives while the slow
+		// socket's buffers fill.
+		select {
+		case _, ok := <-got:
+			if !ok {
+				t.Fatal("fast socket closed")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("fast socket stalled behind the slow one")
+		}
+	}
+	if err := e.g.SendToSession(ctx, s.ID, json.RawMessage(`"last"`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-got:
+		if d != `{"data":"last"}` {
+			t.Fatalf("fast socket got %.40s", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("fast socket did not get the last message")
+	}
+	if e.g.Len() != 1 {
+		t.Fatalf("%d connections, want the fast one", e.g.Len())
+	}
+	_ = slow
+}

@@ -278,12 +278,10 @@ type refusal struct {
 
 func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, ip, method string, rf refusal) {
 	g.metrics.Connect(rf.result)
-	if rf.status == http.StatusUnauthorized || rf.status == http.StatusForbidden || rf.status == http.StatusTooManyRequests {
-		g.audit.Log(r.Context(), auditAuthnFailed, auditFields{
-			IP: ip, UserAgent: r.UserAgent(), Method: method, Reason: rf.reason,
-			Source: string(sb.SourceWebSocket),
-		})
-	}
+	g.audit.Log(r.Context(), auditAuthnFailed, auditFields{
+		IP: ip, UserAgent: r.UserAgent(), Method: method, Reason: rf.reason,
+		Source: string(sb.SourceWebSocket), Detail: fmt.Sprintf("upgrade refused with %d", rf.status),
+	})
 	g.log.Info("gateway: upgrade refused", "status", rf.status, "reason", rf.reason, "ip", ip, "method", method)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
