@@ -106,6 +106,13 @@ type Config struct {
 	NodeID string
 	// Limiter, if set, limits upgrades (429 with Retry-After).
 	Limiter Limiter
+	// FrameRate limits the frames one connection may send, per second, with
+	// bursts of FrameBurst (default 2*FrameRate, at least 1). A frame over
+	// the limit is answered with error rate_limited; a client that keeps
+	// sending after maxRefusedFrames refusals in a row is closed with 4429
+	// rate_limited. Zero disables the limit.
+	FrameRate  float64
+	FrameBurst int
 	// Metadata, if set, returns the metadata a new connection carries in its
 	// ConnContext.
 	Metadata func(r *http.Request, p *sb.Principal) map[string]string
@@ -145,6 +152,8 @@ type Gateway struct {
 	sendQueue    int
 	warning      time.Duration
 	sweep        time.Duration
+	frameRate    float64
+	frameBurst   float64
 
 	hmu      sync.RWMutex
 	handlers map[string]route
@@ -209,6 +218,13 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if g.sweep <= 0 {
 		g.sweep = DefaultSweepInterval
+	}
+	if cfg.FrameRate > 0 {
+		g.frameRate = cfg.FrameRate
+		g.frameBurst = float64(cfg.FrameBurst)
+		if g.frameBurst <= 0 {
+			g.frameBurst = max(1, 2*cfg.FrameRate)
+		}
 	}
 	g.baseCtx, g.cancelConns = context.WithCancel(context.Background())
 	g.up = websocket.Upgrader{
