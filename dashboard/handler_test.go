@@ -151,6 +151,16 @@ func TestHandlerRevalidatesWithETag(t *testing.T) {
 	if rec.Code != http.StatusNotModified {
 		t.Fatalf("If-None-Match with the current ETag: status %d, want 304", rec.Code)
 	}
+	for _, inm := range []string{"W/" + etag, `"other", ` + etag, "*"} {
+		req = httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set("If-None-Match", inm)
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusNotModified || rec.Body.Len() != 0 {
+			t.Errorf("If-None-Match %s: status %d with %d body bytes, want 304 and none", inm, rec.Code, rec.Body.Len())
+		}
+		checkSecurityHeaders(t, rec.Header())
+	}
 	req = httptest.NewRequest(http.MethodGet, "/", nil)
 	req.Header.Set("If-None-Match", `"stale"`)
 	rec = httptest.NewRecorder()
@@ -168,4 +178,31 @@ func BenchmarkHandlerIndex(b *testing.B) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 	}
+}
+
+// FuzzHandler feeds the handler arbitrary methods, paths and conditional
+// headers: it must answer with one of its few statuses and its security
+// headers, and never panic.
+func FuzzHandler(f *testing.F) {
+	f.Add("GET", "/", "")
+	f.Add("HEAD", "/app.js", `"x"`)
+	f.Add("POST", "/style.css", "*")
+	f.Add("GET", "/%2e%2e/go.mod", "")
+	f.Add("GET", "/app.js\x00", "W/\"")
+	h := Handler()
+	f.Fuzz(func(t *testing.T, method, path, inm string) {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Method = method
+		req.URL.Path = path
+		req.Header.Set("If-None-Match", inm)
+		req.Header.Set("Range", inm)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusOK, http.StatusNotModified, http.StatusNotFound, http.StatusMethodNotAllowed:
+		default:
+			t.Fatalf("%q %q: status %d", method, path, rec.Code)
+		}
+		checkSecurityHeaders(t, rec.Header())
+	})
 }
