@@ -106,6 +106,9 @@ func (bus *Bus) Subscribe(ctx context.Context, h sessionbridge.EventHandler) err
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
+		case <-b.done:
+			t.Stop()
+			return ErrClosed
 		case <-t.C:
 		}
 		backoff = min(backoff*2, maxBackoff)
@@ -160,6 +163,8 @@ func (bus *Bus) subscribeOnce(ctx context.Context, d *delivery, channels []strin
 	select {
 	case <-ctx.Done():
 		return true, ctx.Err()
+	case <-b.done:
+		return true, ErrClosed
 	case err = <-wait:
 		if err == nil {
 			err = errors.New("connection closed")

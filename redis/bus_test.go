@@ -2,6 +2,7 @@ package redis
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +182,26 @@ func TestBusSlowSubscriberCutByRedisResyncs(t *testing.T) {
 	}
 	if got, err := b.Store().GetMany(bg, []string{s.ID}); err != nil || len(got) != 0 {
 		t.Fatalf("re-validation read = %v, %v; want the session gone", got, err)
+	}
+}
+
+func TestSubscribeEndsWhenBackendCloses(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv)
+	rec := &recorder{}
+	done := make(chan error, 1)
+	go func() { done <- b.Bus().Subscribe(bg, rec) }()
+	eventually(t, 10*time.Second, "the first gap", func() bool { return rec.gapCount() >= 1 })
+	b.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Subscribe = %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Subscribe did not return after Close")
+	}
+	if err := b.Ping(bg); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Ping after Close = %v", err)
 	}
 }

@@ -82,3 +82,40 @@ func TestKeysCarryBackstopTTLs(t *testing.T) {
 		t.Errorf("expiry score = %v, want %s", score, millis(s.Deadline()))
 	}
 }
+
+// TestIndexesHealWhenASessionKeyVanishes covers a session hash that expired
+// through its backstop TTL before any node claimed it: the claim still
+// publishes its expiry (so its sockets close) and cleans the expiry index,
+// and listing the user drops it from the user index.
+func TestIndexesHealWhenASessionKeyVanishes(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv)
+	rec := &recorder{}
+	subscribe(t, b, rec)
+	s := newSession(t, "vanish-user")
+	s.ExpiresAt = time.Now().Add(-time.Minute)
+	if err := b.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
+		t.Fatal(err)
+	}
+	srv.MustDo("DEL", b.sessionKey(s.ID))
+
+	if list, err := b.Store().ListUser(bg, s.UserID); err != nil || len(list) != 0 {
+		t.Fatalf("ListUser = %v, %v; want empty", list, err)
+	}
+	if n := srv.MustDo("SISMEMBER", b.userKey(s.UserID), s.ID).(int64); n != 0 {
+		t.Fatal("the user index still lists the vanished session")
+	}
+	got, err := b.Store().ClaimExpired(bg, time.Now(), 10, sessionbridge.Event{Source: sessionbridge.SourceSystem})
+	if err != nil || len(got) != 0 {
+		t.Fatalf("ClaimExpired = %v, %v; want nothing to return", got, err)
+	}
+	if v := srv.MustDo("ZSCORE", b.expiryKey(sessionbridge.ShardOfID(s.ID)), s.ID); v != nil {
+		t.Fatal("the expiry index still lists the vanished session")
+	}
+	eventually(t, 5*time.Second, "its expired event", func() bool {
+		_, ok := rec.find(func(ev sessionbridge.Event) bool {
+			return ev.Type == sessionbridge.EventExpired && ev.SessionID == s.ID
+		})
+		return ok
+	})
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
+	"sync"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +41,9 @@ type Presence struct {
 	b        *Backend
 	local    LocalPresence
 	interval time.Duration
+
+	mu     sync.Mutex
+	lastFP uint64 // fingerprint of the connections last written; 0 = none
 }
 
 var _ sessionbridge.Presence = (*Presence)(nil)
@@ -82,6 +87,28 @@ func (p *Presence) Publish(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("redis: presence: local connections: %w", err)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.b
+	key := p.nodeKey(b.nodeID)
+	ttl := 3 * p.interval
+	now := time.Now()
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	fp := fingerprint(conns)
+	if fp == p.lastFP && len(conns) > 0 {
+		// Unchanged since the last write: extending the record's life is
+		// enough, unless it vanished (Redis restarted empty).
+		n, err := b.client.Do(ctx, b.client.B().Pexpire().Key(key).Milliseconds(ttl.Milliseconds()).Build()).AsInt64()
+		if err != nil {
+			p.lastFP = 0
+			return b.fail("presence_write", err)
+		}
+		if n == 1 {
+			return p.heartbeat(ctx, now, ttl)
+		}
+	}
+	p.lastFP = 0
 	counts := map[string]int{}
 	users := map[string][]sessionbridge.ConnInfo{}
 	for _, c := range conns {
@@ -90,9 +117,6 @@ func (p *Presence) Publish(ctx context.Context) error {
 		}
 		users[c.UserID] = append(users[c.UserID], c)
 	}
-	b := p.b
-	key := p.nodeKey(b.nodeID)
-	ttl := 3 * p.interval
 	cmds := rueidis.Commands{b.client.B().Multi().Build(), b.client.B().Del().Key(key).Build()}
 	if len(conns) > 0 {
 		h := b.client.B().Hset().Key(key).FieldValue()
@@ -109,14 +133,18 @@ func (p *Presence) Publish(ctx context.Context) error {
 		cmds = append(cmds, h.Build(), b.client.B().Pexpire().Key(key).Milliseconds(ttl.Milliseconds()).Build())
 	}
 	cmds = append(cmds, b.client.B().Exec().Build())
-	now := time.Now()
-	ctx, cancel := b.opCtx(ctx)
-	defer cancel()
 	for _, r := range b.client.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {
 			return b.fail("presence_write", err)
 		}
 	}
+	p.lastFP = fp
+	return p.heartbeat(ctx, now, ttl)
+}
+
+// heartbeat scores this node in the node list.
+func (p *Presence) heartbeat(ctx context.Context, now time.Time, ttl time.Duration) error {
+	b := p.b
 	// The zset only lists candidates; the record's TTL, kept by Redis' own
 	// clock, decides who is alive. Entries far older than any TTL are pruned.
 	for _, r := range b.client.DoMulti(ctx,
@@ -130,9 +158,30 @@ func (p *Presence) Publish(ctx context.Context) error {
 	return nil
 }
 
+// fingerprint identifies a set of connections by their IDs, whatever their
+// order; 0 never identifies a non-empty set.
+func fingerprint(conns []sessionbridge.ConnInfo) uint64 {
+	var sum, xor uint64
+	for _, c := range conns {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(c.ID))
+		v := h.Sum64()
+		sum += v
+		xor ^= v * 0x9e3779b97f4a7c15
+	}
+	fp := sum ^ xor ^ uint64(len(conns))<<56
+	if fp == 0 && len(conns) > 0 {
+		fp = 1
+	}
+	return fp
+}
+
 // Goodbye deletes this node's record, so that others forget its connections
 // at once. Run calls it when it stops.
 func (p *Presence) Goodbye(ctx context.Context) error {
+	p.mu.Lock()
+	p.lastFP = 0
+	p.mu.Unlock()
 	b := p.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()

@@ -129,3 +129,50 @@ func TestPresenceForgetsDeadNode(t *testing.T) {
 		return err == nil && c["s1"] == 0
 	})
 }
+
+func TestPresenceRewritesAVanishedRecord(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newBackend(t, srv, func(o *Options) { o.NodeID = "a" })
+	b := newBackend(t, srv, func(o *Options) { o.NodeID = "b"; o.Prefix = a.prefix })
+	lb := &fakeLocal{}
+	lb.set(conn("c1", "s1", "alice", "b"))
+	pa, pb := a.Presence(&fakeLocal{}), b.Presence(lb)
+	for range 2 { // the second write finds nothing changed: TTL only
+		if err := pb.Publish(bg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, err := pa.SessionCounts(bg, []string{"s1"}); err != nil || c["s1"] != 1 {
+		t.Fatalf("SessionCounts = %v, %v", c, err)
+	}
+	// The record vanishes (as on an empty Redis restart); the next write,
+	// with the same connections, must put it back.
+	srv.MustDo("DEL", pb.nodeKey("b"))
+	if err := pb.Publish(bg); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := pa.SessionCounts(bg, []string{"s1"}); err != nil || c["s1"] != 1 {
+		t.Fatalf("after the record vanished: SessionCounts = %v, %v", c, err)
+	}
+	// A change is written in full.
+	lb.set(conn("c1", "s1", "alice", "b"), conn("c2", "s1", "alice", "b"))
+	if err := pb.Publish(bg); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := pa.SessionCounts(bg, []string{"s1"}); err != nil || c["s1"] != 2 {
+		t.Fatalf("after a change: SessionCounts = %v, %v", c, err)
+	}
+}
+
+func TestFingerprintIgnoresOrder(t *testing.T) {
+	x, y := conn("c1", "s", "u", "n"), conn("c2", "s", "u", "n")
+	if fingerprint([]sessionbridge.ConnInfo{x, y}) != fingerprint([]sessionbridge.ConnInfo{y, x}) {
+		t.Fatal("order changed the fingerprint")
+	}
+	if fingerprint([]sessionbridge.ConnInfo{x}) == fingerprint([]sessionbridge.ConnInfo{x, y}) {
+		t.Fatal("an added connection kept the fingerprint")
+	}
+	if fingerprint(nil) != 0 || fingerprint([]sessionbridge.ConnInfo{x}) == 0 {
+		t.Fatal("0 must mean exactly the empty set")
+	}
+}

@@ -119,6 +119,7 @@ type Backend struct {
 	timeout  time.Duration
 	grace    time.Duration
 	closed   atomic.Bool
+	done     chan struct{} // closed by Close
 
 	store   *Store
 	bus     *Bus
@@ -194,6 +195,7 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	b := &Backend{
 		client: client, opts: o, prefix: o.Prefix, nodeID: o.NodeID,
 		log: log, metrics: m, cacheTTL: o.CacheTTL, timeout: o.Timeout, grace: o.KeyGrace,
+		done: make(chan struct{}),
 	}
 	b.store = &Store{b: b, sc: newScripts()}
 	b.bus = &Bus{b: b}
@@ -237,6 +239,9 @@ func (b *Backend) Close() {
 	if b.closed.Swap(true) {
 		return
 	}
+	// Dedicated connections (subscriptions) are not closed by the client;
+	// done tells their owners to close them.
+	close(b.done)
 	b.client.Close()
 }
 
