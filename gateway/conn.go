@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"syscall"
@@ -20,6 +20,10 @@ import (
 // ErrClosed is returned by Conn.Send on a connection that is closing or
 // closed.
 var ErrClosed = errors.New("gateway: connection closed")
+
+// ErrFrameTooLarge is returned by Conn.Send for a frame larger than a send
+// queue may hold (1 MiB); the connection stays open.
+var ErrFrameTooLarge = errors.New("gateway: frame larger than the send queue")
 
 // ErrSlowConsumer is returned by Conn.Send when the connection's send queue
 // was full: the connection is then closed with 1008 slow_consumer.
@@ -125,6 +129,7 @@ type ConnContext struct {
 	// Protocol is always "websocket".
 	Protocol string
 	Device   ConnDevice
+	// Metadata is what Config.Metadata returned for the connection (a copy).
 	Metadata map[string]string
 	Method   sb.AuthMethod
 	Scopes   []string
@@ -166,7 +171,7 @@ func (c *Conn) Context() ConnContext {
 		UserID:        p.UserID,
 		Protocol:      "websocket",
 		Device:        ConnDevice{Device: c.device, ConnectionID: c.id},
-		Metadata:      c.metadata,
+		Metadata:      maps.Clone(c.metadata),
 		Method:        p.Method,
 		Scopes:        p.Scopes,
 	}
@@ -197,6 +202,9 @@ func (c *Conn) enqueue(b []byte) error {
 	defer c.mu.Unlock()
 	if c.closing || c.closed {
 		return ErrClosed
+	}
+	if len(b) > maxQueueBytes {
+		return ErrFrameTooLarge
 	}
 	if len(c.queue) >= c.g.sendQueue || c.qbytes+len(b) > maxQueueBytes {
 		c.queue, c.qbytes = nil, 0
@@ -702,5 +710,3 @@ func (c *Conn) info(node string) sb.ConnInfo {
 		NodeID: node, ConnectedAt: c.connectedAt, IP: c.device.IP, UserAgent: c.device.UserAgent,
 	}
 }
-
-var _ = slog.LevelDebug

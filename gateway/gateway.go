@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -705,4 +704,3 @@ func (g *Gateway) UserConnections(ctx context.Context, userID string) ([]sb.Conn
 }
 
 var _ sb.Presence = (*Gateway)(nil)
-var _ io.Writer = io.Discard
