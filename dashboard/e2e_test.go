@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +151,38 @@ func TestSignInCookieIsHttpOnlyAndAuthenticatesSocket(t *testing.T) {
 		`(() => { const li = document.querySelector('li[data-session-id=%q]');
 			return li && li.dataset.current === 'true' && li.querySelector('[data-testid=device-conns]').dataset.count === '1'; })()`, id))
 	a.noProblems()
+}
+
+// The page's own socket works under its CSP (every sign-in test shows it);
+// this shows the CSP is really enforced: connections to another origin and
+// inline scripts are refused, and the collector of problems sees it.
+func TestContentSecurityPolicyIsEnforced(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, serverTuning{})
+	a := newDevice(t, "device A")
+	a.do("load", stepTimeout, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("signin")))
+	other := "ws" + strings.TrimPrefix(srv.URL, "http")
+	other = other[:strings.LastIndexByte(other, ':')] + ":9/ws" // same host, another port
+	eval[bool](a, `(() => {
+		window.violations = [];
+		document.addEventListener('securitypolicyviolation', (e) => violations.push(e.violatedDirective + ' ' + e.blockedURI));
+		try { new WebSocket(`+strconv.Quote(other)+`); } catch (e) { violations.push('threw ' + e.name); }
+		const s = document.createElement('script');
+		s.textContent = 'window.inlineRan = true';
+		document.body.append(s);
+		return true;
+	})()`)
+	a.waitJS("two violations", stepTimeout, `window.violations.length >= 2`)
+	got := strings.Join(eval[[]string](a, `window.violations`), "; ")
+	if !strings.Contains(got, "connect-src") || !strings.Contains(got, "script-src") {
+		t.Errorf("violations = %s, want connect-src and script-src", got)
+	}
+	if eval[bool](a, `window.inlineRan === true`) {
+		t.Errorf("an inline script ran despite the CSP")
+	}
+	if p := strings.Join(a.problems(), "; "); !strings.Contains(p, "Content Security Policy") {
+		t.Errorf("the console collector missed the violations: %q", p)
+	}
 }
 
 func TestWrongPasswordIsAnnounced(t *testing.T) {
