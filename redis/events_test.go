@@ -119,3 +119,26 @@ func TestIndexesHealWhenASessionKeyVanishes(t *testing.T) {
 		return ok
 	})
 }
+
+func TestDamagedHashFailsClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv)
+	good, bad := newSession(t, "dmg-user"), newSession(t, "dmg-user")
+	for _, s := range []*sessionbridge.Session{good, bad} {
+		if err := b.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.MustDo("HSET", b.sessionKey(bad.ID), "version", "not-a-number")
+	got, err := b.Store().GetMany(bg, []string{good.ID, bad.ID})
+	if err != nil || len(got) != 1 || got[good.ID] == nil {
+		t.Fatalf("GetMany = %v, %v; want only the intact session", got, err)
+	}
+	if _, err := b.Store().Get(bg, bad.ID); err == nil {
+		t.Fatal("Get of a damaged hash: want an error")
+	}
+	m := &sessionbridge.Manager{Store: b.Store()}
+	if _, err := m.Get(bg, bad.ID); err == nil {
+		t.Fatal("Manager.Get of a damaged hash: want an error")
+	}
+}

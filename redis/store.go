@@ -71,7 +71,8 @@ func (st *Store) Get(ctx context.Context, id string) (*sessionbridge.Session, er
 
 // GetMany returns the sessions that exist among ids in one pipelined round
 // trip, bypassing the client cache: it is what nodes re-validate with after a
-// gap, so it reads the truth.
+// gap, so it reads the truth. A session whose hash cannot be decoded is
+// logged and left out, as if it did not exist.
 func (st *Store) GetMany(ctx context.Context, ids []string) (map[string]*sessionbridge.Session, error) {
 	out := make(map[string]*sessionbridge.Session, len(ids))
 	b := st.b
@@ -95,7 +96,10 @@ func (st *Store) GetMany(ctx context.Context, ids []string) (map[string]*session
 		}
 		s, err := decodeSession(m)
 		if err != nil {
-			return nil, fmt.Errorf("redis: get sessions: %w", err)
+			// One damaged hash must not stop the re-validation of all the
+			// others; it is left out, so its sockets close (fail closed).
+			b.log.Error("redis: skipping an undecodable session", "session_id", valid[i], "err", err)
+			continue
 		}
 		if s != nil {
 			out[valid[i]] = s
