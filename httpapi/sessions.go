@@ -30,9 +30,11 @@ const HeaderSessionToken = "X-Session-Token"
 // invalid_token, and one that also carries a session cookie with a different
 // token is refused with 401 conflicting_credentials: a client that states a
 // credential explicitly must not silently act as someone else. Without the
-// header the cookie is used (the first, should a request carry several); a
-// bad or expired cookie is cleared and the request proceeds unauthenticated, so that a stale cookie never locks a
-// browser out of the login page.
+// header the cookie is used; a bad or expired cookie is cleared and the
+// request proceeds unauthenticated, so that a stale cookie never locks a
+// browser out of the login page. A request with several session cookies of
+// different values (one may have been planted from a sibling domain) also
+// proceeds unauthenticated, as the gateway refuses it too.
 //
 // A Sessions needs a Manager; every other field has a working zero value. It
 // is safe for concurrent use once configured.
@@ -146,10 +148,7 @@ func (s *Sessions) load(w http.ResponseWriter, r *http.Request) (*requestState, 
 	ctx := r.Context()
 	st := &requestState{}
 	headers := r.Header.Values(HeaderSessionToken)
-	var cookieTok string
-	if c, err := r.Cookie(s.cookieName()); err == nil {
-		cookieTok = c.Value
-	}
+	cookieTok, cookieConflict := s.cookieToken(r)
 	if len(headers) > 0 {
 		st.fromHeader = true
 		tok := headers[0]
@@ -158,7 +157,7 @@ func (s *Sessions) load(w http.ResponseWriter, r *http.Request) (*requestState, 
 				return nil, s.refuse(r, CodeConflictingTokens, "several different X-Session-Token headers")
 			}
 		}
-		if cookieTok != "" && cookieTok != tok {
+		if cookieConflict || (cookieTok != "" && cookieTok != tok) {
 			return nil, s.refuse(r, CodeConflictingTokens, "X-Session-Token header and session cookie differ")
 		}
 		sess, err := s.Manager.Authenticate(ctx, tok)
@@ -174,6 +173,15 @@ func (s *Sessions) load(w http.ResponseWriter, r *http.Request) (*requestState, 
 		if st.session == nil {
 			return nil, s.refuse(r, CodeInvalidToken, "session deleted")
 		}
+		return st, nil
+	}
+	if cookieConflict {
+		// Several different session cookies: one may have been planted from
+		// a sibling domain (cookie tossing). Acting as either could be acting
+		// as the attacker, so the request proceeds as no one, as it does on
+		// the WebSocket. No cookie is cleared: a planted one may not be ours
+		// to clear.
+		s.Audit.Log(ctx, audit.AuthnFailed, s.fields(r, audit.Fields{Reason: CodeConflictingTokens, Detail: "several different session cookies"}))
 		return st, nil
 	}
 	if cookieTok == "" {
@@ -195,6 +203,21 @@ func (s *Sessions) load(w http.ResponseWriter, r *http.Request) (*requestState, 
 		s.clearCookie(w)
 	}
 	return st, nil
+}
+
+// cookieToken returns the token of the request's session cookie, and
+// whether the request carries several session cookies with different values.
+func (s *Sessions) cookieToken(r *http.Request) (tok string, conflict bool) {
+	for _, c := range r.CookiesNamed(s.cookieName()) {
+		if c.Value == "" {
+			continue
+		}
+		if tok != "" && c.Value != tok {
+			return "", true
+		}
+		tok = c.Value
+	}
+	return tok, false
 }
 
 // touch records activity on sess and returns the session as it now stands,
@@ -249,9 +272,7 @@ func (s *Sessions) requestSession(r *http.Request) (*sessionbridge.Session, erro
 	}
 	tok := r.Header.Get(HeaderSessionToken)
 	if tok == "" {
-		if c, err := r.Cookie(s.cookieName()); err == nil {
-			tok = c.Value
-		}
+		tok, _ = s.cookieToken(r)
 	}
 	if tok == "" {
 		return nil, nil

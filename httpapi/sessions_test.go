@@ -324,3 +324,44 @@ func TestLoginLogoutAsLibrary(t *testing.T) {
 		t.Error("library logout left the session")
 	}
 }
+
+func TestSeveralSessionCookies(t *testing.T) {
+	f := newFixture(t)
+	s, tok := f.create("alice")
+	_, other := f.create("mallory")
+	get := func(h map[string]string, cookies ...string) response {
+		r, err := http.NewRequest("GET", f.srv.URL+"/auth/session", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cookies {
+			r.AddCookie(&http.Cookie{Name: "sb_session", Value: c})
+		}
+		for k, v := range h {
+			r.Header.Set(k, v)
+		}
+		resp, err := f.srv.Client().Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return response{Response: resp, body: b}
+	}
+	// The same token twice is one credential.
+	expect(t, get(nil, tok, tok), http.StatusOK)
+	// Two different ones: nobody, and no cookie is touched.
+	resp := get(nil, other, tok)
+	expect(t, resp, http.StatusUnauthorized)
+	if resp.cookie("sb_session") != nil {
+		t.Error("a cookie was cleared on conflicting cookies")
+	}
+	if !f.exists(s.ID) {
+		t.Error("conflicting cookies deleted a session")
+	}
+	resp = get(map[string]string{"X-Session-Token": tok}, tok, other)
+	expect(t, resp, http.StatusUnauthorized)
+	if code := resp.errorCode(t); code != CodeConflictingTokens {
+		t.Errorf("header with conflicting cookies: %q", code)
+	}
+}
