@@ -412,6 +412,32 @@ func TestServerShutdownReconnects(t *testing.T) {
 	a.noProblems()
 }
 
+func TestBackendMessageShowsInLog(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, serverTuning{})
+	a := newDevice(t, "device A")
+	a.signIn(srv.URL)
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/api/v1/publish",
+		strings.NewReader(`{"user_id":"`+testUser+`","data":{"text":"hello from the backend"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish: status %d", resp.StatusCode)
+	}
+	a.waitJS("message in the log", liveTimeout, `(() => {
+		const e = document.querySelector('#event-log li[data-type="message"] .log-body');
+		return e && e.textContent.includes('hello from the backend'); })()`)
+	a.noProblems()
+}
+
 // evilPage is a page on another origin that tries to use the victim's cookie
 // on the server's WebSocket (cross-site WebSocket hijacking).
 const evilPage = `<!doctype html><title>elsewhere</title><script src="/evil.js"></script>`

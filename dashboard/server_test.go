@@ -27,6 +27,9 @@ type serverTuning struct {
 	expiringLead time.Duration
 }
 
+// adminToken enables the admin API of test servers.
+const adminToken = "dashboard-test-admin-token"
+
 type testServer struct {
 	URL  string
 	logs *recorder
@@ -54,6 +57,7 @@ func startServer(t *testing.T, tune serverTuning) *testServer {
 	logs := &recorder{}
 	srv, err := server.New(context.Background(), server.Config{
 		UsersFile:       path,
+		AdminToken:      adminToken,
 		InsecureCookies: true,
 		AbsoluteTimeout: tune.absolute,
 		ExpiryWarning:   tune.expiringLead,
