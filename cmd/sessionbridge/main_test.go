@@ -382,3 +382,17 @@ type fakeAddr string
 
 func (a fakeAddr) Network() string { return "tcp" }
 func (a fakeAddr) String() string  { return string(a) }
+
+// TestEveryFlagDocumented keeps docs/configuration.md in step with the flags.
+func TestEveryFlagDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, _ := newServeFlags(io.Discard)
+	fs.VisitAll(func(f *flag.Flag) {
+		if !bytes.Contains(doc, []byte("`--"+f.Name+"`")) || !bytes.Contains(doc, []byte("`"+envName(f.Name)+"`")) {
+			t.Errorf("--%s or %s missing from docs/configuration.md", f.Name, envName(f.Name))
+		}
+	})
+}
