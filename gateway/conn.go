@@ -313,7 +313,9 @@ func (c *Conn) writeClose(code int, reason string) {
 		c.abort()
 		return
 	}
+	c.mu.Lock()
 	_ = c.ws.SetReadDeadline(now.Add(closeGrace))
+	c.mu.Unlock()
 }
 
 // abort drops the TCP connection without a close handshake.
@@ -401,11 +403,13 @@ func (l *lazyCtx) stop() {
 
 // extendUnlessClosing moves the dead-peer deadline, except while a close
 // handshake is under way (which has its own, shorter deadline).
+// The check and the move happen under c.mu, as does the close path's setting
+// of its own deadline, so that a frame read while the close starts cannot
+// push the close handshake's deadline out again.
 func (c *Conn) extendUnlessClosing(extend func()) {
 	c.mu.Lock()
-	closing := c.closing
-	c.mu.Unlock()
-	if !closing {
+	defer c.mu.Unlock()
+	if !c.closing {
 		extend()
 	}
 }

@@ -673,3 +673,80 @@ func TestFrameRateLimit(t *testing.T) {
 	}
 	c.expectClose(CloseRateLimited, ReasonRateLimited)
 }
+
+func TestSweepClosesExpiredSessions(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.ExpiryWarning = -1 })
+	_, tok := e.session("alice")
+	c, _ := e.dial(bearer(tok), "")
+	// Time passes without the gateway's timer firing (as after a pause of
+	// the process); re-validation finds the session expired.
+	e.clock.mu.Lock()
+	e.clock.now = e.clock.now.Add(time.Hour)
+	e.clock.mu.Unlock()
+	e.g.HandleGap()
+	c.expectClose(CloseReauthenticate, ReasonSessionExpired)
+}
+
+// TestChurn connects, updates, messages and revokes concurrently, for the race
+// detector and the leak checker.
+func TestChurn(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	const workers = 8
+	done := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			done <- func() error {
+				user := fmt.Sprint("user-", w%3)
+				for i := range 5 {
+					s, tok, err := e.mgr.Create(ctx, sb.NewSession{UserID: user}, sb.Change{})
+					if err != nil {
+						return err
+					}
+					c, _, err := e.tryDial(bearer(tok), "")
+					if err != nil {
+						return err
+					}
+					if f, err := c.tryRead(); err != nil || f.Type != TypeWelcome {
+						return fmt.Errorf("welcome: %v %v", f, err)
+					}
+					_ = c.ws.WriteJSON(map[string]any{"type": "session.update", "id": "u", "data": map[string]any{"data": map[string]any{"i": i}}})
+					_ = e.g.SendToUser(ctx, user, json.RawMessage(`1`))
+					if i%2 == 0 {
+						_, _ = e.mgr.Delete(ctx, s.ID, sb.ReasonRevoked, sb.Change{})
+					} else {
+						_ = c.ws.Close()
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range workers {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for u := range 3 {
+		if _, err := e.mgr.DeleteUser(ctx, fmt.Sprint("user-", u), "", sb.ReasonRevoked, sb.Change{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.g.Len() != 0 {
+		if time.Now().After(deadline) {
+			e.g.reg.forAll(func(c *Conn) {
+				c.mu.Lock()
+				t.Logf("left: %s session %s closing %v sent %v closed %v held %v writing %v queue %d code %d", c.id, c.p.SessionID, c.closing, c.closeSent, c.closed, c.held, c.writing, len(c.queue), c.code)
+				c.mu.Unlock()
+			})
+			t.Fatal("connections left")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.g.reg.mu.RLock()
+	defer e.g.reg.mu.RUnlock()
+	if len(e.g.reg.sessions) != 0 || len(e.g.reg.users) != 0 {
+		t.Fatalf("registry keeps %d sessions and %d users", len(e.g.reg.sessions), len(e.g.reg.users))
+	}
+}
