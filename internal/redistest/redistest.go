@@ -35,6 +35,9 @@ type Server struct {
 	dir   string
 	port  int
 	extra []string
+	// sentinel, if set, is the sentinel.conf text to start a Sentinel with
+	// instead of a server.
+	sentinel string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -71,6 +74,45 @@ func Start(t testing.TB, extraArgs ...string) *Server {
 	return nil
 }
 
+// StartSentinel starts a Redis Sentinel from PATH on a free 127.0.0.1 port
+// that monitors master under the name masterName (quorum 1), waits until it
+// reports the master's address, and stops it when the test ends.
+func StartSentinel(t testing.TB, master *Server, masterName string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redistest: redis-server not found on PATH (%v); install it, e.g. apt-get install -y redis-server, or run scripts/test which does", err)
+	}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), sentinel: fmt.Sprintf(
+		"sentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 1000\n", masterName, master.port, masterName)}
+	t.Cleanup(s.Stop)
+	var lastErr error
+	for range 5 {
+		if s.port, err = freePort(); err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		if lastErr = s.start(); lastErr == nil {
+			break
+		}
+	}
+	if lastErr != nil {
+		t.Fatalf("redistest: sentinel: %v", lastErr)
+	}
+	deadline := time.Now().Add(startTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		v, err := s.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", masterName)
+		if a, ok := v.([]any); err == nil && ok && len(a) == 2 && a[1] == strconv.Itoa(master.port) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: sentinel does not report master %s (last answer %v, %v)", masterName, v, err)
+		}
+		<-tick.C
+	}
+}
+
 // Addr returns the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
@@ -86,7 +128,8 @@ func (s *Server) Stop() {
 }
 
 // Restart stops the server if it runs and starts a new one on the same port.
-// The new server is empty: nothing is persisted across a restart.
+// The new server is empty: nothing is persisted across a restart (a
+// Sentinel restarts with the configuration it started with).
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
@@ -133,15 +176,25 @@ func (s *Server) start() error {
 	}
 	// Leftovers of a previous run must not come back on a restart.
 	_ = os.Remove(filepath.Join(s.dir, "dump.rdb"))
-	args := []string{
-		"--port", strconv.Itoa(s.port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", s.dir,
-		"--daemonize", "no",
-		"--enable-debug-command", "local",
-		"--loglevel", "warning",
+	var args []string
+	if s.sentinel != "" {
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nloglevel warning\n%s", s.port, s.dir, s.sentinel)
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			return fmt.Errorf("write sentinel.conf: %w", err)
+		}
+		args = []string{conf, "--sentinel"}
+	} else {
+		args = []string{
+			"--port", strconv.Itoa(s.port),
+			"--bind", "127.0.0.1",
+			"--save", "",
+			"--appendonly", "no",
+			"--dir", s.dir,
+			"--daemonize", "no",
+			"--enable-debug-command", "local",
+			"--loglevel", "warning",
+		}
 	}
 	args = append(args, s.extra...)
 	cmd := exec.Command(s.bin, args...)

@@ -70,3 +70,12 @@ func TestTwoServersAreSeparate(t *testing.T) {
 		t.Fatalf("b sees a's key: %#v", got)
 	}
 }
+
+func TestSentinel(t *testing.T) {
+	master := Start(t)
+	s := StartSentinel(t, master, "mymaster")
+	got, ok := s.MustDo("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster").([]any)
+	if !ok || len(got) != 2 || got[0] != "127.0.0.1" || "127.0.0.1:"+got[1].(string) != master.Addr() {
+		t.Fatalf("sentinel reports %v, want %s", got, master.Addr())
+	}
+}
