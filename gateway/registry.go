@@ -88,6 +88,9 @@ func (r *registry) add(c *Conn, sess *sb.Session) (e *sessionEntry, created bool
 	if sid := c.p.SessionID; sid != "" {
 		e = r.sessions[sid]
 		if e == nil {
+			if sess != nil {
+				sess.SecretHash = [32]byte{} // not needed here; do not keep it
+			}
 			e = &sessionEntry{id: sid, sess: sess}
 			r.sessions[sid] = e
 			created = true
