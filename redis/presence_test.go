@@ -176,3 +176,28 @@ func TestFingerprintIgnoresOrder(t *testing.T) {
 		t.Fatal("0 must mean exactly the empty set")
 	}
 }
+
+func TestPresenceAndTicketsOnCluster(t *testing.T) {
+	srv := redistest.StartCluster(t)
+	a := newBackend(t, srv, func(o *Options) { o.NodeID = "a" })
+	b := newBackend(t, srv, func(o *Options) { o.NodeID = "b"; o.Prefix = a.prefix })
+	lb := &fakeLocal{}
+	lb.set(conn("c1", "s1", "alice", "b"), conn("c2", "s2", "bob", "b"))
+	if err := b.Presence(lb).Publish(bg); err != nil {
+		t.Fatal(err)
+	}
+	pa := a.Presence(&fakeLocal{})
+	if c, err := pa.SessionCounts(bg, []string{"s1", "s2"}); err != nil || c["s1"] != 1 || c["s2"] != 1 {
+		t.Fatalf("SessionCounts = %v, %v", c, err)
+	}
+	if all, err := pa.UserConnections(bg, ""); err != nil || len(all) != 2 {
+		t.Fatalf("UserConnections = %v, %v", all, err)
+	}
+	tk, err := a.Tickets().Issue(bg, sessionbridge.Ticket{UserID: "alice"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Tickets().Redeem(bg, tk); err != nil || got.UserID != "alice" {
+		t.Fatalf("Redeem = %v, %v", got, err)
+	}
+}

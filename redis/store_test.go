@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/redis/rueidis"
+
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/internal/redistest"
 	"github.com/sessionbridge/sessionbridge/storetest"
@@ -44,4 +46,18 @@ func TestGetWithoutClientCache(t *testing.T) {
 	if _, err := reader.Store().Get(bg, s.ID); !errors.Is(err, sessionbridge.ErrNotFound) {
 		t.Fatalf("Get after delete = %v, want ErrNotFound at once", err)
 	}
+}
+
+// TestConformanceOnCluster runs the suite on a Redis Cluster node, which
+// refuses any script or command that strays outside one hash slot: it shows
+// that the key layout is cluster-ready.
+func TestConformanceOnCluster(t *testing.T) {
+	srv := redistest.StartCluster(t)
+	storetest.Run(t, func(t *testing.T) (sessionbridge.Store, sessionbridge.Bus) {
+		b := newBackend(t, srv)
+		if b.Client().Mode() != rueidis.ClientModeCluster {
+			t.Fatalf("client mode %s, want cluster", b.Client().Mode())
+		}
+		return b.Store(), b.Bus()
+	})
 }

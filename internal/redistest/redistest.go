@@ -74,6 +74,29 @@ func Start(t testing.TB, extraArgs ...string) *Server {
 	return nil
 }
 
+// StartCluster starts a one-node Redis Cluster: a cluster-enabled server
+// that owns all 16384 slots. It enforces what a real cluster does (a script
+// or multi-key command must keep to one slot) and speaks the cluster
+// protocol to clients, so tests can check that key layouts are cluster-ready.
+func StartCluster(t testing.TB) *Server {
+	t.Helper()
+	s := Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	s.MustDo("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+	deadline := time.Now().Add(startTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		v, err := s.Do("CLUSTER", "INFO")
+		if info, ok := v.(string); err == nil && ok && strings.Contains(info, "cluster_state:ok") {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: cluster not ok within %v: %v, %v", startTimeout, v, err)
+		}
+		<-tick.C
+	}
+}
+
 // StartSentinel starts a Redis Sentinel from PATH on a free 127.0.0.1 port
 // that monitors master under the name masterName (quorum 1), waits until it
 // reports the master's address, and stops it when the test ends.

@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -78,4 +79,12 @@ func TestSentinel(t *testing.T) {
 	if !ok || len(got) != 2 || got[0] != "127.0.0.1" || "127.0.0.1:"+got[1].(string) != master.Addr() {
 		t.Fatalf("sentinel reports %v, want %s", got, master.Addr())
 	}
+}
+
+func TestCluster(t *testing.T) {
+	s := StartCluster(t)
+	if _, err := s.Do("MSET", "a", "1", "b", "2"); err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+		t.Fatalf("cross-slot MSET = %v, want CROSSSLOT", err)
+	}
+	s.MustDo("MSET", "{t}a", "1", "{t}b", "2")
 }
