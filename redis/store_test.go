@@ -1,8 +1,11 @@
 package redis
 
 import (
+	"encoding/json"
 	"errors"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -48,16 +51,61 @@ func TestGetWithoutClientCache(t *testing.T) {
 	}
 }
 
-// TestConformanceOnCluster runs the suite on a Redis Cluster node, which
-// refuses any script or command that strays outside one hash slot: it shows
-// that the key layout is cluster-ready.
-func TestConformanceOnCluster(t *testing.T) {
+// TestEveryScriptOnCluster runs every write script, the expiry claim and the
+// pipelined reads on a Redis Cluster node, which refuses any script or
+// command that strays outside one hash slot: the key layout is cluster-ready.
+// (The conformance suite runs on a standalone server; running it here too
+// would double its time for the same assertions.)
+func TestEveryScriptOnCluster(t *testing.T) {
 	srv := redistest.StartCluster(t)
-	storetest.Run(t, func(t *testing.T) (sessionbridge.Store, sessionbridge.Bus) {
-		b := newBackend(t, srv)
-		if b.Client().Mode() != rueidis.ClientModeCluster {
-			t.Fatalf("client mode %s, want cluster", b.Client().Mode())
+	b := newBackend(t, srv)
+	if b.Client().Mode() != rueidis.ClientModeCluster {
+		t.Fatalf("client mode %s, want cluster", b.Client().Mode())
+	}
+	rec := &recorder{}
+	subscribe(t, b, rec)
+	m := &sessionbridge.Manager{Store: b.Store(), NodeID: "n", TouchInterval: time.Nanosecond}
+	var ids []string
+	for i := range 40 { // many users: many shards, so many slots
+		user := "cluster-user-" + strconv.Itoa(i)
+		s, _, err := m.Create(bg, sessionbridge.NewSession{UserID: user}, sessionbridge.Change{})
+		if err != nil {
+			t.Fatalf("Create: %v", err)
 		}
-		return b.Store(), b.Bus()
-	})
+		if s, err = m.Update(bg, s.ID, json.RawMessage(`{"i":1}`), 0, sessionbridge.Change{}); err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		if _, err := m.Touch(bg, s, sessionbridge.Change{}); err != nil {
+			t.Fatalf("Touch: %v", err)
+		}
+		r, _, err := m.Rotate(bg, s.ID, sessionbridge.Change{})
+		if err != nil {
+			t.Fatalf("Rotate: %v", err)
+		}
+		if list, err := m.List(bg, user); err != nil || len(list) != 1 || list[0].ID != r.ID {
+			t.Fatalf("List = %v, %v", list, err)
+		}
+		if i%2 == 0 {
+			if _, err := m.Delete(bg, r.ID, sessionbridge.ReasonLogout, sessionbridge.Change{}); err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+		} else {
+			ids = append(ids, r.ID)
+		}
+	}
+	got, err := b.Store().GetMany(bg, ids)
+	if err != nil || len(got) != len(ids) {
+		t.Fatalf("GetMany = %d, %v; want %d", len(got), err, len(ids))
+	}
+	// Claim them all as expired, a day from now.
+	claimed, err := b.Store().ClaimExpired(bg, time.Now().Add(48*time.Hour), 0, sessionbridge.Event{Source: sessionbridge.SourceSystem})
+	if err != nil || len(claimed) != len(ids) {
+		t.Fatalf("ClaimExpired = %d, %v; want %d", len(claimed), err, len(ids))
+	}
+	for _, id := range ids {
+		eventually(t, 5*time.Second, "expired event of "+id, func() bool {
+			_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventExpired && ev.SessionID == id })
+			return ok
+		})
+	}
 }
