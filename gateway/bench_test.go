@@ -292,3 +292,45 @@ func rawDial(b *testing.B, addr, token string) net.Conn {
 	_ = c.SetReadDeadline(time.Time{})
 	return c
 }
+
+// BenchmarkApplyUpdate measures the synchronizer's work for one updated
+// event: apply the patch to the held data, encode session.updated once and
+// queue it on every socket of the session (the network writes are not
+// included).
+func BenchmarkApplyUpdate(b *testing.B) {
+	for _, n := range []int{1, 10, 100} {
+		b.Run(fmt.Sprint("conns=", n), func(b *testing.B) {
+			bus := memory.NewBus()
+			g, err := New(Config{Manager: &sb.Manager{Store: memory.NewStore(bus)}, Bus: bus, SendQueue: 1 << 20})
+			if err != nil {
+				b.Fatal(err)
+			}
+			g.clock = newFakeClock()
+			pub := benchPublic()
+			sess := &sb.Session{ID: pub.ID, UserID: pub.UserID, Data: pub.Data, Device: pub.Device,
+				CreatedAt: pub.CreatedAt, LastSeenAt: pub.LastSeenAt, ExpiresAt: pub.ExpiresAt,
+				AbsoluteExpiresAt: pub.AbsoluteExpiresAt, Version: 1}
+			conns := make([]*Conn, n)
+			for i := range conns {
+				// held: the frames stay queued, no writer runs.
+				conns[i] = &Conn{g: g, id: newConnID(), held: true, p: sb.Principal{UserID: sess.UserID, SessionID: sess.ID}}
+				g.reg.add(conns[i], sess)
+			}
+			ev := sb.Event{Type: sb.EventUpdated, SessionID: sess.ID, UserID: sess.UserID,
+				Updates: json.RawMessage(`{"cart":{"items":5}}`), Source: sb.SourceHTTP}
+			b.ReportAllocs()
+			v := uint64(1)
+			for b.Loop() {
+				v++
+				ev.Version = v
+				g.HandleEvent(ev)
+				for _, c := range conns {
+					c.queue, c.qbytes = c.queue[:0], 0
+				}
+			}
+			if e := g.reg.session(sess.ID); e.sess.Version != v {
+				b.Fatalf("version %d, want %d", e.sess.Version, v)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -748,5 +749,33 @@ func TestChurn(t *testing.T) {
 	defer e.g.reg.mu.RUnlock()
 	if len(e.g.reg.sessions) != 0 || len(e.g.reg.users) != 0 {
 		t.Fatalf("registry keeps %d sessions and %d users", len(e.g.reg.sessions), len(e.g.reg.users))
+	}
+}
+
+func TestConnContext(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Metadata = func(r *http.Request, p *sb.Principal) map[string]string {
+			return map[string]string{"tenant": r.URL.Query().Get("tenant"), "user": p.UserID}
+		}
+	})
+	got := make(chan ConnContext, 1)
+	e.g.Handle("whoami", "", func(ctx context.Context, c *Conn, data json.RawMessage) (any, error) {
+		got <- c.Context()
+		return nil, nil
+	})
+	s, tok := e.session("alice")
+	h := bearer(tok)
+	h.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0")
+	c, w := e.dial(h, "tenant=acme")
+	c.send("whoami", "1", nil)
+	if f := c.read(); f.Type != "whoami.result" {
+		t.Fatalf("reply %+v", f)
+	}
+	cc := <-got
+	if !cc.Authenticated || cc.SessionID != s.ID || cc.UserID != "alice" || cc.Protocol != "websocket" ||
+		cc.Method != sb.AuthSession || string(cc.SessionData) != `{"theme":"dark"}` ||
+		cc.Device.ConnectionID != w.ConnectionID || cc.Device.IP != "127.0.0.1" || cc.Device.UserAgent == "" ||
+		cc.Metadata["tenant"] != "acme" || cc.Metadata["user"] != "alice" {
+		t.Fatalf("context %+v", cc)
 	}
 }
