@@ -3,6 +3,7 @@ package loadtest
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -21,6 +22,10 @@ var heapProfile = flag.String("loadtest.heapprofile", "", "write a heap profile 
 // heap profile written with -loadtest.heapprofile tells them apart by
 // allocation site).
 func BenchmarkIdleSockets(b *testing.B) {
+	if *heapProfile != "" {
+		// Record every allocation, so that the profile is exact per site.
+		runtime.MemProfileRate = 1
+	}
 	base := startNode(b, server.Config{NodeID: "bench"})
 	ctx := context.Background()
 	hc := newHTTPClient(8, 10*time.Second)
@@ -29,7 +34,7 @@ func BenchmarkIdleSockets(b *testing.B) {
 	ws := newWSDialers(nil, 10*time.Second)
 	tokens := make([]string, b.N)
 	for i := range tokens {
-		cs, err := admin.createSession(ctx, base, "bench-user", nil, time.Hour)
+		cs, err := admin.createSession(ctx, base, fmt.Sprint("bench-user-", i), nil, time.Hour)
 		if err != nil {
 			b.Fatal(err)
 		}
