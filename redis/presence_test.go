@@ -108,7 +108,9 @@ func TestPresenceAcrossNodes(t *testing.T) {
 
 func TestPresenceForgetsDeadNode(t *testing.T) {
 	srv := redistest.Start(t)
-	const interval = 100 * time.Millisecond
+	// Long enough that a loaded machine reads the record before it
+	// expires; the test then waits three intervals.
+	const interval = time.Second
 	a := newBackend(t, srv, func(o *Options) { o.NodeID = "a"; o.PresenceInterval = interval })
 	b := newBackend(t, srv, func(o *Options) { o.NodeID = "b"; o.PresenceInterval = interval; o.Prefix = a.prefix })
 	lb := &fakeLocal{}
