@@ -150,17 +150,61 @@ func TestSignInCookieIsHttpOnlyAndAuthenticatesSocket(t *testing.T) {
 	a.waitJS("this device listed with its connection", stepTimeout, fmt.Sprintf(
 		`(() => { const li = document.querySelector('li[data-session-id=%q]');
 			return li && li.dataset.current === 'true' && li.querySelector('[data-testid=device-conns]').dataset.count === '1'; })()`, id))
+
+	// A message from the backend (the admin API's publish) shows in the log.
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/api/v1/publish",
+		strings.NewReader(`{"user_id":"`+testUser+`","data":{"text":"hello from the backend"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish: status %d", resp.StatusCode)
+	}
+	a.waitJS("message in the log", liveTimeout, `(() => {
+		const e = document.querySelector('#event-log li[data-type="message"] .log-body');
+		return e && e.textContent.includes('hello from the backend'); })()`)
 	a.noProblems()
 }
 
-// The page's own socket works under its CSP (every sign-in test shows it);
-// this shows the CSP is really enforced: connections to another origin and
-// inline scripts are refused, and the collector of problems sees it.
-func TestContentSecurityPolicyIsEnforced(t *testing.T) {
+// TestSignInPage checks the page a visitor sees first: keyboard-only sign-in
+// with an announced error, and a Content-Security-Policy that is really
+// enforced (the page's own socket works under it, as every other test shows;
+// here connections to another origin and inline scripts are refused, and the
+// collector of page problems sees that).
+func TestSignInPage(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, serverTuning{})
 	a := newDevice(t, "device A")
-	a.do("load", stepTimeout, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("signin")))
+
+	// Keyboard only: the name field has the focus on load, Tab moves to the
+	// password, Enter submits.
+	a.do("load", stepTimeout,
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.WaitVisible(chromedp.ID("username")),
+	)
+	a.waitJS("focus on the name field", stepTimeout, `document.activeElement.id === 'username'`)
+	a.do("type a name", stepTimeout, chromedp.KeyEvent(testUser+"\t"))
+	if id := eval[string](a, `document.activeElement.id`); id != "password" {
+		t.Fatalf("Tab from the name field focused %q, want password", id)
+	}
+	a.do("type a wrong password", stepTimeout, chromedp.KeyEvent("not the password\r"))
+	a.waitJS("error shown", stepTimeout, `document.getElementById('signin-error').textContent === 'Wrong username or password.'`)
+	if role := eval[string](a, `document.getElementById('signin-error').getAttribute('role')`); role != "alert" {
+		t.Errorf("sign-in error role = %q, want alert (announced)", role)
+	}
+	if !eval[bool](a, `document.getElementById('app').hidden && document.getElementById('password').value === ''`) {
+		t.Errorf("after a failed sign-in the app is shown or the password kept")
+	}
+	a.noProblems()
+
+	// The CSP.
 	other := "ws" + strings.TrimPrefix(srv.URL, "http")
 	other = other[:strings.LastIndexByte(other, ':')] + ":9/ws" // same host, another port
 	eval[bool](a, `(() => {
@@ -183,32 +227,6 @@ func TestContentSecurityPolicyIsEnforced(t *testing.T) {
 	if p := strings.Join(a.problems(), "; "); !strings.Contains(p, "Content Security Policy") {
 		t.Errorf("the console collector missed the violations: %q", p)
 	}
-}
-
-func TestWrongPasswordIsAnnounced(t *testing.T) {
-	t.Parallel()
-	srv := startServer(t, serverTuning{})
-	a := newDevice(t, "device A")
-	// Keyboard only: the name field has the focus on load, Tab moves to the
-	// password, Enter submits.
-	a.do("load", stepTimeout,
-		chromedp.Navigate(srv.URL+"/"),
-		chromedp.WaitVisible(chromedp.ID("username")),
-	)
-	a.waitJS("focus on the name field", stepTimeout, `document.activeElement.id === 'username'`)
-	a.do("type a name", stepTimeout, chromedp.KeyEvent(testUser+"\t"))
-	if id := eval[string](a, `document.activeElement.id`); id != "password" {
-		t.Fatalf("Tab from the name field focused %q, want password", id)
-	}
-	a.do("type a wrong password", stepTimeout, chromedp.KeyEvent("not the password\r"))
-	a.waitJS("error shown", stepTimeout, `document.getElementById('signin-error').textContent === 'Wrong username or password.'`)
-	if role := eval[string](a, `document.getElementById('signin-error').getAttribute('role')`); role != "alert" {
-		t.Errorf("sign-in error role = %q, want alert (announced)", role)
-	}
-	if !eval[bool](a, `document.getElementById('app').hidden && document.getElementById('password').value === ''`) {
-		t.Errorf("after a failed sign-in the app is shown or the password kept")
-	}
-	a.noProblems()
 }
 
 func TestRevokeOtherDevice(t *testing.T) {
@@ -263,6 +281,12 @@ func TestRevokeOtherDevice(t *testing.T) {
 	if id := b.sessionID(); id == idB {
 		t.Errorf("signing in again reused the revoked session %s", id)
 	}
+
+	// A picture of the signed-in dashboard with both devices, at desktop and
+	// at phone width, kept in testdata/artifacts (not committed).
+	a.do("list both devices", stepTimeout, chromedp.Click(chromedp.ID("devices-refresh")))
+	a.waitJS("two devices", stepTimeout, `document.querySelectorAll('#devices-list li').length === 2`)
+	screenshots(t, a)
 	a.noProblems()
 	b.noProblems()
 }
@@ -412,32 +436,6 @@ func TestServerShutdownReconnects(t *testing.T) {
 	a.noProblems()
 }
 
-func TestBackendMessageShowsInLog(t *testing.T) {
-	t.Parallel()
-	srv := startServer(t, serverTuning{})
-	a := newDevice(t, "device A")
-	a.signIn(srv.URL)
-	req, err := http.NewRequest(http.MethodPost, srv.URL+"/api/v1/publish",
-		strings.NewReader(`{"user_id":"`+testUser+`","data":{"text":"hello from the backend"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("publish: status %d", resp.StatusCode)
-	}
-	a.waitJS("message in the log", liveTimeout, `(() => {
-		const e = document.querySelector('#event-log li[data-type="message"] .log-body');
-		return e && e.textContent.includes('hello from the backend'); })()`)
-	a.noProblems()
-}
-
 // evilPage is a page on another origin that tries to use the victim's cookie
 // on the server's WebSocket (cross-site WebSocket hijacking).
 const evilPage = `<!doctype html><title>elsewhere</title><script src="/evil.js"></script>`
@@ -497,22 +495,10 @@ func TestCrossSiteWebSocketIsRefused(t *testing.T) {
 	}
 }
 
-// TestScreenshot renders the signed-in dashboard and keeps a picture of it in
-// testdata/artifacts (not committed), at desktop and at phone width.
-func TestScreenshot(t *testing.T) {
-	t.Parallel()
-	srv := startServer(t, serverTuning{})
-	other := newDevice(t, "other device")
-	other.signIn(srv.URL)
-	a := newDevice(t, "device A")
-	a.signIn(srv.URL)
-	a.do("set a display name", stepTimeout,
-		chromedp.SendKeys(chromedp.ID("display-name"), "Alice"),
-		chromedp.Click(chromedp.ID("display-name-save")),
-	)
-	a.waitJS("two devices and the name", stepTimeout,
-		`document.querySelectorAll('#devices-list li').length === 2 && document.getElementById('s-user').textContent.startsWith('Alice (')`)
-
+// screenshots writes full-page screenshots of tb to testdata/artifacts and
+// checks that they show a page: not blank, not scrolling sideways.
+func screenshots(t *testing.T, a *tab) {
+	t.Helper()
 	dir := filepath.Join("testdata", "artifacts")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -548,7 +534,6 @@ func TestScreenshot(t *testing.T) {
 			t.Errorf("at %d px the page is %d px wide: it scrolls sideways", c.width, sw)
 		}
 	}
-	a.noProblems()
 }
 
 func distinctColours(img image.Image) int {
