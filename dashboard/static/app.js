@@ -29,6 +29,7 @@
     lastInput: Date.now(),
     lastUser: '',         // user of the last session shown, to sign in again
     devicesBusy: false,
+    signingOut: false,    // a logout request is in flight
   };
 
   // ---------- HTTP API ----------
@@ -523,7 +524,7 @@
   function onClose(ev) {
     const reason = ev.reason || '';
     logEntry('close', { code: ev.code, reason }, 'in', 'close');
-    if (!state.wantSocket) {
+    if (!state.wantSocket || state.signingOut) {
       setStatus('closed', 'Disconnected');
       return;
     }
@@ -687,17 +688,28 @@
   async function signOut() {
     const btn = $('signout');
     btn.disabled = true;
-    closeSocket();
+    $('session-msg').textContent = '';
+    // The server closes this page's socket too (4401): that close is
+    // expected, not news to show.
+    state.signingOut = true;
     try {
       await api('POST', '/auth/logout');
     } catch (e) {
-      // Signed out either way from this page's point of view.
-    } finally {
-      btn.disabled = false;
+      if (e.status !== 401) {
+        // Not signed out (the store may be unreachable): the cookie is kept,
+        // so stay and let the user retry.
+        state.signingOut = false;
+        btn.disabled = false;
+        $('session-msg').textContent = 'Could not sign out: ' + e.message;
+        if (!state.ws) connect();
+        return;
+      }
     }
+    state.signingOut = false;
+    btn.disabled = false;
+    closeSocket();
     setStatus('idle', 'Not connected');
     showSignin('');
-    $('signin-error').textContent = '';
   }
 
   async function boot() {
