@@ -188,6 +188,17 @@ func TestTwoProcessesShareSessions(t *testing.T) {
 		t.Fatalf("session on B = %+v", got)
 	}
 
+	// A change over A's HTTP API reaches the socket on B.
+	a.admin(t, "PATCH", "/api/v1/sessions/"+created.ID, `{"plan":"team"}`, http.StatusOK, nil)
+	if f := c.expect(gateway.TypeSessionUpdated, eventWait); !strings.Contains(string(f.Data), `"plan":"team"`) {
+		t.Fatalf("session.updated on B = %s", f.Data)
+	}
+	// So does a message published through A.
+	a.admin(t, "POST", "/api/v1/publish", `{"user_id":"zoe","data":{"hello":"from A"}}`, http.StatusAccepted, nil)
+	if f := c.expect(gateway.TypeMessage, eventWait); !strings.Contains(string(f.Data), `"hello":"from A"`) {
+		t.Fatalf("message on B = %s", f.Data)
+	}
+
 	// A lists the connection held by B: presence crosses processes within
 	// its interval (5s).
 	eventually(t, 30*time.Second, "A to see B's connection", func() bool {
