@@ -174,7 +174,7 @@ func TestExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T) {
 	var clients []*client
 	var ids []string
 	for i := range n {
-		s, tok, err := a.manager.Create(bg, sb.NewSession{UserID: "erin", TTL: 1500 * time.Millisecond}, sb.Change{Source: sb.SourceAPI})
+		s, tok, err := a.manager.Create(bg, sb.NewSession{UserID: "erin", TTL: 3 * time.Second}, sb.Change{Source: sb.SourceAPI})
 		if err != nil {
 			t.Fatal(err)
 		}
