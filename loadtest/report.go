@@ -62,10 +62,13 @@ type Report struct {
 	NodeA          string    `json:"node_a"`
 	NodesB         []string  `json:"nodes_b"`
 	// SocketsPerNode is the number of idle sockets asked for on each B node.
-	SocketsPerNode int       `json:"sockets_per_node"`
-	Sources        []string  `json:"sources,omitempty"`
-	FileLimit      FileLimit `json:"file_limit"`
-	Scenarios      []string  `json:"scenarios"`
+	SocketsPerNode int      `json:"sockets_per_node"`
+	Sources        []string `json:"sources,omitempty"`
+	// FileLimit is the open-files limit of the process that ran; Run leaves
+	// it zero (it does not change process limits) and the command fills it
+	// in after RaiseFileLimit.
+	FileLimit FileLimit `json:"file_limit"`
+	Scenarios []string  `json:"scenarios"`
 	// LoadStart and LoadEnd are the machine's load averages (1, 5, 15
 	// minutes) when the run started and ended, where the system tells: on a
 	// machine shared with other work, latencies are only as good as these.

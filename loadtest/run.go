@@ -248,7 +248,7 @@ func (r *runner) hold(ctx context.Context, rep *Report) {
 	})
 	el := time.Since(t1)
 	cpu1 := selfCPU()
-	afterCPU, _ := r.scrapeAll(ctx, r.b)
+	afterCPU, afterErr := r.scrapeAll(ctx, r.b)
 	lat := nonZero(hsLat)
 	res.Connected = len(lat)
 	res.Errors = cerr.get()
@@ -259,7 +259,7 @@ func (r *runner) hold(ctx context.Context, rep *Report) {
 	res.Handshake = Summarize(lat)
 	cpu, cpuOK := 0.0, res.Connected > 0
 	for j := range r.b {
-		if beforeErr[j] != nil || afterCPU[j].CPUSeconds < 0 || before[j].CPUSeconds < 0 {
+		if beforeErr[j] != nil || afterErr[j] != nil || afterCPU[j].CPUSeconds < 0 || before[j].CPUSeconds < 0 {
 			cpuOK = false
 			continue
 		}
