@@ -444,6 +444,15 @@ func TestServerShutdownReconnects(t *testing.T) {
 	if txt := eval[string](a, `document.getElementById('ws-status').textContent`); !strings.Contains(txt, "Reconnecting in") && txt != "Connecting…" {
 		t.Errorf("status while the server is away = %q", txt)
 	}
+
+	// A new server comes up at the same address without the session (the
+	// memory backend forgot it): the refused upgrade is a bare 1006, so the
+	// page asks GET /auth/session, learns the session is gone, and stops.
+	startServer(t, serverTuning{addr: strings.TrimPrefix(srv.URL, "http://")})
+	a.waitEnded(stepTimeout, "Signed out")
+	if d := eval[string](a, `document.getElementById('ended-detail').textContent`); d != "This session is no longer valid." {
+		t.Errorf("ended detail = %q", d)
+	}
 	a.noProblems()
 }
 

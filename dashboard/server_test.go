@@ -25,6 +25,8 @@ import (
 type serverTuning struct {
 	absolute     time.Duration
 	expiringLead time.Duration
+	// addr is where to listen; empty means a free loopback port.
+	addr string
 }
 
 // adminToken enables the admin API of test servers.
@@ -66,7 +68,11 @@ func startServer(t *testing.T, tune serverTuning) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := tune.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		srv.Close()
 		t.Fatal(err)
