@@ -24,7 +24,8 @@ var static embed.FS
 
 // ContentSecurityPolicy is the Content-Security-Policy sent with every response
 // of Handler. Scripts, styles and connections are limited to the page's own
-// origin ('self' also covers ws: and wss: to the same host), nothing may frame
+// origin ('self' also covers ws: and wss: to the same host and port, as the
+// browser tests check), nothing may frame
 // the page, and forms may only post to it.
 const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; " +
 	"img-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; " +
@@ -37,14 +38,21 @@ type asset struct {
 	etag        string
 }
 
-// contentTypes maps the extensions of the embedded files to their media
-// types. It is explicit, rather than left to the operating system's MIME
-// tables, so that the page works the same on every machine.
-var contentTypes = map[string]string{
-	".html": "text/html; charset=utf-8",
-	".js":   "text/javascript; charset=utf-8",
-	".css":  "text/css; charset=utf-8",
-	".svg":  "image/svg+xml",
+// contentType returns the media type of an embedded file by its extension.
+// It is explicit, rather than left to the operating system's MIME tables, so
+// that the page works the same on every machine; "" means not to serve it.
+func contentType(ext string) string {
+	switch ext {
+	case ".html":
+		return "text/html; charset=utf-8"
+	case ".js":
+		return "text/javascript; charset=utf-8"
+	case ".css":
+		return "text/css; charset=utf-8"
+	case ".svg":
+		return "image/svg+xml"
+	}
+	return ""
 }
 
 // Handler returns the handler that serves the dashboard: index.html at "/"
@@ -66,8 +74,8 @@ func Handler() http.Handler {
 		if err != nil {
 			return err
 		}
-		ct, ok := contentTypes[path.Ext(p)]
-		if !ok {
+		ct := contentType(path.Ext(p))
+		if ct == "" {
 			// A file the page does not need; never serve it with a guessed type.
 			return nil
 		}
