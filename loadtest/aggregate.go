@@ -97,6 +97,12 @@ func Figures() []Figure {
 		}
 		return &r.Connect.Handshake
 	}
+	seq := func(r *Report) *Summary {
+		if r.Connect == nil {
+			return nil
+		}
+		return &r.Connect.HandshakeSequential
+	}
 	upd := func(r *Report) *Summary {
 		if r.Update == nil {
 			return nil
@@ -127,6 +133,8 @@ func Figures() []Figure {
 		}},
 		latencyFig("connect+auth p50", conn, p50),
 		latencyFig("connect+auth p99", conn, p99),
+		latencyFig("connect+auth one at a time p50", seq, p50),
+		latencyFig("connect+auth one at a time p99", seq, p99),
 		{Name: "server CPU per connect", Unit: "µs", Get: func(r *Report) (float64, bool) {
 			return fieldOf(r.Connect != nil && r.Connect.CPUPerConnectUS >= 0, func() float64 { return r.Connect.CPUPerConnectUS })
 		}},

@@ -89,17 +89,21 @@ type Report struct {
 // ConnectResult measures session creation through the admin API and
 // connect+auth of the idle sockets.
 type ConnectResult struct {
-	Sessions        int     `json:"sessions"`
-	SessionErrors   Errors  `json:"session_errors"`
-	SessionCreate   Summary `json:"session_create"`
-	SessionsPerSec  float64 `json:"sessions_per_s"`
-	Sockets         int     `json:"sockets"`
-	Connected       int     `json:"connected"`
-	Errors          Errors  `json:"errors"`
-	ElapsedSeconds  float64 `json:"elapsed_s"`
-	SocketsPerSec   float64 `json:"sockets_per_s"`
-	Handshake       Summary `json:"handshake"`
-	ServerCPUSecond float64 `json:"server_cpu_s"`
+	Sessions       int     `json:"sessions"`
+	SessionErrors  Errors  `json:"session_errors"`
+	SessionCreate  Summary `json:"session_create"`
+	SessionsPerSec float64 `json:"sessions_per_s"`
+	Sockets        int     `json:"sockets"`
+	Connected      int     `json:"connected"`
+	Errors         Errors  `json:"errors"`
+	ElapsedSeconds float64 `json:"elapsed_s"`
+	SocketsPerSec  float64 `json:"sockets_per_s"`
+	Handshake      Summary `json:"handshake"`
+	// HandshakeSequential times up to 200 further connects made one at a
+	// time while the idle sockets are open: the latency of one handshake
+	// without the queueing of Concurrency parallel dials.
+	HandshakeSequential Summary `json:"handshake_sequential"`
+	ServerCPUSecond     float64 `json:"server_cpu_s"`
 	// CPUPerConnectUS is the B nodes' process CPU spent during the connect
 	// phase divided by the sockets connected, in microseconds; -1 if the
 	// nodes do not export process_cpu_seconds_total.
@@ -227,6 +231,9 @@ func (r *Report) WriteTable(out io.Writer) error {
 		if c := r.Connect; c != nil {
 			lat("session create (HTTP)", c.SessionCreate)
 			lat("connect+auth (dial→welcome)", c.Handshake)
+			if c.HandshakeSequential.Count > 0 {
+				lat("connect+auth, one at a time", c.HandshakeSequential)
+			}
 		}
 		if u := r.Update; u != nil {
 			lat("update PATCH on A (HTTP)", u.HTTP)

@@ -288,6 +288,47 @@ func (r *runner) hold(ctx context.Context, rep *Report) {
 	if cfg.has(ScenarioRevoke) && ctx.Err() == nil {
 		rep.Revoke = r.revoke(ctx, socks, conns)
 	}
+	if cfg.has(ScenarioConnect) && ctx.Err() == nil {
+		res.HandshakeSequential = r.sequentialConnects(ctx, socks, conns)
+	}
+}
+
+// maxSequentialConnects bounds the one-at-a-time handshakes of the connect
+// scenario.
+const maxSequentialConnects = 200
+
+// sequentialConnects times connect+auth one socket at a time, with the idle
+// sockets still open, so that the figure is the cost of one handshake rather
+// than the queueing of many: each dial opens a second socket for a session
+// that has one and closes it again.
+func (r *runner) sequentialConnects(ctx context.Context, socks []idle, conns []int) Summary {
+	n := min(r.cfg.Samples, maxSequentialConnects, len(conns))
+	r.prog.set("connect one at a time", n)
+	lat := make([]time.Duration, 0, n)
+	var errs errSink
+	for _, i := range conns {
+		if len(lat)+errs.get().Count >= n || ctx.Err() != nil {
+			break
+		}
+		s := &socks[i]
+		if s.revoked {
+			continue
+		}
+		st := time.Now()
+		c, err := r.dial(ctx, s.node, s.token)
+		d := time.Since(st)
+		r.prog.step(err)
+		if err != nil {
+			errs.add(err)
+			continue
+		}
+		lat = append(lat, d)
+		c.Close(r.cfg.OpTimeout)
+	}
+	if e := errs.get(); e.Count > 0 {
+		r.log.Warn("one-at-a-time connects failed", "count", e.Count, "first", e.First[0])
+	}
+	return Summarize(lat)
 }
 
 // nonZero returns the recorded durations of xs (failed steps leave zero).

@@ -25,6 +25,9 @@ func checkReport(t *testing.T, rep *Report, bNodes, sockets, samples, fanout int
 	if c.Connected != want || c.Errors.Count != 0 || c.Handshake.Count != want || !c.Handshake.Ordered() || c.SocketsPerSec <= 0 {
 		t.Errorf("connect: %+v", c)
 	}
+	if c.HandshakeSequential.Count != samples || !c.HandshakeSequential.Ordered() {
+		t.Errorf("one-at-a-time connects: %+v", c.HandshakeSequential)
+	}
 	if c.CPUPerConnectUS < 0 {
 		t.Errorf("no server CPU per connect: %+v", c)
 	}
