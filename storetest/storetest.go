@@ -157,10 +157,13 @@ func makeSession(t *testing.T, userID string, now time.Time) (*sessionbridge.Ses
 	}, sessionbridge.FormatToken(id, secret)
 }
 
+// created is the event of s's creation. Its timestamp is the session's own
+// creation time, so that building it twice (once to write, once to compare
+// with what the bus delivered) yields the same event.
 func created(s *sessionbridge.Session) sessionbridge.Event {
 	return sessionbridge.Event{
 		Type: sessionbridge.EventCreated, SessionID: s.ID, UserID: s.UserID,
-		Source: sessionbridge.SourceAPI, Timestamp: time.Now(), NodeID: "node-a",
+		Source: sessionbridge.SourceAPI, Timestamp: s.CreatedAt, NodeID: "node-a",
 		Version: s.Version, ExpiresAt: s.Deadline(),
 	}
 }
