@@ -109,13 +109,18 @@ func extractCredentials(r *http.Request, allowQuery bool, apiKeyPrefix string) (
 		}
 		add(srcBearer, tok)
 	}
-	hdr := r.Header.Values("X-Session-Token")
-	for _, v := range hdr {
-		add(srcHeader, strings.TrimSpace(v))
+	// Empty header and cookie values carry no credential (a cleared cookie)
+	// and are ignored.
+	for _, v := range r.Header.Values("X-Session-Token") {
+		if v = strings.TrimSpace(v); v != "" {
+			add(srcHeader, v)
+		}
 	}
 	for _, ck := range r.CookiesNamed(CookieName) {
-		c.cookie = true
-		add(srcCookie, ck.Value)
+		if ck.Value != "" {
+			c.cookie = true
+			add(srcCookie, ck.Value)
+		}
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {

@@ -23,6 +23,10 @@ func TestAuthSources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ticket2, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "alice", SessionID: s.ID, Method: sb.AuthSession}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	origin := e.srv.URL
 	cases := []struct {
 		name    string
@@ -40,6 +44,7 @@ func TestAuthSources(t *testing.T) {
 		{"jwt", bearer("aaa.bbb.ccc"), "", sb.AuthJWT, "bob", false},
 		{"api key", bearer("sbk_key1"), "", sb.AuthAPIKey, "svc", false},
 		{"bearer and same header token", http.Header{"Authorization": {"Bearer " + tok}, "X-Session-Token": {tok}}, "", sb.AuthSession, "alice", true},
+		{"ticket with a cleared cookie", http.Header{"Cookie": {CookieName + "="}}, "ticket=" + url.QueryEscape(ticket2), sb.AuthSession, "alice", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

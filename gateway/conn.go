@@ -350,7 +350,9 @@ func (c *Conn) readLoop(parent context.Context) {
 	ws := c.ws
 	ws.SetReadLimit(g.readLimit)
 	extend := func() { _ = ws.SetReadDeadline(g.realNow().Add(g.pongTimeout)) }
-	extend()
+	// The connection may already be closing (revoked or shut down before this
+	// goroutine ran); its close handshake deadline must stand.
+	c.extendUnlessClosing(extend)
 	ws.SetPongHandler(func(string) error {
 		c.extendUnlessClosing(extend)
 		return nil
