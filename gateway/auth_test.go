@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -328,4 +329,46 @@ func TestShutdownRefusesUpgrades(t *testing.T) {
 	if e.g.Len() != 0 {
 		t.Fatalf("Len %d after shutdown", e.g.Len())
 	}
+}
+
+func TestHostileHandshakes(t *testing.T) {
+	e := newEnv(t, nil)
+	_, tok := e.session("alice")
+	addr := strings.TrimPrefix(e.srv.URL, "http://")
+	send := func(req string) string {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	head := "GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer " + tok + "\r\n"
+
+	// A key that is not 16 base64 bytes: 400 with the JSON body.
+	got := send(head + "Sec-WebSocket-Key: abc\r\nConnection: close\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 400") || !strings.Contains(got, `"error":"bad_request"`) {
+		t.Fatalf("bad key: %q", got)
+	}
+	// Frame bytes sent before the handshake answer: dropped, never upgraded.
+	got = send(head + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n\x81\x85abcdefghi")
+	if strings.Contains(got, "101 Switching Protocols") {
+		t.Fatalf("early data upgraded: %q", got)
+	}
+	// A client that hangs up right after its handshake leaves nothing behind.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte(head + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitFor(t, "no connection left", func() bool { return e.g.Len() == 0 })
 }

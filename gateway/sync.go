@@ -12,7 +12,8 @@ import (
 // Run keeps this node's sockets in step with the sessions they belong to: it
 // subscribes the gateway to the bus (so that HandleEvent and HandleGap see
 // every event) and re-validates every local session each SweepInterval. It
-// returns when ctx is done, with every goroutine it started ended.
+// returns when ctx is done, with every goroutine it started ended. Call it
+// once per Gateway: a second concurrent Run would deliver messages twice.
 func (g *Gateway) Run(ctx context.Context) error {
 	subDone := make(chan struct{})
 	go func() {
