@@ -323,12 +323,13 @@ func (c *Conn) abort() {
 	_ = c.ws.NetConn().Close()
 }
 
-// ping sends a keepalive ping control frame unless the connection is closing.
-// A busy writer is left alone: its frames already show the peer is reading
-// and its pongs come back after them.
+// ping sends a keepalive ping control frame unless the connection is closing
+// or its writer is busy: the shared pinger must not wait behind one slow
+// socket (a busy writer that stalls is cut by its write timeout), and the
+// next tick pings again.
 func (c *Conn) ping(deadline time.Time) {
 	c.mu.Lock()
-	skip := c.closing || c.closed || c.held
+	skip := c.closing || c.closed || c.held || c.writing
 	c.mu.Unlock()
 	if skip {
 		return

@@ -599,7 +599,10 @@ func (g *Gateway) pinger(stop <-chan struct{}, done chan<- struct{}) {
 		case <-t.C:
 		}
 		buf = g.reg.snapshot(buf[:0])
-		deadline := g.realNow().Add(g.writeTimeout)
+		// An idle socket takes a ping at once; one whose send buffer stays
+		// full for a second is not reading and is dropped, so that one bad
+		// peer cannot hold up the pings of all others for long.
+		deadline := g.realNow().Add(min(g.writeTimeout, time.Second))
 		for _, c := range buf {
 			select {
 			case <-stop:
