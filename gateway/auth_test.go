@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -371,4 +372,26 @@ func TestHostileHandshakes(t *testing.T) {
 	}
 	c.Close()
 	waitFor(t, "no connection left", func() bool { return e.g.Len() == 0 })
+}
+
+// A session revoked between the upgrade's authentication and the socket's
+// registration, whose event therefore found no socket, is still caught.
+func TestRevokedDuringUpgrade(t *testing.T) {
+	e := newEnv(t, nil)
+	s, tok := e.session("alice")
+	e.bus.dropSession(s.ID) // as if the event went by before registration
+	var once sync.Once
+	hook := func(id string) {
+		once.Do(func() {
+			if _, err := e.mgr.Delete(context.Background(), id, sb.ReasonRevoked, sb.Change{}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	e.store.afterGet.Store(&hook)
+	c, w := e.dial(bearer(tok), "")
+	if w.Session == nil {
+		t.Fatal("welcome without session")
+	}
+	c.expectClose(CloseReauthenticate, ReasonSessionRevoked)
 }

@@ -152,13 +152,19 @@ func (v *fakeVerifier) Verify(ctx context.Context, token string) (*sb.Principal,
 type failingStore struct {
 	sb.Store
 	down atomic.Bool
+	// afterGet, if set, runs after every successful Get.
+	afterGet atomic.Pointer[func(id string)]
 }
 
 func (s *failingStore) Get(ctx context.Context, id string) (*sb.Session, error) {
 	if s.down.Load() {
 		return nil, fmt.Errorf("test: %w", sb.ErrUnavailable)
 	}
-	return s.Store.Get(ctx, id)
+	got, err := s.Store.Get(ctx, id)
+	if f := s.afterGet.Load(); f != nil && err == nil {
+		(*f)(id)
+	}
+	return got, err
 }
 
 func (s *failingStore) GetMany(ctx context.Context, ids []string) (map[string]*sb.Session, error) {
