@@ -159,7 +159,7 @@ func TestSignInCookieIsHttpOnlyAndAuthenticatesSocket(t *testing.T) {
 	}
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := srv.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

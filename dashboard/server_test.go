@@ -35,6 +35,9 @@ const adminToken = "dashboard-test-admin-token"
 type testServer struct {
 	URL  string
 	logs *recorder
+	// client talks to the server from the test (health, metrics, admin
+	// API); its own transport, so that no idle connection outlives the test.
+	client *http.Client
 	// stop drains and stops the server; the test's cleanup calls it too.
 	stop func()
 }
@@ -80,7 +83,10 @@ func startServer(t *testing.T, tune serverTuning) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()
-	ts := &testServer{URL: "http://" + ln.Addr().String(), logs: logs}
+	ts := &testServer{
+		URL: "http://" + ln.Addr().String(), logs: logs,
+		client: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second},
+	}
 	ts.stop = sync.OnceFunc(func() {
 		// Run drains: sockets close with 1001 server_shutdown.
 		cancel()
@@ -93,6 +99,7 @@ func startServer(t *testing.T, tune serverTuning) *testServer {
 			t.Errorf("server did not stop within 20 s")
 		}
 		srv.Close()
+		ts.client.CloseIdleConnections()
 	})
 	t.Cleanup(ts.stop)
 	ts.waitHealthy(t)
@@ -103,7 +110,7 @@ func (s *testServer) waitHealthy(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(s.URL + "/healthz")
+		resp, err := s.client.Get(s.URL + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -122,7 +129,7 @@ func (s *testServer) waitHealthy(t *testing.T) {
 // with result (its sessionbridge_connects_total counter, as /metrics shows).
 func (s *testServer) refusedUpgrades(t *testing.T, result string) int {
 	t.Helper()
-	resp, err := http.Get(s.URL + "/metrics")
+	resp, err := s.client.Get(s.URL + "/metrics")
 	if err != nil {
 		t.Fatalf("reading metrics: %v", err)
 	}
