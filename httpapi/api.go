@@ -159,7 +159,7 @@ func (a *API) sameOrigin() func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		checked := cop.Handler(next)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if len(r.Header.Values(HeaderSessionToken)) > 0 {
+			if len(headerTokens(r)) > 0 {
 				next.ServeHTTP(w, r)
 				return
 			}

@@ -147,7 +147,7 @@ func (s *Sessions) Require(next http.Handler) http.Handler {
 func (s *Sessions) load(w http.ResponseWriter, r *http.Request) (*requestState, *apiError) {
 	ctx := r.Context()
 	st := &requestState{}
-	headers := r.Header.Values(HeaderSessionToken)
+	headers := headerTokens(r)
 	cookieTok, cookieConflict := s.cookieToken(r)
 	if len(headers) > 0 {
 		st.fromHeader = true
@@ -203,6 +203,18 @@ func (s *Sessions) load(w http.ResponseWriter, r *http.Request) (*requestState, 
 		s.clearCookie(w)
 	}
 	return st, nil
+}
+
+// headerTokens returns the non-empty X-Session-Token values of the request:
+// an empty value counts as absent, as it does on the WebSocket.
+func headerTokens(r *http.Request) []string {
+	var out []string
+	for _, v := range r.Header.Values(HeaderSessionToken) {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // cookieToken returns the token of the request's session cookie, and
@@ -270,8 +282,10 @@ func (s *Sessions) requestSession(r *http.Request) (*sessionbridge.Session, erro
 	if st := stateFrom(r.Context()); st != nil {
 		return st.session, st.err
 	}
-	tok := r.Header.Get(HeaderSessionToken)
-	if tok == "" {
+	var tok string
+	if h := headerTokens(r); len(h) > 0 {
+		tok = h[0]
+	} else {
 		tok, _ = s.cookieToken(r)
 	}
 	if tok == "" {

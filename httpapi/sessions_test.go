@@ -218,6 +218,23 @@ func TestSessionTokenHeader(t *testing.T) {
 	if code := resp.errorCode(t); code != CodeInvalidToken || strings.Contains(string(resp.body), s.ID) {
 		t.Errorf("bad header answer %s", resp.body)
 	}
+	// An empty header counts as absent: the cookie decides, and the
+	// cross-origin check applies.
+	r, err := http.NewRequest("POST", f.srv.URL+"/auth/ws-ticket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header["X-Session-Token"] = []string{""}
+	r.Header.Set("Sec-Fetch-Site", "cross-site")
+	r.AddCookie(&http.Cookie{Name: "sb_session", Value: tok})
+	raw, err := f.srv.Client().Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Body.Close()
+	if raw.StatusCode != http.StatusForbidden {
+		t.Errorf("empty header with a cross-site cookie request: %d, want 403", raw.StatusCode)
+	}
 	// Header requests skip the cross-origin check: browsers cannot send the
 	// header cross-origin without a preflight.
 	resp = f.do(req{method: "POST", path: "/auth/ws-ticket", header: map[string]string{"X-Session-Token": tok, "Sec-Fetch-Site": "cross-site"}})
