@@ -223,12 +223,10 @@ func checkSession(t *testing.T, got, want *sessionbridge.Session) {
 	}
 }
 
-// checkEvent fails the test unless got carries want's type and fields. A
-// deleted event may leave UserID empty when the write did not name it.
+// checkEvent fails the test unless got carries want's type and fields.
 func checkEvent(t *testing.T, got, want sessionbridge.Event) {
 	t.Helper()
-	okUser := got.UserID == want.UserID || (want.Type == sessionbridge.EventDeleted && got.UserID == "")
-	if got.Type != want.Type || got.SessionID != want.SessionID || !okUser ||
+	if got.Type != want.Type || got.SessionID != want.SessionID || got.UserID != want.UserID ||
 		got.Source != want.Source || got.NodeID != want.NodeID || got.ConnectionID != want.ConnectionID ||
 		got.Version != want.Version || got.Reason != want.Reason ||
 		!sameTime(got.Timestamp, want.Timestamp) || !sameTime(got.ExpiresAt, want.ExpiresAt) ||
