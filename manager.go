@@ -300,29 +300,39 @@ func (m *Manager) List(ctx context.Context, userID string) ([]*Session, error) {
 // Rotate gives a session a new ID and secret, keeping its data and deadlines,
 // and returns it with its new token. Call it on privilege change (login,
 // elevation) so that a fixated session ID becomes worthless.
+//
+// An update or touch that lands between Rotate's read and its write makes the
+// store refuse the rotation; Rotate then reads again and retries, so that
+// the change is carried over to the new session rather than lost.
 func (m *Manager) Rotate(ctx context.Context, id string, c Change) (*Session, string, error) {
-	cur, err := m.Get(ctx, id)
-	if err != nil {
-		return nil, "", err
+	for range maxUpdateRetries {
+		cur, err := m.Get(ctx, id)
+		if err != nil {
+			return nil, "", err
+		}
+		newID, err := NewSessionID(cur.UserID)
+		if err != nil {
+			return nil, "", err
+		}
+		secret, hash, err := NewSecret()
+		if err != nil {
+			return nil, "", err
+		}
+		now := m.now()
+		next := cur.Clone()
+		next.ID, next.SecretHash, next.Version = newID, hash, cur.Version+1
+		del := m.event(EventDeleted, cur, c, now)
+		del.Reason = ReasonRotated
+		created := m.event(EventCreated, next, c, now)
+		err = m.Store.Rotate(ctx, id, next, del, created)
+		if err == nil {
+			return next, FormatToken(newID, secret), nil
+		}
+		if !errors.Is(err, ErrVersionConflict) {
+			return nil, "", fmt.Errorf("sessionbridge: rotate session: %w", err)
+		}
 	}
-	newID, err := NewSessionID(cur.UserID)
-	if err != nil {
-		return nil, "", err
-	}
-	secret, hash, err := NewSecret()
-	if err != nil {
-		return nil, "", err
-	}
-	now := m.now()
-	next := cur.Clone()
-	next.ID, next.SecretHash, next.Version = newID, hash, cur.Version+1
-	del := m.event(EventDeleted, cur, c, now)
-	del.Reason = ReasonRotated
-	created := m.event(EventCreated, next, c, now)
-	if err := m.Store.Rotate(ctx, id, next, del, created); err != nil {
-		return nil, "", fmt.Errorf("sessionbridge: rotate session: %w", err)
-	}
-	return next, FormatToken(newID, secret), nil
+	return nil, "", fmt.Errorf("sessionbridge: rotate session: %w", ErrVersionConflict)
 }
 
 // ClaimExpired claims up to limit sessions past their deadline, deletes them

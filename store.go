@@ -34,7 +34,12 @@ type Store interface {
 	Delete(ctx context.Context, id string, ev Event) (*Session, error)
 	// Rotate atomically replaces the session oldID by s (a new ID and secret,
 	// same user), publishing deleted (with Reason rotated) for the old and
-	// created for the new one.
+	// created for the new one. s is made from a read of the old session and
+	// counts as one change of it: Rotate applies only if the stored Version is
+	// still s.Version-1 and no touch recorded a LastSeenAt later than
+	// s.LastSeenAt since, else it returns ErrVersionConflict and changes
+	// nothing, so that an update landing between the read and the rotation is
+	// not lost. ErrNotFound if oldID is gone, ErrExists if s.ID is taken.
 	Rotate(ctx context.Context, oldID string, s *Session, deleted, created Event) error
 	// ListUser returns the sessions of a user, from the per-user index.
 	ListUser(ctx context.Context, userID string) ([]*Session, error)

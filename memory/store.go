@@ -198,8 +198,10 @@ func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) 
 
 // Rotate atomically replaces the session oldID by a copy of s and publishes
 // deleted, then created. It returns an error wrapping sessionbridge.ErrNotFound
-// if oldID is gone and sessionbridge.ErrExists if s.ID is taken; then nothing
-// changes.
+// if oldID is gone, sessionbridge.ErrVersionConflict if the stored session
+// changed since s was read from it (its Version is not s.Version-1, or a
+// later touch was recorded), and sessionbridge.ErrExists if s.ID is taken;
+// then nothing changes.
 func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Session, deleted, created sessionbridge.Event) error {
 	if s == nil || s.ID == "" {
 		return fmt.Errorf("memory: rotate session: empty session id")
@@ -209,6 +211,10 @@ func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Sess
 	e, ok := st.sessions[oldID]
 	if !ok {
 		return fmt.Errorf("memory: rotate session %q: %w", oldID, sessionbridge.ErrNotFound)
+	}
+	if e.s.Version+1 != s.Version || e.s.LastSeenAt.After(s.LastSeenAt) {
+		return fmt.Errorf("memory: rotate session %q: version %d, rotating version %d: %w",
+			oldID, e.s.Version, s.Version, sessionbridge.ErrVersionConflict)
 	}
 	if _, ok := st.sessions[s.ID]; ok {
 		return fmt.Errorf("memory: rotate session %q to %q: %w", oldID, s.ID, sessionbridge.ErrExists)

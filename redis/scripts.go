@@ -132,18 +132,22 @@ return h
 
 // rotate: KEYS old session, new session, user index, expiry index.
 // ARGV deleted channel, deleted payload, created channel, created payload,
-// old id, new id, score, key expiry, user id, field/value pairs...
-// Returns 1, 0 if the old session is gone, -1 if the new ID is taken, -3 if
-// the user differs.
+// old id, new id, score, key expiry, user id, previous version, new
+// last_seen_at, field/value pairs...
+// Returns 1, 0 if the old session is gone, -1 if the new ID is taken, -2 if
+// the old session changed since the caller's read (its version moved or a
+// later touch was recorded), -3 if the user differs.
 const luaRotate = luaPrelude + `
-local u = redis.call('HGET', KEYS[1], 'user_id')
+local cur = redis.call('HMGET', KEYS[1], 'user_id', 'version', 'last_seen_at')
+local u = cur[1]
 if not u then return 0 end
 if u ~= ARGV[9] then return -3 end
+if cur[2] ~= ARGV[10] or lt(ARGV[11], cur[3]) then return -2 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[5])
 redis.call('ZREM', KEYS[4], ARGV[5])
-redis.call('HSET', KEYS[2], unpack(ARGV, 10))
+redis.call('HSET', KEYS[2], unpack(ARGV, 12))
 redis.call('PEXPIREAT', KEYS[2], ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[6])
 extend(KEYS[3], tonumber(ARGV[8]))

@@ -329,7 +329,9 @@ func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) 
 }
 
 // Rotate replaces the session oldID by s in one script and publishes deleted,
-// then created. ErrNotFound if oldID is gone, ErrExists if s.ID is taken;
+// then created. ErrNotFound if oldID is gone, ErrVersionConflict if the
+// stored session changed since s was read from it (its version is not
+// s.Version-1, or a later touch was recorded), ErrExists if s.ID is taken;
 // then nothing changes. s must belong to the same user.
 func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Session, deleted, created sessionbridge.Event) error {
 	if s == nil || !sessionbridge.ValidID(s.ID) {
@@ -337,6 +339,9 @@ func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Sess
 	}
 	if !sessionbridge.ValidID(oldID) {
 		return fmt.Errorf("redis: rotate session: %w", sessionbridge.ErrNotFound)
+	}
+	if s.Version == 0 {
+		return fmt.Errorf("redis: rotate session %s: %w", oldID, sessionbridge.ErrVersionConflict)
 	}
 	shard := sessionbridge.ShardOfID(s.ID)
 	if sessionbridge.ShardOfID(oldID) != shard || sessionbridge.Shard(s.UserID) != shard {
@@ -362,6 +367,7 @@ func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Sess
 	args := append([]string{
 		b.channel(sessionbridge.EventDeleted), pDel, b.channel(sessionbridge.EventCreated), pCreated,
 		oldID, s.ID, millis(s.Deadline()), st.keyExpiry(s), s.UserID,
+		strconv.FormatUint(s.Version-1, 10), nanos(s.LastSeenAt),
 	}, fields...)
 	keys := []string{b.sessionKey(oldID), b.sessionKey(s.ID), b.userKey(s.UserID), b.expiryKey(shard)}
 	ctx, cancel := b.opCtx(ctx)
@@ -380,6 +386,8 @@ func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Sess
 		return fmt.Errorf("redis: rotate session %s: %w", oldID, sessionbridge.ErrNotFound)
 	case -1:
 		return fmt.Errorf("redis: rotate session %s to %s: %w", oldID, s.ID, sessionbridge.ErrExists)
+	case -2:
+		return fmt.Errorf("redis: rotate session %s: %w", oldID, sessionbridge.ErrVersionConflict)
 	case -3:
 		return fmt.Errorf("redis: rotate session %s: the user of a session cannot change", oldID)
 	}

@@ -53,7 +53,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 		{"IdleAndAbsoluteTimeout", testTimeouts},
 		{"ListUserIndex", testListUser},
 		{"Rotate", testRotate},
-		// {"RotateVersion", testRotateVersion},
+		{"RotateVersion", testRotateVersion},
 		{"LateTouchSurvivesUpdate", testLateTouchSurvivesUpdate},
 		{"ExpiredNotTouched", testExpiredNotTouched},
 		{"DeletedEventNamesUser", testDeletedEventNamesUser},
