@@ -30,7 +30,9 @@ type Store interface {
 	// expiresAt, but only if the stored LastSeenAt is before ifSeenBefore; it
 	// reports whether it wrote (and then published ev). Version is unchanged.
 	Touch(ctx context.Context, id string, seen, expiresAt, ifSeenBefore time.Time, ev Event) (bool, error)
-	// Delete removes the session and publishes ev; ErrNotFound if it was gone.
+	// Delete removes the session and publishes ev, with the session's user and
+	// the version it had filled in where ev leaves them empty; ErrNotFound if
+	// it was gone.
 	Delete(ctx context.Context, id string, ev Event) (*Session, error)
 	// Rotate atomically replaces the session oldID by s (a new ID and secret,
 	// same user), publishing deleted (with Reason rotated) for the old and

@@ -181,9 +181,9 @@ func (st *Store) Touch(ctx context.Context, id string, seen, expiresAt, ifSeenBe
 	return true, st.publish(ctx, fill(ev, sessionbridge.EventUpdated, e.s))
 }
 
-// Delete removes the session and publishes ev (with the session's user filled
-// in if ev has none). It returns the removed session, or an error wrapping
-// sessionbridge.ErrNotFound.
+// Delete removes the session and publishes ev (with the session's user, and
+// the version it had, filled in where ev has none). It returns the removed
+// session, or an error wrapping sessionbridge.ErrNotFound.
 func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) (*sessionbridge.Session, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -193,6 +193,9 @@ func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) 
 	}
 	st.remove(e)
 	st.writes.Add(1)
+	if ev.Version == 0 {
+		ev.Version = e.s.Version
+	}
 	return e.s, st.publish(ctx, fill(ev, sessionbridge.EventDeleted, e.s))
 }
 

@@ -48,7 +48,7 @@ func TestScriptFilledEventsKeepAwkwardUserIDs(t *testing.T) {
 		typ     sessionbridge.EventType
 		id      string
 		version uint64
-	}{{sessionbridge.EventUpdated, s.ID, 5}, {sessionbridge.EventDeleted, s.ID, 0}, {sessionbridge.EventExpired, s2.ID, 1}} {
+	}{{sessionbridge.EventUpdated, s.ID, 5}, {sessionbridge.EventDeleted, s.ID, 5}, {sessionbridge.EventExpired, s2.ID, 1}} {
 		var ev sessionbridge.Event
 		eventually(t, 5*time.Second, string(want.typ)+" event", func() bool {
 			var ok bool

@@ -292,16 +292,16 @@ func (st *Store) Touch(ctx context.Context, id string, seen, expiresAt, ifSeenBe
 	return false, nil
 }
 
-// Delete removes the session and publishes ev (with the session's user filled
-// in where ev has none) in one script, and returns the
-// removed session; ErrNotFound if it was gone.
+// Delete removes the session and publishes ev (with the session's user, and
+// the version it had, filled in where ev has none) in one script, and returns
+// the removed session; ErrNotFound if it was gone.
 func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) (*sessionbridge.Session, error) {
 	if !sessionbridge.ValidID(id) {
 		return nil, fmt.Errorf("redis: delete session: %w", sessionbridge.ErrNotFound)
 	}
 	b := st.b
 	ev.Type = sessionbridge.EventDeleted
-	ev, flags := placeholders(ev, true, false)
+	ev, flags := placeholders(ev, true, ev.Version == 0)
 	payload, err := marshalEvent(ev)
 	if err != nil {
 		return nil, fmt.Errorf("redis: delete session: %w", err)

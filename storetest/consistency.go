@@ -100,9 +100,9 @@ func testExpiredNotTouched(t *testing.T, h *harness) {
 	}
 }
 
-// testDeletedEventNamesUser: a deleted event names the session's user even
-// when the write did not (the Manager deletes by ID alone), so that nodes can
-// route it by user.
+// testDeletedEventNamesUser: a deleted event names the session's user and
+// the version it had even when the write did not (the Manager deletes by ID
+// alone), so that nodes can route it by user.
 func testDeletedEventNamesUser(t *testing.T, h *harness) {
 	ctx := t.Context()
 	rec := watch(t, h.bus)
@@ -116,6 +116,7 @@ func testDeletedEventNamesUser(t *testing.T, h *harness) {
 		t.Fatal(err)
 	}
 	raw, _ := makeSession(t, user, time.Now())
+	raw.Version = 3
 	mustCreate(t, h.st, raw)
 	if _, err := h.st.Delete(ctx, raw.ID, sessionbridge.Event{Type: sessionbridge.EventDeleted, Source: sessionbridge.SourceHTTP, NodeID: "node-a", Reason: sessionbridge.ReasonLogout}); err != nil {
 		t.Fatal(err)
@@ -124,9 +125,10 @@ func testDeletedEventNamesUser(t *testing.T, h *harness) {
 	if len(del) != 2 {
 		t.Fatalf("deleted events %s, want two", describe(del))
 	}
-	for i, id := range []string{s.ID, raw.ID} {
-		if del[i].SessionID != id || del[i].UserID != user {
-			t.Errorf("deleted event %d names session %q of user %q, want %q of %q", i, del[i].SessionID, del[i].UserID, id, user)
+	for i, want := range []*sessionbridge.Session{s, raw} {
+		if del[i].SessionID != want.ID || del[i].UserID != user || del[i].Version != want.Version {
+			t.Errorf("deleted event %d names session %q of user %q at version %d, want %q of %q at %d",
+				i, del[i].SessionID, del[i].UserID, del[i].Version, want.ID, user, want.Version)
 		}
 	}
 	if del[0].Reason != sessionbridge.ReasonRevoked || del[1].Reason != sessionbridge.ReasonLogout {
