@@ -24,7 +24,8 @@ type Store interface {
 	Create(ctx context.Context, s *Session, ev Event) error
 	// Update replaces the session if its stored Version is still prevVersion,
 	// and publishes ev. ErrNotFound if it is gone (a delete always wins over an
-	// update in flight), ErrVersionConflict if the version moved.
+	// update in flight), ErrVersionConflict if the version moved; an error if
+	// s names another user (a session never changes hands).
 	Update(ctx context.Context, s *Session, prevVersion uint64, ev Event) error
 	// Touch records activity: it sets LastSeenAt to seen and ExpiresAt to
 	// expiresAt, but only if the stored LastSeenAt is before ifSeenBefore; it

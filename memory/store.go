@@ -122,8 +122,9 @@ func (st *Store) Create(ctx context.Context, s *sessionbridge.Session, ev sessio
 
 // Update replaces the stored session by a copy of s if the stored Version is
 // still prevVersion, and publishes ev. It returns an error wrapping
-// sessionbridge.ErrNotFound if the session is gone and
-// sessionbridge.ErrVersionConflict if its version moved.
+// sessionbridge.ErrNotFound if the session is gone,
+// sessionbridge.ErrVersionConflict if its version moved, and an error if s
+// names another user than the stored session (a session never changes hands).
 //
 // A touch recorded after the caller read the session is kept: if the stored
 // LastSeenAt is later than s.LastSeenAt, the stored LastSeenAt and ExpiresAt
@@ -142,16 +143,15 @@ func (st *Store) Update(ctx context.Context, s *sessionbridge.Session, prevVersi
 		return fmt.Errorf("memory: update session %q: version %d, expected %d: %w",
 			s.ID, e.s.Version, prevVersion, sessionbridge.ErrVersionConflict)
 	}
+	if s.UserID != e.s.UserID {
+		return fmt.Errorf("memory: update session %q: the user of a session cannot change", s.ID)
+	}
 	next := s.Clone()
 	if e.s.LastSeenAt.After(next.LastSeenAt) {
 		next.LastSeenAt, next.ExpiresAt = e.s.LastSeenAt, e.s.ExpiresAt
 		if !ev.ExpiresAt.IsZero() {
 			ev.ExpiresAt = next.Deadline()
 		}
-	}
-	if next.UserID != e.s.UserID {
-		st.unindexUser(e.s)
-		st.indexUser(next)
 	}
 	e.s = next
 	heap.Fix(&st.expiry, e.index)

@@ -332,6 +332,22 @@ func testUpdateVersion(t *testing.T, h *harness) {
 	}
 	checkSession(t, mustGet(t, h.st, s.ID), next)
 
+	// A session never changes hands: an update naming another user fails and
+	// leaves the session and both users' indexes as they were.
+	moved := next.Clone()
+	moved.UserID = newUser(t)
+	moved.Version = 3
+	if err := h.st.Update(ctx, moved, 2, ev); err == nil {
+		t.Fatal("Update that changes the user succeeded, want an error")
+	}
+	checkSession(t, mustGet(t, h.st, s.ID), next)
+	if ids := listIDs(t, h.st, moved.UserID); len(ids) != 0 {
+		t.Fatalf("ListUser of the other user = %v, want none", ids)
+	}
+	if ids := listIDs(t, h.st, s.UserID); !slices.Equal(ids, []string{s.ID}) {
+		t.Fatalf("ListUser of the owner = %v, want [%s]", ids, s.ID)
+	}
+
 	if _, err := h.st.Delete(ctx, s.ID, sessionbridge.Event{Type: sessionbridge.EventDeleted, SessionID: s.ID}); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
