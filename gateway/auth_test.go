@@ -395,3 +395,47 @@ func TestRevokedDuringUpgrade(t *testing.T) {
 	}
 	c.expectClose(CloseReauthenticate, ReasonSessionRevoked)
 }
+
+// TestRevokedWhileAnotherSocketCloses covers a socket that joins a session
+// whose other sockets on this node are being closed for a revocation: the
+// deleted event was applied to the session's entry before the new socket was
+// registered, so the new socket must be closed too, not left open until the
+// next sweep.
+func TestRevokedWhileAnotherSocketCloses(t *testing.T) {
+	e := newEnv(t, nil)
+	s, tok := e.session("alice")
+	// The first socket's client never answers the close frame, so it stays
+	// registered (closing) while the second upgrade completes.
+	_, first := e.dial(bearer(tok), "")
+	hook := func(id string) {
+		if _, err := e.mgr.Delete(context.Background(), id, sb.ReasonRevoked, sb.Change{}); err != nil {
+			t.Error(err)
+			return
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			c := e.g.reg.conn(first.ConnectionID)
+			if c == nil {
+				t.Error("the first socket left before the second one registered; the test cannot cover the race")
+				return
+			}
+			c.mu.Lock()
+			closing := c.closing
+			c.mu.Unlock()
+			if closing {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		t.Error("the deleted event never reached the first socket")
+	}
+	var once sync.Once
+	onceHook := func(id string) {
+		if id == s.ID {
+			once.Do(func() { hook(id) })
+		}
+	}
+	e.store.afterGet.Store(&onceHook)
+	c, _ := e.dial(bearer(tok), "")
+	c.expectClose(CloseReauthenticate, ReasonSessionRevoked)
+}

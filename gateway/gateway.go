@@ -465,6 +465,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if e != nil {
 		e.mu.Lock()
+		if e.closeCode != 0 {
+			// This socket joined a session whose sockets are already being
+			// closed for a revocation or expiry.
+			c.closeWith(e.closeCode, e.closeReason)
+		}
 		ps := e.sess.Public()
 		welcome.Session = &ps
 		if p.Method == sb.AuthSession {

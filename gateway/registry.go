@@ -44,6 +44,12 @@ type sessionEntry struct {
 	// removed is set when the last connection left; timers and refreshes
 	// that still hold the entry then do nothing.
 	removed bool
+	// closeCode and closeReason are set once the session's sockets were
+	// closed because it was revoked or expired. Until the last of them has
+	// left, the entry stays registered, and a socket that joins it in that
+	// time must be closed the same way: the event has already gone by.
+	closeCode   int
+	closeReason string
 
 	timer         stopper
 	timerDeadline time.Time // the deadline the timer was set for

@@ -250,6 +250,7 @@ func (g *Gateway) closeEntry(e *sessionEntry, code int, reason, why string) int 
 	var uid string
 	if !e.removed {
 		uid = e.sess.UserID
+		e.closeCode, e.closeReason = code, reason
 		e.forEachConnLocked(func(c *Conn) {
 			c.closeWith(code, reason)
 			n++
