@@ -272,7 +272,9 @@ func (g *Gateway) Handle(msgType, scope string, h Handler) {
 // Len returns the number of live connections on this node.
 func (g *Gateway) Len() int { return g.reg.len() }
 
-// enter counts an upgrade handler in, unless the gateway is shutting down.
+// enter counts an upgrade handler or a background callback in (Shutdown
+// waits for them), unless the gateway is shutting down: then it must not
+// start anything.
 func (g *Gateway) enter() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -550,7 +552,7 @@ func (g *Gateway) scheduleConnExpiry(c *Conn) {
 	}
 	at := c.p.ExpiresAt
 	c.expTimer = g.clock.AfterFunc(at.Sub(g.clock.Now()), func() {
-		if !g.bgEnter() {
+		if !g.enter() {
 			return
 		}
 		defer g.wg.Done()
@@ -574,10 +576,6 @@ func (g *Gateway) isShutting() bool {
 	defer g.mu.Unlock()
 	return g.shutting
 }
-
-// bgEnter counts a background callback in, unless the gateway is shutting
-// down (then it must not start anything).
-func (g *Gateway) bgEnter() bool { return g.enter() }
 
 // startPinger starts the gateway's single keepalive goroutine, once.
 func (g *Gateway) startPinger() {

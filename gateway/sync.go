@@ -137,7 +137,7 @@ func (g *Gateway) refreshLocked(e *sessionEntry, src sb.Source) {
 		e.refreshAgain = true
 		return
 	}
-	if !g.bgEnter() {
+	if !g.enter() {
 		return
 	}
 	e.refreshing = true
@@ -367,7 +367,7 @@ func (g *Gateway) scheduleLocked(e *sessionEntry) {
 // the timer. When the store cannot be read, the local deadline decides (fail
 // closed).
 func (g *Gateway) onSessionTimer(e *sessionEntry, deadline time.Time, warn bool) {
-	if !g.bgEnter() {
+	if !g.enter() {
 		return
 	}
 	defer g.wg.Done()
