@@ -26,9 +26,9 @@ const (
 //
 // Pub/sub is at-most-once: events published while a subscriber is cut off
 // are lost to it. So Subscribe calls HandleGap after every (re)subscription,
-// the first one included, and whenever it drops events for a handler that
-// does not keep up; the handler then re-validates what it holds against the
-// store.
+// the first one included, whenever it drops events for a handler that does
+// not keep up, and when a session event cannot be decoded; the handler then
+// re-validates what it holds against the store.
 type Bus struct {
 	b *Backend
 }
@@ -198,6 +198,10 @@ func (d *delivery) receive(m rueidis.PubSubMessage) {
 		// application data in updates is not ours to copy into logs.
 		d.b.log.Warn("redis: dropping undecodable event", "channel", m.Channel, "bytes", len(m.Message), "err", shortErr(err))
 		d.b.metrics.RedisError("decode_event")
+		if t != sessionbridge.EventMessage {
+			// It may have been a revocation: have the handler re-validate.
+			d.signalGap()
+		}
 		return
 	}
 	ev.Type = t

@@ -118,6 +118,7 @@ func TestBusUndecodablePayloadIsCountedNotFatal(t *testing.T) {
 	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
 	rec := &recorder{}
 	subscribe(t, b, rec)
+	gaps := rec.gapCount()
 	srv.MustDo("PUBLISH", b.prefix+"session:deleted", "{not json")
 	srv.MustDo("PUBLISH", b.prefix+"session:deleted", `{"session_id":["wrong type"]}`)
 	if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventDeleted, SessionID: "ok"}); err != nil {
@@ -133,6 +134,9 @@ func TestBusUndecodablePayloadIsCountedNotFatal(t *testing.T) {
 	if n := rec.count(func(sessionbridge.Event) bool { return true }); n != 1 {
 		t.Fatalf("delivered %d events, want only the good one", n)
 	}
+	// An undecodable session event may have been a revocation: the handler
+	// is told to re-validate.
+	eventually(t, 5*time.Second, "a gap for the undecodable events", func() bool { return rec.gapCount() > gaps })
 }
 
 func TestBusOverflowBecomesGap(t *testing.T) {
