@@ -454,9 +454,18 @@ func (c *Conn) finish(readErr error) {
 		"session_id", p.SessionID, "code", code, "reason", reason)
 }
 
-// handle serves one frame from the client.
+// handle serves one frame from the client. Frames that arrive once the
+// connection is closing are dropped: the close may be a revocation or an
+// expiry, and a credential that is no longer valid must not act during the
+// close handshake.
 func (c *Conn) handle(ctx context.Context, mt int, data []byte) {
 	g := c.g
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return
+	}
 	if !c.allowFrame() {
 		g.metrics.Frame("limited", CodeRateLimited)
 		if c.refused > maxRefusedFrames {

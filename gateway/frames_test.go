@@ -779,3 +779,41 @@ func TestConnContext(t *testing.T) {
 		t.Fatalf("context %+v", cc)
 	}
 }
+
+// TestClosingConnectionRunsNoHandlers checks that once the gateway has
+// decided to close a socket (here: its session was revoked), frames the
+// client still sends during the close handshake run no handler: a revoked
+// credential must not act, even for the close grace.
+func TestClosingConnectionRunsNoHandlers(t *testing.T) {
+	e := newEnv(t, nil)
+	var calls atomic.Int32
+	e.g.Handle("chat.send", "", func(ctx context.Context, c *Conn, data json.RawMessage) (any, error) {
+		calls.Add(1)
+		return nil, nil
+	})
+	s, tok := e.session("alice")
+	c, w := e.dial(bearer(tok), "")
+	c.send("chat.send", "before", "hi")
+	if f := c.read(); f.Type != "chat.send.result" {
+		t.Fatalf("before the revocation: %+v", f)
+	}
+	if _, err := e.mgr.Delete(context.Background(), s.ID, sb.ReasonRevoked, sb.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the server to start closing", func() bool {
+		conn := e.g.reg.conn(w.ConnectionID)
+		if conn == nil {
+			return true
+		}
+		conn.mu.Lock()
+		defer conn.mu.Unlock()
+		return conn.closing
+	})
+	// The client has not read the close frame, so it can still write.
+	c.send("chat.send", "after", "hi")
+	c.send("session.update", "after2", map[string]any{"data": map[string]any{"x": 1}})
+	waitFor(t, "the connection to end", func() bool { return e.g.reg.conn(w.ConnectionID) == nil })
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want once (before the revocation)", n)
+	}
+}
