@@ -203,8 +203,8 @@ func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) 
 // deleted, then created. It returns an error wrapping sessionbridge.ErrNotFound
 // if oldID is gone, sessionbridge.ErrVersionConflict if the stored session
 // changed since s was read from it (its Version is not s.Version-1, or a
-// later touch was recorded), and sessionbridge.ErrExists if s.ID is taken;
-// then nothing changes.
+// later touch was recorded), sessionbridge.ErrExists if s.ID is taken, and
+// an error if s names another user; then nothing changes.
 func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Session, deleted, created sessionbridge.Event) error {
 	if s == nil || s.ID == "" {
 		return fmt.Errorf("memory: rotate session: empty session id")
@@ -214,6 +214,9 @@ func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Sess
 	e, ok := st.sessions[oldID]
 	if !ok {
 		return fmt.Errorf("memory: rotate session %q: %w", oldID, sessionbridge.ErrNotFound)
+	}
+	if s.UserID != e.s.UserID {
+		return fmt.Errorf("memory: rotate session %q: the user of a session cannot change", oldID)
 	}
 	if e.s.Version+1 != s.Version || e.s.LastSeenAt.After(s.LastSeenAt) {
 		return fmt.Errorf("memory: rotate session %q: version %d, rotating version %d: %w",

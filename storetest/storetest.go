@@ -742,6 +742,15 @@ func testRotate(t *testing.T, h *harness) {
 	}
 	checkSession(t, mustGet(t, h.st, r.ID), r)
 	checkSession(t, mustGet(t, h.st, x.ID), x)
+	// A rotation cannot hand the session to another user.
+	other := rotated(t, r)
+	other.UserID = newUser(t)
+	other.ID = newID(t, other.UserID)
+	if err := h.st.Rotate(ctx, r.ID, other, del, cre); err == nil {
+		t.Fatal("Rotate to another user succeeded, want an error")
+	}
+	checkSession(t, mustGet(t, h.st, r.ID), r)
+	wantNotFound(t, h.st, other.ID)
 
 	evs := sentinel(t, h.bus, rec)
 	if d := ofType(evs, sessionbridge.EventDeleted); len(d) != 1 {
