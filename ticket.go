@@ -15,6 +15,12 @@ type Ticket struct {
 	SessionID string     `json:"session_id,omitempty"`
 	Method    AuthMethod `json:"auth"`
 	Scopes    []string   `json:"scopes,omitempty"`
+	// ExpiresAt is when the credential the ticket was issued for expires (a
+	// JWT's exp, an API key's expiry): a socket opened with the ticket is
+	// closed then, as one opened with the credential itself would be, and a
+	// ticket whose ExpiresAt has passed is refused. Zero means no expiry of
+	// its own; session tickets leave it zero and follow their session.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // TicketStore issues and redeems single-use tickets, so that a browser can

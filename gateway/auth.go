@@ -449,6 +449,12 @@ func (g *Gateway) fromTicket(ctx context.Context, t *sb.Ticket) (authResult, err
 			p.Scopes = g.sessionScopes()
 		}
 	case sb.AuthJWT, sb.AuthAPIKey:
+		if !t.ExpiresAt.IsZero() {
+			if !g.clock.Now().Before(t.ExpiresAt) {
+				return authResult{}, sb.ErrExpired
+			}
+			p.ExpiresAt = t.ExpiresAt
+		}
 	default:
 		return authResult{}, fmt.Errorf("ticket with unknown method: %w", sb.ErrInvalidToken)
 	}

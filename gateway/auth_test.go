@@ -439,3 +439,27 @@ func TestRevokedWhileAnotherSocketCloses(t *testing.T) {
 	c, _ := e.dial(bearer(tok), "")
 	c.expectClose(CloseReauthenticate, ReasonSessionRevoked)
 }
+
+// TestTicketKeepsCredentialExpiry checks that a ticket issued for a JWT
+// carries the token's expiry over to the socket: a ticket must not turn a
+// short-lived token into a connection that never expires.
+func TestTicketKeepsCredentialExpiry(t *testing.T) {
+	e := newEnv(t, nil)
+	now := e.clock.Now()
+	issue := func(exp time.Time) string {
+		t.Helper()
+		tk, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "bob", Method: sb.AuthJWT, Scopes: []string{"read"}, ExpiresAt: exp}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "ticket=" + url.QueryEscape(tk)
+	}
+	expectRefusal(t, e, nil, issue(now), 401, "unauthorized")
+
+	c, w := e.dial(nil, issue(now.Add(time.Minute)))
+	if w.Auth != sb.AuthJWT || w.ExpiresAt == nil || !w.ExpiresAt.Equal(now.Add(time.Minute)) {
+		t.Fatalf("welcome %+v", w)
+	}
+	e.clock.Advance(time.Minute)
+	c.expectClose(CloseReauthenticate, ReasonTokenExpired)
+}
