@@ -148,7 +148,7 @@ func extractCredentials(r *http.Request, allowQuery bool, apiKeyPrefix string) (
 		return credential{}, errNoCredentials
 	}
 	for _, t := range tokens {
-		if t != tokens[0] && len(tokens) > 0 {
+		if t != tokens[0] {
 			return credential{}, errConflicting
 		}
 		if t == "" || len(t) > maxCredentialLen {
