@@ -273,79 +273,103 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// TestServeDemo: --demo adds a throw-away user, and so does a plain serve
+// that has no users, no admin token and the memory backend, so that
+// `sessionbridge serve` alone can be signed in to.
 func TestServeDemo(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "users.json")
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		exited <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--users", path, "--demo"}, strings.NewReader(""), &stdout, &stderr)
-	}()
-	demo := regexp.MustCompile(`password: (\S+)`)
-	var pw, base string
-	deadline := time.After(15 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for pw == "" || base == "" {
-		if m := demo.FindStringSubmatch(stdout.String()); m != nil {
-			pw = m[1]
-		}
-		if m := listening.FindStringSubmatch(stderr.String()); m != nil {
-			base = m[1]
-		}
-		select {
-		case code := <-exited:
-			t.Fatalf("exited %d: %s", code, stderr.String())
-		case <-deadline:
-			t.Fatalf("no demo password: %q %q", stdout.String(), stderr.String())
-		case <-tick.C:
-		}
-	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	defer client.CloseIdleConnections()
-	resp, err := client.Post(base+"/auth/login", "application/json", strings.NewReader(`{"username":"demo","password":"`+pw+`"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("demo login: %d", resp.StatusCode)
-	}
-	if strings.Contains(stderr.String(), pw) {
-		t.Error("demo password in the log")
-	}
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Error("the demo user was written to the users file")
-	}
-	cancel()
-	if code := <-exited; code != 0 {
-		t.Errorf("exit %d", code)
+	for name, extra := range map[string][]string{"explicit": {"--demo"}, "no flags": nil} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "users.json")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var stdout, stderr syncBuffer
+			exited := make(chan int, 1)
+			args := append([]string{"serve", "--addr", "127.0.0.1:0", "--users", path}, extra...)
+			go func() {
+				exited <- run(ctx, args, strings.NewReader(""), &stdout, &stderr)
+			}()
+			demo := regexp.MustCompile(`password: (\S+)`)
+			var pw, base string
+			deadline := time.After(15 * time.Second)
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for pw == "" || base == "" {
+				if m := demo.FindStringSubmatch(stdout.String()); m != nil {
+					pw = m[1]
+				}
+				if m := listening.FindStringSubmatch(stderr.String()); m != nil {
+					base = m[1]
+				}
+				select {
+				case code := <-exited:
+					t.Fatalf("exited %d: %s", code, stderr.String())
+				case <-deadline:
+					t.Fatalf("no demo password: %q %q", stdout.String(), stderr.String())
+				case <-tick.C:
+				}
+			}
+			client := &http.Client{Timeout: 10 * time.Second}
+			defer client.CloseIdleConnections()
+			resp, err := client.Post(base+"/auth/login", "application/json", strings.NewReader(`{"username":"demo","password":"`+pw+`"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("demo login: %d", resp.StatusCode)
+			}
+			if strings.Contains(stderr.String(), pw) {
+				t.Error("demo password in the log")
+			}
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Error("the demo user was written to the users file")
+			}
+			cancel()
+			if code := <-exited; code != 0 {
+				t.Errorf("exit %d", code)
+			}
+		})
 	}
 }
 
+// TestServeNoUsersHint: without users and without a demo user (refused
+// explicitly, or not added because the admin API marks a real deployment),
+// serve says how to add a user.
 func TestServeNoUsersHint(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "users.json")
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		exited <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--users", path}, strings.NewReader(""), &stdout, &stderr)
-	}()
-	deadline := time.After(15 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !strings.Contains(stderr.String(), "sessionbridge user add <name> --users "+path) {
-		select {
-		case code := <-exited:
-			t.Fatalf("exited %d: %s", code, stderr.String())
-		case <-deadline:
-			t.Fatalf("no user-add hint: %s", stderr.String())
-		case <-tick.C:
-		}
-	}
-	cancel()
-	if code := <-exited; code != 0 {
-		t.Errorf("exit %d", code)
+	for name, extra := range map[string][]string{
+		"demo refused": {"--demo=false"},
+		"admin token":  {"--admin-token", "an-admin-token-long-enough"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "users.json")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var stdout, stderr syncBuffer
+			exited := make(chan int, 1)
+			args := append([]string{"serve", "--addr", "127.0.0.1:0", "--users", path}, extra...)
+			go func() {
+				exited <- run(ctx, args, strings.NewReader(""), &stdout, &stderr)
+			}()
+			deadline := time.After(15 * time.Second)
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for !strings.Contains(stderr.String(), "sessionbridge user add <name> --users "+path) {
+				select {
+				case code := <-exited:
+					t.Fatalf("exited %d: %s", code, stderr.String())
+				case <-deadline:
+					t.Fatalf("no user-add hint: %s", stderr.String())
+				case <-tick.C:
+				}
+			}
+			cancel()
+			if code := <-exited; code != 0 {
+				t.Errorf("exit %d", code)
+			}
+			if strings.Contains(stdout.String(), "password:") {
+				t.Errorf("a demo user was added: %q", stdout.String())
+			}
+		})
 	}
 }
 

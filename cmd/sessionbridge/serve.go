@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/sessionbridge/sessionbridge/internal/server"
 	"github.com/sessionbridge/sessionbridge/jwt"
+	"github.com/sessionbridge/sessionbridge/users"
 )
 
 // serveFlags holds the values of `sessionbridge serve`.
@@ -44,7 +46,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&c.UsersFile, "users", server.DefaultUsersFile, "users file for password login (see `sessionbridge user add`)")
 	fs.IntVar(&c.LoginMaxFailures, "login-max-failures", 10, "failed sign-ins allowed per client IP and per username within --login-failure-window; negative disables the limit")
 	fs.DurationVar(&c.LoginFailureWindow, "login-failure-window", 5*time.Minute, "how long failed sign-ins are remembered")
-	fs.BoolVar(&f.demo, "demo", false, "add a user \"demo\" with a random password, printed once; in memory only")
+	fs.BoolVar(&f.demo, "demo", false, "add a user \"demo\" with a random password, printed once; in memory only (when not given: only if there are no users, no admin token and no Redis URL)")
 	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated browser origins besides the server's own (https://app.example.com, https://*.example.com)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated proxy addresses or CIDR prefixes whose X-Forwarded-For is believed")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "session idle timeout (default 30m)")
@@ -113,7 +115,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg.TrustedProxies = splitList(f.trustedProxies)
 	cfg.JWT.Algorithms = splitList(f.jwtAlgorithms)
 	cfg.JWT.PublicKeyFiles = f.jwtKeys
-	if f.demo {
+	// With nothing configured (no explicit --demo either way, the memory
+	// backend, no admin API, no users yet) a plain `sessionbridge serve`
+	// would offer nobody a way in; a throw-away demo user makes it usable
+	// in one command. Any of those settings means a real deployment, where
+	// an unexpected extra user would be a hazard.
+	auto := !f.demo && !demoGiven(fs) && cfg.RedisURL == "" && cfg.AdminToken == "" && noUsers(cfg.UsersFile)
+	if f.demo || auto {
 		if cfg.DemoPassword, err = randomPassword(); err != nil {
 			fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
 			return exitError
@@ -135,9 +143,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	u := baseURL(ln.Addr(), tls)
 	fmt.Fprintf(stderr, "sessionbridge: listening on %s (node %s)\n", u, srv.NodeID())
 	switch {
-	case f.demo:
+	case f.demo || auto:
 		fmt.Fprintf(stdout, "Demo user: %s  password: %s  (in memory only; shown once)\n", server.DemoUser, cfg.DemoPassword)
 		fmt.Fprintf(stderr, "sessionbridge: sign in at %s/\n", u)
+		if auto {
+			fmt.Fprintf(stderr, "sessionbridge: the demo user exists because %s has no users; add real ones with\n  sessionbridge user add <name> --users %s\nand start with --demo=false to go without it.\n", cfg.UsersFile, cfg.UsersFile)
+		}
 	case srv.UserCount() == 0:
 		fmt.Fprintf(stderr, "sessionbridge: the users file %s has no users yet; add one (the running server picks it up):\n  sessionbridge user add <name> --users %s\nor restart with --demo for a throw-away demo user.\n", cfg.UsersFile, cfg.UsersFile)
 	default:
@@ -155,6 +166,23 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	return exitOK
+}
+
+// demoGiven reports whether --demo was set on the command line or through
+// its environment variable, either way.
+func demoGiven(fs *flag.FlagSet) bool {
+	given := false
+	fs.Visit(func(fl *flag.Flag) { given = given || fl.Name == "demo" })
+	_, env := os.LookupEnv(envName("demo"))
+	return given || env
+}
+
+// noUsers reports whether the users file at path is missing or holds no
+// users. A file that cannot be read counts as having users: server.New then
+// reports the problem.
+func noUsers(path string) bool {
+	f, err := users.Load(path)
+	return err == nil && f.Len() == 0
 }
 
 // baseURL is the URL a local browser reaches the listener at.
