@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/memory"
@@ -56,9 +59,46 @@ func newBackend(ctx context.Context, cfg Config, logger *slog.Logger, m *metrics
 		if !ok {
 			return backend{}, ErrRedisNotBuilt
 		}
-		return f.redis(ctx, cfg, logger, m)
+		b, err := f.redis(ctx, cfg, logger, m)
+		if err != nil {
+			return backend{}, redactURL(err, cfg.RedisURL)
+		}
+		return b, nil
 	}
 	return newMemoryBackend(), nil
+}
+
+// redactedError is an error whose text hides a URL that may hold a password;
+// errors.Is and errors.As still see the original.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redactURL returns err with every occurrence of rawURL in its text replaced
+// by a form without the password. URL parsers quote the whole input in their
+// errors, and the error ends up on the terminal and in logs.
+func redactURL(err error, rawURL string) error {
+	if rawURL == "" {
+		return err
+	}
+	shown := "(the Redis URL, not shown)"
+	if u, perr := url.Parse(rawURL); perr == nil {
+		shown = u.Redacted()
+	}
+	msg := err.Error()
+	// Parsers quote the input with %q, which escapes some characters.
+	quoted := strconv.Quote(rawURL)
+	for _, form := range []string{rawURL, quoted[1 : len(quoted)-1]} {
+		msg = strings.ReplaceAll(msg, form, shown)
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
 }
 
 // newMemoryBackend returns the embedded default: everything in this process.

@@ -422,6 +422,28 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 }
 
+// TestRedisURLNeverEchoed: a Redis URL may hold a password, so an error
+// about a malformed one must not repeat it; serve prints New's error.
+func TestRedisURLNeverEchoed(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "users.json")
+	for _, u := range []string{
+		"redis://:s3cret-pw%zz@127.0.0.1:1/0",
+		"redis://:s3cret-pw@127.0.0.1:1 /0",
+		"redis://user:s3cret-pw@[::1/0",
+		"redis://:s3cret\"pw\x01%zz@127.0.0.1:1/0",
+	} {
+		s, err := New(context.Background(), Config{UsersFile: users, RedisURL: u}, slog.New(slog.DiscardHandler))
+		if err == nil {
+			s.Close()
+			t.Errorf("New accepted the malformed Redis URL %q", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error shows the Redis password: %v", err)
+		}
+	}
+}
+
 func TestNodeIDAndCheckOrigin(t *testing.T) {
 	a, b := defaultNodeID(), defaultNodeID()
 	if a == b || !strings.Contains(a, "-") {
