@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -379,13 +380,38 @@ func TestHostileHandshakes(t *testing.T) {
 func TestRevokedDuringUpgrade(t *testing.T) {
 	e := newEnv(t, nil)
 	s, tok := e.session("alice")
-	e.bus.dropSession(s.ID) // as if the event went by before registration
+	var once sync.Once
+	hook := func(id string) {
+		once.Do(func() {
+			before := e.g.marks.mark(id)
+			if _, err := e.mgr.Delete(context.Background(), id, sb.ReasonRevoked, sb.Change{}); err != nil {
+				t.Error(err)
+			}
+			// The event goes by before registration.
+			waitFor(t, "the deleted event", func() bool { return e.g.marks.mark(id) != before })
+		})
+	}
+	e.store.afterGet.Store(&hook)
+	c, w := e.dial(bearer(tok), "")
+	if w.Session == nil || w.Session.ID != s.ID {
+		t.Fatal("welcome without session")
+	}
+	c.expectClose(CloseReauthenticate, ReasonSessionRevoked)
+}
+
+// A revocation in the same window whose event the bus lost, reporting a gap,
+// is caught as well.
+func TestRevokedDuringUpgradeEventLost(t *testing.T) {
+	e := newEnv(t, nil)
+	s, tok := e.session("alice")
+	e.bus.dropSession(s.ID)
 	var once sync.Once
 	hook := func(id string) {
 		once.Do(func() {
 			if _, err := e.mgr.Delete(context.Background(), id, sb.ReasonRevoked, sb.Change{}); err != nil {
 				t.Error(err)
 			}
+			e.g.HandleGap()
 		})
 	}
 	e.store.afterGet.Store(&hook)
@@ -394,6 +420,19 @@ func TestRevokedDuringUpgrade(t *testing.T) {
 		t.Fatal("welcome without session")
 	}
 	c.expectClose(CloseReauthenticate, ReasonSessionRevoked)
+}
+
+// Without any event in the window, the upgrade reads its session once.
+func TestUpgradeReadsSessionOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	_, tok := e.session("alice")
+	var reads atomic.Int32
+	hook := func(string) { reads.Add(1) }
+	e.store.afterGet.Store(&hook)
+	e.dial(http.Header{"X-Session-Token": {tok}}, "")
+	if n := reads.Load(); n != 1 {
+		t.Fatalf("%d store reads on connect, want 1", n)
+	}
 }
 
 // TestRevokedWhileAnotherSocketCloses covers a socket that joins a session

@@ -143,6 +143,7 @@ type Gateway struct {
 	origins originPolicy
 	up      websocket.Upgrader
 	reg     *registry
+	marks   eventMarks
 
 	readLimit    int64
 	pingInterval time.Duration
@@ -374,6 +375,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, r, ip, method, refuseOrigin)
 		return
 	}
+	// The mark is taken before the store read that authenticates: see
+	// eventMarks. Only a session credential names its session up front.
+	var markID string
+	var mark uint64
+	if cred.kind == kindSession {
+		if id, _, err := sb.ParseToken(cred.token); err == nil {
+			markID, mark = id, g.marks.mark(id)
+		}
+	}
 	res, err := g.authenticate(ctx, cred)
 	if err != nil {
 		switch {
@@ -451,10 +461,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.wg.Add(1)
 	go c.readLoop(g.baseCtx)
 
-	if created {
-		// Events about this session published between the authentication
+	if created && (markID == "" || markID != e.id || g.marks.mark(e.id) != mark) {
+		// Events about this session that arrived between the authentication
 		// read and the registration reached no entry: read once more so that
-		// a revocation in that window is not missed.
+		// a revocation in that window is not missed. When the marks show that
+		// none arrived, the authentication read is still current: an event
+		// arriving from now on finds the entry (HandleEvent notes the mark
+		// before it looks the session up), and one published before that read
+		// is reflected in it.
 		s, err := g.cfg.Manager.Store.Get(ctx, e.id)
 		g.reconcile(e, s, err, sb.SourceSystem)
 	}

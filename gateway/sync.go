@@ -55,6 +55,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 // and touches the store only when an update arrived out of order.
 func (g *Gateway) HandleEvent(ev sb.Event) {
 	g.metrics.EventReceived(string(ev.Type))
+	if ev.Type != sb.EventMessage {
+		// Before the registry lookup, so that an upgrade in progress either
+		// sees the mark move or has its socket found (see eventMarks).
+		g.marks.note(ev.SessionID)
+	}
 	applied := false
 	switch ev.Type {
 	case sb.EventUpdated:
@@ -78,6 +83,7 @@ func (g *Gateway) HandleEvent(ev sb.Event) {
 // HandleGap asks Run to re-validate every local session against the store:
 // events may have been lost. It returns at once.
 func (g *Gateway) HandleGap() {
+	g.marks.gap()
 	select {
 	case g.resync <- struct{}{}:
 	default:
