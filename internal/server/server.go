@@ -36,6 +36,7 @@ const (
 	DefaultUsersFile      = "users.json"
 	DefaultShutdownGrace  = 10 * time.Second
 	DefaultExpiryInterval = time.Second
+	DefaultReadTimeout    = 30 * time.Second
 	// minAdminToken is the admin token length below which New warns.
 	minAdminToken = 16
 )
@@ -93,6 +94,11 @@ type Config struct {
 	SweepInterval time.Duration
 	// ShutdownGrace bounds the drain on shutdown; default 10s.
 	ShutdownGrace time.Duration
+	// ReadTimeout bounds reading one HTTP request, headers and body; default
+	// 30s. A client that stalls mid-body is cut off instead of holding a
+	// connection (and the drain) indefinitely. WebSockets are not affected:
+	// the deadline is cleared on the upgrade.
+	ReadTimeout time.Duration
 	// ExpiryInterval is how often expired sessions are claimed; default 1s.
 	ExpiryInterval time.Duration
 	// JWT configures bearer JWTs on WebSocket upgrades; without a key
@@ -156,6 +162,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	if cfg.ExpiryInterval <= 0 {
 		cfg.ExpiryInterval = DefaultExpiryInterval
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = defaultNodeID()
@@ -330,7 +339,8 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, s.cfg.ReadTimeout),
+		ReadTimeout:       s.cfg.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),

@@ -444,6 +444,42 @@ func TestRedisURLNeverEchoed(t *testing.T) {
 	}
 }
 
+// TestStalledBodyCutOff: a client that stops sending in the middle of a
+// request body is cut off after the read timeout, while a WebSocket, whose
+// deadline the upgrade clears, outlives it.
+func TestStalledBodyCutOff(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	r := start(t, Config{ReadTimeout: timeout})
+	ws := r.dial(http.Header{"Cookie": {r.loginDemo().String()}, "Origin": {r.url}})
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user"); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("the stalled request was not cut off: %v", err)
+	}
+
+	// The socket still answers well past the read timeout.
+	for start := time.Now(); time.Since(start) < 3*timeout; {
+		if err := ws.WriteJSON(map[string]string{"type": "session.get", "id": "1"}); err != nil {
+			t.Fatalf("socket write after %v: %v", time.Since(start), err)
+		}
+		var frame struct {
+			Type string `json:"type"`
+		}
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := ws.ReadJSON(&frame); err != nil {
+			t.Fatalf("socket read after %v: %v", time.Since(start), err)
+		}
+	}
+}
+
 func TestNodeIDAndCheckOrigin(t *testing.T) {
 	a, b := defaultNodeID(), defaultNodeID()
 	if a == b || !strings.Contains(a, "-") {
