@@ -1,3 +1,5 @@
+//go:build unix
+
 package clustertest
 
 import (
@@ -7,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +24,8 @@ import (
 // BenchmarkConnectAuthRedis measures the connect path on the Redis store:
 // dial with X-Session-Token (a session only in Redis, read uncached the first
 // time), read welcome, close. Client, gateway and Redis client share the
-// process; redis-server runs apart and is not counted in the CPU profile.
+// process; redis-server runs apart and is not counted in the CPU profile nor
+// in cpu-ns/op, the process's CPU time (user+system) per connect.
 func BenchmarkConnectAuthRedis(b *testing.B) {
 	for _, tc := range []struct {
 		name    string
@@ -60,8 +64,11 @@ func benchConnectRedis(b *testing.B, noCache bool) {
 	// connect is the first one of its session, as with distinct browsers.
 	const batch = 2000
 	var headers []http.Header
+	var setup time.Duration // CPU spent creating sessions, not counted
 	refill := func() {
 		b.StopTimer()
+		t0 := processCPU()
+		defer func() { setup += processCPU() - t0 }()
 		headers = headers[:0]
 		for range batch {
 			_, tok, err := m.Create(ctx, sb.NewSession{UserID: "user-1", Data: json.RawMessage(`{"theme":"dark","cart":{"items":3}}`)}, sb.Change{Source: sb.SourceHTTP})
@@ -75,6 +82,7 @@ func benchConnectRedis(b *testing.B, noCache bool) {
 	u := "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
 	d := websocket.Dialer{}
 	b.ReportAllocs()
+	cpu0 := processCPU()
 	for b.Loop() {
 		if len(headers) == 0 {
 			refill()
@@ -98,4 +106,14 @@ func benchConnectRedis(b *testing.B, noCache bool) {
 		_ = ws.Close()
 	}
 	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-cpu0-setup)/float64(b.N), "cpu-ns/op")
+}
+
+// processCPU returns the CPU time the process has used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
