@@ -502,3 +502,24 @@ func TestTicketKeepsCredentialExpiry(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	c.expectClose(CloseReauthenticate, ReasonTokenExpired)
 }
+
+// A handler sees the device the connection comes from, parsed from its
+// User-Agent.
+func TestContextDevice(t *testing.T) {
+	e := newEnv(t, nil)
+	_, tok := e.session("alice")
+	e.g.Handle("whoami", "", func(ctx context.Context, c *Conn, data json.RawMessage) (any, error) {
+		return c.Context().Device, nil
+	})
+	ua := "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
+	c, w := e.dial(http.Header{"X-Session-Token": {tok}, "User-Agent": {ua}}, "")
+	c.send("whoami", "1", nil)
+	var d ConnDevice
+	if err := json.Unmarshal(c.readType("whoami.result").Data, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.UserAgent != ua || d.Browser != "Firefox 140" || d.OS != "Linux" || d.DeviceType != "desktop" ||
+		d.IP != "127.0.0.1" || d.ConnectionID != w.ConnectionID {
+		t.Fatalf("device %+v", d)
+	}
+}

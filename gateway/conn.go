@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/device"
 )
 
 // ErrClosed is returned by Conn.Send on a connection that is closing or
@@ -175,6 +176,7 @@ func (c *Conn) Context() ConnContext {
 		Method:        p.Method,
 		Scopes:        p.Scopes,
 	}
+	cc.Device.Browser, cc.Device.OS, cc.Device.DeviceType = device.Parse(c.device.UserAgent)
 	if p.Session != nil {
 		cc.SessionData = p.Session.Data
 	}

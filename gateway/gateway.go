@@ -416,10 +416,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := &Conn{
-		g: g, id: newConnID(), connectedAt: g.clock.Now(),
-		device: device.FromRequest(r, g.cfg.TrustedProxies), held: true,
+		g: g, id: newConnID(), connectedAt: g.clock.Now(), held: true,
+		// Browser, OS and device type are parsed from the User-Agent only
+		// when Context asks: most connections never need them. The client
+		// IP was found above already.
+		device: sb.Device{UserAgent: device.CleanUserAgent(r.UserAgent()), IP: ip},
 	}
-	c.device.IP = ip
 	if g.cfg.Metadata != nil {
 		c.metadata = g.cfg.Metadata(r, p)
 	}
