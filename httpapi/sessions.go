@@ -65,9 +65,6 @@ type ctxKey struct{}
 // the rest of the request.
 type requestState struct {
 	session *sessionbridge.Session
-	// fromHeader says the credential came in the X-Session-Token header, not
-	// from the ambient cookie: such requests need no cross-origin check.
-	fromHeader bool
 	// err is set when the store could not answer: the request proceeds
 	// unauthenticated, but protected handlers answer 503 instead of 401.
 	err error
@@ -150,7 +147,6 @@ func (s *Sessions) load(w http.ResponseWriter, r *http.Request) (*requestState, 
 	headers := headerTokens(r)
 	cookieTok, cookieConflict := s.cookieToken(r)
 	if len(headers) > 0 {
-		st.fromHeader = true
 		tok := headers[0]
 		for _, h := range headers[1:] {
 			if h != tok {
@@ -332,7 +328,7 @@ func (s *Sessions) Login(w http.ResponseWriter, r *http.Request, userID string, 
 		HttpOnly: true, Secure: !s.Insecure, SameSite: http.SameSiteLaxMode,
 	})
 	if st := stateFrom(ctx); st != nil {
-		st.session, st.err, st.fromHeader = sess, nil, false
+		st.session, st.err = sess, nil
 	}
 	f := s.fields(r, audit.Fields{SessionID: sess.ID, UserID: sess.UserID, Method: string(sessionbridge.AuthSession)})
 	s.Audit.Log(ctx, audit.SessionCreated, f)
