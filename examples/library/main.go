@@ -91,11 +91,11 @@ func run(ctx context.Context, addr string) error {
 			http.Error(w, "try again later", http.StatusServiceUnavailable)
 			return
 		}
-		json.NewEncoder(w).Encode(s.Public())
+		writeJSON(w, s.Public())
 	})
 	mux.Handle("GET /me", sessions.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := httpapi.FromContext(r.Context())
-		json.NewEncoder(w).Encode(s.Public())
+		writeJSON(w, s.Public())
 	})))
 	mux.Handle("POST /notify", sessions.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Push to every open tab of the signed-in user.
@@ -147,4 +147,12 @@ func run(ctx context.Context, addr string) error {
 		return err
 	}
 	return nil
+}
+
+// writeJSON answers with v as JSON. Session data is private to its user, so
+// no cache may keep it.
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(v)
 }
