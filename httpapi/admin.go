@@ -98,6 +98,11 @@ func validUserID(id string) bool {
 	return true
 }
 
+// badUserID is the answer to a user_id that validUserID refuses.
+func badUserID() *apiError {
+	return errorf(http.StatusBadRequest, CodeBadRequest, "user_id must be 1 to %d bytes of printable UTF-8", maxUserIDLen)
+}
+
 func (a *API) adminCreate(w http.ResponseWriter, r *http.Request) {
 	var req createRequest
 	if e := decodeJSON(w, r, &req); e != nil {
@@ -105,7 +110,7 @@ func (a *API) adminCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !validUserID(req.UserID) {
-		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "user_id must be 1 to %d bytes of printable UTF-8", maxUserIDLen))
+		writeError(w, badUserID())
 		return
 	}
 	if req.TTLSeconds < 0 {
@@ -174,7 +179,12 @@ func (a *API) adminDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) adminListUser(w http.ResponseWriter, r *http.Request) {
-	list, err := a.Sessions.Manager.List(r.Context(), r.PathValue("user_id"))
+	userID := r.PathValue("user_id")
+	if !validUserID(userID) {
+		writeError(w, badUserID())
+		return
+	}
+	list, err := a.Sessions.Manager.List(r.Context(), userID)
 	if err != nil {
 		writeError(w, a.changeError(r, err))
 		return
@@ -184,6 +194,10 @@ func (a *API) adminListUser(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) adminDeleteUser(w http.ResponseWriter, r *http.Request) {
 	userID := r.PathValue("user_id")
+	if !validUserID(userID) {
+		writeError(w, badUserID())
+		return
+	}
 	ids, err := a.Sessions.Manager.DeleteUser(r.Context(), userID, "", sessionbridge.ReasonRevoked, sessionbridge.Change{Source: sessionbridge.SourceAPI})
 	for _, id := range ids {
 		a.Audit.Log(r.Context(), audit.SessionRevoked, a.Sessions.fields(r, audit.Fields{SessionID: id, UserID: userID, Source: string(sessionbridge.SourceAPI), Reason: sessionbridge.ReasonRevoked}))
@@ -217,6 +231,10 @@ func (a *API) adminPublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "give exactly one of user_id and session_id"))
 		return
 	}
+	if req.UserID != "" && !validUserID(req.UserID) {
+		writeError(w, badUserID())
+		return
+	}
 	if len(req.Data) == 0 {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "data is required"))
 		return
@@ -244,7 +262,12 @@ func (a *API) adminConnections(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "connection presence is not configured"))
 		return
 	}
-	list, err := a.Presence.UserConnections(r.Context(), r.URL.Query().Get("user_id"))
+	userID := r.URL.Query().Get("user_id")
+	if userID != "" && !validUserID(userID) {
+		writeError(w, badUserID())
+		return
+	}
+	list, err := a.Presence.UserConnections(r.Context(), userID)
 	if err != nil {
 		writeError(w, a.changeError(r, err))
 		return

@@ -231,6 +231,21 @@ func TestAdminValidation(t *testing.T) {
 	if string(resp.body) != "{\"sessions\":[]}\n" {
 		t.Errorf("refused requests created sessions: %s", resp.body)
 	}
+	// User IDs elsewhere in the admin API are held to the same rules: a control character or an oversized ID is refused, not looked up.
+	long := strings.Repeat("u", 257)
+	for _, c := range []req{
+		{method: "GET", path: "/api/v1/users/a%0Ab/sessions"},
+		{method: "DELETE", path: "/api/v1/users/" + long + "/sessions"},
+		{method: "GET", path: "/api/v1/connections?user_id=a%00b"},
+		{method: "POST", path: "/api/v1/publish", body: `{"user_id":"a\nb","data":1}`},
+	} {
+		c.header = adminHeader()
+		resp := f.do(c)
+		expect(t, resp, http.StatusBadRequest)
+		if code := resp.errorCode(t); code != CodeBadRequest {
+			t.Errorf("%s %s: code %q", c.method, c.path, code)
+		}
+	}
 	// data null means no data.
 	resp = f.do(req{method: "POST", path: "/api/v1/sessions", header: adminHeader(), body: `{"user_id":"a","data":null}`})
 	expect(t, resp, http.StatusCreated)
