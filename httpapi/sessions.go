@@ -322,11 +322,7 @@ func (s *Sessions) Login(w http.ResponseWriter, r *http.Request, userID string, 
 			s.logger().LogAttrs(ctx, slog.LevelWarn, "deleting the replaced session failed", slog.String("session_id", old.ID), logAttrErr(err))
 		}
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name: s.cookieName(), Value: token, Path: "/",
-		MaxAge:   max(1, int(sess.AbsoluteExpiresAt.Sub(sess.CreatedAt)/time.Second)),
-		HttpOnly: true, Secure: !s.Insecure, SameSite: http.SameSiteLaxMode,
-	})
+	s.setCookie(w, token, sess.AbsoluteExpiresAt.Sub(sess.CreatedAt))
 	if st := stateFrom(ctx); st != nil {
 		st.session, st.err = sess, nil
 	}
@@ -334,6 +330,43 @@ func (s *Sessions) Login(w http.ResponseWriter, r *http.Request, userID string, 
 	s.Audit.Log(ctx, audit.SessionCreated, f)
 	s.Audit.Log(ctx, audit.AuthnLoginSuccess, f)
 	return sess, nil
+}
+
+// Rotate gives the request's session a new ID and secret, keeping its data
+// and deadlines, and sets the new cookie. Call it when the session gains
+// privileges (a step-up sign-in, a role change) so that an ID an attacker
+// planted or learnt before is worthless afterwards. The old ID stops working
+// at once; its WebSockets are told as for any rotation. It returns
+// ErrNotFound (wrapped) when the request has no session.
+func (s *Sessions) Rotate(w http.ResponseWriter, r *http.Request) (*sessionbridge.Session, error) {
+	ctx := r.Context()
+	old, err := s.requestSession(r)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: rotate: %w", err)
+	}
+	if old == nil {
+		return nil, fmt.Errorf("httpapi: rotate: %w", sessionbridge.ErrNotFound)
+	}
+	sess, token, err := s.Manager.Rotate(ctx, old.ID, sessionbridge.Change{Source: sessionbridge.SourceHTTP})
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: rotate: %w", err)
+	}
+	s.setCookie(w, token, sess.AbsoluteExpiresAt.Sub(time.Now()))
+	if st := stateFrom(ctx); st != nil {
+		st.session, st.err = sess, nil
+	}
+	s.Audit.Log(ctx, audit.SessionRenewed, s.fields(r, audit.Fields{SessionID: sess.ID, UserID: sess.UserID, Detail: "rotated from " + old.ID}))
+	return sess, nil
+}
+
+// setCookie sets the session cookie to token for lifetime (at least a
+// second): HttpOnly, SameSite=Lax, Path=/, Secure unless Insecure.
+func (s *Sessions) setCookie(w http.ResponseWriter, token string, lifetime time.Duration) {
+	http.SetCookie(w, &http.Cookie{
+		Name: s.cookieName(), Value: token, Path: "/",
+		MaxAge:   max(1, int(lifetime/time.Second)),
+		HttpOnly: true, Secure: !s.Insecure, SameSite: http.SameSiteLaxMode,
+	})
 }
 
 // Logout deletes the request's session, which closes its WebSockets on every

@@ -342,6 +342,58 @@ func TestLoginLogoutAsLibrary(t *testing.T) {
 	}
 }
 
+// TestRotate: Rotate moves the request's session to a new ID with a new
+// cookie, keeps its data, and the old token stops working.
+func TestRotate(t *testing.T) {
+	f := newFixture(t)
+	var rotated *sessionbridge.Session
+	h := f.sessions.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := f.sessions.Rotate(w, r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		if got, ok := FromContext(r.Context()); !ok || got.ID != s.ID {
+			t.Error("Rotate did not update the request's session")
+		}
+		rotated = s
+	}))
+	old, oldToken, err := f.mgr.Create(context.Background(), sessionbridge.NewSession{UserID: "alice", Data: json.RawMessage(`{"role":"user"}`)}, sessionbridge.Change{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("POST", "/", nil)
+	r.AddCookie(&http.Cookie{Name: "sb_session", Value: oldToken})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if rotated == nil {
+		t.Fatalf("rotate: %d %s", w.Code, w.Body)
+	}
+	var c *http.Cookie
+	for _, ck := range w.Result().Cookies() {
+		if ck.Name == "sb_session" {
+			c = ck
+		}
+	}
+	if c == nil || !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.MaxAge <= 0 {
+		t.Fatalf("rotated cookie %+v", c)
+	}
+	s, err := f.mgr.Authenticate(context.Background(), c.Value)
+	if err != nil || s.ID != rotated.ID || s.ID == old.ID || s.UserID != "alice" || string(s.Data) != `{"role":"user"}` {
+		t.Errorf("new token: %v %+v", err, s)
+	}
+	if _, err := f.mgr.Authenticate(context.Background(), oldToken); err == nil {
+		t.Error("the old token still works after the rotation")
+	}
+
+	// Without a session there is nothing to rotate.
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("POST", "/", nil))
+	if w.Code != http.StatusNotFound || len(w.Result().Cookies()) != 0 {
+		t.Errorf("rotate without a session: %d, cookies %v", w.Code, w.Result().Cookies())
+	}
+}
+
 func TestSeveralSessionCookies(t *testing.T) {
 	f := newFixture(t)
 	s, tok := f.create("alice")
