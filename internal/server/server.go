@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -182,6 +183,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		}
 	}
 
+	if strings.TrimSpace(cfg.AdminToken) != cfg.AdminToken {
+		// An Authorization header cannot carry it (its value is trimmed), so
+		// the admin API would refuse every request; most likely a stray
+		// newline from a file or an editor.
+		return nil, errors.New("server: the admin token starts or ends with white space")
+	}
 	if cfg.AdminToken != "" && len(cfg.AdminToken) < minAdminToken {
 		// Not refused, so that a development setup stays easy; said loudly.
 		logger.Warn("the admin token is short: anyone who guesses it controls every session; use at least 32 random characters", "length", len(cfg.AdminToken))

@@ -405,6 +405,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		"path":   {AllowedOrigins: []string{"https://app.example.com/path"}},
 		"tls":    {TLSCertFile: "cert.pem"},
 		"jwt":    {JWT: JWTConfig{Secret: "short"}},
+		"admin":  {AdminToken: "an-admin-token-long-enough\n"},
 	} {
 		cfg.UsersFile = users
 		if s, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler)); err == nil {
