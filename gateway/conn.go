@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -452,8 +453,11 @@ func (c *Conn) finish(readErr error) {
 		IP: c.device.IP, UserAgent: c.device.UserAgent, Method: string(p.Method),
 		Reason: reason, Detail: fmt.Sprintf("close code %d", code),
 	})
-	g.log.Debug("gateway: connection closed", "connection_id", c.id, "user_id", p.UserID,
-		"session_id", p.SessionID, "code", code, "reason", reason)
+	// Checked first: the arguments would be boxed even for a disabled level.
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.Debug("gateway: connection closed", "connection_id", c.id, "user_id", p.UserID,
+			"session_id", p.SessionID, "code", code, "reason", reason)
+	}
 }
 
 // handle serves one frame from the client. Frames that arrive once the

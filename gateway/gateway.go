@@ -509,7 +509,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id, IP: ip,
 		UserAgent: c.device.UserAgent, Method: method, Source: cred.source.String(),
 	})
-	g.log.Debug("gateway: connected", "connection_id", c.id, "user_id", p.UserID, "session_id", p.SessionID, "method", method)
+	// Checked first: the arguments would be boxed even for a disabled level.
+	if g.log.Enabled(ctx, slog.LevelDebug) {
+		g.log.Debug("gateway: connected", "connection_id", c.id, "user_id", p.UserID, "session_id", p.SessionID, "method", method)
+	}
 }
 
 // readBufferSize is each socket's read buffer. Frames are small; a larger one
