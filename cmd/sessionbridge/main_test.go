@@ -333,12 +333,14 @@ func TestServeDemo(t *testing.T) {
 }
 
 // TestServeNoUsersHint: without users and without a demo user (refused
-// explicitly, or not added because the admin API marks a real deployment),
+// explicitly, or not added because the admin API or JWT keys mark a real
+// deployment),
 // serve says how to add a user.
 func TestServeNoUsersHint(t *testing.T) {
 	for name, extra := range map[string][]string{
 		"demo refused": {"--demo=false"},
 		"admin token":  {"--admin-token", "an-admin-token-long-enough"},
+		"jwt secret":   {"--jwt-secret", "a-jwt-secret-of-at-least-32-bytes-long"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "users.json")

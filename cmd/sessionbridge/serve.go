@@ -46,7 +46,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&c.UsersFile, "users", server.DefaultUsersFile, "users file for password login (see `sessionbridge user add`)")
 	fs.IntVar(&c.LoginMaxFailures, "login-max-failures", 10, "failed sign-ins allowed per client IP and per username within --login-failure-window; negative disables the limit")
 	fs.DurationVar(&c.LoginFailureWindow, "login-failure-window", 5*time.Minute, "how long failed sign-ins are remembered")
-	fs.BoolVar(&f.demo, "demo", false, "add a user \"demo\" with a random password, printed once; in memory only (when not given: only if there are no users, no admin token and no Redis URL)")
+	fs.BoolVar(&f.demo, "demo", false, "add a user \"demo\" with a random password, printed once; in memory only (when not given: only if there are no users, no admin token, no JWT keys and no Redis URL)")
 	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated browser origins besides the server's own (https://app.example.com, https://*.example.com)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated proxy addresses or CIDR prefixes whose X-Forwarded-For is believed")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "session idle timeout (default 30m)")
@@ -117,11 +117,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg.JWT.Algorithms = splitList(f.jwtAlgorithms)
 	cfg.JWT.PublicKeyFiles = f.jwtKeys
 	// With nothing configured (no explicit --demo either way, the memory
-	// backend, no admin API, no users yet) a plain `sessionbridge serve`
-	// would offer nobody a way in; a throw-away demo user makes it usable
-	// in one command. Any of those settings means a real deployment, where
-	// an unexpected extra user would be a hazard.
-	auto := !f.demo && !demoGiven(fs) && cfg.RedisURL == "" && cfg.AdminToken == "" && noUsers(cfg.UsersFile)
+	// backend, no admin API, no JWT keys, no users yet) a plain
+	// `sessionbridge serve` would offer nobody a way in; a throw-away demo
+	// user makes it usable in one command. Any of those settings means a real
+	// deployment, where an unexpected extra user would be a hazard.
+	jwtKeys := cfg.JWT.Secret != "" || len(cfg.JWT.PublicKeyFiles) > 0 || cfg.JWT.JWKSURL != "" || cfg.JWT.JWKSFile != ""
+	auto := !f.demo && !demoGiven(fs) && cfg.RedisURL == "" && cfg.AdminToken == "" && !jwtKeys && noUsers(cfg.UsersFile)
 	if f.demo || auto {
 		if cfg.DemoPassword, err = randomPassword(); err != nil {
 			fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
