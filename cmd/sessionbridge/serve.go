@@ -136,7 +136,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	defer srv.Close()
-	ln, err := net.Listen("tcp", f.addr)
+	// No TCP keep-alive probes: idle HTTP connections end at the server's
+	// IdleTimeout and sockets at the gateway's ping deadline, so the probes
+	// would only cost several setsockopt calls on every accepted connection.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", f.addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
 		return exitError
