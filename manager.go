@@ -60,7 +60,9 @@ func (m *Manager) Absolute() time.Duration {
 	return DefaultAbsoluteTimeout
 }
 
-func (m *Manager) touchInterval() time.Duration {
+// TouchEvery returns the configured touch interval: activity within it of the
+// last recorded touch costs no store write.
+func (m *Manager) TouchEvery() time.Duration {
 	if m.TouchInterval > 0 {
 		return m.TouchInterval
 	}
@@ -218,7 +220,7 @@ func (m *Manager) Update(ctx context.Context, id string, patch json.RawMessage, 
 // already past its deadline is returned unchanged: activity never revives it.
 func (m *Manager) Touch(ctx context.Context, s *Session, c Change) (*Session, error) {
 	now := m.now()
-	if now.Sub(s.LastSeenAt) < m.touchInterval() {
+	if now.Sub(s.LastSeenAt) < m.TouchEvery() {
 		return s, nil
 	}
 	if s.Expired(now) {
@@ -230,7 +232,7 @@ func (m *Manager) Touch(ctx context.Context, s *Session, c Change) (*Session, er
 	next.LastSeenAt = now
 	next.ExpiresAt = minTime(now.Add(m.idle()), s.AbsoluteExpiresAt)
 	ev := m.event(EventUpdated, next, c, now)
-	wrote, err := m.Store.Touch(ctx, s.ID, now, next.ExpiresAt, now.Add(-m.touchInterval()).Add(time.Nanosecond), ev)
+	wrote, err := m.Store.Touch(ctx, s.ID, now, next.ExpiresAt, now.Add(-m.TouchEvery()).Add(time.Nanosecond), ev)
 	if err != nil {
 		return nil, fmt.Errorf("sessionbridge: touch: %w", err)
 	}

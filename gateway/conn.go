@@ -695,7 +695,7 @@ func (c *Conn) touch(ctx context.Context) {
 	}
 	g := c.g
 	now := g.clock.Now()
-	interval := g.touchInterval()
+	interval := g.cfg.Manager.TouchEvery()
 	e.mu.Lock()
 	due := !e.removed && !e.touching && now.Sub(e.sess.LastSeenAt) >= interval && now.Sub(e.lastTouchTry) >= interval/8
 	var cp *sb.Session

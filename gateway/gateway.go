@@ -245,13 +245,6 @@ func New(cfg Config) (*Gateway, error) {
 // enforces and an injected clock cannot move.
 func (g *Gateway) realNow() time.Time { return time.Now() }
 
-func (g *Gateway) touchInterval() time.Duration {
-	if g.cfg.Manager.TouchInterval > 0 {
-		return g.cfg.Manager.TouchInterval
-	}
-	return sb.DefaultTouchInterval
-}
-
 // Handle registers h for client frames of msgType; a later call for the same
 // type replaces the handler. A connection without scope gets an error frame
 // with code forbidden (and an authz_fail audit); an empty scope allows
