@@ -14,3 +14,7 @@ func TestConformance(t *testing.T) {
 		return memory.NewStore(bus), bus
 	})
 }
+
+func TestKeyStoreConformance(t *testing.T) {
+	storetest.RunKeys(t, func(t *testing.T) sessionbridge.KeyStore { return memory.NewKeyStore() })
+}
