@@ -124,6 +124,7 @@ type Backend struct {
 	store   *Store
 	bus     *Bus
 	tickets *Tickets
+	keys    *KeyStore
 }
 
 // New connects to Redis and returns a Backend. It fails if the URL is invalid
@@ -200,6 +201,7 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	b.store = &Store{b: b, sc: newScripts()}
 	b.bus = &Bus{b: b}
 	b.tickets = &Tickets{b: b}
+	b.keys = &KeyStore{b: b, sc: newKeyScripts()}
 	if err := b.Ping(ctx); err != nil {
 		client.Close()
 		return nil, err
@@ -215,6 +217,9 @@ func (b *Backend) Bus() *Bus { return b.bus }
 
 // Tickets returns the WebSocket ticket store.
 func (b *Backend) Tickets() *Tickets { return b.tickets }
+
+// Keys returns the API key store.
+func (b *Backend) Keys() *KeyStore { return b.keys }
 
 // NodeID returns the node ID used in presence records.
 func (b *Backend) NodeID() string { return b.nodeID }
