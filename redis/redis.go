@@ -125,6 +125,7 @@ type Backend struct {
 	bus     *Bus
 	tickets *Tickets
 	keys    *KeyStore
+	limiter *Limiter
 }
 
 // New connects to Redis and returns a Backend. It fails if the URL is invalid
@@ -202,6 +203,7 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	b.bus = &Bus{b: b}
 	b.tickets = &Tickets{b: b}
 	b.keys = &KeyStore{b: b, sc: newKeyScripts()}
+	b.limiter = newLimiter(b)
 	if err := b.Ping(ctx); err != nil {
 		client.Close()
 		return nil, err
@@ -220,6 +222,9 @@ func (b *Backend) Tickets() *Tickets { return b.tickets }
 
 // Keys returns the API key store.
 func (b *Backend) Keys() *KeyStore { return b.keys }
+
+// Limiter returns the rate limiter.
+func (b *Backend) Limiter() *Limiter { return b.limiter }
 
 // NodeID returns the node ID used in presence records.
 func (b *Backend) NodeID() string { return b.nodeID }
