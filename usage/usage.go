@@ -1,0 +1,329 @@
+// Package usage counts what API keys and users do — connects, frames, bytes,
+// errors, refusals, connected time, peak sockets — and keeps exact counts in
+// time buckets (minute, hour, day) that can be queried and ranked.
+//
+// A [Recorder] aggregates in memory on each node (an Add is a map update
+// under a mutex, no I/O) and hands its totals to a [Sink] once per flush
+// interval, in one batch whatever the traffic: idle subjects cost nothing,
+// and a crash loses at most one interval. The redis package implements Sink
+// and [Source] on the Redis the cluster already runs.
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+)
+
+// Kinds of subject.
+const (
+	KindKey  = "key"
+	KindUser = "user"
+)
+
+// Metric names. Refused connects and errors are counted per reason or code,
+// as "connects_refused:<reason>" and "errors:<code>".
+const (
+	Connects         = "connects"
+	ConnectsRefused  = "connects_refused"
+	FramesIn         = "frames_in"
+	FramesOut        = "frames_out"
+	BytesIn          = "bytes_in"
+	BytesOut         = "bytes_out"
+	Errors           = "errors"
+	RateLimited      = "rate_limited"
+	Forbidden        = "forbidden"
+	ConnectedSeconds = "connected_seconds"
+	// PeakConnections is the most sockets a subject held at once within a
+	// bucket; it is a maximum, not a sum.
+	PeakConnections = "peak_connections"
+)
+
+// Refused returns the metric of connects refused for reason.
+func Refused(reason string) string { return ConnectsRefused + ":" + reason }
+
+// Error returns the metric of errors with code.
+func Error(code string) string { return Errors + ":" + code }
+
+// Subject is who usage is counted for.
+type Subject struct {
+	Kind string
+	ID   string
+}
+
+// Entry is what a Recorder hands to its Sink for one subject: the sums
+// since the last flush, and the highest peak seen.
+type Entry struct {
+	Subject Subject
+	Counts  map[string]int64
+	Peak    int64
+}
+
+// Sink stores flushed entries, adding them to the buckets of at.
+type Sink interface {
+	Write(ctx context.Context, at time.Time, entries []Entry) error
+}
+
+// Step is the width of a bucket.
+type Step time.Duration
+
+// Bucket widths and how long each is kept.
+const (
+	Minute = Step(time.Minute)
+	Hour   = Step(time.Hour)
+	Day    = Step(24 * time.Hour)
+)
+
+// Steps lists the bucket widths, narrowest first.
+var Steps = []Step{Minute, Hour, Day}
+
+// Retention returns how long buckets of s are kept: minutes 48 hours,
+// hours 90 days, days 2 years.
+func (s Step) Retention() time.Duration {
+	switch s {
+	case Minute:
+		return 48 * time.Hour
+	case Hour:
+		return 90 * 24 * time.Hour
+	case Day:
+		return 2 * 365 * 24 * time.Hour
+	}
+	return 0
+}
+
+// String returns "1m", "1h" or "1d".
+func (s Step) String() string {
+	switch s {
+	case Minute:
+		return "1m"
+	case Hour:
+		return "1h"
+	case Day:
+		return "1d"
+	}
+	return time.Duration(s).String()
+}
+
+// ParseStep parses "1m", "1h" or "1d".
+func ParseStep(v string) (Step, error) {
+	for _, s := range Steps {
+		if s.String() == v {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: step %q: want 1m, 1h or 1d", ErrInvalid, v)
+}
+
+// ErrInvalid is wrapped by errors about a query that cannot be answered.
+var ErrInvalid = errors.New("usage: invalid query")
+
+func errInvalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// MaxPoints bounds the buckets one query may span.
+const MaxPoints = 2000
+
+// Point is one bucket of a series.
+type Point struct {
+	Start  time.Time
+	Counts map[string]int64
+}
+
+// Ranked is one subject in a Top answer.
+type Ranked struct {
+	ID    string
+	Value int64
+}
+
+// Source answers usage queries.
+type Source interface {
+	// Series returns the buckets of step from from to to (aligned down to
+	// step), empty ones included, for one subject.
+	Series(ctx context.Context, s Subject, from, to time.Time, step Step) ([]Point, error)
+	// Top returns the subjects of kind with the highest metric over the
+	// window ending now (rounded out to whole hours), highest first.
+	Top(ctx context.Context, kind, metric string, window time.Duration, limit int) ([]Ranked, error)
+}
+
+// CheckRange validates a Series query and returns its bucket starts.
+func CheckRange(from, to time.Time, step Step) ([]time.Time, error) {
+	if step.Retention() == 0 {
+		return nil, fmt.Errorf("%w: unknown step", ErrInvalid)
+	}
+	d := time.Duration(step)
+	from, to = from.UTC().Truncate(d), to.UTC().Truncate(d)
+	if to.Before(from) {
+		return nil, fmt.Errorf("%w: to is before from", ErrInvalid)
+	}
+	n := int(to.Sub(from)/d) + 1
+	if n > MaxPoints {
+		return nil, fmt.Errorf("%w: %d buckets, at most %d", ErrInvalid, n, MaxPoints)
+	}
+	out := make([]time.Time, n)
+	for i := range out {
+		out[i] = from.Add(time.Duration(i) * d)
+	}
+	return out, nil
+}
+
+// DefaultFlushInterval is how often a Recorder flushes by default.
+const DefaultFlushInterval = time.Second
+
+// Recorder aggregates usage in memory and flushes it to Sink. Add and
+// SetConnections never block on I/O. Run it for the life of the node.
+type Recorder struct {
+	sink     Sink
+	interval time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu         sync.Mutex
+	pending    map[Subject]*Entry
+	live       map[Subject]int64
+	lastMinute time.Time // the minute of the last flush
+}
+
+// RecorderOptions configure a Recorder; the zero value works.
+type RecorderOptions struct {
+	// FlushInterval defaults to DefaultFlushInterval.
+	FlushInterval time.Duration
+	Logger        *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewRecorder returns a Recorder that flushes to sink.
+func NewRecorder(sink Sink, o RecorderOptions) *Recorder {
+	r := &Recorder{sink: sink, interval: o.FlushInterval, log: o.Logger, now: o.Now,
+		pending: make(map[Subject]*Entry), live: make(map[Subject]int64)}
+	if r.interval <= 0 {
+		r.interval = DefaultFlushInterval
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	return r
+}
+
+func (r *Recorder) entry(s Subject) *Entry {
+	e := r.pending[s]
+	if e == nil {
+		e = &Entry{Subject: s, Counts: make(map[string]int64, 4), Peak: r.live[s]}
+		r.pending[s] = e
+	}
+	return e
+}
+
+// Add adds n to metric for each subject.
+func (r *Recorder) Add(metric string, n int64, subjects ...Subject) {
+	if n == 0 {
+		return
+	}
+	r.mu.Lock()
+	for _, s := range subjects {
+		r.entry(s).Counts[metric] += n
+	}
+	r.mu.Unlock()
+}
+
+// Connected records a socket opening (delta +1) or closing (-1) for each
+// subject, for the peak of concurrent sockets.
+func (r *Recorder) Connected(delta int64, subjects ...Subject) {
+	r.mu.Lock()
+	for _, s := range subjects {
+		n := max(r.live[s]+delta, 0)
+		if n == 0 {
+			delete(r.live, s)
+		} else {
+			r.live[s] = n
+		}
+		if e := r.entry(s); n > e.Peak {
+			e.Peak = n
+		}
+	}
+	r.mu.Unlock()
+}
+
+// Flush hands what was counted since the last flush to the sink, in one
+// Write. On failure the counts are kept for the next flush, so a Redis
+// outage delays usage but loses none of it (while the node lives).
+//
+// The first flush of each minute also carries the number of sockets every
+// connected subject holds, so that the peak of a quiet minute is its
+// steady count: that costs one write a minute per connected subject.
+func (r *Recorder) Flush(ctx context.Context) error {
+	now := r.now()
+	r.mu.Lock()
+	if minute := now.UTC().Truncate(time.Minute); !minute.Equal(r.lastMinute) {
+		r.lastMinute = minute
+		for s := range r.live {
+			r.entry(s)
+		}
+	}
+	if len(r.pending) == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	batch := r.pending
+	r.pending = make(map[Subject]*Entry, len(batch))
+	r.mu.Unlock()
+	entries := make([]Entry, 0, len(batch))
+	for _, e := range batch {
+		entries = append(entries, *e)
+	}
+	err := r.sink.Write(ctx, now, entries)
+	if err == nil {
+		return nil
+	}
+	r.mu.Lock()
+	for s, old := range batch {
+		e := r.entry(s)
+		for m, n := range old.Counts {
+			e.Counts[m] += n
+		}
+		e.Peak = max(e.Peak, old.Peak)
+	}
+	r.mu.Unlock()
+	return fmt.Errorf("usage: flush: %w", err)
+}
+
+// Run flushes every interval until ctx is done, then flushes once more
+// (with a short deadline of its own) and returns nil.
+func (r *Recorder) Run(ctx context.Context) error {
+	tick := time.NewTicker(r.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := r.Flush(fctx); err != nil {
+				r.log.Warn("usage: final flush failed", "err", err)
+			}
+			return nil
+		case <-tick.C:
+			if err := r.Flush(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("usage: flush failed; counts kept for the next one", "err", err)
+			}
+		}
+	}
+}
+
+// Pending returns a copy of the counts not flushed yet, for tests and
+// diagnostics.
+func (r *Recorder) Pending(s Subject) map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.pending[s]; e != nil {
+		return maps.Clone(e.Counts)
+	}
+	return nil
+}

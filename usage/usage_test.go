@@ -1,0 +1,165 @@
+package usage_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge/usage"
+	"github.com/sessionbridge/sessionbridge/usage/usagetest"
+)
+
+func TestMemoryConformance(t *testing.T) {
+	usagetest.Run(t, func(t *testing.T, now func() time.Time) usagetest.Store { return &usage.Memory{Now: now} })
+}
+
+// sink records what a Recorder writes, and can fail.
+type sink struct {
+	mu     sync.Mutex
+	writes [][]usage.Entry
+	fail   bool
+}
+
+func (s *sink) Write(_ context.Context, _ time.Time, entries []usage.Entry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return errors.New("sink down")
+	}
+	s.writes = append(s.writes, entries)
+	return nil
+}
+
+func (s *sink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.writes)
+}
+
+func (s *sink) last() map[usage.Subject]usage.Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[usage.Subject]usage.Entry{}
+	for _, e := range s.writes[len(s.writes)-1] {
+		out[e.Subject] = e
+	}
+	return out
+}
+
+var (
+	key  = usage.Subject{Kind: usage.KindKey, ID: "k1"}
+	user = usage.Subject{Kind: usage.KindUser, ID: "alice"}
+)
+
+func TestRecorderOneWritePerFlush(t *testing.T) {
+	s := &sink{}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	r := usage.NewRecorder(s, usage.RecorderOptions{Now: func() time.Time { return now }})
+	for range 1000 {
+		r.Add(usage.FramesIn, 1, key, user)
+		r.Add(usage.BytesIn, 10, key, user)
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s.count() != 1 {
+		t.Fatalf("%d writes for one flush", s.count())
+	}
+	got := s.last()
+	if got[key].Counts[usage.FramesIn] != 1000 || got[user].Counts[usage.BytesIn] != 10000 || len(got) != 2 {
+		t.Fatalf("flushed %+v", got)
+	}
+	if err := r.Flush(context.Background()); err != nil || s.count() != 1 {
+		t.Fatalf("an idle flush wrote (%d writes, %v): idle subjects must cost nothing", s.count(), err)
+	}
+}
+
+func TestRecorderKeepsCountsWhenTheSinkFails(t *testing.T) {
+	s := &sink{fail: true}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	r := usage.NewRecorder(s, usage.RecorderOptions{Now: func() time.Time { return now }})
+	r.Add(usage.Connects, 2, key)
+	r.Connected(1, key)
+	r.Connected(1, key)
+	if err := r.Flush(context.Background()); err == nil {
+		t.Fatal("a failed write was not reported")
+	}
+	r.Add(usage.Connects, 3, key)
+	r.Connected(-1, key)
+	s.mu.Lock()
+	s.fail = false
+	s.mu.Unlock()
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if e := s.last()[key]; e.Counts[usage.Connects] != 5 || e.Peak != 2 {
+		t.Fatalf("after an outage, flushed %+v; want the 5 connects and the peak of 2", e)
+	}
+}
+
+func TestRecorderPeaksAndQuietMinutes(t *testing.T) {
+	s := &sink{}
+	var mu sync.Mutex
+	now := time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	r := usage.NewRecorder(s, usage.RecorderOptions{Now: clock})
+	for range 3 {
+		r.Connected(1, key)
+	}
+	r.Connected(-1, key)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if e := s.last()[key]; e.Peak != 3 {
+		t.Fatalf("peak %d, want 3", e.Peak)
+	}
+	// Later in the same minute nothing happens: no write.
+	mu.Lock()
+	now = now.Add(20 * time.Second)
+	mu.Unlock()
+	if err := r.Flush(context.Background()); err != nil || s.count() != 1 {
+		t.Fatalf("a quiet flush within the minute wrote (%d writes, %v)", s.count(), err)
+	}
+	// The next minute carries the steady count of the two open sockets.
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s.count() != 2 || s.last()[key].Peak != 2 {
+		t.Fatalf("the first flush of a minute wrote %d times, peak %+v; want the steady 2", s.count(), s.last()[key])
+	}
+}
+
+func TestRecorderRunFlushesOnStop(t *testing.T) {
+	s := &sink{}
+	r := usage.NewRecorder(s, usage.RecorderOptions{FlushInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	r.Add(usage.FramesOut, 7, key)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s.count() != 1 || s.last()[key].Counts[usage.FramesOut] != 7 {
+		t.Fatal("stopping Run did not flush what was pending")
+	}
+}
+
+func TestParseStep(t *testing.T) {
+	for _, st := range usage.Steps {
+		got, err := usage.ParseStep(st.String())
+		if err != nil || got != st {
+			t.Fatalf("ParseStep(%q) = %v, %v", st.String(), got, err)
+		}
+	}
+	for _, bad := range []string{"", "1s", "60m", "1M"} {
+		if _, err := usage.ParseStep(bad); !errors.Is(err, usage.ErrInvalid) {
+			t.Errorf("ParseStep(%q) = %v", bad, err)
+		}
+	}
+}
