@@ -126,6 +126,7 @@ type Backend struct {
 	tickets *Tickets
 	keys    *KeyStore
 	limiter *Limiter
+	usage   *Usage
 }
 
 // New connects to Redis and returns a Backend. It fails if the URL is invalid
@@ -204,6 +205,7 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	b.tickets = &Tickets{b: b}
 	b.keys = &KeyStore{b: b, sc: newKeyScripts()}
 	b.limiter = newLimiter(b)
+	b.usage = newUsage(b)
 	if err := b.Ping(ctx); err != nil {
 		client.Close()
 		return nil, err
@@ -225,6 +227,9 @@ func (b *Backend) Keys() *KeyStore { return b.keys }
 
 // Limiter returns the rate limiter.
 func (b *Backend) Limiter() *Limiter { return b.limiter }
+
+// Usage returns the usage store.
+func (b *Backend) Usage() *Usage { return b.usage }
 
 // NodeID returns the node ID used in presence records.
 func (b *Backend) NodeID() string { return b.nodeID }

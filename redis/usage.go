@@ -1,0 +1,165 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/sessionbridge/sessionbridge/usage"
+)
+
+// Usage is a [usage.Sink] and [usage.Source] in Redis. A subject's buckets
+// are hashes (metric → count) tagged with the subject, so that one script
+// adds an entry to its minute, hour and day buckets on one slot; the hour
+// rankings are sorted sets tagged by kind and metric, so that Top unions
+// them on one slot. A flush of any number of entries is one pipelined round
+// trip.
+type Usage struct {
+	b   *Backend
+	add *rueidis.Lua
+	now func() time.Time
+}
+
+var (
+	_ usage.Sink   = (*Usage)(nil)
+	_ usage.Source = (*Usage)(nil)
+)
+
+func newUsage(b *Backend) *Usage {
+	return &Usage{b: b, add: rueidis.NewLuaScript(luaUsageAdd), now: time.Now}
+}
+
+// usageKey is the bucket of s of width step starting at start.
+func (u *Usage) usageKey(s usage.Subject, step usage.Step, start time.Time) string {
+	return u.b.prefix + "us:{" + s.Kind + ":" + s.ID + "}:" + step.String() + ":" + strconv.FormatInt(start.Unix(), 10)
+}
+
+// topKey is the ranking of kind by metric for the hour starting at start.
+func (u *Usage) topKey(kind, metric string, start time.Time) string {
+	return u.b.prefix + "ut:{" + kind + ":" + metric + "}:" + strconv.FormatInt(start.Unix(), 10)
+}
+
+// Write adds entries to the buckets of at in one pipelined round trip.
+func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	at = at.UTC()
+	hour := at.Truncate(time.Hour)
+	hourExpiry := hour.Add(usage.Hour.Retention()).UnixMilli()
+	var scripts []rueidis.LuaExec
+	var cmds rueidis.Commands
+	for _, e := range entries {
+		keys := make([]string, 0, len(usage.Steps))
+		args := make([]string, 0, len(usage.Steps)+1+2*len(e.Counts))
+		for _, st := range usage.Steps {
+			start := at.Truncate(time.Duration(st))
+			keys = append(keys, u.usageKey(e.Subject, st, start))
+			args = append(args, strconv.FormatInt(start.Add(st.Retention()).UnixMilli(), 10))
+		}
+		args = append(args, strconv.FormatInt(e.Peak, 10))
+		for m, n := range e.Counts {
+			if n == 0 {
+				continue
+			}
+			args = append(args, m, strconv.FormatInt(n, 10))
+			tk := u.topKey(e.Subject.Kind, m, hour)
+			cmds = append(cmds,
+				u.b.client.B().Zincrby().Key(tk).Increment(float64(n)).Member(e.Subject.ID).Build(),
+				u.b.client.B().Pexpireat().Key(tk).MillisecondsTimestamp(hourExpiry).Build())
+		}
+		scripts = append(scripts, rueidis.LuaExec{Keys: keys, Args: args})
+	}
+	ctx, cancel := u.b.opCtx(ctx)
+	defer cancel()
+	// Scripts first: a crash between the two leaves the series exact and
+	// only the ranking short.
+	for _, res := range u.add.ExecMulti(ctx, u.b.client, scripts...) {
+		if err := res.Error(); err != nil {
+			return u.b.fail("usage write", err)
+		}
+	}
+	if len(cmds) > 0 {
+		for _, res := range u.b.client.DoMulti(ctx, cmds...) {
+			if err := res.Error(); err != nil {
+				return u.b.fail("usage ranking", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Series returns the subject's buckets from from to to.
+func (u *Usage) Series(ctx context.Context, s usage.Subject, from, to time.Time, step usage.Step) ([]usage.Point, error) {
+	starts, err := usage.CheckRange(from, to, step)
+	if err != nil {
+		return nil, err
+	}
+	cmds := make(rueidis.Commands, len(starts))
+	for i, start := range starts {
+		cmds[i] = u.b.client.B().Hgetall().Key(u.usageKey(s, step, start)).Build()
+	}
+	ctx, cancel := u.b.opCtx(ctx)
+	defer cancel()
+	out := make([]usage.Point, len(starts))
+	for i, res := range u.b.client.DoMulti(ctx, cmds...) {
+		m, err := res.AsStrMap()
+		if err != nil {
+			return nil, u.b.fail("usage series", err)
+		}
+		counts := make(map[string]int64, len(m))
+		for k, v := range m {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("redis: usage series: corrupt count %s=%q", k, v)
+			}
+			counts[k] = n
+		}
+		out[i] = usage.Point{Start: starts[i], Counts: counts}
+	}
+	return out, nil
+}
+
+// Top ranks the subjects of kind by metric over the hours of window.
+func (u *Usage) Top(ctx context.Context, kind, metric string, window time.Duration, limit int) ([]usage.Ranked, error) {
+	hours, err := usage.TopHours(u.now(), window, limit)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, len(hours))
+	for i, h := range hours {
+		keys[i] = u.topKey(kind, metric, h)
+	}
+	ctx, cancel := u.b.opCtx(ctx)
+	defer cancel()
+	zs, err := u.b.client.Do(ctx, u.b.client.B().Zunion().Numkeys(int64(len(keys))).Key(keys...).Withscores().Build()).AsZScores()
+	if err != nil {
+		return nil, u.b.fail("usage top", err)
+	}
+	sums := make(map[string]int64, len(zs))
+	for _, z := range zs {
+		sums[z.Member] = int64(z.Score)
+	}
+	return usage.Rank(sums, limit), nil
+}
+
+// luaUsageAdd: KEYS the minute, hour and day buckets of one subject. ARGV
+// their expiries (Unix ms), the peak, then metric/count pairs. Counts are
+// added; the peak field keeps the maximum.
+const luaUsageAdd = `
+local peak = tonumber(ARGV[4])
+for i = 1, #KEYS do
+  for j = 5, #ARGV, 2 do
+    redis.call('HINCRBY', KEYS[i], ARGV[j], ARGV[j + 1])
+  end
+  if peak > 0 then
+    local cur = tonumber(redis.call('HGET', KEYS[i], 'peak_connections') or '0')
+    if peak > cur then redis.call('HSET', KEYS[i], 'peak_connections', peak) end
+  end
+  redis.call('PEXPIREAT', KEYS[i], ARGV[i])
+end
+return 1
+`
