@@ -95,7 +95,12 @@ export class Hub {
     if (ev.k === 'frame') {
       const d = ev.f.data;
       if (ev.f.type === 'welcome') this.welcome = ev.f;
-      if (d && d.session && typeof d.session.version === 'number') this.version = d.session.version;
+      if (d && d.session && typeof d.session.version === 'number') {
+        this.version = d.session.version;
+        // A tab that joins later is welcomed with the session as it is now.
+        const w = this.welcome;
+        if (w && w !== ev.f && w.data.session && w.data.session.id === d.session.id) this.welcome = { ...w, data: { ...w.data, session: d.session } };
+      }
     }
     for (const [id, tab] of this.tabs) {
       if (tab.on && id !== except) tab.post({ t: 'ev', ev });

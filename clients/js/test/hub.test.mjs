@@ -52,6 +52,15 @@ test('tabs share one socket, each gets its own replies and every event', async (
   assert.equal(upd.data.session.version, a.reply('2').f.data.version);
   assert.ok(!a.frames().some((f) => f.type === 'session.updated'));
 
+  // A third tab is welcomed with the session as it is now.
+  const c = tab(hub, 'c');
+  c.send({ t: 'hello' });
+  c.send({ t: 'on' });
+  const wc = c.frames().find((f) => f.type === 'welcome');
+  assert.equal(wc.data.connection_id, wa.data.connection_id);
+  assert.deepEqual(wc.data.session.data, { theme: 'dark' });
+  c.send({ t: 'bye' });
+
   // A push reaches both tabs; an error of B's request goes to B only.
   assert.equal((await srv.admin('POST', '/api/v1/publish', { user_id: 'alice', data: 7 })).status, 202);
   await until('message in both tabs', () => [a, b].every((x) => x.frames().some((f) => f.type === 'message')));
