@@ -206,7 +206,8 @@ export class Client {
 
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof Events>(type: K, fn: (...a: Events[K]) => void): () => void;
-  on(type: string, fn: (data: any, frame: Frame) => void): () => void;
+  /** Any other push type: `(data, frame)`. */
+  on<T extends string>(type: T extends keyof Events ? never : T, fn: (data: any, frame: Frame) => void): () => void;
   on(type: string, fn: Listener): () => void {
     if (!this.ls.has(type)) this.ls.set(type, new Set());
     this.ls.get(type)!.add(fn);
