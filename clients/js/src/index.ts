@@ -298,7 +298,9 @@ export class Client {
       this.to = (m) => hub.receive(m, (r) => this.receive(r));
     };
     if (!share || !g.BroadcastChannel) return local();
-    const name = 'sessionbridge ' + this.o.url;
+    // The version keeps tabs of another release (a SharedWorker still
+    // running old code after a deploy) from speaking a different hub protocol.
+    const name = 'sessionbridge/1 ' + this.o.url;
     const o = this.o;
     const plain = !o.getTicket && typeof o.token !== 'function' && !o.WebSocket && !o.fetch;
     const worker = typeof share === 'object' ? share.worker : undefined;
