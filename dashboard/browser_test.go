@@ -126,6 +126,8 @@ type tab struct {
 	t    *testing.T
 	name string
 	ctx  context.Context // the tab's own context, without deadline
+	// close closes the tab, as a user closing it would.
+	close func()
 	// console collects exceptions and Content-Security-Policy reports, so
 	// that tests can assert the page ran cleanly.
 	mu      sync.Mutex
@@ -152,6 +154,13 @@ func openTab(t *testing.T, name string, ctx context.Context, cancel context.Canc
 	t.Helper()
 	tb := &tab{t: t, name: name, ctx: ctx}
 	t.Cleanup(cancel)
+	tb.close = func() {
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		defer ccancel()
+		if err := chromedp.Cancel(cctx); err != nil {
+			t.Errorf("%s: closing the tab: %v", name, err)
+		}
+	}
 	// Creates the target; no deadline here either, since the tab lives as
 	// long as the context of its first Run.
 	if err := chromedp.Do(ctx); err != nil {

@@ -3,9 +3,12 @@
 // in to the same account, revokes devices, edits a preference stored in the
 // session, and watches the frames arriving on the page's own WebSocket.
 //
-// The page is plain HTML, CSS and JavaScript embedded in the binary; there is
-// no build step. It talks only to the documented HTTP API (/auth/...) and the
-// WebSocket protocol (/ws), so it doubles as a reference client for both.
+// The page is plain HTML, CSS and JavaScript embedded in the binary. Its
+// socket runs on the client library of clients/js, whose compiled modules are
+// committed under static/sessionbridge/ and served at /sessionbridge/, so that
+// building the binary needs no Node. It talks only to the documented HTTP API
+// (/auth/...) and the WebSocket protocol (/ws), so it doubles as a reference
+// client for both.
 package dashboard
 
 import (

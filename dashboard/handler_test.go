@@ -13,8 +13,10 @@ func TestHandlerServesPageAndAssets(t *testing.T) {
 	cases := []struct {
 		path, contentType, contains string
 	}{
-		{"/", "text/html; charset=utf-8", `<script src="/app.js" defer></script>`},
-		{"/app.js", "text/javascript; charset=utf-8", "new WebSocket("},
+		{"/", "text/html; charset=utf-8", `<script type="module" src="/app.js"></script>`},
+		{"/app.js", "text/javascript; charset=utf-8", "from '/sessionbridge/index.js'"},
+		{"/sessionbridge/index.js", "text/javascript; charset=utf-8", "export class Client"},
+		{"/sessionbridge/worker.js", "text/javascript; charset=utf-8", "onconnect"},
 		{"/style.css", "text/css; charset=utf-8", "prefers-color-scheme"},
 		{"/favicon.svg", "image/svg+xml", "<svg"},
 	}

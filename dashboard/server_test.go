@@ -7,9 +7,12 @@ package dashboard_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,6 +30,8 @@ type serverTuning struct {
 	expiringLead time.Duration
 	// addr is where to listen; empty means a free loopback port.
 	addr string
+	// redis is the URL of a Redis backend; empty means the memory backend.
+	redis string
 }
 
 // adminToken enables the admin API of test servers.
@@ -67,6 +72,7 @@ func startServer(t *testing.T, tune serverTuning) *testServer {
 		AbsoluteTimeout: tune.absolute,
 		ExpiryWarning:   tune.expiringLead,
 		ShutdownGrace:   5 * time.Second,
+		RedisURL:        tune.redis,
 	}, slog.New(logs.handler()))
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +129,61 @@ func (s *testServer) waitHealthy(t *testing.T) {
 		tick := time.NewTimer(20 * time.Millisecond)
 		<-tick.C
 	}
+}
+
+// connections returns the IDs of the user's live WebSocket connections, as
+// the server counts them (GET /api/v1/connections).
+func (s *testServer) connections(t *testing.T, user string) []string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.URL+"/api/v1/connections?user_id="+url.QueryEscape(user), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatalf("listing connections: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Connections []struct {
+			ID string `json:"connection_id"`
+		} `json:"connections"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("listing connections: status %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("listing connections: %v", err)
+	}
+	ids := make([]string, 0, len(body.Connections))
+	for _, c := range body.Connections {
+		ids = append(ids, c.ID)
+	}
+	return ids
+}
+
+// admin calls the admin API with a JSON body ("" for none) and returns the status.
+func (s *testServer) admin(t *testing.T, method, path, body string) int {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, s.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // refusedUpgrades returns how many WebSocket upgrades the server refused

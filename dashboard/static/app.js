@@ -1,30 +1,26 @@
-// sessionbridge dashboard: a reference client of the HTTP API (/auth/...) and
-// the WebSocket protocol (/ws). No framework and no build step; everything the
-// page knows comes from those two interfaces.
-'use strict';
+// sessionbridge dashboard: a reference client of the HTTP API (/auth/...) and,
+// through the client library (clients/js, served at /sessionbridge/), of the
+// WebSocket protocol (/ws). No framework and no build step of its own;
+// everything the page knows comes from those two interfaces.
+import { Client } from '/sessionbridge/index.js';
 
 (() => {
   const LOG_CAP = 100;            // event log entries kept
   const POLL_MS = 10000;          // device list refresh while someone looks
   const ACTIVE_MS = 5 * 60000;    // stop polling after this long without input
-  const BACKOFF_BASE_MS = 500;
-  const BACKOFF_MAX_MS = 30000;
-  const RATE_LIMIT_MIN_MS = 5000;
-  const REQUEST_TIMEOUT_MS = 10000;
 
   const $ = (id) => document.getElementById(id);
 
+  // The page's connection. Tabs of this browser share one socket (a
+  // SharedWorker, else a leader tab), so ten tabs cost the server one
+  // connection; each tab still gets every event and its own replies.
+  // Reconnects wait while the page is hidden or the browser offline.
+  const sb = new Client({ share: true, pauseWhenHidden: true });
+
   const state = {
     session: null,        // public view of the current session
-    ws: null,
-    connectionId: '',
-    wantSocket: false,    // false once signed out: no reconnects
-    attempt: 0,           // reconnect attempts since the last welcome
-    retryTimer: 0,
     pollTimer: 0,
     tickTimer: 0,
-    nextId: 1,
-    pending: new Map(),   // frame id -> {type, resolve, reject, timer}
     expiringAt: null,     // Date from session.expiring, until the session changes
     lastInput: Date.now(),
     lastUser: '',         // user of the last session shown, to sign in again
@@ -103,10 +99,10 @@
     (state.lastUser ? $('password') : $('username')).focus();
   }
 
-  // showEnded shows why the session ended while the page was open. It never
-  // reconnects: only signing in again does.
+  // showEnded shows why the session ended while the page was open. It closes
+  // the page's client: only signing in again reconnects.
   function showEnded(title, detail) {
-    state.wantSocket = false;
+    sb.close();
     stopTimers();
     state.session = null;
     $('ended-title').textContent = title;
@@ -340,7 +336,7 @@
     const patch = { theme: theme === 'system' ? null : theme };
     $('prefs-msg').textContent = 'Saving theme…';
     try {
-      if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+      if (sb.state === 'open') {
         // The ack carries the new version only (the other sockets of the
         // session get session.updated), so read the session back.
         await request('session.update', { data: patch });
@@ -385,217 +381,86 @@
     el.textContent = text;
   }
 
-  function wsURL() {
-    const u = new URL('/ws', location.href);
-    u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return u.href;
-  }
-
-  // connect opens the page's socket. It authenticates with the sb_session
-  // cookie the browser sends on the same-origin upgrade; the server checks
-  // the Origin header, which the browser sets and scripts cannot forge.
-  function connect() {
-    clearTimeout(state.retryTimer);
-    if (!state.wantSocket) return;
-    if (state.ws && state.ws.readyState <= WebSocket.OPEN) return;
-    setStatus(state.attempt ? 'reconnecting' : 'connecting', 'Connecting…');
-    let ws;
-    try {
-      ws = new WebSocket(wsURL());
-    } catch (e) {
-      scheduleReconnect(0);
-      return;
-    }
-    state.ws = ws;
-    ws.onopen = () => {
-      if (state.ws === ws) setStatus('connecting', 'Connected, waiting for welcome…');
-    };
-    ws.onmessage = (ev) => {
-      if (state.ws === ws) onFrame(ev.data);
-    };
-    ws.onclose = (ev) => {
-      if (state.ws !== ws) return;
-      state.ws = null;
-      state.connectionId = '';
-      failPending('the connection closed');
-      onClose(ev);
-    };
-    // onerror is always followed by onclose, which decides what to do.
-  }
-
-  function send(frame) {
-    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return false;
-    state.ws.send(JSON.stringify(frame));
-    logEntry(frame.type, frame, 'out');
-    return true;
-  }
-
-  // request sends a frame and resolves with the reply that carries its id.
+  // request sends a frame on the page's socket and resolves with its reply.
   function request(type, data) {
-    const id = String(state.nextId++);
-    return new Promise((resolve, reject) => {
-      const frame = { type, id };
-      if (data !== undefined) frame.data = data;
-      if (!send(frame)) {
-        reject(new ApiError(0, 'closed', 'not connected'));
-        return;
-      }
-      const timer = setTimeout(() => {
-        state.pending.delete(id);
-        reject(new ApiError(0, 'timeout', 'no answer from the server'));
-      }, REQUEST_TIMEOUT_MS);
-      state.pending.set(id, { type, resolve, reject, timer });
-    });
+    logEntry(type, data === undefined ? { type } : { type, data }, 'out');
+    return sb.request(type, data);
   }
 
-  function failPending(why) {
-    for (const [id, p] of state.pending) {
-      clearTimeout(p.timer);
-      p.reject(new ApiError(0, 'closed', why));
-      state.pending.delete(id);
-    }
-  }
+  // Every frame this tab receives (pushes, and the replies to its requests).
+  sb.on('frame', (f) => logEntry(f.type, f, 'in'));
 
-  function onFrame(raw) {
-    let f;
-    try {
-      f = JSON.parse(raw);
-    } catch (e) {
-      logEntry('invalid', String(raw).slice(0, 200), 'in');
-      return;
+  sb.on('state', (st, info) => {
+    if (state.signingOut) return;
+    switch (st) {
+      case 'connecting':
+        setStatus('connecting', 'Connecting…');
+        break;
+      case 'reconnecting':
+        if (info.paused) setStatus('reconnecting', info.paused === 'offline' ? 'Offline · waiting for the network' : 'Paused while the page is hidden');
+        else if (info.delay !== undefined) setStatus('reconnecting', 'Reconnecting in ' + Math.ceil(info.delay / 1000) + ' s (attempt ' + info.attempt + ')');
+        else setStatus('reconnecting', 'Connecting…');
+        break;
+      case 'closed':
+        setStatus('closed', 'Disconnected');
+        break;
+      // 'open' shows with the welcome, which names the connection.
     }
-    if (!f || typeof f !== 'object' || typeof f.type !== 'string') {
-      logEntry('invalid', f, 'in');
-      return;
-    }
-    logEntry(f.type, f, 'in');
-    const data = f.data && typeof f.data === 'object' ? f.data : {};
+  });
 
-    // Replies carry the id of the request they answer.
-    const id = f.id !== undefined && f.id !== null ? String(f.id) : '';
-    if (id && state.pending.has(id)) {
-      const p = state.pending.get(id);
-      state.pending.delete(id);
-      clearTimeout(p.timer);
-      if (f.type === 'error') p.reject(new ApiError(0, data.code || 'error', data.message || 'error'));
-      else p.resolve(f);
-    }
+  sb.on('welcome', (w) => {
+    setStatus('open', 'Live · connection ' + (w.connection_id || '?'));
+    if (sessionOf(w)) renderSession(sessionOf(w));
+    refreshDevices();
+  });
 
-    switch (f.type) {
-      case 'welcome':
-        state.attempt = 0;
-        state.connectionId = data.connection_id || '';
-        setStatus('open', 'Live · connection ' + (state.connectionId || '?'));
-        if (sessionOf(data)) renderSession(sessionOf(data));
-        refreshDevices();
-        break;
-      case 'session':
-        renderSession(sessionOf(data));
-        break;
-      case 'session.updated':
-        renderSession(sessionOf(data));
-        refreshDevices();
-        break;
-      case 'session.expiring': {
-        const d = toDate(data.expires_at);
-        if (d) {
-          state.expiringAt = d;
-          tick();
-        }
-        break;
-      }
-      case 'error':
-        if (!id) $('prefs-msg').textContent = 'Server error: ' + (data.message || data.code || 'unknown');
-        break;
-      default:
-        // ack, pong, message and frames of newer servers: logged above.
-        break;
-    }
-  }
+  sb.on('session.updated', (d) => {
+    renderSession(sessionOf(d));
+    refreshDevices();
+  });
 
-  // Why a 4401 closed the socket, for the person looking at the page.
+  sb.on('session.expiring', (d) => {
+    const at = toDate(d.expires_at);
+    if (at) {
+      state.expiringAt = at;
+      tick();
+    }
+  });
+
+  // An error frame without an id answers no request of this page.
+  sb.on('error', (d) => {
+    $('prefs-msg').textContent = 'Server error: ' + (d.message || d.code || 'unknown');
+  });
+
+  sb.on('close', (c) => logEntry('close', { code: c.code, reason: c.reason }, 'in', 'close'));
+
+  sb.on('problem', (p) => logEntry('problem', p, 'in'));
+
+  // Why the session ended, for the person looking at the page. The library
+  // does not reconnect after these; only signing in again does.
   const ENDED = {
     session_revoked: ['Signed out (revoked)', 'This session was signed out from another device or by an administrator.'],
     session_expired: ['Session expired', 'This session reached its time limit.'],
     token_expired: ['Session expired', 'The token this page used has expired.'],
     api_key_revoked: ['Signed out (key revoked)', 'The API key this page used was revoked.'],
+    // A refused upgrade, after which GET /auth/session answered 401.
+    unauthorized: ['Signed out', 'This session is no longer valid.'],
   };
 
-  function onClose(ev) {
-    const reason = ev.reason || '';
-    logEntry('close', { code: ev.code, reason }, 'in', 'close');
-    if (!state.wantSocket || state.signingOut) {
-      setStatus('closed', 'Disconnected');
-      return;
-    }
-    switch (ev.code) {
-      case 4401: {
-        const [title, detail] = ENDED[reason] || ['Signed out', 'The server ended this session (' + (reason || 'no reason given') + ').'];
-        setStatus('closed', 'Closed · ' + title);
-        showEnded(title, detail);
-        return;
-      }
-      case 4403:
-        state.wantSocket = false;
-        setStatus('closed', 'Refused by the server (forbidden)');
-        return;
-      case 4429:
-        scheduleReconnect(RATE_LIMIT_MIN_MS);
-        return;
-      case 1001:
-        // The server is shutting down: another node (or this one, restarted)
-        // takes the connection.
-        scheduleReconnect(0);
-        return;
-      default:
-        // A refused upgrade or a dropped network shows up as 1006 without a
-        // reason: ask the HTTP API whether the session still exists before
-        // trying again.
-        checkThenReconnect();
-    }
-  }
-
-  async function checkThenReconnect() {
-    try {
-      const s = sessionOf(await api('GET', '/auth/session'));
-      if (s) renderSession(s);
-      scheduleReconnect(0);
-    } catch (e) {
-      if (e.status === 401) sessionGone();
-      else scheduleReconnect(0);
-    }
-  }
-
-  // scheduleReconnect waits an exponential backoff with full jitter, so that
-  // the sockets of a node that went away do not all come back at once.
-  function scheduleReconnect(minMs) {
-    if (!state.wantSocket) return;
-    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
-    const delay = Math.max(minMs, Math.round(cap / 2 + Math.random() * cap / 2));
-    state.attempt++;
-    setStatus('reconnecting', 'Reconnecting in ' + Math.ceil(delay / 1000) + ' s (attempt ' + state.attempt + ')');
-    clearTimeout(state.retryTimer);
-    state.retryTimer = setTimeout(connect, delay);
-  }
+  sb.on('unauthenticated', ({ reason }) => {
+    // Signing out closes this page's socket too (4401): expected, not news.
+    if (state.signingOut || !state.session) return;
+    const [title, detail] = ENDED[reason] || ['Signed out', 'The server ended this session (' + (reason || 'no reason given') + ').'];
+    showEnded(title, detail);
+    setStatus('closed', 'Closed · ' + title);
+  });
 
   // sessionGone handles an HTTP 401 while signed in: the session ended
   // without this page's socket telling why.
   function sessionGone() {
     if (!state.session) return;
-    closeSocket();
-    setStatus('closed', 'Signed out');
     showEnded('Signed out', 'This session is no longer valid.');
-  }
-
-  function closeSocket() {
-    state.wantSocket = false;
-    clearTimeout(state.retryTimer);
-    if (state.ws) {
-      const ws = state.ws;
-      state.ws = null;
-      ws.close(1000, 'bye');
-    }
-    failPending('signed out');
+    setStatus('closed', 'Signed out');
   }
 
   // ---------- event log ----------
@@ -642,11 +507,9 @@
   // ---------- actions ----------
 
   function startSession(session) {
-    state.wantSocket = true;
-    state.attempt = 0;
     state.lastInput = Date.now();
     showApp(session);
-    connect();
+    sb.connect();
   }
 
   async function signIn(ev) {
@@ -701,13 +564,13 @@
         state.signingOut = false;
         btn.disabled = false;
         $('session-msg').textContent = 'Could not sign out: ' + e.message;
-        if (!state.ws) connect();
+        sb.connect();
         return;
       }
     }
     state.signingOut = false;
     btn.disabled = false;
-    closeSocket();
+    sb.close();
     setStatus('idle', 'Not connected');
     showSignin('');
   }
