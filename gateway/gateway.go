@@ -92,8 +92,11 @@ type Config struct {
 	PongTimeout time.Duration
 	// WriteTimeout bounds every write to a socket; default 10s.
 	WriteTimeout time.Duration
-	// SendQueue is how many frames may wait for a slow socket before it is
-	// closed with 1008 slow_consumer; default 64 (and at most 1 MiB).
+	// SendQueue is how many frames the server pushes (session.updated,
+	// message, ...) may wait for a slow socket before it is closed with 1008
+	// slow_consumer; default 64 (and at most 1 MiB). Replies to the client's
+	// own frames have a budget of the same size besides: when it is full, the
+	// connection's read loop waits for the writer instead (back-pressure).
 	SendQueue int
 	// ExpiryWarning is how long before a session's deadline its sockets get
 	// session.expiring; default 60s, negative disables the warning.

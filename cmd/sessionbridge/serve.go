@@ -58,7 +58,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.BoolVar(&c.AllowQueryToken, "allow-query-token", false, "accept ?session_token= on WebSocket upgrades (URLs end up in logs; prefer tickets)")
 	fs.Int64Var(&c.ReadLimit, "read-limit", 0, "largest WebSocket frame a client may send, in bytes (default 65536)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", 0, "WebSocket keepalive ping interval (default 30s)")
-	fs.IntVar(&c.SendQueue, "send-queue", 0, "frames that may wait for a slow socket before it is closed (default 64)")
+	fs.IntVar(&c.SendQueue, "send-queue", 0, "pushed frames that may wait for a slow socket before it is closed (default 64)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "how often local sessions are re-validated against the store (default 30s)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "longest drain on SIGINT/SIGTERM")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "longest time to read one HTTP request, headers and body (WebSockets are not affected)")

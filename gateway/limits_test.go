@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// A client that sends its requests back to back and reads all the time gets
+// every answer: its answers slow its own reading down instead of counting as
+// a slow consumer.
+func TestPipelinedRequestsAreNotSlowConsumers(t *testing.T) {
+	for _, queue := range []int{0, 2} {
+		t.Run(fmt.Sprintf("queue=%d", queue), func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.SendQueue = queue })
+			_, tok := e.session("alice")
+			c, _ := e.dial(bearer(tok), "")
+			const n = 300
+			sent := make(chan error, 1)
+			go func() {
+				for i := range n {
+					typ := TypePing
+					if i%2 == 1 {
+						typ = TypeSessionGet
+					}
+					b := fmt.Appendf(nil, `{"type":%q,"id":"r%d"}`, typ, i)
+					if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+						sent <- err
+						return
+					}
+				}
+				sent <- nil
+			}()
+			for i := range n {
+				f, err := c.tryRead()
+				if err != nil {
+					t.Fatalf("reply %d: %v", i, err)
+				}
+				want := TypePong
+				if i%2 == 1 {
+					want = TypeSession
+				}
+				if f.Type != want || f.ID != fmt.Sprintf("r%d", i) {
+					t.Fatalf("reply %d: %s %q, want %s r%d", i, f.Type, f.ID, want, i)
+				}
+			}
+			if err := <-sent; err != nil {
+				t.Fatal(err)
+			}
+			if e.g.Len() != 1 {
+				t.Fatal("connection dropped")
+			}
+		})
+	}
+}
+
+// A client that does not read what the server pushes is still cut with 1008
+// slow_consumer, also while its own requests hold its read loop back.
+func TestNonReaderIsCutOnPushes(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.SendQueue = 8; c.WriteTimeout = 200 * time.Millisecond })
+	s, tok := e.session("alice")
+	c, _ := e.dial(bearer(tok), "")
+	// Requests the client never reads the answers of.
+	for i := range 200 {
+		c.send(TypeSessionGet, fmt.Sprint(i), nil)
+	}
+	blob, _ := json.Marshal(strings.Repeat("z", 32<<10))
+	for i := 0; e.g.Len() == 1; i++ {
+		if i == 5000 {
+			t.Fatal("non-reading client never cut")
+		}
+		if err := e.g.SendToSession(context.Background(), s.ID, blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "slow_consumer disconnect counted", func() bool {
+		return e.counter("sessionbridge_disconnects_total", map[string]string{"code": "1008", "reason": ReasonSlowConsumer}) == 1
+	})
+}
