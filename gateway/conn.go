@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -554,6 +555,12 @@ func (c *Conn) handle(ctx context.Context, mt int, data []byte) {
 	closing := c.closing
 	c.mu.Unlock()
 	if closing {
+		return
+	}
+	if mt == websocket.TextMessage && !utf8.Valid(data) {
+		// RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection.
+		g.metrics.Frame("malformed", CodeBadRequest)
+		c.closeWith(CloseInvalidData, ReasonInvalidUTF8)
 		return
 	}
 	if !c.allowFrame() {

@@ -82,3 +82,26 @@ func TestNonReaderIsCutOnPushes(t *testing.T) {
 		return e.counter("sessionbridge_disconnects_total", map[string]string{"code": "1008", "reason": ReasonSlowConsumer}) == 1
 	})
 }
+
+// A text frame that is not UTF-8 closes the connection with 1007 (RFC 6455
+// §8.1), before any handler sees it.
+func TestInvalidUTF8ClosesWith1007(t *testing.T) {
+	for name, frame := range map[string]string{
+		"in a string": "{\"type\":\"ping\",\"id\":\"\xff\"}",
+		"bare byte":   "{\"type\":\"ping\"}\xc3",
+		"surrogate":   "{\"type\":\"session.get\",\"id\":\"\xed\xa0\x80\"}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			_, tok := e.session("alice")
+			c, _ := e.dial(bearer(tok), "")
+			c.send(TypePing, "ok", nil)
+			if f := c.read(); f.Type != TypePong {
+				t.Fatalf("valid frame: %+v", f)
+			}
+			c.sendRaw([]byte(frame))
+			c.expectClose(CloseInvalidData, ReasonInvalidUTF8)
+			waitFor(t, "connection unregistered", func() bool { return e.g.Len() == 0 })
+		})
+	}
+}
