@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,4 +108,95 @@ func TestInvalidUTF8ClosesWith1007(t *testing.T) {
 			waitFor(t, "connection unregistered", func() bool { return e.g.Len() == 0 })
 		})
 	}
+}
+
+// refusedWith checks that an upgrade was refused with 429 too_many_connections
+// and a Retry-After.
+func refusedWith(t *testing.T, resp *http.Response, err error) {
+	t.Helper()
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("upgrade over the cap: %v %+v", err, resp)
+	}
+	var body struct{ Error string }
+	if json.NewDecoder(resp.Body).Decode(&body) != nil || body.Error != "too_many_connections" {
+		t.Fatalf("body %+v", body)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 1 {
+		t.Fatalf("Retry-After %q", resp.Header.Get("Retry-After"))
+	}
+}
+
+func TestConnectionCapPerSession(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxConnsPerSession = 3 })
+	s, tok := e.session("alice")
+	var conns []*client
+	for range 3 {
+		c, _ := e.dial(bearer(tok), "")
+		conns = append(conns, c)
+	}
+	_, resp, err := e.tryDial(bearer(tok), "")
+	refusedWith(t, resp, err)
+	if got := e.counter("sessionbridge_connects_total", map[string]string{"result": "too_many_connections"}); got != 1 {
+		t.Fatalf("refusals counted: %v", got)
+	}
+	// Another session of the same user is not affected.
+	_, tok2 := e.session("alice")
+	e.dial(bearer(tok2), "")
+	// A socket that closes frees its slot.
+	_ = conns[0].ws.Close()
+	waitFor(t, "closed socket unregistered", func() bool {
+		n, _ := e.g.SessionCounts(context.Background(), []string{s.ID})
+		return n[s.ID] == 2
+	})
+	e.dial(bearer(tok), "")
+	_, resp, err = e.tryDial(bearer(tok), "")
+	refusedWith(t, resp, err)
+}
+
+func TestConnectionCapPerUser(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxConnsPerUser = 2; c.MaxConnsPerSession = -1 })
+	_, tok1 := e.session("alice")
+	_, tok2 := e.session("alice")
+	_, tokBob := e.session("bob")
+	first, _ := e.dial(bearer(tok1), "")
+	e.dial(bearer(tok2), "")
+	_, resp, err := e.tryDial(bearer(tok1), "")
+	refusedWith(t, resp, err)
+	e.dial(bearer(tokBob), "")
+	_ = first.ws.Close()
+	waitFor(t, "closed socket unregistered", func() bool { return e.g.Len() == 2 })
+	e.dial(bearer(tok1), "")
+}
+
+// Concurrent upgrades cannot pass the cap together: slots are taken before
+// the upgrade, not counted after it.
+func TestConnectionCapUnderConcurrentUpgrades(t *testing.T) {
+	const limit, tries = 4, 24
+	e := newEnv(t, func(c *Config) { c.MaxConnsPerSession = limit })
+	_, tok := e.session("alice")
+	var wg sync.WaitGroup
+	var ok, refused atomic.Int32
+	for range tries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, resp, err := e.tryDial(bearer(tok), "")
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case resp != nil && resp.StatusCode == http.StatusTooManyRequests:
+				refused.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != limit || refused.Load() != tries-limit {
+		t.Fatalf("%d upgrades went through and %d were refused, want %d and %d", ok.Load(), refused.Load(), limit, tries-limit)
+	}
+	waitFor(t, "reserved slots filled", func() bool {
+		r := e.g.reg
+		r.mu.RLock()
+		defer r.mu.RUnlock()
+		return len(r.pendingSessions) == 0 && len(r.pendingUsers) == 0 && len(r.conns) == limit
+	})
 }

@@ -59,6 +59,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.Int64Var(&c.ReadLimit, "read-limit", 0, "largest WebSocket frame a client may send, in bytes (default 65536)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", 0, "WebSocket keepalive ping interval (default 30s)")
 	fs.IntVar(&c.SendQueue, "send-queue", 0, "pushed frames that may wait for a slow socket before it is closed (default 64)")
+	fs.IntVar(&c.MaxConnsPerSession, "max-conns-per-session", 0, "live WebSockets one session may hold on this node (default 100; negative: no cap)")
+	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", 0, "live WebSockets one user may hold on this node (default 500; negative: no cap)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "how often local sessions are re-validated against the store (default 30s)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "longest drain on SIGINT/SIGTERM")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "longest time to read one HTTP request, headers and body (WebSockets are not affected)")
