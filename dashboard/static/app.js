@@ -29,6 +29,7 @@
     lastInput: Date.now(),
     lastUser: '',         // user of the last session shown, to sign in again
     devicesBusy: false,
+    devicesAgain: false,  // a refresh was asked for while one was in flight
     signingOut: false,    // a logout request is in flight
   };
 
@@ -247,8 +248,15 @@
   // ---------- my devices ----------
 
   async function refreshDevices() {
-    if (!state.session || state.devicesBusy) return;
+    if (!state.session) return;
+    // A list in flight may predate what asked for this refresh (the
+    // welcome of this page's own socket): fetch again once it is in.
+    if (state.devicesBusy) {
+      state.devicesAgain = true;
+      return;
+    }
     state.devicesBusy = true;
+    state.devicesAgain = false;
     try {
       const body = await api('GET', '/auth/sessions');
       const list = body && Array.isArray(body.sessions) ? body.sessions : Array.isArray(body) ? body : [];
@@ -263,6 +271,7 @@
       $('devices-msg').textContent = 'Could not load devices: ' + e.message;
     } finally {
       state.devicesBusy = false;
+      if (state.devicesAgain) refreshDevices();
     }
   }
 
