@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -66,25 +67,31 @@ func TestPipelinedRequestsAreNotSlowConsumers(t *testing.T) {
 // A client that does not read what the server pushes is still cut with 1008
 // slow_consumer, also while its own requests hold its read loop back.
 func TestNonReaderIsCutOnPushes(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.SendQueue = 8; c.WriteTimeout = 200 * time.Millisecond })
-	s, tok := e.session("alice")
-	c, _ := e.dial(bearer(tok), "")
+	e := newEnv(t, func(c *Config) { c.SendQueue = 8; c.WriteTimeout = 2 * time.Second })
+	_, tok := e.session("alice")
+	c, w := e.dial(bearer(tok), "")
+	sc := e.g.reg.conn(w.ConnectionID)
 	// Requests the client never reads the answers of.
 	for i := range 200 {
 		c.send(TypeSessionGet, fmt.Sprint(i), nil)
 	}
-	blob, _ := json.Marshal(strings.Repeat("z", 32<<10))
-	for i := 0; e.g.Len() == 1; i++ {
-		if i == 5000 {
-			t.Fatal("non-reading client never cut")
-		}
-		if err := e.g.SendToSession(context.Background(), s.ID, blob); err != nil {
-			t.Fatal(err)
-		}
+	// Pushes, until the kernel buffers are full and the queue overflows.
+	payload := map[string]string{"blob": strings.Repeat("z", 32<<10)}
+	var err error
+	for i := 0; i < 100000 && err == nil; i++ {
+		err = sc.Send(context.Background(), TypeMessage, payload)
 	}
+	if !errors.Is(err, ErrSlowConsumer) {
+		t.Fatalf("pushing ended with %v, want ErrSlowConsumer", err)
+	}
+	// The connection ends (its parked read loop included) and is counted as
+	// a slow consumer.
 	waitFor(t, "slow_consumer disconnect counted", func() bool {
 		return e.counter("sessionbridge_disconnects_total", map[string]string{"code": "1008", "reason": ReasonSlowConsumer}) == 1
 	})
+	if e.g.Len() != 0 {
+		t.Fatal("non-reading client still registered")
+	}
 }
 
 // A text frame that is not UTF-8 closes the connection with 1007 (RFC 6455
