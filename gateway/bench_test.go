@@ -325,7 +325,7 @@ func BenchmarkApplyUpdate(b *testing.B) {
 				ev.Version = v
 				g.HandleEvent(ev)
 				for _, c := range conns {
-					c.queue, c.qbytes = c.queue[:0], 0
+					c.queue, c.pushed = c.queue[:0], queueLoad{}
 				}
 			}
 			if e := g.reg.session(sess.ID); e.sess.Version != v {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -27,16 +28,32 @@ var ErrClosed = errors.New("gateway: connection closed")
 // queue may hold (1 MiB); the connection stays open.
 var ErrFrameTooLarge = errors.New("gateway: frame larger than the send queue")
 
-// ErrSlowConsumer is returned by Conn.Send when the connection's send queue
-// was full: the connection is then closed with 1008 slow_consumer.
+// ErrSlowConsumer is returned by Conn.Send when the frames the server pushed
+// to the connection filled its send queue: the connection is then closed with
+// 1008 slow_consumer.
 var ErrSlowConsumer = errors.New("gateway: send queue full")
 
 // closeGrace is how long the gateway waits for the peer's answer to a close
 // frame before it drops the TCP connection.
 const closeGrace = 2 * time.Second
 
-// maxQueueBytes bounds the bytes queued for one connection.
+// maxQueueBytes bounds the bytes of pushed frames, and separately of
+// replies, queued for one connection.
 const maxQueueBytes = 1 << 20
+
+// queueLoad counts the frames and bytes of one kind in a send queue.
+type queueLoad struct{ n, bytes int32 }
+
+// fits reports whether b may join a load already holding l under a limit of
+// maxN frames and maxQueueBytes.
+func (l queueLoad) fits(b []byte, maxN int) bool {
+	return int(l.n) < maxN && int(l.bytes)+len(b) <= maxQueueBytes
+}
+
+func (l *queueLoad) add(b []byte) {
+	l.n++
+	l.bytes += int32(len(b))
+}
 
 // Conn is one authenticated WebSocket connection. Handlers receive it; its
 // accessors are safe for concurrent use.
@@ -66,9 +83,15 @@ type Conn struct {
 	mu sync.Mutex
 	// p is the principal without its Session (which lives in entry); its
 	// Scopes and ExpiresAt change on auth.refresh.
-	p      sb.Principal
-	queue  [][]byte
-	qbytes int
+	p     sb.Principal
+	queue [][]byte
+	// pushed and replied are what the queue holds of frames the server
+	// pushes and of replies to the client's own frames: each kind has its own
+	// budget, and only pushes over theirs make a slow consumer.
+	pushed, replied queueLoad
+	// room, when set, is a reply waiting for the queue to make room for it;
+	// it is closed when the writer takes the queue or the connection closes.
+	room chan struct{}
 	// held keeps the writer from starting until the welcome frame is in
 	// place at the head of the queue.
 	held      bool
@@ -184,9 +207,10 @@ func (c *Conn) Context() ConnContext {
 	return cc
 }
 
-// Send queues a frame of type typ with data for the connection. It never
-// blocks on the network; it fails with ErrClosed on a closing connection and
-// with ErrSlowConsumer when the queue is full (the connection is then closed).
+// Send queues a frame of type typ with data for the connection, as a push
+// (also when called from a Handler). It never blocks on the network; it fails
+// with ErrClosed on a closing connection and with ErrSlowConsumer when the
+// pushes already queued fill the queue (the connection is then closed).
 func (c *Conn) Send(ctx context.Context, typ string, data any) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -198,27 +222,86 @@ func (c *Conn) Send(ctx context.Context, typ string, data any) error {
 	return c.enqueue(b)
 }
 
-// enqueue appends an encoded frame to the send queue and starts the writer if
-// none runs. A full queue closes the connection rather than grow.
+// enqueue appends a frame the server pushes to the send queue and starts the
+// writer if none runs. When the pushes already queued fill the queue, the
+// client is not reading: the connection is closed rather than the queue grown.
 func (c *Conn) enqueue(b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.queueableLocked(b); err != nil {
+		return err
+	}
+	if !c.pushed.fits(b, c.g.sendQueue) {
+		c.takeQueueLocked()
+		c.startCloseLocked(ClosePolicy, ReasonSlowConsumer)
+		c.g.log.Warn("gateway: closing slow consumer", "connection_id", c.id, "user_id", c.p.UserID)
+		return ErrSlowConsumer
+	}
+	c.pushed.add(b)
+	c.appendLocked(b)
+	return nil
+}
+
+// reply queues the answer to one of the client's own frames; only the read
+// loop calls it. While the replies already queued fill their budget, it waits
+// for the writer to take them: a client that sends requests faster than it
+// reads the answers is slowed down (its next frame is not read meanwhile),
+// not closed. The wait ends when the writer makes progress, or fails within
+// its write timeout, or the connection closes.
+func (c *Conn) reply(b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if err := c.queueableLocked(b); err != nil {
+			return err
+		}
+		if c.replied.fits(b, c.g.sendQueue) {
+			break
+		}
+		if c.room == nil {
+			c.room = make(chan struct{})
+		}
+		room := c.room
+		c.mu.Unlock()
+		<-room
+		c.mu.Lock()
+	}
+	c.replied.add(b)
+	c.appendLocked(b)
+	return nil
+}
+
+// queueableLocked says why b may not join the queue at all, if it may not.
+func (c *Conn) queueableLocked(b []byte) error {
 	if c.closing || c.closed {
 		return ErrClosed
 	}
 	if len(b) > maxQueueBytes {
 		return ErrFrameTooLarge
 	}
-	if len(c.queue) >= c.g.sendQueue || c.qbytes+len(b) > maxQueueBytes {
-		c.queue, c.qbytes = nil, 0
-		c.startCloseLocked(ClosePolicy, ReasonSlowConsumer)
-		c.g.log.Warn("gateway: closing slow consumer", "connection_id", c.id, "user_id", c.p.UserID)
-		return ErrSlowConsumer
-	}
-	c.queue = append(c.queue, b)
-	c.qbytes += len(b)
-	c.kickLocked()
 	return nil
+}
+
+func (c *Conn) appendLocked(b []byte) {
+	c.queue = append(c.queue, b)
+	c.kickLocked()
+}
+
+// takeQueueLocked empties the queue and returns what it held, waking a reply
+// that waits for room.
+func (c *Conn) takeQueueLocked() [][]byte {
+	q := c.queue
+	c.queue, c.pushed, c.replied = nil, queueLoad{}, queueLoad{}
+	c.wakeLocked()
+	return q
+}
+
+// wakeLocked wakes a reply that waits for room.
+func (c *Conn) wakeLocked() {
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
 }
 
 // closeWith closes the connection with a close frame after the frames already
@@ -234,6 +317,7 @@ func (c *Conn) startCloseLocked(code int, reason string) {
 		return
 	}
 	c.closing, c.code, c.reason = true, code, reason
+	c.wakeLocked()
 	c.kickLocked()
 }
 
@@ -258,7 +342,7 @@ func (c *Conn) release(first []byte) {
 	}
 	if !c.closing || c.code != ClosePolicy {
 		c.queue = slices.Insert(c.queue, 0, first)
-		c.qbytes += len(first)
+		c.pushed.add(first)
 	}
 	if len(c.queue) > 0 || c.closing {
 		c.kickLocked()
@@ -271,8 +355,7 @@ func (c *Conn) writeLoop() {
 	defer c.g.wg.Done()
 	for {
 		c.mu.Lock()
-		batch := c.queue
-		c.queue, c.qbytes = nil, 0
+		batch := c.takeQueueLocked()
 		sendClose := len(batch) == 0 && c.closing && !c.closeSent && !c.closed
 		if sendClose {
 			c.closeSent = true
@@ -297,10 +380,12 @@ func (c *Conn) writeLoop() {
 				}
 			}
 			// A failed or timed-out write leaves the stream unusable: drop the
-			// connection; the read loop then cleans up.
+			// connection and queue nothing more; the read loop then cleans up
+			// and reports the connection as lost.
 			c.abort()
 			c.mu.Lock()
-			c.queue, c.qbytes, c.writing = nil, 0, false
+			c.takeQueueLocked()
+			c.closing, c.writing = true, false
 			c.mu.Unlock()
 			return
 		}
@@ -427,7 +512,7 @@ func (c *Conn) finish(readErr error) {
 	g.reg.remove(c)
 	c.mu.Lock()
 	c.closed = true
-	c.queue, c.qbytes = nil, 0
+	c.takeQueueLocked()
 	code, reason := c.code, c.reason
 	if c.expTimer != nil {
 		c.expTimer.Stop()
@@ -470,6 +555,12 @@ func (c *Conn) handle(ctx context.Context, mt int, data []byte) {
 	closing := c.closing
 	c.mu.Unlock()
 	if closing {
+		return
+	}
+	if mt == websocket.TextMessage && !utf8.Valid(data) {
+		// RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection.
+		g.metrics.Frame("malformed", CodeBadRequest)
+		c.closeWith(CloseInvalidData, ReasonInvalidUTF8)
 		return
 	}
 	if !c.allowFrame() {
@@ -533,13 +624,14 @@ func (c *Conn) handle(ctx context.Context, mt int, data []byte) {
 		c.sendError(f.ID, CodeInternal, "internal error")
 		return
 	}
-	_ = c.enqueue(b)
+	_ = c.reply(b)
 }
 
+// sendError answers a client frame with an error frame.
 func (c *Conn) sendError(id, code, msg string) {
 	b, err := encodeFrame(TypeError, id, errorData{ID: id, Code: code, Message: msg})
 	if err == nil {
-		_ = c.enqueue(b)
+		_ = c.reply(b)
 	}
 }
 

@@ -42,6 +42,7 @@ const (
 const (
 	CloseNormal         = 1000
 	CloseGoingAway      = 1001
+	CloseInvalidData    = 1007
 	ClosePolicy         = 1008
 	CloseTooBig         = 1009
 	CloseReauthenticate = 4401
@@ -56,6 +57,7 @@ const (
 	ReasonForbidden      = "forbidden"
 	ReasonRateLimited    = "rate_limited"
 	ReasonSlowConsumer   = "slow_consumer"
+	ReasonInvalidUTF8    = "invalid_utf8"
 )
 
 // maxFrameIDLen bounds the id a client may attach to a frame; it is echoed

@@ -40,6 +40,14 @@ const (
 	DefaultSendQueue     = 64
 	DefaultExpiryWarning = 60 * time.Second
 	DefaultSweepInterval = 30 * time.Second
+	// DefaultMaxConnsPerSession and DefaultMaxConnsPerUser cap the live
+	// connections of one session and of one user on a node: far above what
+	// a person's tabs and devices open, far below what exhausts a node.
+	DefaultMaxConnsPerSession = 100
+	DefaultMaxConnsPerUser    = 500
+	// connCapRetry is the Retry-After of an upgrade refused by a connection
+	// cap: a slot frees when a socket closes, which nothing predicts.
+	connCapRetry = 5 * time.Second
 	// resyncBatch is how many session IDs one Store.GetMany call asks for.
 	resyncBatch = 1000
 )
@@ -92,8 +100,11 @@ type Config struct {
 	PongTimeout time.Duration
 	// WriteTimeout bounds every write to a socket; default 10s.
 	WriteTimeout time.Duration
-	// SendQueue is how many frames may wait for a slow socket before it is
-	// closed with 1008 slow_consumer; default 64 (and at most 1 MiB).
+	// SendQueue is how many frames the server pushes (session.updated,
+	// message, ...) may wait for a slow socket before it is closed with 1008
+	// slow_consumer; default 64 (and at most 1 MiB). Replies to the client's
+	// own frames have a budget of the same size besides: when it is full, the
+	// connection's read loop waits for the writer instead (back-pressure).
 	SendQueue int
 	// ExpiryWarning is how long before a session's deadline its sockets get
 	// session.expiring; default 60s, negative disables the warning.
@@ -112,6 +123,13 @@ type Config struct {
 	// rate_limited. Zero disables the limit.
 	FrameRate  float64
 	FrameBurst int
+	// MaxConnsPerSession and MaxConnsPerUser cap the live connections of
+	// one session and of one user on this node (see docs/configuration.md
+	// for why per node); an upgrade over a cap is refused with 429
+	// too_many_connections and Retry-After. Defaults 100 and 500; negative
+	// means no cap.
+	MaxConnsPerSession int
+	MaxConnsPerUser    int
 	// Metadata, if set, returns the metadata a new connection carries in its
 	// ConnContext.
 	Metadata func(r *http.Request, p *sb.Principal) map[string]string
@@ -154,6 +172,9 @@ type Gateway struct {
 	sweep        time.Duration
 	frameRate    float64
 	frameBurst   float64
+	// Connection caps, 0 meaning none.
+	maxPerSession int
+	maxPerUser    int
 
 	hmu      sync.RWMutex
 	handlers map[string]route
@@ -219,6 +240,8 @@ func New(cfg Config) (*Gateway, error) {
 	if g.sweep <= 0 {
 		g.sweep = DefaultSweepInterval
 	}
+	g.maxPerSession = connCap(cfg.MaxConnsPerSession, DefaultMaxConnsPerSession)
+	g.maxPerUser = connCap(cfg.MaxConnsPerUser, DefaultMaxConnsPerUser)
 	if cfg.FrameRate > 0 {
 		g.frameRate = cfg.FrameRate
 		g.frameBurst = float64(cfg.FrameBurst)
@@ -239,6 +262,18 @@ func New(cfg Config) (*Gateway, error) {
 		Error:       func(http.ResponseWriter, *http.Request, int, error) {},
 	}
 	return g, nil
+}
+
+// connCap returns the cap a Config value v asks for: def for zero, none (0)
+// for a negative value.
+func connCap(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // realNow is wall-clock time for network deadlines, which the runtime
@@ -324,6 +359,16 @@ func unauthorized(reason string) refusal {
 	return refusal{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or invalid credentials", result: "unauthorized", reason: reason}
 }
 
+// tooManyConns answers an upgrade that would pass a connection cap (err is
+// errUserCap or errSessionCap).
+func tooManyConns(err error) refusal {
+	reason := "session_connection_cap"
+	if errors.Is(err, errUserCap) {
+		reason = "user_connection_cap"
+	}
+	return refusal{status: http.StatusTooManyRequests, code: "too_many_connections", msg: err.Error(), result: "too_many_connections", reason: reason, retryAfter: connCapRetry}
+}
+
 func limited(retry time.Duration) refusal {
 	return refusal{status: http.StatusTooManyRequests, code: "rate_limited", msg: "too many connection attempts", result: "rate_limited", reason: "rate_limited", retryAfter: retry}
 }
@@ -407,6 +452,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := g.reg.reserve(p.UserID, p.SessionID, g.maxPerUser, g.maxPerSession); err != nil {
+		g.refuse(w, r, ip, method, tooManyConns(err))
+		return
+	}
 
 	c := &Conn{
 		g: g, id: newConnID(), connectedAt: g.clock.Now(), held: true,
@@ -425,6 +474,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := g.up.Upgrade(hj, r, nil)
 	if err != nil {
+		g.reg.unreserve(p.UserID, p.SessionID)
 		if hj.hijacked {
 			// The handshake answer could not be written: the client is gone.
 			g.metrics.Connect("bad_request")
@@ -446,7 +496,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.metrics.Connect("ok")
 	g.metrics.ConnOpened(method)
 
-	e, created := g.reg.add(c, res.sess)
+	e, created := g.reg.addReserved(c, res.sess)
 	if g.isShutting() {
 		// Shutdown began after this upgrade was let in, and may have closed
 		// every registered socket before this one was added.

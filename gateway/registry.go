@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"sync"
 	"time"
 
@@ -20,7 +21,18 @@ type registry struct {
 	conns    map[string]*Conn
 	sessions map[string]*sessionEntry
 	users    map[string]*userEntry
+	// pendingUsers and pendingSessions count the slots reserve gave to
+	// upgrades not yet added: with the live counts, they keep the caps exact
+	// under concurrent upgrades. Empty at rest, so idle sockets pay nothing.
+	pendingUsers    map[string]int
+	pendingSessions map[string]int
 }
+
+// Errors of registry.reserve: which cap an upgrade would pass.
+var (
+	errUserCap    = errors.New("too many connections for this user")
+	errSessionCap = errors.New("too many connections for this session")
+)
 
 // userEntry heads the list of a user's connections.
 type userEntry struct {
@@ -65,10 +77,79 @@ type sessionEntry struct {
 
 func newRegistry() *registry {
 	return &registry{
-		conns:    make(map[string]*Conn),
-		sessions: make(map[string]*sessionEntry),
-		users:    make(map[string]*userEntry),
+		conns:           make(map[string]*Conn),
+		sessions:        make(map[string]*sessionEntry),
+		users:           make(map[string]*userEntry),
+		pendingUsers:    make(map[string]int),
+		pendingSessions: make(map[string]int),
 	}
+}
+
+// reserve takes a slot for one more connection of user uid and session sid
+// (either may be empty: no cap applies to it), unless the live connections
+// and the slots already taken reach perUser or perSession (zero: no cap). The
+// slot is then either filled by addReserved or given back by unreserve.
+func (r *registry) reserve(uid, sid string, perUser, perSession int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if uid != "" && perUser > 0 {
+		n := r.pendingUsers[uid]
+		if u := r.users[uid]; u != nil {
+			n += u.n
+		}
+		if n >= perUser {
+			return errUserCap
+		}
+	}
+	if sid != "" && perSession > 0 {
+		n := r.pendingSessions[sid]
+		if e := r.sessions[sid]; e != nil {
+			e.mu.Lock()
+			n += e.n
+			e.mu.Unlock()
+		}
+		if n >= perSession {
+			return errSessionCap
+		}
+	}
+	if uid != "" {
+		r.pendingUsers[uid]++
+	}
+	if sid != "" {
+		r.pendingSessions[sid]++
+	}
+	return nil
+}
+
+// unreserve gives back a slot that reserve took for uid and sid.
+func (r *registry) unreserve(uid, sid string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.unreserveLocked(uid, sid)
+}
+
+func (r *registry) unreserveLocked(uid, sid string) {
+	release := func(m map[string]int, k string) {
+		if k == "" {
+			return
+		}
+		if m[k] <= 1 {
+			delete(m, k)
+		} else {
+			m[k]--
+		}
+	}
+	release(r.pendingUsers, uid)
+	release(r.pendingSessions, sid)
+}
+
+// addReserved is add for a connection that reserve took a slot for: the slot
+// becomes the connection in one step, so that the count never dips.
+func (r *registry) addReserved(c *Conn, sess *sb.Session) (e *sessionEntry, created bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.unreserveLocked(c.p.UserID, c.p.SessionID)
+	return r.addLocked(c, sess)
 }
 
 // add registers c. If c is bound to a session, it joins that session's
@@ -77,6 +158,10 @@ func newRegistry() *registry {
 func (r *registry) add(c *Conn, sess *sb.Session) (e *sessionEntry, created bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.addLocked(c, sess)
+}
+
+func (r *registry) addLocked(c *Conn, sess *sb.Session) (e *sessionEntry, created bool) {
 	r.conns[c.id] = c
 	if uid := c.p.UserID; uid != "" {
 		u := r.users[uid]

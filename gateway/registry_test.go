@@ -93,7 +93,12 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if g.pingInterval != DefaultPingInterval || g.pongTimeout != 2*DefaultPingInterval || g.readLimit != DefaultReadLimit ||
-		g.sendQueue != DefaultSendQueue || g.warning != DefaultExpiryWarning || g.cfg.APIKeyPrefix != DefaultAPIKeyPrefix {
+		g.sendQueue != DefaultSendQueue || g.warning != DefaultExpiryWarning || g.cfg.APIKeyPrefix != DefaultAPIKeyPrefix ||
+		g.maxPerSession != DefaultMaxConnsPerSession || g.maxPerUser != DefaultMaxConnsPerUser {
 		t.Fatalf("defaults: %+v", g)
+	}
+	base.MaxConnsPerSession, base.MaxConnsPerUser = -1, 7
+	if g, err := New(base); err != nil || g.maxPerSession != 0 || g.maxPerUser != 7 {
+		t.Fatalf("caps: %v %+v", err, g)
 	}
 }

@@ -33,7 +33,7 @@ const (
 // Fixed vocabularies.
 var (
 	authMethods    = []string{"session", "jwt", "apikey"}
-	connectResults = []string{"ok", "unauthorized", "forbidden", "rate_limited", "unavailable", "bad_request"}
+	connectResults = []string{"ok", "unauthorized", "forbidden", "rate_limited", "too_many_connections", "unavailable", "bad_request"}
 	eventTypes     = []string{"created", "updated", "deleted", "expired", "message"}
 	eventStages    = []string{"published", "received", "applied"}
 	resyncTriggers = []string{"reconnect", "sweep", "gap"}
@@ -218,7 +218,7 @@ func (m *Metrics) closeCode(code int) string {
 }
 
 // Connect counts an upgrade attempt by result: ok, unauthorized, forbidden,
-// rate_limited, unavailable or bad_request.
+// rate_limited, too_many_connections, unavailable or bad_request.
 func (m *Metrics) Connect(result string) {
 	if m == nil {
 		return

@@ -61,10 +61,10 @@ func TestCloseCodeClamping(t *testing.T) {
 
 func TestConnect(t *testing.T) {
 	m, _ := newTest(t)
-	for _, r := range []string{"ok", "ok", "unauthorized", "forbidden", "rate_limited", "unavailable", "bad_request", "weird", ""} {
+	for _, r := range []string{"ok", "ok", "unauthorized", "forbidden", "rate_limited", "too_many_connections", "unavailable", "bad_request", "weird", ""} {
 		m.Connect(r)
 	}
-	want := map[string]float64{"ok": 2, "unauthorized": 1, "forbidden": 1, "rate_limited": 1, "unavailable": 1, "bad_request": 1, Other: 2}
+	want := map[string]float64{"ok": 2, "unauthorized": 1, "forbidden": 1, "rate_limited": 1, "too_many_connections": 1, "unavailable": 1, "bad_request": 1, Other: 2}
 	for r, w := range want {
 		if got := testutil.ToFloat64(m.connects.WithLabelValues(r)); got != w {
 			t.Errorf("connects{result=%q} = %v, want %v", r, got, w)

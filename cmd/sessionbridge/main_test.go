@@ -139,11 +139,13 @@ func TestFlagWinsOverEnvironment(t *testing.T) {
 	t.Setenv("SESSIONBRIDGE_JWT_PUBLIC_KEY", "a.pem, b.pem")
 	t.Setenv("SESSIONBRIDGE_IDLE_TIMEOUT", "5m")
 	t.Setenv("SESSIONBRIDGE_DEV", "true")
+	t.Setenv("SESSIONBRIDGE_MAX_CONNS_PER_USER", "7")
 	fs, f := newServeFlags(io.Discard)
-	if _, err := parse(fs, []string{"--addr", "127.0.0.1:1234"}); err != nil {
+	if _, err := parse(fs, []string{"--addr", "127.0.0.1:1234", "--max-conns-per-session", "3"}); err != nil {
 		t.Fatal(err)
 	}
-	if f.addr != "127.0.0.1:1234" || f.cfg.AdminToken != "from-env" || f.cfg.IdleTimeout != 5*time.Minute || !f.cfg.InsecureCookies {
+	if f.addr != "127.0.0.1:1234" || f.cfg.AdminToken != "from-env" || f.cfg.IdleTimeout != 5*time.Minute || !f.cfg.InsecureCookies ||
+		f.cfg.MaxConnsPerSession != 3 || f.cfg.MaxConnsPerUser != 7 {
 		t.Errorf("parsed %+v", f)
 	}
 	if strings.Join(f.jwtKeys, "|") != "a.pem|b.pem" {

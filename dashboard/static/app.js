@@ -25,6 +25,7 @@ import { Client } from '/sessionbridge/index.js';
     lastInput: Date.now(),
     lastUser: '',         // user of the last session shown, to sign in again
     devicesBusy: false,
+    devicesAgain: false,  // a refresh was asked for while one was in flight
     signingOut: false,    // a logout request is in flight
   };
 
@@ -243,8 +244,15 @@ import { Client } from '/sessionbridge/index.js';
   // ---------- my devices ----------
 
   async function refreshDevices() {
-    if (!state.session || state.devicesBusy) return;
+    if (!state.session) return;
+    // A list in flight may predate what asked for this refresh (the
+    // welcome of this page's own socket): fetch again once it is in.
+    if (state.devicesBusy) {
+      state.devicesAgain = true;
+      return;
+    }
     state.devicesBusy = true;
+    state.devicesAgain = false;
     try {
       const body = await api('GET', '/auth/sessions');
       const list = body && Array.isArray(body.sessions) ? body.sessions : Array.isArray(body) ? body : [];
@@ -259,6 +267,7 @@ import { Client } from '/sessionbridge/index.js';
       $('devices-msg').textContent = 'Could not load devices: ' + e.message;
     } finally {
       state.devicesBusy = false;
+      if (state.devicesAgain) refreshDevices();
     }
   }
 

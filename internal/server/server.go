@@ -93,6 +93,11 @@ type Config struct {
 	PingInterval  time.Duration
 	SendQueue     int
 	SweepInterval time.Duration
+	// MaxConnsPerSession and MaxConnsPerUser cap the WebSockets of one
+	// session and one user on this node; zero means the gateway's defaults,
+	// negative no cap.
+	MaxConnsPerSession int
+	MaxConnsPerUser    int
 	// ShutdownGrace bounds the drain on shutdown; default 10s.
 	ShutdownGrace time.Duration
 	// ReadTimeout bounds reading one HTTP request, headers and body; default
@@ -240,6 +245,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		AllowedOrigins: cfg.AllowedOrigins, TrustedProxies: trusted, AllowQueryToken: cfg.AllowQueryToken,
 		ReadLimit: cfg.ReadLimit, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
 		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
+		MaxConnsPerSession: cfg.MaxConnsPerSession, MaxConnsPerUser: cfg.MaxConnsPerUser,
 		Logger: logger, Audit: auditLog, Metrics: m,
 	})
 	if err != nil {
