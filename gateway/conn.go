@@ -598,9 +598,14 @@ func (c *Conn) sessionUpdate(ctx context.Context, raw json.RawMessage) (string, 
 		return "", nil, badRequest("connection has no session")
 	}
 	var req updateRequest
-	if err := json.Unmarshal(raw, &req); err != nil || len(req.Data) == 0 {
+	if err := decodePayload(raw, &req, `{"data": <merge patch>, "version": <optional version>}`); err != nil {
+		return "", nil, err
+	}
+	if len(req.Data) == 0 {
 		return "", nil, badRequest("data must be {\"data\": <merge patch>}")
 	}
+	// decodePayload held the patch to the strict rules already; what is
+	// left to check is that it is an object.
 	if !sb.ValidObject(req.Data) {
 		return "", nil, badRequest("data must be a JSON object merge patch")
 	}
@@ -636,7 +641,10 @@ func (c *Conn) authRefresh(ctx context.Context, raw json.RawMessage) (string, an
 		return "", nil, badRequest("auth.refresh is only for JWT connections")
 	}
 	var req refreshRequest
-	if err := json.Unmarshal(raw, &req); err != nil || req.Token == "" {
+	if err := decodePayload(raw, &req, `{"token": <jwt>}`); err != nil {
+		return "", nil, err
+	}
+	if req.Token == "" {
 		return "", nil, badRequest("data must be {\"token\": <jwt>}")
 	}
 	np, err := g.cfg.JWT.Verify(ctx, req.Token)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/users"
 )
 
@@ -257,6 +258,10 @@ func (a *API) patch(w http.ResponseWriter, r *http.Request, id string, src sessi
 	body, e := readBody(w, r)
 	if e != nil {
 		writeError(w, e)
+		return
+	}
+	if err := strictjson.Validate(body); err != nil {
+		writeError(w, errorf(http.StatusBadRequest, CodeInvalidPatch, "invalid JSON body: %v", err))
 		return
 	}
 	if !sessionbridge.ValidObject(body) {

@@ -3,6 +3,7 @@ package jwt
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	gojwt "github.com/golang-jwt/jwt/v5"
 
 	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // Defaults for the zero values of [Config].
@@ -301,6 +303,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*sessionbridge.Pri
 	if !compactJWS(token) {
 		return nil, reject(ErrMalformed, "not three base64url segments")
 	}
+	if err := strictSegments(token); err != nil {
+		return nil, reject(ErrMalformed, err.Error())
+	}
 	var keyErr error
 	claims := gojwt.MapClaims{}
 	tok, err := v.parser.ParseWithClaims(token, claims, func(t *gojwt.Token) (any, error) {
@@ -332,6 +337,25 @@ func compactJWS(s string) bool {
 		}
 	}
 	return dots == 2 && s[0] != '.'
+}
+
+// strictSegments holds the header and claims of a compact JWS to the rules
+// of every JSON input (strictjson): the JWT library would take the last of
+// two "sub" or "alg" members and turn invalid UTF-8 into U+FFFD, so that two
+// different subjects could become one user ID.
+func strictSegments(token string) error {
+	header, rest, _ := strings.Cut(token, ".")
+	claims, _, _ := strings.Cut(rest, ".")
+	for _, seg := range []struct{ name, b64 string }{{"header", header}, {"claims", claims}} {
+		raw, err := base64.RawURLEncoding.DecodeString(seg.b64)
+		if err != nil {
+			return fmt.Errorf("%s is not base64url", seg.name)
+		}
+		if err := strictjson.Validate(raw); err != nil {
+			return fmt.Errorf("%s: %w", seg.name, err)
+		}
+	}
+	return nil
 }
 
 // reject builds a rejection: sessionbridge.ErrInvalidToken, a reason

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // Errors that callers branch on.
@@ -139,13 +141,10 @@ func decode(data []byte) (map[string]*entry, error) {
 		return users, nil
 	}
 	var doc fileJSON
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&doc); err != nil {
+	// Strict like every input: a username listed under two spellings of
+	// "username", or twice in one record, must not pick one silently.
+	if err := strictjson.Decode(data, &doc); err != nil {
 		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
 	}
 	for i, r := range doc.Users {
 		if err := ValidUsername(r.Username); err != nil {
