@@ -23,6 +23,8 @@ var (
 	// ErrInvalidPatch means an update is not a JSON object merge patch, or the
 	// result is not a JSON object.
 	ErrInvalidPatch = errors.New("sessionbridge: invalid merge patch")
+	// ErrInvalidUserID means a user ID breaks the rules of CheckUserID.
+	ErrInvalidUserID = errors.New("sessionbridge: invalid user ID")
 	// ErrForbidden means the principal lacks a scope or right for the action.
 	ErrForbidden = errors.New("sessionbridge: forbidden")
 )

@@ -101,10 +101,11 @@ type NewSession struct {
 }
 
 // Create creates a session and returns it with its token. The token is shown
-// once: only the hash of its secret is stored.
+// once: only the hash of its secret is stored. A user ID that CheckUserID
+// refuses is an error wrapping ErrInvalidUserID.
 func (m *Manager) Create(ctx context.Context, ns NewSession, c Change) (*Session, string, error) {
-	if ns.UserID == "" {
-		return nil, "", fmt.Errorf("sessionbridge: create: empty user id")
+	if err := CheckUserID(ns.UserID); err != nil {
+		return nil, "", fmt.Errorf("sessionbridge: create: %w", err)
 	}
 	data := ns.Data
 	if len(data) == 0 {

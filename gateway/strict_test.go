@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -80,5 +81,24 @@ func TestDecodeFrameStrict(t *testing.T) {
 		if !errors.Is(err, errBadFrame) || !strings.Contains(err.Error(), c.why) || f.ID != c.id {
 			t.Errorf("decodeFrame(%.60q) = %+v, %v; want errBadFrame saying %s, id %q", c.in, f, err, c.why, c.id)
 		}
+	}
+}
+
+// A token verifier is a door for user IDs too: a principal whose user ID
+// CheckUserID refuses does not connect.
+func TestVerifierUserIDChecked(t *testing.T) {
+	e := newEnv(t, nil)
+	exp := e.clock.Now().Add(time.Hour)
+	e.jwt.add("a.b.c", sb.Principal{UserID: "\xffroot", ExpiresAt: exp})
+	e.jwt.add("a.b.d", sb.Principal{UserID: "\ufffdroot", ExpiresAt: exp})
+	e.keys.add("sbk_1", sb.Principal{UserID: "root\n", KeyID: "1"})
+	for _, h := range []http.Header{bearer("a.b.c"), bearer("a.b.d"), bearer("sbk_1")} {
+		_, resp, err := e.tryDial(h, "")
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("dial with %v: %v, %v; want 401", h, resp, err)
+		}
+	}
+	if e.g.Len() != 0 {
+		t.Fatalf("%d connections registered", e.g.Len())
 	}
 }

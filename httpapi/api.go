@@ -287,6 +287,8 @@ func (a *API) changeError(r *http.Request, err error) *apiError {
 		return errorf(http.StatusPreconditionFailed, CodeVersionConflict, "the session changed since that version; fetch it and retry")
 	case errors.Is(err, sessionbridge.ErrInvalidPatch):
 		return errorf(http.StatusBadRequest, CodeInvalidPatch, "session data must be a JSON object")
+	case errors.Is(err, sessionbridge.ErrInvalidUserID):
+		return badUserID()
 	}
 	if !errors.Is(err, sessionbridge.ErrUnavailable) {
 		a.logger().LogAttrs(r.Context(), slog.LevelError, "session operation failed", slog.String("path", r.URL.Path), logAttrErr(err))

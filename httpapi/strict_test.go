@@ -95,3 +95,34 @@ func TestAmbiguousPatchesRefused(t *testing.T) {
 		t.Fatalf("refused patches changed the session: version %d -> %v, %v", ps.Version, s, err)
 	}
 }
+
+// User IDs that are not UTF-8, or that a lossy decoder already collapsed
+// into U+FFFD, are refused at every admin door: body, path and query.
+func TestUserIDsThatCollapseRefused(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []req{
+		{method: "POST", path: "/api/v1/sessions", body: `{"user_id":"\ufffdroot"}`},
+		{method: "POST", path: "/api/v1/sessions", body: `{"user_id":"root\u0085"}`},
+		{method: "POST", path: "/api/v1/sessions", body: "{\"user_id\":\"\xffroot\"}"},
+		{method: "GET", path: "/api/v1/users/%FFroot/sessions"},
+		{method: "GET", path: "/api/v1/users/%EF%BF%BDroot/sessions"},
+		{method: "DELETE", path: "/api/v1/users/%FEroot/sessions"},
+		{method: "DELETE", path: "/api/v1/users/root%C2%85/sessions"},
+		{method: "GET", path: "/api/v1/connections?user_id=%FFroot"},
+		{method: "POST", path: "/api/v1/publish", body: `{"user_id":"\ufffdroot","data":1}`},
+	} {
+		c.header = adminHeader()
+		resp := f.do(c)
+		expect(t, resp, http.StatusBadRequest)
+		if code := resp.errorCode(t); code != CodeBadRequest {
+			t.Errorf("%s %s %s: code %q", c.method, c.path, c.body, code)
+		}
+	}
+	if len(f.publisher.sent) != 0 {
+		t.Errorf("a refused publish was sent: %q", f.publisher.sent)
+	}
+	list, err := f.mgr.List(context.Background(), "\ufffdroot")
+	if err != nil || len(list) != 0 {
+		t.Fatalf("sessions for the collapsed ID: %d, %v", len(list), err)
+	}
+}

@@ -76,3 +76,16 @@ func TestJWKSReadStrictly(t *testing.T) {
 		}
 	}
 }
+
+// A sub that is valid JSON but no usable user ID (U+FFFD, which a lossy
+// encoder put in place of invalid bytes, or a C1 control character) is
+// refused like every other user ID.
+func TestVerifyRefusesUnusableSubjects(t *testing.T) {
+	v := newVerifier(t, jwt.Config{HMACSecret: secret64})
+	times := fmt.Sprintf(`"iat":%d,"exp":%d`, t0.Unix()-60, t0.Unix()+3600)
+	for _, sub := range []string{`\ufffdroot`, `root\u0085`, `a\u0000b`, strings.Repeat("u", 257), ""} {
+		tok := hs256(`{"alg":"HS256"}`, `{"sub":"`+sub+`",`+times+`}`)
+		_, err := v.Verify(context.Background(), tok)
+		assertRejected(t, err, jwt.ErrBadClaims, tok)
+	}
+}

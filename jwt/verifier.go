@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	gojwt "github.com/golang-jwt/jwt/v5"
 
@@ -42,9 +40,6 @@ const (
 const (
 	// maxCandidates bounds the keys tried for a token without a usable kid.
 	maxCandidates = 8
-	// maxSubjectLen bounds the sub claim, which becomes a user ID in store
-	// keys, events and logs.
-	maxSubjectLen = 256
 	// defaultHTTPTimeout bounds a JWKS request with the default client.
 	defaultHTTPTimeout = 5 * time.Second
 )
@@ -539,8 +534,9 @@ func (v *Verifier) principal(claims gojwt.MapClaims) (*sessionbridge.Principal, 
 	if sub == "" {
 		return nil, reject(ErrBadClaims, "sub is missing")
 	}
-	if !usableSubject(sub) {
-		return nil, reject(ErrBadClaims, "sub is too long or has control characters")
+	if err := sessionbridge.CheckUserID(sub); err != nil {
+		// The reason names the rule, never the subject.
+		return nil, reject(ErrBadClaims, "sub is not a usable user ID: "+err.Error())
 	}
 	p := &sessionbridge.Principal{Method: sessionbridge.AuthJWT, UserID: sub}
 	if raw, ok := claims["sid"]; ok {
@@ -566,15 +562,6 @@ func (v *Verifier) principal(claims gojwt.MapClaims) (*sessionbridge.Principal, 
 	}
 	p.ExpiresAt = exp.Time
 	return p, nil
-}
-
-// usableSubject reports whether sub can serve as a user ID: bounded, valid
-// UTF-8, no control characters (it reaches logs and store keys).
-func usableSubject(sub string) bool {
-	if len(sub) > maxSubjectLen || !utf8.ValidString(sub) {
-		return false
-	}
-	return strings.IndexFunc(sub, unicode.IsControl) < 0
 }
 
 // parseScopes accepts a space-separated string (RFC 8693 "scope") or an
