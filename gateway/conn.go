@@ -578,6 +578,10 @@ func errorCode(err error) (code, msg string) {
 		return CodeForbidden, "forbidden"
 	case errors.Is(err, sb.ErrInvalidPatch):
 		return CodeBadRequest, "data must be a JSON object merge patch"
+	case errors.Is(err, sb.ErrDataTooLarge):
+		return CodeBadRequest, "session data would be too large; nothing was changed"
+	case errors.Is(err, sb.ErrDataTooDeep):
+		return CodeBadRequest, "session data would nest too deep; nothing was changed"
 	}
 	return CodeInternal, "internal error"
 }
@@ -618,6 +622,12 @@ func (c *Conn) sessionUpdate(ctx context.Context, raw json.RawMessage) (string, 
 		return "", nil, &frameError{code: CodeForbidden, msg: "session is gone", err: err}
 	case errors.Is(err, sb.ErrInvalidPatch):
 		return "", nil, &frameError{code: CodeBadRequest, msg: "data must be a JSON object merge patch", err: err}
+	case errors.Is(err, sb.ErrDataTooLarge):
+		maxBytes, _ := c.g.cfg.Manager.DataLimits()
+		return "", nil, &frameError{code: CodeBadRequest, msg: fmt.Sprintf("session data would be larger than %d bytes; nothing was changed", maxBytes), err: err}
+	case errors.Is(err, sb.ErrDataTooDeep):
+		_, maxDepth := c.g.cfg.Manager.DataLimits()
+		return "", nil, &frameError{code: CodeBadRequest, msg: fmt.Sprintf("session data would nest arrays and objects deeper than %d levels; nothing was changed", maxDepth), err: err}
 	default:
 		return "", nil, fmt.Errorf("gateway: session.update: %w", err)
 	}

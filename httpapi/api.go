@@ -289,6 +289,12 @@ func (a *API) changeError(r *http.Request, err error) *apiError {
 		return errorf(http.StatusBadRequest, CodeInvalidPatch, "session data must be a JSON object")
 	case errors.Is(err, sessionbridge.ErrInvalidUserID):
 		return badUserID()
+	case errors.Is(err, sessionbridge.ErrDataTooLarge):
+		maxBytes, _ := a.Sessions.Manager.DataLimits()
+		return errorf(http.StatusRequestEntityTooLarge, CodeDataTooLarge, "session data would be larger than %d bytes; nothing was changed", maxBytes)
+	case errors.Is(err, sessionbridge.ErrDataTooDeep):
+		_, maxDepth := a.Sessions.Manager.DataLimits()
+		return errorf(http.StatusBadRequest, CodeDataTooDeep, "session data would nest arrays and objects deeper than %d levels; nothing was changed", maxDepth)
 	}
 	if !errors.Is(err, sessionbridge.ErrUnavailable) {
 		a.logger().LogAttrs(r.Context(), slog.LevelError, "session operation failed", slog.String("path", r.URL.Path), logAttrErr(err))

@@ -32,6 +32,8 @@ const (
 	CodeMethodNotAllowed     = "method_not_allowed"
 	CodeVersionConflict      = "version_conflict"
 	CodeBodyTooLarge         = "body_too_large"
+	CodeDataTooLarge         = "data_too_large"
+	CodeDataTooDeep          = "data_too_deep"
 	CodeUnsupportedMediaType = "unsupported_media_type"
 	CodeRateLimited          = "rate_limited"
 	CodeUnavailable          = "unavailable"
