@@ -23,6 +23,14 @@ var (
 	// ErrInvalidPatch means an update is not a JSON object merge patch, or the
 	// result is not a JSON object.
 	ErrInvalidPatch = errors.New("sessionbridge: invalid merge patch")
+	// ErrDataTooLarge means session data, as created or after an update,
+	// would be larger than the Manager's MaxDataBytes.
+	ErrDataTooLarge = errors.New("sessionbridge: session data too large")
+	// ErrDataTooDeep means session data, as created or after an update,
+	// would nest arrays and objects deeper than the Manager's MaxDataDepth.
+	ErrDataTooDeep = errors.New("sessionbridge: session data nested too deep")
+	// ErrInvalidUserID means a user ID breaks the rules of CheckUserID.
+	ErrInvalidUserID = errors.New("sessionbridge: invalid user ID")
 	// ErrForbidden means the principal lacks a scope or right for the action.
 	ErrForbidden = errors.New("sessionbridge: forbidden")
 )

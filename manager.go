@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // Defaults used by a Manager whose fields are zero.
@@ -13,7 +15,14 @@ const (
 	DefaultIdleTimeout     = 30 * time.Minute
 	DefaultAbsoluteTimeout = 24 * time.Hour
 	DefaultTouchInterval   = time.Minute
-	maxUpdateRetries       = 16
+	// DefaultMaxDataBytes caps a session's data at 64 KiB of JSON: the data
+	// rides in every welcome, session and session.updated frame and in
+	// every update event, so its size is paid on each of them.
+	DefaultMaxDataBytes = 64 << 10
+	// DefaultMaxDataDepth caps the nesting of a session's data at 32 levels
+	// of arrays and objects ({} is one level).
+	DefaultMaxDataDepth = 32
+	maxUpdateRetries    = 16
 )
 
 // Manager applies the session rules on top of a Store: token issue and
@@ -34,6 +43,17 @@ type Manager struct {
 	// TouchInterval is the least time between two recorded touches of one
 	// session: activity within it costs no store write.
 	TouchInterval time.Duration
+	// MaxDataBytes caps the size of a session's data, in bytes of JSON, when
+	// it is created and after each update (the merge patch applied); zero or
+	// negative means DefaultMaxDataBytes. Beyond it, Create and Update fail
+	// with ErrDataTooLarge.
+	MaxDataBytes int
+	// MaxDataDepth caps the nesting of arrays and objects in a session's
+	// data, checked like MaxDataBytes; zero or negative means
+	// DefaultMaxDataDepth. Beyond it, Create and Update fail with
+	// ErrDataTooDeep. Data that comes in over HTTP or WebSocket frames is
+	// refused beyond 128 levels whatever this says.
+	MaxDataDepth int
 	// Now returns the current time; nil means time.Now. Tests inject a clock.
 	Now func() time.Time
 }
@@ -69,6 +89,31 @@ func (m *Manager) TouchEvery() time.Duration {
 	return DefaultTouchInterval
 }
 
+// DataLimits returns the configured caps on session data: its size in bytes
+// of JSON and its nesting depth.
+func (m *Manager) DataLimits() (maxBytes, maxDepth int) {
+	maxBytes, maxDepth = m.MaxDataBytes, m.MaxDataDepth
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxDataBytes
+	}
+	if maxDepth <= 0 {
+		maxDepth = DefaultMaxDataDepth
+	}
+	return maxBytes, maxDepth
+}
+
+// checkData refuses session data over the caps of DataLimits.
+func (m *Manager) checkData(data json.RawMessage) error {
+	maxBytes, maxDepth := m.DataLimits()
+	if len(data) > maxBytes {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrDataTooLarge, len(data), maxBytes)
+	}
+	if d := strictjson.Depth(data); d > maxDepth {
+		return fmt.Errorf("%w: %d levels, more than %d", ErrDataTooDeep, d, maxDepth)
+	}
+	return nil
+}
+
 // Change says who made a change, for the event it emits.
 type Change struct {
 	Source       Source
@@ -101,16 +146,21 @@ type NewSession struct {
 }
 
 // Create creates a session and returns it with its token. The token is shown
-// once: only the hash of its secret is stored.
+// once: only the hash of its secret is stored. A user ID that CheckUserID
+// refuses is an error wrapping ErrInvalidUserID; data over the caps of
+// DataLimits, ErrDataTooLarge or ErrDataTooDeep.
 func (m *Manager) Create(ctx context.Context, ns NewSession, c Change) (*Session, string, error) {
-	if ns.UserID == "" {
-		return nil, "", fmt.Errorf("sessionbridge: create: empty user id")
+	if err := CheckUserID(ns.UserID); err != nil {
+		return nil, "", fmt.Errorf("sessionbridge: create: %w", err)
 	}
 	data := ns.Data
 	if len(data) == 0 {
 		data = json.RawMessage("{}")
 	} else if !ValidObject(data) {
 		return nil, "", fmt.Errorf("%w: session data must be a JSON object", ErrInvalidPatch)
+	}
+	if err := m.checkData(data); err != nil {
+		return nil, "", fmt.Errorf("sessionbridge: create: %w", err)
 	}
 	id, err := NewSessionID(ns.UserID)
 	if err != nil {
@@ -179,7 +229,9 @@ func (m *Manager) Get(ctx context.Context, id string) (*Session, error) {
 // Update applies a JSON merge patch to the session's data. If expectVersion is
 // not zero the update applies only to that version (ErrVersionConflict
 // otherwise); if it is zero, concurrent updates are retried so that none is
-// lost. An update never brings back a deleted session.
+// lost. An update never brings back a deleted session. When the patched data
+// would exceed the caps of DataLimits, nothing changes and the error wraps
+// ErrDataTooLarge or ErrDataTooDeep.
 func (m *Manager) Update(ctx context.Context, id string, patch json.RawMessage, expectVersion uint64, c Change) (*Session, error) {
 	if !ValidObject(patch) {
 		return nil, fmt.Errorf("sessionbridge: update: %w", ErrInvalidPatch)
@@ -194,6 +246,11 @@ func (m *Manager) Update(ctx context.Context, id string, patch json.RawMessage, 
 		}
 		data, err := MergePatch(cur.Data, patch)
 		if err != nil {
+			return nil, fmt.Errorf("sessionbridge: update: %w", err)
+		}
+		// The result is what is stored and sent to every socket: cap it,
+		// not the patch, which may be small and still grow the data.
+		if err := m.checkData(data); err != nil {
 			return nil, fmt.Errorf("sessionbridge: update: %w", err)
 		}
 		prev := cur.Version

@@ -119,6 +119,43 @@ func TestMergePatchRejects(t *testing.T) {
 	}
 }
 
+// A patch must decode one way only: a duplicate member name (whose value the
+// decoder would pick, last or first?) or invalid UTF-8 (which decoders replace
+// by U+FFFD, making distinct patches equal) would let what a proxy or audit
+// saw differ from what is stored.
+func TestMergePatchRefusesAmbiguousPatches(t *testing.T) {
+	for _, c := range []struct{ patch, why string }{
+		{`{"role":"user","role":"admin"}`, `duplicate member name at "/role"`},
+		{`{"a":{"b":1,"c":2,"b":3}}`, `duplicate member name at "/a/b"`},
+		{`{"role":"user","\u0072ole":"admin"}`, `duplicate member name at "/role"`},
+		{"{\"name\":\"\xffroot\"}", "invalid UTF-8 at byte 9"},
+		{"{\"\xfe\":1}", "invalid UTF-8 at byte 2"},
+		{`{"name":"\udc00root"}`, "invalid UTF-8"},
+		{strings.Repeat(`{"a":`, 129) + "1" + strings.Repeat("}", 129), "nested too deep"},
+	} {
+		_, err := sessionbridge.MergePatch(json.RawMessage(`{"role":"user"}`), json.RawMessage(c.patch))
+		if !errors.Is(err, sessionbridge.ErrInvalidPatch) || !strings.Contains(err.Error(), c.why) {
+			t.Errorf("MergePatch with patch %.60q: %v; want ErrInvalidPatch saying %q", c.patch, err, c.why)
+		}
+		err = sessionbridge.CheckObject(json.RawMessage(c.patch))
+		if !errors.Is(err, sessionbridge.ErrInvalidPatch) || !strings.Contains(err.Error(), c.why) {
+			t.Errorf("CheckObject(%.60q) = %v; want ErrInvalidPatch saying %q", c.patch, err, c.why)
+		}
+	}
+}
+
+// The stored document is the server's own data: read as it is, so that data
+// stored before patches were checked strictly stays updatable.
+func TestMergePatchReadsStoredDocumentAsItIs(t *testing.T) {
+	got, err := sessionbridge.MergePatch(json.RawMessage("{\"a\":1,\"a\":2,\"s\":\"\xff\"}"), json.RawMessage(`{"b":3}`))
+	if err != nil {
+		t.Fatalf("MergePatch over a lax stored document: %v", err)
+	}
+	if !sessionbridge.ValidObject(got) {
+		t.Fatalf("result %q does not pass CheckObject", got)
+	}
+}
+
 func TestMergePatchDeepNestingFailsCleanly(t *testing.T) {
 	deep := strings.Repeat(`{"a":`, 20000) + "1" + strings.Repeat("}", 20000)
 	if _, err := sessionbridge.MergePatch(json.RawMessage(`{}`), json.RawMessage(deep)); !errors.Is(err, sessionbridge.ErrInvalidPatch) {

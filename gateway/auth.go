@@ -416,8 +416,13 @@ func (g *Gateway) fromVerifier(ctx context.Context, v sb.TokenVerifier, token st
 	if err != nil {
 		return authResult{}, err
 	}
-	if p == nil || p.UserID == "" {
+	if p == nil {
 		return authResult{}, fmt.Errorf("%s without subject: %w", m, sb.ErrInvalidToken)
+	}
+	// A verifier is the door its user IDs come in by: hold them to the
+	// same rules as every other.
+	if err := sb.CheckUserID(p.UserID); err != nil {
+		return authResult{}, fmt.Errorf("%s subject: %v: %w", m, err, sb.ErrInvalidToken)
 	}
 	p.Method = m
 	if !p.ExpiresAt.IsZero() && !g.clock.Now().Before(p.ExpiresAt) {

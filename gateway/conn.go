@@ -670,6 +670,10 @@ func errorCode(err error) (code, msg string) {
 		return CodeForbidden, "forbidden"
 	case errors.Is(err, sb.ErrInvalidPatch):
 		return CodeBadRequest, "data must be a JSON object merge patch"
+	case errors.Is(err, sb.ErrDataTooLarge):
+		return CodeBadRequest, "session data would be too large; nothing was changed"
+	case errors.Is(err, sb.ErrDataTooDeep):
+		return CodeBadRequest, "session data would nest too deep; nothing was changed"
 	}
 	return CodeInternal, "internal error"
 }
@@ -690,9 +694,14 @@ func (c *Conn) sessionUpdate(ctx context.Context, raw json.RawMessage) (string, 
 		return "", nil, badRequest("connection has no session")
 	}
 	var req updateRequest
-	if err := json.Unmarshal(raw, &req); err != nil || len(req.Data) == 0 {
+	if err := decodePayload(raw, &req, `{"data": <merge patch>, "version": <optional version>}`); err != nil {
+		return "", nil, err
+	}
+	if len(req.Data) == 0 {
 		return "", nil, badRequest("data must be {\"data\": <merge patch>}")
 	}
+	// decodePayload held the patch to the strict rules already; what is
+	// left to check is that it is an object.
 	if !sb.ValidObject(req.Data) {
 		return "", nil, badRequest("data must be a JSON object merge patch")
 	}
@@ -705,6 +714,12 @@ func (c *Conn) sessionUpdate(ctx context.Context, raw json.RawMessage) (string, 
 		return "", nil, &frameError{code: CodeForbidden, msg: "session is gone", err: err}
 	case errors.Is(err, sb.ErrInvalidPatch):
 		return "", nil, &frameError{code: CodeBadRequest, msg: "data must be a JSON object merge patch", err: err}
+	case errors.Is(err, sb.ErrDataTooLarge):
+		maxBytes, _ := c.g.cfg.Manager.DataLimits()
+		return "", nil, &frameError{code: CodeBadRequest, msg: fmt.Sprintf("session data would be larger than %d bytes; nothing was changed", maxBytes), err: err}
+	case errors.Is(err, sb.ErrDataTooDeep):
+		_, maxDepth := c.g.cfg.Manager.DataLimits()
+		return "", nil, &frameError{code: CodeBadRequest, msg: fmt.Sprintf("session data would nest arrays and objects deeper than %d levels; nothing was changed", maxDepth), err: err}
 	default:
 		return "", nil, fmt.Errorf("gateway: session.update: %w", err)
 	}
@@ -728,7 +743,10 @@ func (c *Conn) authRefresh(ctx context.Context, raw json.RawMessage) (string, an
 		return "", nil, badRequest("auth.refresh is only for JWT connections")
 	}
 	var req refreshRequest
-	if err := json.Unmarshal(raw, &req); err != nil || req.Token == "" {
+	if err := decodePayload(raw, &req, `{"token": <jwt>}`); err != nil {
+		return "", nil, err
+	}
+	if req.Token == "" {
 		return "", nil, badRequest("data must be {\"token\": <jwt>}")
 	}
 	np, err := g.cfg.JWT.Verify(ctx, req.Token)

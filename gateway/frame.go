@@ -7,6 +7,7 @@ import (
 	"time"
 
 	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // Frame types sent by clients.
@@ -74,12 +75,17 @@ type inFrame struct {
 // errBadFrame is wrapped by decodeFrame for anything that is not a frame.
 var errBadFrame = errors.New("malformed frame")
 
-// decodeFrame parses one client frame. On error it still returns whatever id
-// it could read, so that the error frame can echo it.
+// decodeFrame parses one client frame under the rules of strictjson (exact
+// member names, no duplicate names, valid UTF-8, bounded nesting, nothing
+// after the value), refusing members other than type, id and data. On error
+// it still returns the id when one can be read unambiguously, so that the
+// error frame can echo it.
 func decodeFrame(b []byte) (inFrame, error) {
 	var f inFrame
-	if err := json.Unmarshal(b, &f); err != nil {
-		return inFrame{}, fmt.Errorf("%w: %v", errBadFrame, jsonErrSummary(err))
+	if err := strictjson.Decode(b, &f); err != nil {
+		// strictjson's messages say where, never quote a value: a frame may
+		// carry a credential.
+		return inFrame{ID: echoableID(b)}, fmt.Errorf("%w: %v", errBadFrame, err)
 	}
 	if len(f.ID) > maxFrameIDLen {
 		return inFrame{}, fmt.Errorf("%w: id longer than %d bytes", errBadFrame, maxFrameIDLen)
@@ -93,18 +99,29 @@ func decodeFrame(b []byte) (inFrame, error) {
 	return f, nil
 }
 
-// jsonErrSummary describes a JSON error without echoing the input, which may
-// hold a credential.
-func jsonErrSummary(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("invalid JSON at offset %d", se.Offset)
-	case errors.As(err, &te):
-		return fmt.Sprintf("field %q has the wrong type", te.Field)
+// echoableID returns the id of a refused frame when the frame is otherwise
+// well-formed JSON with one string id of bounded length, else "".
+func echoableID(b []byte) string {
+	var v struct {
+		ID string `json:"id"`
 	}
-	return "invalid JSON"
+	if strictjson.DecodeOpen(b, &v) != nil || len(v.ID) > maxFrameIDLen {
+		return ""
+	}
+	return v.ID
+}
+
+// decodePayload decodes the data of a built-in request into v under the
+// rules of decodeFrame, refusing unknown members. shape describes the
+// expected data for the error message.
+func decodePayload(raw json.RawMessage, v any, shape string) error {
+	if len(raw) == 0 {
+		return badRequest("data must be " + shape)
+	}
+	if err := strictjson.Decode(raw, v); err != nil {
+		return badRequest("data must be " + shape + ": " + err.Error())
+	}
+	return nil
 }
 
 // outFrame is a frame sent to a client.

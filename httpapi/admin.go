@@ -8,15 +8,11 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/device"
 )
-
-// maxUserIDLen caps user IDs given to the admin API.
-const maxUserIDLen = 256
 
 // admin guards the admin routes with the bearer admin token. Without a
 // configured token the admin API does not exist (404), so that a server
@@ -86,21 +82,19 @@ type createResponse struct {
 	Session   sessionbridge.PublicSession `json:"session"`
 }
 
-func validUserID(id string) bool {
-	if id == "" || len(id) > maxUserIDLen || !utf8.ValidString(id) {
-		return false
+// checkUserID refuses a user ID, from a body, path or query, that
+// sessionbridge.CheckUserID refuses.
+func checkUserID(id string) *apiError {
+	if sessionbridge.CheckUserID(id) != nil {
+		return badUserID()
 	}
-	for _, c := range id {
-		if c < 0x20 || c == 0x7f {
-			return false
-		}
-	}
-	return true
+	return nil
 }
 
-// badUserID is the answer to a user_id that validUserID refuses.
+// badUserID is the answer to a user ID that sessionbridge.CheckUserID
+// refuses.
 func badUserID() *apiError {
-	return errorf(http.StatusBadRequest, CodeBadRequest, "user_id must be 1 to %d bytes of printable UTF-8", maxUserIDLen)
+	return errorf(http.StatusBadRequest, CodeBadRequest, "user_id must be 1 to %d bytes of printable UTF-8 (no control characters, no U+FFFD)", sessionbridge.MaxUserIDLen)
 }
 
 func (a *API) adminCreate(w http.ResponseWriter, r *http.Request) {
@@ -109,8 +103,8 @@ func (a *API) adminCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if !validUserID(req.UserID) {
-		writeError(w, badUserID())
+	if e := checkUserID(req.UserID); e != nil {
+		writeError(w, e)
 		return
 	}
 	if req.TTLSeconds < 0 {
@@ -180,8 +174,8 @@ func (a *API) adminDelete(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) adminListUser(w http.ResponseWriter, r *http.Request) {
 	userID := r.PathValue("user_id")
-	if !validUserID(userID) {
-		writeError(w, badUserID())
+	if e := checkUserID(userID); e != nil {
+		writeError(w, e)
 		return
 	}
 	list, err := a.Sessions.Manager.List(r.Context(), userID)
@@ -194,8 +188,8 @@ func (a *API) adminListUser(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) adminDeleteUser(w http.ResponseWriter, r *http.Request) {
 	userID := r.PathValue("user_id")
-	if !validUserID(userID) {
-		writeError(w, badUserID())
+	if e := checkUserID(userID); e != nil {
+		writeError(w, e)
 		return
 	}
 	ids, err := a.Sessions.Manager.DeleteUser(r.Context(), userID, "", sessionbridge.ReasonRevoked, sessionbridge.Change{Source: sessionbridge.SourceAPI})
@@ -231,9 +225,11 @@ func (a *API) adminPublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "give exactly one of user_id and session_id"))
 		return
 	}
-	if req.UserID != "" && !validUserID(req.UserID) {
-		writeError(w, badUserID())
-		return
+	if req.UserID != "" {
+		if e := checkUserID(req.UserID); e != nil {
+			writeError(w, e)
+			return
+		}
 	}
 	if len(req.Data) == 0 {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "data is required"))
@@ -263,9 +259,11 @@ func (a *API) adminConnections(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	userID := r.URL.Query().Get("user_id")
-	if userID != "" && !validUserID(userID) {
-		writeError(w, badUserID())
-		return
+	if userID != "" {
+		if e := checkUserID(userID); e != nil {
+			writeError(w, e)
+			return
+		}
 	}
 	list, err := a.Presence.UserConnections(r.Context(), userID)
 	if err != nil {

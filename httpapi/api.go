@@ -14,6 +14,7 @@ import (
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/users"
 )
 
@@ -259,6 +260,10 @@ func (a *API) patch(w http.ResponseWriter, r *http.Request, id string, src sessi
 		writeError(w, e)
 		return
 	}
+	if err := strictjson.Validate(body); err != nil {
+		writeError(w, errorf(http.StatusBadRequest, CodeInvalidPatch, "invalid JSON body: %v", err))
+		return
+	}
 	if !sessionbridge.ValidObject(body) {
 		writeError(w, errorf(http.StatusBadRequest, CodeInvalidPatch, "the body must be a JSON object (a JSON merge patch)"))
 		return
@@ -282,6 +287,14 @@ func (a *API) changeError(r *http.Request, err error) *apiError {
 		return errorf(http.StatusPreconditionFailed, CodeVersionConflict, "the session changed since that version; fetch it and retry")
 	case errors.Is(err, sessionbridge.ErrInvalidPatch):
 		return errorf(http.StatusBadRequest, CodeInvalidPatch, "session data must be a JSON object")
+	case errors.Is(err, sessionbridge.ErrInvalidUserID):
+		return badUserID()
+	case errors.Is(err, sessionbridge.ErrDataTooLarge):
+		maxBytes, _ := a.Sessions.Manager.DataLimits()
+		return errorf(http.StatusRequestEntityTooLarge, CodeDataTooLarge, "session data would be larger than %d bytes; nothing was changed", maxBytes)
+	case errors.Is(err, sessionbridge.ErrDataTooDeep):
+		_, maxDepth := a.Sessions.Manager.DataLimits()
+		return errorf(http.StatusBadRequest, CodeDataTooDeep, "session data would nest arrays and objects deeper than %d levels; nothing was changed", maxDepth)
 	}
 	if !errors.Is(err, sessionbridge.ErrUnavailable) {
 		a.logger().LogAttrs(r.Context(), slog.LevelError, "session operation failed", slog.String("path", r.URL.Path), logAttrErr(err))

@@ -9,7 +9,8 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"strings"
+
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // MaxBodyBytes is the largest request body the API reads; larger bodies are
@@ -31,6 +32,8 @@ const (
 	CodeMethodNotAllowed     = "method_not_allowed"
 	CodeVersionConflict      = "version_conflict"
 	CodeBodyTooLarge         = "body_too_large"
+	CodeDataTooLarge         = "data_too_large"
+	CodeDataTooDeep          = "data_too_deep"
 	CodeUnsupportedMediaType = "unsupported_media_type"
 	CodeRateLimited          = "rate_limited"
 	CodeUnavailable          = "unavailable"
@@ -80,9 +83,8 @@ func writeError(w http.ResponseWriter, e *apiError) {
 }
 
 // decodeJSON reads the request body into v strictly: at most MaxBodyBytes
-// (413 beyond), a JSON media type (415 otherwise), exactly one JSON value
-// (400 for trailing data), no unknown fields (400). It returns an *apiError
-// ready to be written.
+// (413 beyond), a JSON media type (415 otherwise), then decodeStrict's rules
+// (400 for any breach). It returns an *apiError ready to be written.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) *apiError {
 	if e := checkJSONType(r, false); e != nil {
 		return e
@@ -109,44 +111,19 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	return body, nil
 }
 
-// decodeStrict decodes body, a single JSON value, into v, refusing unknown
-// fields and trailing data. It is the part of decodeJSON that sees raw client
-// bytes, and the target of FuzzDecodeStrict.
+// decodeStrict decodes body, a single JSON value, into v under the rules of
+// strictjson: exact member names, no duplicate names, valid UTF-8, bounded
+// nesting, no unknown members, nothing after the value. It is the part of
+// decodeJSON that sees raw client bytes, and the target of FuzzDecodeStrict.
 func decodeStrict(body []byte, v any) *apiError {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errorf(http.StatusBadRequest, CodeBadRequest, "request body is empty: a JSON object is required")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errorf(http.StatusBadRequest, CodeBadRequest, "invalid JSON body: %s", describeJSONError(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errorf(http.StatusBadRequest, CodeBadRequest, "invalid JSON body: unexpected data after the JSON value")
+	if err := strictjson.Decode(body, v); err != nil {
+		// strictjson's messages name the rule and where, never a value.
+		return errorf(http.StatusBadRequest, CodeBadRequest, "invalid JSON body: %v", err)
 	}
 	return nil
-}
-
-// describeJSONError turns a decoding error into a short message that names
-// the problem without echoing client input at length.
-func describeJSONError(err error) string {
-	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
-		return fmt.Sprintf("syntax error at byte %d", se.Offset)
-	}
-	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		if te.Field != "" {
-			return fmt.Sprintf("field %q must be %s", truncate(te.Field, 64), te.Type.String())
-		}
-		return fmt.Sprintf("expected %s", te.Type.String())
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return "unexpected end of input"
-	}
-	msg := err.Error()
-	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		return "unknown field " + truncate(f, 66)
-	}
-	return "malformed JSON"
 }
 
 // checkJSONType refuses bodies that do not declare a JSON media type:

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -21,8 +22,15 @@ func TestDecodeStrict(t *testing.T) {
 		{`{"user_id":"a","nope":true}`, false},
 		{`{"ttl_seconds":"5"}`, false},
 		{`{"ttl_seconds":1e400}`, false},
-		{"{\"user_id\":\"\xff\"}", true},
 		{`[]`, false},
+		// One reading only: no case folding, no duplicate, no U+FFFD.
+		{`{"USER_ID":"a"}`, false},
+		{`{"user_id":"a","User_Id":"b"}`, false},
+		{`{"user_id":"a","user_id":"b"}`, false},
+		{`{"user_id":"a","data":{"k":1,"k":2}}`, false},
+		{"{\"user_id\":\"\xff\"}", false},
+		{`{"user_id":"\udcff"}`, false},
+		{`{"user_id":"a","data":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`, false},
 	} {
 		var v createRequest
 		e := decodeStrict([]byte(c.in), &v)
@@ -46,6 +54,9 @@ func FuzzDecodeStrict(f *testing.F) {
 		`{"session_id":"s","data":"hi"}`,
 		`{"user_id":"a"} {}`,
 		`{"user_id":"\u0000\ud800"}`,
+		`{"user_id":"a","USER_ID":"b"}`,
+		`{"username":"a","username":"b"}`,
+		"{\"user_id\":\"\xffroot\"}",
 		`{"ttl_seconds":-9223372036854775809}`,
 		`[[[[[[[[[[[[[[[[[[[[`,
 		`{"a":`,

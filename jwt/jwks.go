@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // maxJWKSBytes bounds a JWKS document, fetched or read from a file.
@@ -54,7 +56,10 @@ func parseJWKS(data []byte) (keys []*key, skipped int, err error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := json.Unmarshal(data, &set); err != nil {
+	// Members are matched exactly and the document must be unambiguous
+	// (no duplicate names, valid UTF-8); members this verifier does not use
+	// are skipped, since JWKs carry many (x5c, x5t, ...).
+	if err := strictjson.DecodeOpen(data, &set); err != nil {
 		return nil, 0, fmt.Errorf("JWKS is not valid JSON: %w", err)
 	}
 	if set.Keys == nil {
@@ -66,7 +71,7 @@ func parseJWKS(data []byte) (keys []*key, skipped int, err error) {
 			continue
 		}
 		var j jwk
-		if json.Unmarshal(raw, &j) != nil {
+		if strictjson.DecodeOpen(raw, &j) != nil {
 			skipped++
 			continue
 		}

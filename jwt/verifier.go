@@ -3,6 +3,7 @@ package jwt
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,12 +11,11 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	gojwt "github.com/golang-jwt/jwt/v5"
 
 	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // Defaults for the zero values of [Config].
@@ -40,9 +40,6 @@ const (
 const (
 	// maxCandidates bounds the keys tried for a token without a usable kid.
 	maxCandidates = 8
-	// maxSubjectLen bounds the sub claim, which becomes a user ID in store
-	// keys, events and logs.
-	maxSubjectLen = 256
 	// defaultHTTPTimeout bounds a JWKS request with the default client.
 	defaultHTTPTimeout = 5 * time.Second
 )
@@ -301,6 +298,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*sessionbridge.Pri
 	if !compactJWS(token) {
 		return nil, reject(ErrMalformed, "not three base64url segments")
 	}
+	if err := strictSegments(token); err != nil {
+		return nil, reject(ErrMalformed, err.Error())
+	}
 	var keyErr error
 	claims := gojwt.MapClaims{}
 	tok, err := v.parser.ParseWithClaims(token, claims, func(t *gojwt.Token) (any, error) {
@@ -332,6 +332,25 @@ func compactJWS(s string) bool {
 		}
 	}
 	return dots == 2 && s[0] != '.'
+}
+
+// strictSegments holds the header and claims of a compact JWS to the rules
+// of every JSON input (strictjson): the JWT library would take the last of
+// two "sub" or "alg" members and turn invalid UTF-8 into U+FFFD, so that two
+// different subjects could become one user ID.
+func strictSegments(token string) error {
+	header, rest, _ := strings.Cut(token, ".")
+	claims, _, _ := strings.Cut(rest, ".")
+	for _, seg := range []struct{ name, b64 string }{{"header", header}, {"claims", claims}} {
+		raw, err := base64.RawURLEncoding.DecodeString(seg.b64)
+		if err != nil {
+			return fmt.Errorf("%s is not base64url", seg.name)
+		}
+		if err := strictjson.Validate(raw); err != nil {
+			return fmt.Errorf("%s: %w", seg.name, err)
+		}
+	}
+	return nil
 }
 
 // reject builds a rejection: sessionbridge.ErrInvalidToken, a reason
@@ -515,8 +534,9 @@ func (v *Verifier) principal(claims gojwt.MapClaims) (*sessionbridge.Principal, 
 	if sub == "" {
 		return nil, reject(ErrBadClaims, "sub is missing")
 	}
-	if !usableSubject(sub) {
-		return nil, reject(ErrBadClaims, "sub is too long or has control characters")
+	if err := sessionbridge.CheckUserID(sub); err != nil {
+		// The reason names the rule, never the subject.
+		return nil, reject(ErrBadClaims, "sub is not a usable user ID: "+err.Error())
 	}
 	p := &sessionbridge.Principal{Method: sessionbridge.AuthJWT, UserID: sub}
 	if raw, ok := claims["sid"]; ok {
@@ -542,15 +562,6 @@ func (v *Verifier) principal(claims gojwt.MapClaims) (*sessionbridge.Principal, 
 	}
 	p.ExpiresAt = exp.Time
 	return p, nil
-}
-
-// usableSubject reports whether sub can serve as a user ID: bounded, valid
-// UTF-8, no control characters (it reaches logs and store keys).
-func usableSubject(sub string) bool {
-	if len(sub) > maxSubjectLen || !utf8.ValidString(sub) {
-		return false
-	}
-	return strings.IndexFunc(sub, unicode.IsControl) < 0
 }
 
 // parseScopes accepts a space-separated string (RFC 8693 "scope") or an

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // Reconnect back-off of a subscription.
@@ -193,7 +193,11 @@ func (d *delivery) receive(m rueidis.PubSubMessage) {
 		return
 	}
 	var ev sessionbridge.Event
-	if err := json.Unmarshal([]byte(m.Message), &ev); err != nil {
+	// Strict like every input: an event whose fields could be read two ways
+	// (duplicate names, invalid UTF-8) is dropped, and a revocation among
+	// them is caught by the re-validation the gap triggers. Unknown members
+	// are skipped, so that a newer node's events still decode.
+	if err := strictjson.DecodeOpen([]byte(m.Message), &ev); err != nil {
 		// Payloads carry no secrets by design, but log only the channel:
 		// application data in updates is not ours to copy into logs.
 		d.b.log.Warn("redis: dropping undecodable event", "channel", m.Channel, "bytes", len(m.Message), "err", shortErr(err))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // Key layout; docs/redis.md explains each key. The part in braces is the hash
@@ -124,7 +125,7 @@ func decodeSession(m map[string]string) (*sessionbridge.Session, error) {
 	}
 	copy(s.SecretHash[:], h)
 	if d := m[fDevice]; d != "" {
-		if err := json.Unmarshal([]byte(d), &s.Device); err != nil {
+		if err := strictjson.DecodeOpen([]byte(d), &s.Device); err != nil {
 			return nil, fmt.Errorf("corrupt session %s: device: %w", s.ID, err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // LocalPresence answers who is connected to this node. The gateway's
@@ -308,7 +309,7 @@ func (p *Presence) UserConnections(ctx context.Context, userID string) ([]sessio
 		}
 		for _, blob := range blobs {
 			var list []sessionbridge.ConnInfo
-			if err := json.Unmarshal([]byte(blob), &list); err != nil {
+			if err := strictjson.DecodeOpen([]byte(blob), &list); err != nil {
 				b.log.Warn("redis: skipping a corrupt presence record", "err", shortErr(err))
 				continue
 			}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 const (
@@ -80,7 +81,7 @@ func (ts *Tickets) Redeem(ctx context.Context, ticket string) (*sessionbridge.Ti
 		return nil, b.fail("redeem_ticket", err)
 	}
 	var t sessionbridge.Ticket
-	if err := json.Unmarshal([]byte(body), &t); err != nil {
+	if err := strictjson.DecodeOpen([]byte(body), &t); err != nil {
 		return nil, fmt.Errorf("redis: redeem ticket: corrupt ticket: %w", err)
 	}
 	return &t, nil

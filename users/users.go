@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 )
 
 // Errors that callers branch on.
@@ -139,13 +142,10 @@ func decode(data []byte) (map[string]*entry, error) {
 		return users, nil
 	}
 	var doc fileJSON
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&doc); err != nil {
+	// Strict like every input: a username listed under two spellings of
+	// "username", or twice in one record, must not pick one silently.
+	if err := strictjson.Decode(data, &doc); err != nil {
 		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
 	}
 	for i, r := range doc.Users {
 		if err := ValidUsername(r.Username); err != nil {
@@ -165,7 +165,10 @@ func decode(data []byte) (map[string]*entry, error) {
 }
 
 // ValidUsername returns nil if name is 1 to 64 ASCII letters, digits and the
-// characters . _ @ -, else an error wrapping ErrInvalidUsername.
+// characters . _ @ -, else an error wrapping ErrInvalidUsername. A username
+// becomes the user ID of its sessions, so it must also pass
+// sessionbridge.CheckUserID; the narrower rules here imply it, and checking
+// both keeps that true if either changes.
 func ValidUsername(name string) error {
 	if name == "" || len(name) > MaxUsernameLen {
 		return fmt.Errorf("%w: must be 1 to %d characters", ErrInvalidUsername, MaxUsernameLen)
@@ -175,6 +178,9 @@ func ValidUsername(name string) error {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '@' || c == '-') {
 			return fmt.Errorf("%w: only letters, digits and . _ @ - are allowed", ErrInvalidUsername)
 		}
+	}
+	if err := sessionbridge.CheckUserID(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidUsername, err)
 	}
 	return nil
 }

@@ -353,6 +353,10 @@ func TestMalformedFiles(t *testing.T) {
 		"argon2 few parts":  `{"users": [{"username": "a", "hash": "$argon2id$v=19$m=64,t=1,p=1$c29tZXNhbHQ"}]}`,
 		"bcrypt cost 31":    `{"users": [{"username": "a", "hash": "$2a$31$.vGA1O9wmRjrwAVXD98HNOgsNpDczlqm3Jq7KnEd1rVAGv3Fykk1a"}]}`,
 		"bcrypt truncated":  `{"users": [{"username": "a", "hash": "$2a$10$.vGA1O9wmRjrw"}]}`,
+		"case variant":      `{"users": [{"username": "a", "USERNAME": "b", "hash": "` + good + `"}]}`,
+		"duplicate member":  `{"users": [{"username": "a", "username": "b", "hash": "` + good + `"}]}`,
+		"duplicate hash":    `{"users": [{"username": "a", "hash": "hunter2", "hash": "` + good + `"}]}`,
+		"invalid utf-8":     "{\"users\": [{\"username\": \"a\", \"scopes\": [\"\xff\"], \"hash\": \"" + good + "\"}]}",
 		"bcrypt bad prefix": `{"users": [{"username": "a", "hash": "$2x$10$.vGA1O9wmRjrwAVXD98HNOgsNpDczlqm3Jq7KnEd1rVAGv3Fykk1a"}]}`,
 	}
 	dir := t.TempDir()

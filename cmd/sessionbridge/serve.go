@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sessionbridge/sessionbridge/internal/server"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/jwt"
 	"github.com/sessionbridge/sessionbridge/users"
 )
@@ -52,6 +53,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "session idle timeout (default 30m)")
 	fs.DurationVar(&c.AbsoluteTimeout, "absolute-timeout", 0, "session absolute lifetime (default 24h)")
 	fs.DurationVar(&c.TouchInterval, "touch-interval", 0, "least time between two recorded activities of a session (default 1m)")
+	fs.IntVar(&c.MaxSessionData, "max-session-data", 0, "largest session data, in bytes of JSON, on create and after each update (default 65536)")
+	fs.IntVar(&c.MaxDataDepth, "max-data-depth", 0, "deepest nesting of arrays and objects in session data (default 32; at most 128)")
 	fs.DurationVar(&c.ExpiryWarning, "expiry-warning", 0, "lead time of the session.expiring frame (default 60s; negative disables it)")
 	fs.BoolVar(&c.InsecureCookies, "insecure-cookies", false, "session cookie without the Secure attribute, for plain HTTP on hosts other than localhost")
 	fs.BoolVar(&c.InsecureCookies, "dev", false, "development mode: same as --insecure-cookies")
@@ -77,6 +80,18 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS private key file")
 	return fs, f
+}
+
+// checkDataCaps refuses session data caps that cannot work: negative ones,
+// and a depth that input read from the network could never reach.
+func checkDataCaps(c server.Config) error {
+	if c.MaxSessionData < 0 {
+		return fmt.Errorf("--max-session-data %d: must not be negative", c.MaxSessionData)
+	}
+	if c.MaxDataDepth < 0 || c.MaxDataDepth > strictjson.MaxDepth {
+		return fmt.Errorf("--max-data-depth %d: must be 0 (the default) to %d", c.MaxDataDepth, strictjson.MaxDepth)
+	}
+	return nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -106,6 +121,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if len(pos) > 0 {
 		fmt.Fprintf(stderr, "sessionbridge serve: unexpected argument %q\n", pos[0])
+		return exitUsage
+	}
+	if err := checkDataCaps(f.cfg); err != nil {
+		fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
 		return exitUsage
 	}
 	logger, err := newLogger(stderr, f.logLevel, f.logFormat)

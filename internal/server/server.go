@@ -80,6 +80,10 @@ type Config struct {
 	IdleTimeout     time.Duration
 	AbsoluteTimeout time.Duration
 	TouchInterval   time.Duration
+	// MaxSessionData and MaxDataDepth cap a session's data (bytes of JSON,
+	// nesting depth); zero means the sessionbridge defaults (64 KiB, 32).
+	MaxSessionData int
+	MaxDataDepth   int
 	// ExpiryWarning is how long before expiry sockets get session.expiring.
 	ExpiryWarning time.Duration
 	// InsecureCookies drops the Secure attribute of the session cookie, for
@@ -226,6 +230,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	s.manager = &sessionbridge.Manager{
 		Store: countingStore{Store: s.backend.Store, m: m}, NodeID: cfg.NodeID,
 		IdleTimeout: cfg.IdleTimeout, AbsoluteTimeout: cfg.AbsoluteTimeout, TouchInterval: cfg.TouchInterval,
+		MaxDataBytes: cfg.MaxSessionData, MaxDataDepth: cfg.MaxDataDepth,
 	}
 	var jwtVerifier sessionbridge.TokenVerifier
 	if cfg.JWT.enabled() {

@@ -1,0 +1,57 @@
+package redis
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/internal/redistest"
+)
+
+// Events are read like every other input: a payload with a member twice or
+// invalid UTF-8 is dropped (and, as it may have been a revocation, answered
+// with a re-validation), never read one of several ways.
+func TestBusRefusesAmbiguousPayloads(t *testing.T) {
+	srv := redistest.Start(t)
+	m := newCountingMetrics()
+	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
+	rec := &recorder{}
+	subscribe(t, b, rec)
+	gaps := rec.gapCount()
+	srv.MustDo("PUBLISH", b.prefix+"session:deleted", `{"session_id":"a","session_id":"b","source":"api","node_id":"n"}`)
+	srv.MustDo("PUBLISH", b.prefix+"session:deleted", "{\"session_id\":\"\xffroot\",\"source\":\"api\",\"node_id\":\"n\"}")
+	// Member names match exactly: a case variant is an unknown member,
+	// skipped, so this event is about "exact" only.
+	srv.MustDo("PUBLISH", b.prefix+"session:deleted", `{"SESSION_ID":"variant","session_id":"exact","source":"api","node_id":"n"}`)
+	eventually(t, 5*time.Second, "the exact-name event", func() bool {
+		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.SessionID == "exact" })
+		return ok
+	})
+	if got := m.get(func(m *countingMetrics) int { return m.errors["decode_event"] }); got != 2 {
+		t.Fatalf("decode errors = %d, want 2", got)
+	}
+	if n := rec.count(func(sessionbridge.Event) bool { return true }); n != 1 {
+		t.Fatalf("delivered %d events, want only the unambiguous one", n)
+	}
+	eventually(t, 5*time.Second, "a gap for the refused events", func() bool { return rec.gapCount() > gaps })
+}
+
+func TestTicketWithAmbiguousBodyIsRefused(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newBackend(t, srv)
+	tk, err := a.Tickets().Issue(bg, sessionbridge.Ticket{UserID: "alice", Method: sessionbridge.AuthSession}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := a.ticketKey(ticketHash(tk))
+	body := srv.MustDo("GET", key).(string)
+	twice := strings.Replace(body, `"user_id":"alice"`, `"user_id":"alice","user_id":"root"`, 1)
+	if twice == body {
+		t.Fatalf("ticket body %s has no user_id to duplicate", body)
+	}
+	srv.MustDo("SET", key, twice)
+	if got, err := a.Tickets().Redeem(bg, tk); err == nil || !strings.Contains(err.Error(), "corrupt ticket") {
+		t.Fatalf("Redeem of a ticket naming two users = %+v, %v; want a corrupt-ticket error", got, err)
+	}
+}
