@@ -66,8 +66,8 @@ type NewKey struct {
 
 // Create issues a key and returns it, once, with its stored record.
 func (m *Manager) Create(ctx context.Context, nk NewKey) (key string, k *sb.APIKey, err error) {
-	if err := checkUserID(nk.UserID); err != nil {
-		return "", nil, err
+	if err := sb.CheckUserID(nk.UserID); err != nil {
+		return "", nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	k = &sb.APIKey{UserID: nk.UserID, Name: nk.Name, Scopes: nk.Scopes, Limits: nk.Limits, Meta: nk.Meta, Version: 1}
 	if err := check(k); err != nil {
@@ -120,13 +120,6 @@ func check(k *sb.APIKey) error {
 			return fmt.Errorf("%w: meta: %v", ErrInvalid, err)
 		}
 		k.Meta = buf.Bytes()
-	}
-	return nil
-}
-
-func checkUserID(id string) error {
-	if id == "" || len(id) > 256 || !utf8.ValidString(id) || hasControl(id) {
-		return fmt.Errorf("%w: user_id must be 1 to 256 bytes of UTF-8 text without control characters", ErrInvalid)
 	}
 	return nil
 }
