@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,6 +98,18 @@ type Options struct {
 	// EventBuffer is how many received events may wait for a slow handler
 	// before the bus drops them and calls HandleGap; default 4096.
 	EventBuffer int
+	// RevocationJournal is how many revocations this node remembers, so
+	// that a Redis restart that lost them cannot undo them (see
+	// docs/redis.md); default DefaultRevocationJournal. When it is full,
+	// the revocation that would expire first is forgotten.
+	RevocationJournal int
+	// MaxSessionLifetime is how long a revocation learned from another
+	// node's event is remembered, since the event does not say when the
+	// session would have expired: the longest any session lives (the
+	// Manager's absolute timeout); default
+	// sessionbridge.DefaultAbsoluteTimeout. This node's own revocations are
+	// remembered until the session's own deadline.
+	MaxSessionLifetime time.Duration
 	// Logger receives operational logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics receives counts; nil counts nothing.
@@ -124,6 +137,16 @@ type Backend struct {
 	store   *Store
 	bus     *Bus
 	tickets *Tickets
+
+	// Restart detection (restart.go): the watcher runs until Close.
+	kick          chan struct{} // wakes the watcher; buffered, never blocks
+	stopWatch     context.CancelFunc
+	watchDone     chan struct{}
+	noRunID       atomic.Bool // the server does not report run_id
+	reapplyWanted atomic.Bool
+	mu            sync.Mutex
+	serverIDs     []string // run IDs last seen, sorted
+	persistence   Persistence
 }
 
 // New connects to Redis and returns a Backend. It fails if the URL is invalid
@@ -165,6 +188,12 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = DefaultEventBuffer
 	}
+	if o.RevocationJournal <= 0 {
+		o.RevocationJournal = DefaultRevocationJournal
+	}
+	if o.MaxSessionLifetime <= 0 {
+		o.MaxSessionLifetime = sessionbridge.DefaultAbsoluteTimeout
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -188,22 +217,40 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	if o.ClientOption != nil {
 		o.ClientOption(&copt)
 	}
+	b := &Backend{
+		opts: o, prefix: o.Prefix, nodeID: o.NodeID,
+		log: log, metrics: m, cacheTTL: o.CacheTTL, timeout: o.Timeout, grace: o.KeyGrace,
+		done: make(chan struct{}), kick: make(chan struct{}, 1), watchDone: make(chan struct{}),
+	}
+	b.dialNotifying(&copt)
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
 		return nil, fmt.Errorf("redis: connect: %w: %w", sessionbridge.ErrUnavailable, err)
 	}
-	b := &Backend{
-		client: client, opts: o, prefix: o.Prefix, nodeID: o.NodeID,
-		log: log, metrics: m, cacheTTL: o.CacheTTL, timeout: o.Timeout, grace: o.KeyGrace,
-		done: make(chan struct{}),
-	}
-	b.store = &Store{b: b, sc: newScripts()}
+	b.client = client
+	b.store = &Store{b: b, sc: newScripts(), journal: newJournal(o.RevocationJournal)}
 	b.bus = &Bus{b: b}
 	b.tickets = &Tickets{b: b}
 	if err := b.Ping(ctx); err != nil {
 		client.Close()
 		return nil, err
 	}
+	// What the server keeps across a restart, said once at start: an
+	// operator must know when a restart can undo revocations.
+	p, err := b.readPersistence(ctx)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	b.setPersistence(p)
+	// The run IDs to compare with after a reconnect. If they cannot be
+	// read now, the watcher reads them on its first look.
+	if ids, err := b.runIDs(ctx); err == nil {
+		b.serverIDs = ids
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	b.stopWatch = cancel
+	go b.watch(wctx)
 	return b, nil
 }
 
@@ -242,6 +289,8 @@ func (b *Backend) Close() {
 	// Dedicated connections (subscriptions) are not closed by the client;
 	// done tells their owners to close them.
 	close(b.done)
+	b.stopWatch()
+	<-b.watchDone
 	b.client.Close()
 }
 
