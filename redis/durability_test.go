@@ -3,8 +3,11 @@ package redis
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -305,7 +308,13 @@ func TestPersistenceIsReported(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := redistest.Start(t, tc.args...)
-			p := newBackend(t, srv).Persistence()
+			var logs syncBuffer
+			p := newBackend(t, srv, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }).Persistence()
+			// Said once at start, as a warning, when a restart can undo
+			// revocations or sign everybody out.
+			if warned := strings.Contains(logs.String(), "level=WARN msg=\"redis: persistence is not durable\" mode="+tc.mode); warned == tc.durable {
+				t.Errorf("start logs (want a warning: %v):\n%s", !tc.durable, logs.String())
+			}
 			if p.Mode() != tc.mode || p.Durable() != tc.durable || (p.Risk() == "") != tc.durable {
 				t.Fatalf("Persistence = %+v: mode %q durable %v risk %q; want %q, %v", p, p.Mode(), p.Durable(), p.Risk(), tc.mode, tc.durable)
 			}
@@ -336,4 +345,22 @@ func TestRestartNoticedByRunID(t *testing.T) {
 	if after := a.b.serverRunIDs(); len(after) != 1 || len(before) != 1 || after[0] == before[0] {
 		t.Fatalf("run IDs before %v, after %v: want one each, different", before, after)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

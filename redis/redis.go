@@ -147,6 +147,9 @@ type Backend struct {
 	mu            sync.Mutex
 	serverIDs     []string // run IDs last seen, sorted
 	persistence   Persistence
+	// persistenceRead: persistence was set once (a zero Persistence is
+	// a real reading: unknown).
+	persistenceRead bool
 }
 
 // New connects to Redis and returns a Backend. It fails if the URL is invalid

@@ -280,8 +280,8 @@ func (b *Backend) checkRestart(ctx context.Context) error {
 // setPersistence records p and warns when it can undo revocations.
 func (b *Backend) setPersistence(p Persistence) {
 	b.mu.Lock()
-	changed := b.persistence != p
-	b.persistence = p
+	changed := b.persistence != p || !b.persistenceRead
+	b.persistence, b.persistenceRead = p, true
 	b.mu.Unlock()
 	if changed && p.Risk() != "" {
 		b.log.Warn("redis: persistence is not durable", "mode", p.Mode(), "appendfsync", p.AppendFsync, "save", p.Save, "risk", p.Risk())
