@@ -364,3 +364,86 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestDeleteWithUnknownOutcomeIsCompleted: a revocation asked for while
+// Redis is away fails with ErrUnavailable, but it is not forgotten: once
+// Redis is back with the session (here from a snapshot), the node refuses
+// it and deletes it.
+func TestDeleteWithUnknownOutcomeIsCompleted(t *testing.T) {
+	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	const prefix = "sbd:"
+	a := startDNode(t, srv, prefix, "node-a")
+	s, tok := create(t, a, "hana")
+	srv.MustDo("SAVE")
+	srv.Stop()
+	if _, err := a.m.Delete(bg, s.ID, sessionbridge.ReasonLogout, sessionbridge.Change{}); !errors.Is(err, sessionbridge.ErrUnavailable) {
+		t.Fatalf("Delete with Redis away = %v, want ErrUnavailable", err)
+	}
+	srv.RestartKeepingData()
+	a.refuses(t, tok)
+	eventually(t, restartWait, "the session to be deleted", func() bool { return !sessionKeyExists(t, srv, a.b, s.ID) })
+}
+
+// TestNodeThatMissedTheRevocationWaits: node A never received the deleted
+// event (it has no subscription, as a node cut off from pub/sub at the
+// time), so its journal lacks the revocation B made. After the restart A
+// must not serve the session: it refuses every authentication for a while
+// after noticing the restart, and B meanwhile deletes the session again.
+func TestNodeThatMissedTheRevocationWaits(t *testing.T) {
+	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	const prefix = "sbd:"
+	ab := newBackend(t, srv, func(o *Options) { o.Prefix, o.NodeID = prefix, "node-a" })
+	a := &dnode{name: "node-a", b: ab, m: &sessionbridge.Manager{Store: ab.Store(), NodeID: "node-a"}}
+	b := startDNode(t, srv, prefix, "node-b")
+	s, tok := create(t, b, "ivy")
+	srv.MustDo("SAVE")
+	revoke(t, b, s.ID)
+	if a.b.store.journal.has(s.ID) {
+		t.Fatal("A journaled a revocation it cannot have heard of")
+	}
+
+	srv.RestartKeepingData()
+	a.refuses(t, tok)
+	if _, err := a.m.Authenticate(bg, tok); !errors.Is(err, sessionbridge.ErrInvalidToken) {
+		t.Fatalf("A: Authenticate = %v, want ErrInvalidToken", err)
+	}
+}
+
+// TestAuthenticationFailsClosedWhileRestarting: right after a node noticed
+// a restart, reads of sessions created before it fail with ErrUnavailable
+// (wrapping ErrRestarting), until the revocations have been written again
+// by every node; then they are served again. A session created after the
+// restart is served at once: no restart can have brought it back.
+func TestAuthenticationFailsClosedWhileRestarting(t *testing.T) {
+	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	const prefix = "sbd:"
+	a := startDNode(t, srv, prefix, "node-a")
+	_, tok := create(t, a, "jack")
+	srv.MustDo("SAVE")
+
+	srv.RestartKeepingData()
+	eventually(t, restartWait, "ErrRestarting", func() bool {
+		_, err := a.m.Authenticate(bg, tok)
+		if err == nil {
+			t.Fatal("the session was served at once after the restart; want ErrRestarting first")
+		}
+		if !errors.Is(err, sessionbridge.ErrUnavailable) {
+			t.Fatalf("Authenticate = %v; want ErrUnavailable", err)
+		}
+		return errors.Is(err, ErrRestarting)
+	})
+	_, fresh := create(t, a, "jack")
+	if _, err := a.m.Authenticate(bg, fresh); err != nil {
+		t.Fatalf("a session created after the restart: Authenticate = %v", err)
+	}
+	if _, err := a.m.Authenticate(bg, tok); !errors.Is(err, ErrRestarting) {
+		t.Fatalf("the older session while settling: Authenticate = %v, want ErrRestarting", err)
+	}
+	eventually(t, restartWait, "the older session to be served again", func() bool {
+		_, err := a.m.Authenticate(bg, tok)
+		if err != nil && !errors.Is(err, ErrRestarting) {
+			t.Fatalf("Authenticate = %v; want the session, or ErrRestarting meanwhile", err)
+		}
+		return err == nil
+	})
+}

@@ -144,9 +144,20 @@ type Backend struct {
 	watchDone     chan struct{}
 	noRunID       atomic.Bool // the server does not report run_id
 	reapplyWanted atomic.Bool
-	mu            sync.Mutex
-	serverIDs     []string // run IDs last seen, sorted
-	persistence   Persistence
+	// dials counts new connections; checked is the count the last look at
+	// the run IDs covered; checkedSignal is closed (and replaced) by each
+	// look. See gate.
+	dials, checked atomic.Uint64
+	checkedSignal  chan struct{}
+	// restartPending: a restart was noticed (at restartNoticed, Unix ns)
+	// and the journal is not written again yet; settleUntil (Unix ns):
+	// older sessions are refused until then.
+	restartPending atomic.Bool
+	restartNoticed atomic.Int64
+	settleUntil    atomic.Int64
+	mu             sync.Mutex
+	serverIDs      map[string]string // run IDs last seen, by address
+	persistence    Persistence
 	// persistenceRead: persistence was set once (a zero Persistence is
 	// a real reading: unknown).
 	persistenceRead bool
@@ -224,6 +235,7 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 		opts: o, prefix: o.Prefix, nodeID: o.NodeID,
 		log: log, metrics: m, cacheTTL: o.CacheTTL, timeout: o.Timeout, grace: o.KeyGrace,
 		done: make(chan struct{}), kick: make(chan struct{}, 1), watchDone: make(chan struct{}),
+		checkedSignal: make(chan struct{}),
 	}
 	b.dialNotifying(&copt)
 	client, err := rueidis.NewClient(copt)
@@ -248,8 +260,10 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	b.setPersistence(p)
 	// The run IDs to compare with after a reconnect. If they cannot be
 	// read now, the watcher reads them on its first look.
+	dials := b.dials.Load()
 	if ids, err := b.runIDs(ctx); err == nil {
 		b.serverIDs = ids
+		b.markChecked(dials)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	b.stopWatch = cancel

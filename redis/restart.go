@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -16,9 +17,19 @@ import (
 )
 
 // restartCheckEvery is how often a node asks the servers for their run IDs
-// when nothing else made it look: a new connection, a re-subscription or a
-// revoked session found in Redis all make it look at once.
-const restartCheckEvery = 5 * time.Second
+// when nothing else made it look: a new connection or a revoked session
+// found in Redis make it look at once.
+const restartCheckEvery = 2 * time.Second
+
+// restartSettle is how long after it noticed a restart a node refuses every
+// session created before (ErrUnavailable): the other nodes, which look at
+// least every restartCheckEvery, write the revocations they know of again
+// meanwhile, including those this node never received.
+const restartSettle = 5 * time.Second
+
+// ErrRestarting is wrapped (with sessionbridge.ErrUnavailable) by reads of a
+// session while this node re-applies revocations after a Redis restart.
+var ErrRestarting = errors.New("redis: the server restarted; re-applying revocations")
 
 // reapplyBatch is how many revocations one pipelined round of a re-apply
 // sends.
@@ -150,16 +161,22 @@ func rank(p Persistence) int {
 // only be noticed by a revoked session reappearing.
 var errNoRunID = errors.New("redis: the server reports no run_id")
 
-// runIDs returns the run ID of every server of the client. A server's run
-// ID changes whenever its process starts; a promoted replica has its own.
-func (b *Backend) runIDs(ctx context.Context) ([]string, error) {
+// runIDs returns the run ID of every server of the client, by address. A
+// server's run ID changes whenever its process starts; a promoted replica
+// has its own.
+func (b *Backend) runIDs(ctx context.Context) (map[string]string, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	var ids []string
-	for _, c := range b.client.Nodes() {
+	ids := map[string]string{}
+	for addr, c := range b.client.Nodes() {
 		info, err := c.Do(ctx, c.B().Info().Section("server").Build()).ToString()
 		if err != nil {
-			return nil, b.fail("info", err)
+			ferr := b.fail("info", err)
+			if _, isReply := rueidis.IsRedisErr(err); isReply && !errors.Is(ferr, sessionbridge.ErrUnavailable) {
+				// INFO refused (ACL, renamed): no run ID to compare.
+				return nil, fmt.Errorf("%w: %w", errNoRunID, ferr)
+			}
+			return nil, ferr
 		}
 		id := ""
 		for line := range strings.Lines(info) {
@@ -171,13 +188,40 @@ func (b *Backend) runIDs(ctx context.Context) ([]string, error) {
 		if id == "" {
 			return nil, errNoRunID
 		}
-		ids = append(ids, id)
+		ids[addr] = id
 	}
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("redis: info: %w: no server", sessionbridge.ErrUnavailable)
 	}
-	slices.Sort(ids)
 	return ids, nil
+}
+
+// restartedServer reports whether the servers now (run IDs by address) may
+// have lost writes since prev: a server at a known address has a new run ID
+// (it restarted), or, with one master (standalone, Sentinel), the master is
+// a server not seen before (a failover promoted a replica that may lack the
+// last writes). In a Cluster, a new address is a node that joined; its
+// slots come with their data.
+func restartedServer(prev, now map[string]string, cluster bool) bool {
+	if prev == nil {
+		return false
+	}
+	for addr, id := range now {
+		old, known := prev[addr]
+		if known && old != id {
+			return true
+		}
+		if !known && !cluster {
+			seen := false
+			for _, p := range prev {
+				seen = seen || p == id
+			}
+			if !seen {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // kickWatch makes the watcher look for a restart now. It never blocks.
@@ -233,14 +277,19 @@ func (b *Backend) watch(ctx context.Context) {
 // checkRestart compares the servers' run IDs with those last seen and, if a
 // new one appeared or a re-apply was asked for, writes the journal's
 // revocations again. An error means it must be tried again.
+//
+// It also opens the gate that reads of sessions wait at after a new
+// connection (see gate): once the run IDs are known to be the same, the
+// connection reaches the server this node knew.
 func (b *Backend) checkRestart(ctx context.Context) error {
+	dials := b.dials.Load()
 	restarted := false
 	if !b.noRunID.Load() {
 		ids, err := b.runIDs(ctx)
 		switch {
 		case errors.Is(err, errNoRunID):
 			b.noRunID.Store(true)
-			b.log.Warn("redis: the server does not report its run_id; a restart that loses revocations is noticed only when a revoked session is read again")
+			b.log.Warn("redis: the server does not report its run_id; a restart that loses revocations is noticed only when a revoked session is read again", "err", err)
 		case err != nil:
 			return err
 		default:
@@ -248,21 +297,23 @@ func (b *Backend) checkRestart(ctx context.Context) error {
 			prev := b.serverIDs
 			b.serverIDs = ids
 			b.mu.Unlock()
-			for _, id := range ids {
-				if prev != nil && !slices.Contains(prev, id) {
-					restarted = true
-				}
-			}
+			restarted = restartedServer(prev, ids, b.client.Mode() == rueidis.ClientModeCluster)
 		}
 	}
 	if restarted {
+		// Closed before the waiting reads are let through below.
+		now := time.Now()
+		b.restartNoticed.Store(now.UnixNano())
+		b.restartPending.Store(true)
+		b.settleUntil.Store(now.Add(restartSettle).UnixNano())
 		if p, err := b.readPersistence(ctx); err == nil {
 			b.setPersistence(p)
 		}
-		b.log.Warn("redis: the server restarted or was replaced; writing the revocations this node knows of again",
-			"revocations", b.store.journal.len())
+		b.log.Warn("redis: the server restarted or was replaced; writing the revocations this node knows of again, refusing authentications meanwhile",
+			"revocations", b.store.journal.len(), "settle", restartSettle)
 	}
-	if !restarted && !b.reapplyWanted.Load() {
+	b.markChecked(dials)
+	if !b.restartPending.Load() && !b.reapplyWanted.Load() {
 		return nil
 	}
 	b.reapplyWanted.Store(false)
@@ -271,8 +322,58 @@ func (b *Backend) checkRestart(ctx context.Context) error {
 		b.reapplyWanted.Store(true)
 		return err
 	}
-	if revived > 0 || restarted {
+	if b.restartPending.Swap(false) || revived > 0 {
 		b.log.Warn("redis: revocations written again", "revived_sessions_deleted", revived)
+	}
+	return nil
+}
+
+// markChecked records that every connection dialled up to the dials count
+// has been checked, and wakes the reads waiting for it.
+func (b *Backend) markChecked(dials uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if dials > b.checked.Load() {
+		b.checked.Store(dials)
+	}
+	close(b.checkedSignal)
+	b.checkedSignal = make(chan struct{})
+}
+
+// gate is passed by every read that found a session s, before it is served:
+//
+//   - If a connection was dialled since the last look at the run IDs, the
+//     read may have gone to a restarted server that lost revocations: it
+//     waits for the look (one INFO round trip), kicked at the dial.
+//   - From noticing a restart until its own revocations are written again,
+//     and for restartSettle after noticing it, so that the other nodes
+//     have written theirs, the read fails closed with ErrUnavailable,
+//     unless s was created after the restart was noticed: a session that a
+//     restart brought back is older than the restart. (Node clocks are
+//     assumed in step to well under the time a Redis restart takes; the
+//     session deadlines assume it already.)
+//
+// Reads that find nothing need no gate.
+func (b *Backend) gate(ctx context.Context, s *sessionbridge.Session) error {
+	dials := b.dials.Load()
+	for b.checked.Load() < dials {
+		b.mu.Lock()
+		ch := b.checkedSignal
+		b.mu.Unlock()
+		if b.checked.Load() >= dials {
+			break
+		}
+		b.kickWatch()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("redis: waiting for the restart check: %w: %w", sessionbridge.ErrUnavailable, ctx.Err())
+		case <-b.done:
+			return fmt.Errorf("redis: get: %w: %w", sessionbridge.ErrUnavailable, ErrClosed)
+		}
+	}
+	if (b.restartPending.Load() || time.Now().UnixNano() < b.settleUntil.Load()) && s.CreatedAt.UnixNano() <= b.restartNoticed.Load() {
+		return fmt.Errorf("redis: get: %w: %w", sessionbridge.ErrUnavailable, ErrRestarting)
 	}
 	return nil
 }
@@ -310,15 +411,20 @@ func (b *Backend) dialNotifying(copt *rueidis.ClientOption) {
 	copt.DialCtxFn = func(ctx context.Context, dst string, d *net.Dialer, tc *tls.Config) (net.Conn, error) {
 		c, err := inner(ctx, dst, d, tc)
 		if err == nil {
+			// Counted before rueidis sends anything on it, so that a read
+			// served by this connection waits for the check (see gate).
+			b.dials.Add(1)
 			b.kickWatch()
 		}
 		return c, err
 	}
 }
 
-// serverRunIDs returns the run IDs last seen, for tests.
+// serverRunIDs returns the run IDs last seen, sorted, for tests.
 func (b *Backend) serverRunIDs() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return slices.Clone(b.serverIDs)
+	ids := slices.Collect(maps.Values(b.serverIDs))
+	slices.Sort(ids)
+	return ids
 }

@@ -77,6 +77,9 @@ func (st *Store) Get(ctx context.Context, id string) (*sessionbridge.Session, er
 		st.b.wantReapply()
 		return nil, fmt.Errorf("redis: get session %s: %w", id, sessionbridge.ErrNotFound)
 	}
+	if err := b.gate(ctx, s); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
