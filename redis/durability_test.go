@@ -134,7 +134,7 @@ func afterRestart(t *testing.T, srv *redistest.Server, prefix string, a, b *dnod
 func TestRevocationSurvivesRDBRestart(t *testing.T) {
 	for _, how := range []string{"delete", "rotate"} {
 		t.Run(how, func(t *testing.T) {
-			srv := redistest.Start(t, redistest.RDBSnapshots...)
+			srv := redistest.Start(t, redistest.RDBSnapshots()...)
 			const prefix = "sbd:"
 			a, b := startDNode(t, srv, prefix, "node-a"), startDNode(t, srv, prefix, "node-b")
 			s, tok := create(t, a, "alice")
@@ -159,7 +159,7 @@ func TestRevocationSurvivesRDBRestart(t *testing.T) {
 // TestDeleteAllOfUserSurvivesRDBRestart is the delete-all-of-user variant:
 // every session of the user stays revoked.
 func TestDeleteAllOfUserSurvivesRDBRestart(t *testing.T) {
-	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	srv := redistest.Start(t, redistest.RDBSnapshots()...)
 	const prefix = "sbd:"
 	a, b := startDNode(t, srv, prefix, "node-a"), startDNode(t, srv, prefix, "node-b")
 	s1, tok1 := create(t, a, "bob")
@@ -220,7 +220,7 @@ func aofHas(t *testing.T, srv *redistest.Server, s string) bool {
 // stopped before Redis restarts; the other node learnt the revocation from
 // its event and writes it again alone.
 func TestRevocationSurvivesWhenTheRevokingNodeIsGone(t *testing.T) {
-	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	srv := redistest.Start(t, redistest.RDBSnapshots()...)
 	const prefix = "sbd:"
 	a, b := startDNode(t, srv, prefix, "node-a"), startDNode(t, srv, prefix, "node-b")
 	s, tok := create(t, a, "dave")
@@ -240,7 +240,7 @@ func TestRevocationSurvivesWhenTheRevokingNodeIsGone(t *testing.T) {
 // restarted too) comes back with a snapshot that predates it. Only durable
 // persistence (AOF with appendfsync everysec or always) covers that case.
 func TestRevocationLostWhenNoRunningNodeSawIt(t *testing.T) {
-	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	srv := redistest.Start(t, redistest.RDBSnapshots()...)
 	const prefix = "sbd:"
 	a := startDNode(t, srv, prefix, "node-a")
 	s, tok := create(t, a, "erin")
@@ -300,7 +300,7 @@ func TestPersistenceIsReported(t *testing.T) {
 		durable bool
 	}{
 		{"none", nil, "none", false},
-		{"rdb", redistest.RDBSnapshots, "rdb", false},
+		{"rdb", redistest.RDBSnapshots(), "rdb", false},
 		{"aof-no", redistest.AOF("no"), "aof", false},
 		{"aof-everysec", redistest.AOF("everysec"), "aof", true},
 		{"aof-always", redistest.AOF("always"), "aof", true},
@@ -330,7 +330,7 @@ func TestPersistenceIsReported(t *testing.T) {
 // revocations again by themselves, before anyone presents the token: the
 // server's new run ID is noticed on the first reconnect.
 func TestRestartNoticedByRunID(t *testing.T) {
-	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	srv := redistest.Start(t, redistest.RDBSnapshots()...)
 	const prefix = "sbd:"
 	a := startDNode(t, srv, prefix, "node-a")
 	s, _ := create(t, a, "gina")
@@ -370,7 +370,7 @@ func (s *syncBuffer) String() string {
 // Redis is back with the session (here from a snapshot), the node refuses
 // it and deletes it.
 func TestDeleteWithUnknownOutcomeIsCompleted(t *testing.T) {
-	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	srv := redistest.Start(t, redistest.RDBSnapshots()...)
 	const prefix = "sbd:"
 	a := startDNode(t, srv, prefix, "node-a")
 	s, tok := create(t, a, "hana")
@@ -390,7 +390,7 @@ func TestDeleteWithUnknownOutcomeIsCompleted(t *testing.T) {
 // must not serve the session: it refuses every authentication for a while
 // after noticing the restart, and B meanwhile deletes the session again.
 func TestNodeThatMissedTheRevocationWaits(t *testing.T) {
-	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	srv := redistest.Start(t, redistest.RDBSnapshots()...)
 	const prefix = "sbd:"
 	ab := newBackend(t, srv, func(o *Options) { o.Prefix, o.NodeID = prefix, "node-a" })
 	a := &dnode{name: "node-a", b: ab, m: &sessionbridge.Manager{Store: ab.Store(), NodeID: "node-a"}}
@@ -415,7 +415,7 @@ func TestNodeThatMissedTheRevocationWaits(t *testing.T) {
 // by every node; then they are served again. A session created after the
 // restart is served at once: no restart can have brought it back.
 func TestAuthenticationFailsClosedWhileRestarting(t *testing.T) {
-	srv := redistest.Start(t, redistest.RDBSnapshots...)
+	srv := redistest.Start(t, redistest.RDBSnapshots()...)
 	const prefix = "sbd:"
 	a := startDNode(t, srv, prefix, "node-a")
 	_, tok := create(t, a, "jack")

@@ -267,13 +267,13 @@ func copyFile(src, dst string) error {
 // Dir returns the server's data directory (its --dir).
 func (s *Server) Dir() string { return s.dir }
 
-// Extra arguments for Start that turn persistence on.
-var (
-	// RDBSnapshots makes the server write an RDB snapshot on SAVE and
-	// BGSAVE only (no automatic schedule, so a test decides when the
-	// snapshot is taken) and load it at start.
-	RDBSnapshots = []string{"--save", "3600 1000000"}
-)
+// RDBSnapshots returns Start's extra arguments for RDB persistence: the
+// server writes a snapshot on SAVE and BGSAVE (its automatic schedule never
+// fires within a test, so the test decides when the snapshot is taken) and
+// loads it at start.
+func RDBSnapshots() []string {
+	return []string{"--save", "3600 1000000"}
+}
 
 // AOF returns Start's extra arguments for an append-only file with the given
 // appendfsync policy ("always", "everysec" or "no"), loaded at start.

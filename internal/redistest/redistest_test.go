@@ -90,7 +90,7 @@ func TestCluster(t *testing.T) {
 }
 
 func TestRDBSurvivesACrashUpToTheLastSave(t *testing.T) {
-	s := Start(t, RDBSnapshots...)
+	s := Start(t, RDBSnapshots()...)
 	s.MustDo("SET", "saved", "1")
 	s.MustDo("SAVE")
 	s.MustDo("SET", "unsaved", "1")

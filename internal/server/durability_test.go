@@ -36,7 +36,7 @@ func TestRevokedSessionStaysRevokedAfterRedisRestart(t *testing.T) {
 }
 
 func testRevokedAfterRestart(t *testing.T, persistence, how string) {
-	args := redistest.RDBSnapshots
+	args := redistest.RDBSnapshots()
 	if persistence == "aof" {
 		args = redistest.AOF("everysec")
 	}
