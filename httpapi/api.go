@@ -63,6 +63,10 @@ type API struct {
 	Ready  func(ctx context.Context) error
 	Audit  *audit.Logger
 	Logger *slog.Logger
+	// ReadyDetails, if set, adds fields to the answer of a ready /readyz
+	// (such as the store's persistence), for operators; they never make
+	// the node unready.
+	ReadyDetails func() map[string]any
 }
 
 func (a *API) logger() *slog.Logger {
@@ -189,7 +193,14 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	body := map[string]any{}
+	if a.ReadyDetails != nil {
+		for k, v := range a.ReadyDetails() {
+			body[k] = v
+		}
+	}
+	body["status"] = "ready"
+	writeJSON(w, http.StatusOK, body)
 }
 
 // sessionView is a session in a device list: its public view, whether it is

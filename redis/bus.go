@@ -209,6 +209,13 @@ func (d *delivery) receive(m rueidis.PubSubMessage) {
 		return
 	}
 	ev.Type = t
+	if t == sessionbridge.EventDeleted {
+		// Before the handler sees it: from now on this node refuses the
+		// session even if a Redis restart brings it back. The event does not
+		// carry the deadline, so the longest lifetime stands in for it; an
+		// entry made by this node's own delete keeps its exact deadline.
+		d.b.store.remember(ev.SessionID, time.Time{}, true)
+	}
 	if t != sessionbridge.EventMessage && ev.SessionID != "" {
 		// The event may outrun the cache invalidation, which Redis sends on
 		// another connection: read this session from Redis for a while, so

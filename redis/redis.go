@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,6 +98,18 @@ type Options struct {
 	// EventBuffer is how many received events may wait for a slow handler
 	// before the bus drops them and calls HandleGap; default 4096.
 	EventBuffer int
+	// RevocationJournal is how many revocations this node remembers, so
+	// that a Redis restart that lost them cannot undo them (see
+	// docs/redis.md); default DefaultRevocationJournal. When it is full,
+	// the revocation that would expire first is forgotten.
+	RevocationJournal int
+	// MaxSessionLifetime is how long a revocation learned from another
+	// node's event is remembered, since the event does not say when the
+	// session would have expired: the longest any session lives (the
+	// Manager's absolute timeout); default
+	// sessionbridge.DefaultAbsoluteTimeout. This node's own revocations are
+	// remembered until the session's own deadline.
+	MaxSessionLifetime time.Duration
 	// Logger receives operational logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics receives counts; nil counts nothing.
@@ -127,6 +140,30 @@ type Backend struct {
 	keys    *KeyStore
 	limiter *Limiter
 	usage   *Usage
+
+	// Restart detection (restart.go): the watcher runs until Close.
+	kick          chan struct{} // wakes the watcher; buffered, never blocks
+	stopWatch     context.CancelFunc
+	watchDone     chan struct{}
+	noRunID       atomic.Bool // the server does not report run_id
+	reapplyWanted atomic.Bool
+	// dials counts new connections; checked is the count the last look at
+	// the run IDs covered; checkedSignal is closed (and replaced) by each
+	// look. See gate.
+	dials, checked atomic.Uint64
+	checkedSignal  chan struct{}
+	// restartPending: a restart was noticed (at restartNoticed, Unix ns)
+	// and the journal is not written again yet; settleUntil (Unix ns):
+	// older sessions are refused until then.
+	restartPending atomic.Bool
+	restartNoticed atomic.Int64
+	settleUntil    atomic.Int64
+	mu             sync.Mutex
+	serverIDs      map[string]string // run IDs last seen, by address
+	persistence    Persistence
+	// persistenceRead: persistence was set once (a zero Persistence is
+	// a real reading: unknown).
+	persistenceRead bool
 }
 
 // New connects to Redis and returns a Backend. It fails if the URL is invalid
@@ -168,6 +205,12 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = DefaultEventBuffer
 	}
+	if o.RevocationJournal <= 0 {
+		o.RevocationJournal = DefaultRevocationJournal
+	}
+	if o.MaxSessionLifetime <= 0 {
+		o.MaxSessionLifetime = sessionbridge.DefaultAbsoluteTimeout
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -191,16 +234,19 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	if o.ClientOption != nil {
 		o.ClientOption(&copt)
 	}
+	b := &Backend{
+		opts: o, prefix: o.Prefix, nodeID: o.NodeID,
+		log: log, metrics: m, cacheTTL: o.CacheTTL, timeout: o.Timeout, grace: o.KeyGrace,
+		done: make(chan struct{}), kick: make(chan struct{}, 1), watchDone: make(chan struct{}),
+		checkedSignal: make(chan struct{}),
+	}
+	b.dialNotifying(&copt)
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
 		return nil, fmt.Errorf("redis: connect: %w: %w", sessionbridge.ErrUnavailable, err)
 	}
-	b := &Backend{
-		client: client, opts: o, prefix: o.Prefix, nodeID: o.NodeID,
-		log: log, metrics: m, cacheTTL: o.CacheTTL, timeout: o.Timeout, grace: o.KeyGrace,
-		done: make(chan struct{}),
-	}
-	b.store = &Store{b: b, sc: newScripts()}
+	b.client = client
+	b.store = &Store{b: b, sc: newScripts(), journal: newJournal(o.RevocationJournal)}
 	b.bus = &Bus{b: b}
 	b.tickets = &Tickets{b: b}
 	b.keys = &KeyStore{b: b, sc: newKeyScripts()}
@@ -210,6 +256,24 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 		client.Close()
 		return nil, err
 	}
+	// What the server keeps across a restart, said once at start: an
+	// operator must know when a restart can undo revocations.
+	p, err := b.readPersistence(ctx)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	b.setPersistence(p)
+	// The run IDs to compare with after a reconnect. If they cannot be
+	// read now, the watcher reads them on its first look.
+	dials := b.dials.Load()
+	if ids, err := b.runIDs(ctx); err == nil {
+		b.serverIDs = ids
+		b.markChecked(dials)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	b.stopWatch = cancel
+	go b.watch(wctx)
 	return b, nil
 }
 
@@ -257,6 +321,8 @@ func (b *Backend) Close() {
 	// Dedicated connections (subscriptions) are not closed by the client;
 	// done tells their owners to close them.
 	close(b.done)
+	b.stopWatch()
+	<-b.watchDone
 	b.client.Close()
 }
 

@@ -31,10 +31,15 @@ const (
 // event run as one Lua script. Get is served from the client-side cache when
 // enabled. Errors wrap sessionbridge.ErrNotFound, ErrExists,
 // ErrVersionConflict and ErrUnavailable (Redis unreachable or timing out).
+//
+// A session this node saw revoked is never read back, even if a Redis
+// restart brought it back: the store keeps a journal of revocations (see
+// docs/redis.md, "Revocations and Redis restarts").
 type Store struct {
-	b      *Backend
-	sc     scripts
-	recent recent
+	b       *Backend
+	sc      scripts
+	recent  recent
+	journal *journal
 }
 
 var _ sessionbridge.Store = (*Store)(nil)
@@ -65,6 +70,15 @@ func (st *Store) Get(ctx context.Context, id string) (*sessionbridge.Session, er
 	}
 	if s == nil {
 		return nil, fmt.Errorf("redis: get session %s: %w", id, sessionbridge.ErrNotFound)
+	}
+	if st.journal.has(id) {
+		// Revoked, yet in Redis: a restart lost the delete. Refuse it and
+		// have the revocations written again.
+		st.b.wantReapply()
+		return nil, fmt.Errorf("redis: get session %s: %w", id, sessionbridge.ErrNotFound)
+	}
+	if err := b.gate(ctx, s); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -101,9 +115,14 @@ func (st *Store) GetMany(ctx context.Context, ids []string) (map[string]*session
 			b.log.Error("redis: skipping an undecodable session", "session_id", valid[i], "err", err)
 			continue
 		}
-		if s != nil {
-			out[valid[i]] = s
+		if s == nil {
+			continue
 		}
+		if st.journal.has(s.ID) {
+			b.wantReapply()
+			continue
+		}
+		out[valid[i]] = s
 	}
 	return out, nil
 }
@@ -315,7 +334,14 @@ func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) 
 		[]string{b.channel(sessionbridge.EventDeleted), payload, flags, id, b.userKeyPrefix(shard)},
 	).AsStrSlice()
 	if err != nil {
-		return nil, b.fail("delete", err)
+		err = b.fail("delete", err)
+		if errors.Is(err, sessionbridge.ErrUnavailable) {
+			// The delete may have been applied. A revocation asked for is
+			// kept either way: this node refuses the session from now on,
+			// and writes the delete again if it finds the session in Redis.
+			st.remember(id, time.Time{}, false)
+		}
+		return nil, err
 	}
 	if len(kv) == 0 {
 		return nil, fmt.Errorf("redis: delete session %s: %w", id, sessionbridge.ErrNotFound)
@@ -323,9 +349,76 @@ func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) 
 	b.metrics.EventPublished(string(sessionbridge.EventDeleted))
 	s, err := decodeFlat(kv)
 	if err != nil {
+		st.remember(id, time.Time{}, false)
 		return nil, fmt.Errorf("redis: delete session: %w", err)
 	}
+	st.remember(id, s.Deadline(), false)
 	return s, nil
+}
+
+// remember journals id as revoked until deadline, the session's deadline at
+// the revocation: a copy that a restart brings back is older, so its
+// deadline is no later. A zero deadline (not known) means the longest a
+// session lives. onlyIfAbsent keeps an entry already there as it is.
+func (st *Store) remember(id string, deadline time.Time, onlyIfAbsent bool) {
+	now := time.Now()
+	if deadline.IsZero() {
+		deadline = now.Add(st.b.opts.MaxSessionLifetime)
+	}
+	before := st.journal.droppedCount()
+	if after := st.journal.add(id, deadline, now, onlyIfAbsent); after > before && (before == 0 || after/1000 > before/1000) {
+		// The first drop, then one line per thousand.
+		st.b.log.Warn("redis: revocation journal full; forgetting the revocations closest to their expiry, which a Redis restart that loses writes could undo",
+			"journal_size", st.b.opts.RevocationJournal, "forgotten", after)
+	}
+}
+
+// reapply writes every journaled revocation to Redis again, with the delete
+// script, so that a session a restart brought back is deleted and its
+// deleted event published (every node closes its sockets). It returns how
+// many sessions it found and deleted.
+func (st *Store) reapply(ctx context.Context) (int, error) {
+	b := st.b
+	ids := st.journal.ids(time.Now())
+	ev := sessionbridge.Event{
+		Type: sessionbridge.EventDeleted, Source: sessionbridge.SourceSystem, NodeID: b.nodeID,
+		Timestamp: time.Now(), Reason: sessionbridge.ReasonRevoked,
+	}
+	revived := 0
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), reapplyBatch)]
+		ids = ids[len(batch):]
+		stmts := make([]rueidis.LuaExec, len(batch))
+		for i, id := range batch {
+			e := ev
+			e.SessionID = id
+			e, flags := placeholders(e, false, true)
+			payload, err := marshalEvent(e)
+			if err != nil {
+				return revived, fmt.Errorf("redis: reapply revocations: %w", err)
+			}
+			shard := sessionbridge.ShardOfID(id)
+			stmts[i] = rueidis.LuaExec{
+				Keys: []string{b.sessionKey(id), b.expiryKey(shard)},
+				Args: []string{b.channel(sessionbridge.EventDeleted), payload, flags, id, b.userKeyPrefix(shard)},
+			}
+		}
+		cctx, cancel := b.opCtx(ctx)
+		st.recent.mark(batch...)
+		res := st.sc.del.ExecMulti(cctx, b.client, stmts...)
+		cancel()
+		for _, r := range res {
+			kv, err := r.AsStrSlice()
+			if err != nil {
+				return revived, b.fail("reapply", err)
+			}
+			if len(kv) > 0 {
+				revived++
+				b.metrics.EventPublished(string(sessionbridge.EventDeleted))
+			}
+		}
+	}
+	return revived, nil
 }
 
 // Rotate replaces the session oldID by s in one script and publishes deleted,
@@ -379,6 +472,9 @@ func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Sess
 	}
 	switch n {
 	case 1:
+		// The old ID is as revoked as a deleted session: a restart must
+		// not bring it back beside the new one.
+		st.remember(oldID, s.Deadline(), false)
 		b.metrics.EventPublished(string(sessionbridge.EventDeleted))
 		b.metrics.EventPublished(string(sessionbridge.EventCreated))
 		return nil

@@ -3,7 +3,11 @@
 // Every test that needs Redis starts its own server on a free loopback port
 // with persistence off, so that tests never share state, never touch a Redis
 // somebody else runs, and can stop, restart or disturb the server at will.
-// The redis-server binary must be on PATH; scripts/test installs it.
+// Tests of durability turn persistence on with Start's extra arguments
+// (RDBSnapshots, AOF), kill the server as a crash would and start it again
+// from what it left on disk (RestartKeepingData, CopyDisk and
+// RestartFromDisk). The redis-server binary must be on PATH; scripts/test
+// installs it.
 package redistest
 
 import (
@@ -142,8 +146,8 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 // URL returns a redis:// URL of the server's database 0.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
-// Stop kills the server and waits for it to exit. It is a no-op on a
-// stopped server.
+// Stop kills the server with SIGKILL, as a crash would (nothing is saved on
+// the way out), and waits for it to exit. It is a no-op on a stopped server.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -151,14 +155,130 @@ func (s *Server) Stop() {
 }
 
 // Restart stops the server if it runs and starts a new one on the same port.
-// The new server is empty: nothing is persisted across a restart (a
-// Sentinel restarts with the configuration it started with).
+// The new server is empty: its data files are removed first, so nothing
+// comes back whatever the persistence (a Sentinel restarts with the
+// configuration it started with).
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
+	if err := s.removeData(); err != nil {
+		s.t.Fatalf("redistest: restart: %v", err)
+	}
 	if err := s.start(); err != nil {
 		s.t.Fatalf("redistest: restart: %v", err)
 	}
+}
+
+// RestartKeepingData kills the server (SIGKILL: no save on the way out) and
+// starts it again on the same port from the same data directory, so that it
+// loads whatever its persistence had put on disk, as after a crash. It
+// returns once the server has loaded its data and answers PING.
+func (s *Server) RestartKeepingData() {
+	s.t.Helper()
+	s.Stop()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("redistest: restart keeping data: %v", err)
+	}
+}
+
+// Disk is a copy of a server's data files (RDB snapshot and AOF directory)
+// taken by CopyDisk.
+type Disk struct {
+	dir string
+}
+
+// CopyDisk copies the server's data files as they are on disk now, for
+// RestartFromDisk. With the server running, the copy holds what Redis has
+// written to its files so far: what a machine crash would leave behind if
+// nothing later reached the disk. Take it right after a SAVE, or after a
+// write whose AOF entry is in the file, to know what it contains.
+func (s *Server) CopyDisk() Disk {
+	s.t.Helper()
+	d := Disk{dir: s.t.TempDir()}
+	if err := copyData(s.dir, d.dir); err != nil {
+		s.t.Fatalf("redistest: copy disk: %v", err)
+	}
+	return d
+}
+
+// RestartFromDisk kills the server (SIGKILL), replaces its data files by the
+// copy d and starts it again on the same port, as a restart after a crash
+// that lost every write made after the copy.
+func (s *Server) RestartFromDisk(d Disk) {
+	s.t.Helper()
+	s.Stop()
+	if err := s.removeData(); err != nil {
+		s.t.Fatalf("redistest: restart from disk: %v", err)
+	}
+	if err := copyData(d.dir, s.dir); err != nil {
+		s.t.Fatalf("redistest: restart from disk: %v", err)
+	}
+	if err := s.start(); err != nil {
+		s.t.Fatalf("redistest: restart from disk: %v", err)
+	}
+}
+
+// Data files of a server in its directory.
+const (
+	rdbFile = "dump.rdb"
+	aofDir  = "appendonlydir"
+)
+
+// removeData deletes the server's data files.
+func (s *Server) removeData() error {
+	if err := os.Remove(filepath.Join(s.dir, rdbFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.RemoveAll(filepath.Join(s.dir, aofDir))
+}
+
+// copyData copies the RDB file and the AOF directory of src, where they
+// exist, into dst.
+func copyData(src, dst string) error {
+	if err := copyFile(filepath.Join(src, rdbFile), filepath.Join(dst, rdbFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	entries, err := os.ReadDir(filepath.Join(src, aofDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dst, aofDir), 0o700); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := copyFile(filepath.Join(src, aofDir, e.Name()), filepath.Join(dst, aofDir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o600)
+}
+
+// Dir returns the server's data directory (its --dir).
+func (s *Server) Dir() string { return s.dir }
+
+// RDBSnapshots returns Start's extra arguments for RDB persistence: the
+// server writes a snapshot on SAVE and BGSAVE (its automatic schedule never
+// fires within a test, so the test decides when the snapshot is taken) and
+// loads it at start.
+func RDBSnapshots() []string {
+	return []string{"--save", "3600 1000000"}
+}
+
+// AOF returns Start's extra arguments for an append-only file with the given
+// appendfsync policy ("always", "everysec" or "no"), loaded at start.
+func AOF(fsync string) []string {
+	return []string{"--appendonly", "yes", "--appendfsync", fsync}
 }
 
 // Do sends one command on a fresh connection and returns its reply: a
@@ -197,8 +317,6 @@ func (s *Server) start() error {
 	if s.cmd != nil {
 		return errors.New("already running")
 	}
-	// Leftovers of a previous run must not come back on a restart.
-	_ = os.Remove(filepath.Join(s.dir, "dump.rdb"))
 	var args []string
 	if s.sentinel != "" {
 		conf := filepath.Join(s.dir, "sentinel.conf")

@@ -88,3 +88,67 @@ func TestCluster(t *testing.T) {
 	}
 	s.MustDo("MSET", "{t}a", "1", "{t}b", "2")
 }
+
+func TestRDBSurvivesACrashUpToTheLastSave(t *testing.T) {
+	s := Start(t, RDBSnapshots()...)
+	s.MustDo("SET", "saved", "1")
+	s.MustDo("SAVE")
+	s.MustDo("SET", "unsaved", "1")
+	runID := runIDOf(t, s)
+	s.RestartKeepingData()
+	if runID == runIDOf(t, s) {
+		t.Fatal("the run id did not change across a restart")
+	}
+	if got := s.MustDo("GET", "saved"); got != "1" {
+		t.Fatalf("after a crash GET saved = %#v, want the snapshot's 1", got)
+	}
+	if got := s.MustDo("GET", "unsaved"); got != nil {
+		t.Fatalf("after a crash GET unsaved = %#v, want nil: it was written after the snapshot", got)
+	}
+	s.Restart()
+	if got := s.MustDo("GET", "saved"); got != nil {
+		t.Fatalf("after Restart GET saved = %#v, want an empty server", got)
+	}
+}
+
+func TestAOFKeepsEveryWriteAcrossAProcessCrash(t *testing.T) {
+	s := Start(t, AOF("everysec")...)
+	if got, ok := s.MustDo("CONFIG", "GET", "appendfsync").([]any); !ok || len(got) != 2 || got[1] != "everysec" {
+		t.Fatalf("CONFIG GET appendfsync = %#v", got)
+	}
+	s.MustDo("SET", "k", "v")
+	s.RestartKeepingData()
+	if got := s.MustDo("GET", "k"); got != "v" {
+		t.Fatalf("after a crash GET k = %#v, want v", got)
+	}
+	s.Restart()
+	if got := s.MustDo("GET", "k"); got != nil {
+		t.Fatalf("after Restart GET k = %#v, want an empty server", got)
+	}
+}
+
+func TestRestartFromDiskLosesLaterWrites(t *testing.T) {
+	s := Start(t, AOF("no")...)
+	s.MustDo("SET", "before", "1")
+	d := s.CopyDisk()
+	s.MustDo("SET", "after", "1")
+	s.RestartFromDisk(d)
+	if got := s.MustDo("GET", "before"); got != "1" {
+		t.Fatalf("GET before = %#v, want 1", got)
+	}
+	if got := s.MustDo("GET", "after"); got != nil {
+		t.Fatalf("GET after = %#v, want nil: it was written after the copy", got)
+	}
+}
+
+func runIDOf(t *testing.T, s *Server) string {
+	t.Helper()
+	info, _ := s.MustDo("INFO", "server").(string)
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return v
+		}
+	}
+	t.Fatalf("no run_id in INFO server: %q", info)
+	return ""
+}

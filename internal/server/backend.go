@@ -29,6 +29,8 @@ type backend struct {
 	Presence func(local sessionbridge.Presence) sessionbridge.Presence
 	// Ping reports whether the store and the bus are reachable (/readyz).
 	Ping func(ctx context.Context) error
+	// Details, if set, adds fields to a ready /readyz answer.
+	Details func() map[string]any
 	// Run, if set, does the backend's background work (such as presence
 	// heartbeats) until ctx is done.
 	Run func(ctx context.Context) error

@@ -11,8 +11,9 @@ import (
 )
 
 // redis builds the cluster backend: store, bus, tickets and presence in the
-// Redis at cfg.RedisURL under cfg.RedisPrefix, readiness by PING, and the
-// presence heartbeat as background work.
+// Redis at cfg.RedisURL under cfg.RedisPrefix, readiness by PING (with the
+// Redis persistence in the details), and the presence heartbeat as
+// background work.
 func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger, m *metrics.Metrics) (backend, error) {
 	rb, err := redis.New(ctx, redis.Options{
 		URL:     cfg.RedisURL,
@@ -20,6 +21,10 @@ func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger
 		NodeID:  cfg.NodeID,
 		Logger:  logger,
 		Metrics: m,
+		// A revocation learnt from another node's event is remembered as
+		// long as a session can live.
+		MaxSessionLifetime: cfg.AbsoluteTimeout,
+		RevocationJournal:  cfg.RedisRevocationJournal,
 	})
 	if err != nil {
 		return backend{}, err
@@ -42,6 +47,9 @@ func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger
 			return p
 		},
 		Ping: rb.Ping,
+		Details: func() map[string]any {
+			return map[string]any{"redis_persistence": rb.Persistence().Details()}
+		},
 		Run: func(ctx context.Context) error {
 			mu.Lock()
 			p := pres

@@ -51,6 +51,10 @@ type Config struct {
 	RedisURL string
 	// RedisPrefix prefixes every Redis key and channel; default "sb:".
 	RedisPrefix string
+	// RedisRevocationJournal is how many revocations a node remembers so
+	// that a Redis restart that lost them cannot undo them; zero means
+	// redis.DefaultRevocationJournal.
+	RedisRevocationJournal int
 	// NodeID names this node in events and presence; default
 	// "<hostname>-<random>".
 	NodeID string
@@ -272,7 +276,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		},
 		Users: s.users, LoginLimiter: limiter, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets,
 		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins,
-		Ready: s.ready, Audit: auditLog, Logger: logger,
+		Ready: s.ready, ReadyDetails: s.backend.Details, Audit: auditLog, Logger: logger,
 	}
 	apiHandler := api.Handler()
 	mux := http.NewServeMux()
