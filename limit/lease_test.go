@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionbridge/sessionbridge/internal/testclock"
 	"github.com/sessionbridge/sessionbridge/limit"
 )
 
@@ -41,7 +42,7 @@ func (c *countingLimiter) count() int {
 // cluster's limit for ten seconds, admit at most the limit plus its burst
 // plus one lease per node.
 func TestLeasedOverAdmissionBound(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := testclock.New(time.Unix(1_700_000_000, 0))
 	shared := &limit.Memory{Now: c.Now}
 	const rate = 1000 // per second; lease = 10
 	charge := limit.Charge{Rule: "key_frames_per_second", Subject: "key:k", Rate: limit.PerSecond(rate)}
@@ -79,7 +80,7 @@ func TestLeasedOverAdmissionBound(t *testing.T) {
 // TestLeasedSpendsLocally: frames within a lease cost no call to the shared
 // limiter, and a refused flood costs none either until its retry time.
 func TestLeasedSpendsLocally(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := testclock.New(time.Unix(1_700_000_000, 0))
 	shared := &countingLimiter{Limiter: &limit.Memory{Now: c.Now}}
 	l := &limit.Leaser{Shared: shared, Now: c.Now}
 	b, err := l.Bucket(limit.Charge{Rule: "user_frames_per_second", Subject: "user:a", Rate: limit.PerSecond(500)})
@@ -139,7 +140,7 @@ func BenchmarkTake(b *testing.B) {
 // TestLeasedFallsBackToALocalShare: with the shared limiter away, a node
 // admits its share of the rate (limit ÷ live nodes), no more, no less.
 func TestLeasedFallsBackToALocalShare(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := testclock.New(time.Unix(1_700_000_000, 0))
 	shared := &countingLimiter{Limiter: &limit.Memory{Now: c.Now}, down: true}
 	l := &limit.Leaser{Shared: shared, Now: c.Now, Nodes: func() int { return 4 }}
 	b, err := l.Bucket(limit.Charge{Rule: "key_frames_per_second", Subject: "key:k", Rate: limit.PerSecond(400)})

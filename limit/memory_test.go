@@ -2,10 +2,10 @@ package limit_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/sessionbridge/sessionbridge/internal/testclock"
 	"github.com/sessionbridge/sessionbridge/limit"
 	"github.com/sessionbridge/sessionbridge/limit/limittest"
 )
@@ -14,27 +14,10 @@ func TestMemoryConformance(t *testing.T) {
 	limittest.Run(t, func(t *testing.T) limit.Limiter { return &limit.Memory{} })
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // TestSustainedRate checks the GCRA arithmetic on a fake clock: after the
 // burst, one event per interval, and the retry time is exact.
 func TestSustainedRate(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := testclock.New(time.Unix(1_700_000_000, 0))
 	m := &limit.Memory{Now: c.Now}
 	ch := limit.Charge{Rule: "frames", Subject: "conn:1", Rate: limit.PerSecond(10)}
 	for range 10 {
@@ -73,7 +56,7 @@ func TestSustainedRate(t *testing.T) {
 
 // TestIdleSubjectsCostNothing: passed entries are dropped as the map grows.
 func TestIdleSubjectsCostNothing(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := testclock.New(time.Unix(1_700_000_000, 0))
 	m := &limit.Memory{Now: c.Now}
 	for i := range 10000 {
 		ch := limit.Charge{Rule: "r", Subject: string(rune(i)), Rate: limit.PerSecond(1)}
