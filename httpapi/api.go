@@ -171,6 +171,7 @@ func (a *API) build() (*http.ServeMux, []Route) {
 
 	route("/healthz", map[string]http.Handler{http.MethodGet: hf(a.healthz)})
 	route("/readyz", map[string]http.Handler{http.MethodGet: hf(a.readyz)})
+	route("/openapi.json", map[string]http.Handler{http.MethodGet: hf(serveOpenAPI)})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "no such route"))
 	})

@@ -291,6 +291,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	mux.Handle("/api/", apiHandler)
 	mux.Handle("/healthz", apiHandler)
 	mux.Handle("/readyz", apiHandler)
+	mux.Handle("/openapi.json", apiHandler)
 	mux.Handle("/", dashboard.Handler())
 	s.handler = mux
 	ok = true
@@ -343,8 +344,8 @@ func (s *Server) ready(ctx context.Context) error {
 	return s.backend.Ping(ctx)
 }
 
-// Handler returns the server's routes: /ws, /metrics, /healthz, /readyz, the
-// API under /auth/ and /api/v1/, and the dashboard at /.
+// Handler returns the server's routes: /ws, /metrics, /healthz, /readyz,
+// /openapi.json, the API under /auth/ and /api/v1/, and the dashboard at /.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Manager returns the session manager, for tests and embedding programs.
