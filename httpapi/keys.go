@@ -230,7 +230,7 @@ type keyPatchRequest struct {
 	Meta   json.RawMessage `json:"meta"`
 }
 
-// field decodes one present member of a patch into v; null is refused, since
+// patchField decodes one present member of a patch into v; null is refused, since
 // none of these can be removed.
 func patchField(name string, raw json.RawMessage, v any) (bool, *apiError) {
 	if raw == nil {
