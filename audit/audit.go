@@ -35,6 +35,15 @@ const (
 	WSConnected = "ws_connected"
 	// WSDisconnected: a WebSocket connection closed.
 	WSDisconnected = "ws_disconnected"
+	// APIKeyCreated: an API key was issued.
+	APIKeyCreated = "apikey_created"
+	// APIKeyUpdated: an API key's name, scopes, limits or meta changed.
+	APIKeyUpdated = "apikey_updated"
+	// APIKeyRolled: an API key was replaced by a successor; KeyID names the
+	// successor, Detail the key it replaces.
+	APIKeyRolled = "apikey_rolled"
+	// APIKeyRevoked: an API key was deleted.
+	APIKeyRevoked = "apikey_revoked"
 )
 
 // Fields are the facts of an audit record. Empty fields are left out.
@@ -44,8 +53,10 @@ const (
 // public ID (SessionID) only. Values that look like credentials are redacted
 // anyway, as a last line of defence.
 type Fields struct {
-	SessionID    string
-	UserID       string
+	SessionID string
+	UserID    string
+	// KeyID is the public ID of an API key, never the key itself.
+	KeyID        string
 	ConnectionID string
 	IP           string
 	UserAgent    string
@@ -98,7 +109,7 @@ func (l *Logger) Log(ctx context.Context, event string, f Fields) {
 	if !l.l.Enabled(ctx, level) {
 		return
 	}
-	var buf [11]slog.Attr
+	var buf [12]slog.Attr
 	attrs := append(buf[:0], slog.Bool("audit", true), slog.String("event", Clean(event)))
 	add := func(key, v string) {
 		if v != "" {
@@ -107,6 +118,7 @@ func (l *Logger) Log(ctx context.Context, event string, f Fields) {
 	}
 	add("session_id", f.SessionID)
 	add("user_id", f.UserID)
+	add("key_id", f.KeyID)
 	add("connection_id", f.ConnectionID)
 	add("ip", f.IP)
 	add("user_agent", f.UserAgent)

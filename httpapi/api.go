@@ -15,6 +15,7 @@ import (
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
+	"github.com/sessionbridge/sessionbridge/keys"
 	"github.com/sessionbridge/sessionbridge/users"
 )
 
@@ -35,8 +36,8 @@ type Publisher interface {
 // /auth/, the admin routes under /api/v1/ and the health probes. See
 // docs/http-api.md for every route, body and error code.
 //
-// An API needs Sessions (with its Manager). Users, Presence, Publisher and
-// Tickets are optional: the routes that need a missing one answer 404. The
+// An API needs Sessions (with its Manager). Users, Presence, Publisher,
+// Tickets and Keys are optional: the routes that need a missing one answer 404. The
 // admin routes answer 404 unless AdminToken is set.
 type API struct {
 	Sessions *Sessions
@@ -49,6 +50,11 @@ type API struct {
 	Publisher Publisher
 	// Tickets issues the single-use WebSocket tickets of POST /auth/ws-ticket.
 	Tickets sessionbridge.TicketStore
+	// Keys manages the API keys of /api/v1/keys and /auth/keys.
+	Keys *keys.Manager
+	// SessionScopes are the scopes a signed-in user holds, which bound the
+	// scopes of the keys they create from /auth/keys; nil means every scope.
+	SessionScopes []string
 	// LoginLimiter, if set, refuses sign-ins from a client IP or for a
 	// username with too many recent failures (429 rate_limited).
 	LoginLimiter *FailureLimiter
@@ -79,11 +85,33 @@ func (a *API) logger() *slog.Logger {
 // Handler returns the API's routes. Unknown paths answer 404 and known paths
 // with another method 405, both with JSON bodies.
 func (a *API) Handler() http.Handler {
+	mux, _ := a.build()
+	return mux
+}
+
+// Route is one path of the API and the methods it answers (HEAD, answered
+// wherever GET is, is not listed).
+type Route struct {
+	Path    string
+	Methods []string
+}
+
+// Routes returns every route Handler serves, in registration order; the
+// OpenAPI document (GET /openapi.json) is checked against it.
+func (a *API) Routes() []Route {
+	_, routes := a.build()
+	return routes
+}
+
+// build assembles the routes: a mux that serves them, and their list.
+func (a *API) build() (*http.ServeMux, []Route) {
 	mux := http.NewServeMux()
+	var routes []Route
 	// Each path gets one pattern that dispatches on the method, so that a
 	// wrong method gets a JSON 405 and literal paths such as
 	// /auth/sessions/revoke-others cannot conflict with wildcard ones.
 	route := func(path string, handlers map[string]http.Handler) {
+		routes = append(routes, Route{Path: path, Methods: slices.Sorted(maps.Keys(handlers))})
 		if h, ok := handlers[http.MethodGet]; ok {
 			handlers[http.MethodHead] = h
 		}
@@ -116,6 +144,12 @@ func (a *API) Handler() http.Handler {
 	route("/auth/sessions/{id}", map[string]http.Handler{http.MethodDelete: change(a.deleteMySession)})
 	route("/auth/sessions/revoke-others", map[string]http.Handler{http.MethodPost: change(a.revokeOthers)})
 	route("/auth/ws-ticket", map[string]http.Handler{http.MethodPost: change(a.wsTicket)})
+	route("/auth/keys", map[string]http.Handler{
+		http.MethodGet:  user(a.myKeys),
+		http.MethodPost: change(a.createMyKey),
+	})
+	route("/auth/keys/{id}", map[string]http.Handler{http.MethodDelete: change(a.deleteMyKey)})
+	route("/auth/keys/{id}/roll", map[string]http.Handler{http.MethodPost: change(a.rollMyKey)})
 
 	route("/api/v1/sessions", map[string]http.Handler{http.MethodPost: admin(a.adminCreate)})
 	route("/api/v1/sessions/{id}", map[string]http.Handler{
@@ -129,13 +163,23 @@ func (a *API) Handler() http.Handler {
 	})
 	route("/api/v1/publish", map[string]http.Handler{http.MethodPost: admin(a.adminPublish)})
 	route("/api/v1/connections", map[string]http.Handler{http.MethodGet: admin(a.adminConnections)})
+	route("/api/v1/keys", map[string]http.Handler{http.MethodPost: admin(a.adminCreateKey)})
+	route("/api/v1/keys/verify", map[string]http.Handler{http.MethodPost: admin(a.adminVerifyKey)})
+	route("/api/v1/keys/{id}", map[string]http.Handler{
+		http.MethodGet:    admin(a.adminGetKey),
+		http.MethodPatch:  admin(a.adminPatchKey),
+		http.MethodDelete: admin(a.adminDeleteKey),
+	})
+	route("/api/v1/keys/{id}/roll", map[string]http.Handler{http.MethodPost: admin(a.adminRollKey)})
+	route("/api/v1/users/{user_id}/keys", map[string]http.Handler{http.MethodGet: admin(a.adminListUserKeys)})
 
 	route("/healthz", map[string]http.Handler{http.MethodGet: hf(a.healthz)})
 	route("/readyz", map[string]http.Handler{http.MethodGet: hf(a.readyz)})
+	route("/openapi.json", map[string]http.Handler{http.MethodGet: hf(serveOpenAPI)})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "no such route"))
 	})
-	return mux
+	return mux, routes
 }
 
 // sameOrigin returns a middleware that refuses cross-origin state-changing requests that rely on the
@@ -233,7 +277,7 @@ func (a *API) views(ctx context.Context, list []*sessionbridge.Session, currentI
 	return out
 }
 
-// etag is the entity tag of a session version.
+// etag is the entity tag of a session or API key version.
 func etag(v uint64) string { return `"` + strconv.FormatUint(v, 10) + `"` }
 
 // ifMatch parses an If-Match header into the version it requires: 0 when
@@ -249,7 +293,7 @@ func ifMatch(r *http.Request) (uint64, *apiError) {
 	}
 	v, err := strconv.ParseUint(q, 10, 64)
 	if !ok || err != nil || v == 0 {
-		return 0, errorf(http.StatusBadRequest, CodeBadRequest, `If-Match must be a session version in quotes, like "3"`)
+		return 0, errorf(http.StatusBadRequest, CodeBadRequest, `If-Match must be a version in quotes, like "3"`)
 	}
 	return v, nil
 }

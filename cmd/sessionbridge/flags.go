@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -19,8 +20,9 @@ func envName(flagName string) string {
 // parse parses args into fs, letting flags and positional arguments mix
 // ("user add alice --bcrypt"), then fills every flag not given on the command
 // line from its environment variable: a flag wins over the environment. It
-// returns the positional arguments.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+// returns the positional arguments. When only names flags, only those are
+// read from the environment.
+func parse(fs *flag.FlagSet, args []string, only ...string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -44,7 +46,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Value] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Value] || err != nil {
+		if set[f.Value] || err != nil || (len(only) > 0 && !slices.Contains(only, f.Name)) {
 			return
 		}
 		v, ok := os.LookupEnv(envName(f.Name))

@@ -5,6 +5,7 @@
 //	sessionbridge user add <name>        add a user to the users file
 //	sessionbridge user remove <name>     remove a user
 //	sessionbridge user list              list the users
+//	sessionbridge key create|list|roll|revoke  manage API keys of a running server
 //	sessionbridge version                print the version
 package main
 
@@ -44,9 +45,10 @@ Usage:
   sessionbridge user add <username> [flags]        add a user to the users file
   sessionbridge user remove <username> [--users FILE]
   sessionbridge user list [--users FILE]
+  sessionbridge key create|list|roll|revoke [flags]  manage API keys of a running server
   sessionbridge version                            print the version
 
-Run "sessionbridge serve -h" or "sessionbridge user add -h" for flags.
+Run "sessionbridge serve -h", "sessionbridge user add -h" or "sessionbridge key help" for flags.
 `
 
 // run is the whole program: it returns the exit code instead of exiting, and
@@ -61,6 +63,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return serve(ctx, args[1:], stdout, stderr)
 	case "user":
 		return user(args[1:], stdin, stdout, stderr)
+	case "key":
+		return key(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version())
 		return exitOK

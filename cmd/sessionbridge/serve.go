@@ -66,6 +66,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&c.MaxConnsPerSession, "max-conns-per-session", 0, "live WebSockets one session may hold on this node (default 100; negative: no cap)")
 	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", 0, "live WebSockets one user may hold on this node (default 500; negative: no cap)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "how often local sessions are re-validated against the store (default 30s)")
+	fs.DurationVar(&c.KeyMaxTTL, "key-max-ttl", 0, "longest lifetime of an API key, also for keys created without a TTL (default: keys may live for ever)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "longest drain on SIGINT/SIGTERM")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "longest time to read one HTTP request, headers and body (WebSockets are not affected)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")

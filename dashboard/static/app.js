@@ -27,6 +27,9 @@ import { Client } from '/sessionbridge/index.js';
     devicesBusy: false,
     devicesAgain: false,  // a refresh was asked for while one was in flight
     signingOut: false,    // a logout request is in flight
+    keysBusy: false,
+    keysAgain: false,     // a key list refresh was asked for while one was in flight
+    keysNote: '',         // outcome of the last key action, shown with the list
   };
 
   // ---------- HTTP API ----------
@@ -89,6 +92,7 @@ import { Client } from '/sessionbridge/index.js';
 
   function showSignin(message) {
     stopTimers();
+    forgetKeys();
     state.session = null;
     show('signin');
     applyTheme('system');
@@ -105,6 +109,7 @@ import { Client } from '/sessionbridge/index.js';
   function showEnded(title, detail) {
     sb.close();
     stopTimers();
+    forgetKeys();
     state.session = null;
     $('ended-title').textContent = title;
     $('ended-detail').textContent = detail;
@@ -117,6 +122,7 @@ import { Client } from '/sessionbridge/index.js';
     renderSession(session);
     startTimers();
     refreshDevices();
+    refreshKeys();
   }
 
   function setError(text) {
@@ -335,6 +341,159 @@ import { Client } from '/sessionbridge/index.js';
       btn.disabled = false;
     }
     refreshDevices();
+  }
+
+  // ---------- API keys ----------
+
+  // A new key is shown once, in the read-only field of the key-new panel,
+  // until the user dismisses it or leaves; it is never kept anywhere else.
+  function showNewKey(key, what) {
+    $('key-new-title').textContent = what + ' Copy it now: it will not be shown again.';
+    $('key-new-value').value = key;
+    $('key-new').hidden = false;
+    $('key-new-value').focus();
+    $('key-new-value').select();
+  }
+
+  function hideNewKey() {
+    $('key-new-value').value = '';
+    $('key-new').hidden = true;
+  }
+
+  function forgetKeys() {
+    hideNewKey();
+    $('keys-list').replaceChildren();
+    $('keys-msg').textContent = '';
+  }
+
+  async function copyNewKey() {
+    const input = $('key-new-value');
+    input.focus();
+    input.select();
+    try {
+      await navigator.clipboard.writeText(input.value);
+      $('keys-msg').textContent = 'Key copied to the clipboard.';
+    } catch (e) {
+      // No clipboard permission: the key is selected, ready for Ctrl+C.
+      $('keys-msg').textContent = 'Copying was refused by the browser: the key is selected, copy it with the keyboard.';
+    }
+  }
+
+  // refreshKeys reloads the list; note, when given, is shown instead of the
+  // count (the outcome of the action that asked for the refresh).
+  async function refreshKeys(note) {
+    if (!state.session) return;
+    if (typeof note === 'string') state.keysNote = note;
+    if (state.keysBusy) {
+      state.keysAgain = true;
+      return;
+    }
+    state.keysBusy = true;
+    state.keysAgain = false;
+    try {
+      const body = await api('GET', '/auth/keys');
+      const list = body && Array.isArray(body.keys) ? body.keys : [];
+      renderKeys(list);
+      $('keys-msg').textContent = state.keysNote ||
+        (list.length === 0 ? 'No API keys yet.' : list.length === 1 ? '1 API key.' : list.length + ' API keys.');
+      state.keysNote = '';
+    } catch (e) {
+      if (e.status === 401) return sessionGone();
+      $('keys-msg').textContent = e.status === 404 ? 'API keys are not enabled on this server.' : 'Could not load API keys: ' + e.message;
+    } finally {
+      state.keysBusy = false;
+      if (state.keysAgain) refreshKeys();
+    }
+  }
+
+  function renderKeys(list) {
+    const tpl = $('key-template');
+    const now = Date.now();
+    list = list.slice().sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+    const items = list.map((k) => {
+      const li = tpl.content.firstElementChild.cloneNode(true);
+      li.dataset.keyId = k.id;
+      li.querySelector('.key-label').textContent = k.name;
+      li.querySelector('.key-id').textContent = k.id;
+      const expires = toDate(k.expires_at);
+      const expired = expires !== null && expires.getTime() <= now;
+      li.dataset.expired = String(expired);
+      li.querySelector('[data-testid=key-expired]').hidden = !expired;
+      const scopes = Array.isArray(k.scopes) && k.scopes.length ? k.scopes.join(' ') : '(no scopes)';
+      li.querySelector('[data-testid=key-scopes-shown]').textContent = 'Scopes: ' + scopes;
+      const used = toDate(k.last_used_at);
+      li.querySelector('[data-testid=key-meta]').textContent =
+        'created ' + fmtTime(k.created_at) +
+        ' · ' + (expires ? (expired ? 'expired ' : 'expires ') + fmtTime(k.expires_at) : 'never expires') +
+        ' · ' + (used ? 'last used ' + fmtTime(k.last_used_at) + (k.last_ip ? ' from ' + k.last_ip : '') : 'never used');
+      const roll = li.querySelector('[data-testid=key-roll]');
+      const revoke = li.querySelector('[data-testid=key-revoke]');
+      roll.setAttribute('aria-label', 'Roll key ' + k.name);
+      revoke.setAttribute('aria-label', 'Revoke key ' + k.name);
+      if (expired) roll.remove();
+      else roll.addEventListener('click', () => rollKey(k, roll));
+      revoke.addEventListener('click', () => revokeKey(k, revoke));
+      return li;
+    });
+    $('keys-list').replaceChildren(...items);
+  }
+
+  async function createKey(ev) {
+    ev.preventDefault();
+    const name = $('key-name').value.trim();
+    if (!name) {
+      $('keys-msg').textContent = 'Give the key a name.';
+      $('key-name').focus();
+      return;
+    }
+    const scopes = $('key-scopes').value.split(/[\s,]+/).filter(Boolean);
+    const ttl = parseInt($('key-ttl').value, 10) || 0;
+    const btn = $('key-create');
+    btn.disabled = true;
+    hideNewKey();
+    try {
+      const body = await api('POST', '/auth/keys', { name, scopes, ttl_seconds: ttl });
+      $('key-name').value = '';
+      showNewKey(body.key, 'Key "' + body.name + '" created.');
+      refreshKeys('Key "' + body.name + '" created.');
+    } catch (e) {
+      if (e.status === 401) return sessionGone();
+      $('keys-msg').textContent = 'Could not create the key: ' + e.message;
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  // Rolling keeps the old key working for an hour, so that programs using
+  // it can switch to the new one.
+  const ROLL_GRACE_SECONDS = 3600;
+
+  async function rollKey(k, btn) {
+    btn.disabled = true;
+    hideNewKey();
+    try {
+      const body = await api('POST', '/auth/keys/' + encodeURIComponent(k.id) + '/roll', { grace_seconds: ROLL_GRACE_SECONDS });
+      showNewKey(body.key, 'Key "' + k.name + '" rolled; the old one keeps working for an hour at most.');
+    } catch (e) {
+      if (e.status === 401) return sessionGone();
+      btn.disabled = false;
+      $('keys-msg').textContent = 'Could not roll the key: ' + e.message;
+      return;
+    }
+    refreshKeys('Key "' + k.name + '" rolled.');
+  }
+
+  async function revokeKey(k, btn) {
+    btn.disabled = true;
+    try {
+      await api('DELETE', '/auth/keys/' + encodeURIComponent(k.id));
+    } catch (e) {
+      if (e.status === 401) return sessionGone();
+      btn.disabled = false;
+      $('keys-msg').textContent = 'Could not revoke the key: ' + e.message;
+      return;
+    }
+    refreshKeys('Key "' + k.name + '" revoked.');
   }
 
   // ---------- preferences ----------
@@ -590,6 +749,10 @@ import { Client } from '/sessionbridge/index.js';
     $('signout').addEventListener('click', signOut);
     $('revoke-others').addEventListener('click', revokeOthers);
     $('devices-refresh').addEventListener('click', refreshDevices);
+    $('keys-refresh').addEventListener('click', () => refreshKeys());
+    $('key-form').addEventListener('submit', createKey);
+    $('key-copy').addEventListener('click', copyNewKey);
+    $('key-dismiss').addEventListener('click', hideNewKey);
     $('theme').addEventListener('change', saveTheme);
     $('name-form').addEventListener('submit', saveName);
     $('log-clear').addEventListener('click', () => $('event-log').replaceChildren());

@@ -27,6 +27,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/gateway"
 	"github.com/sessionbridge/sessionbridge/httpapi"
 	"github.com/sessionbridge/sessionbridge/jwt"
+	"github.com/sessionbridge/sessionbridge/keys"
 	"github.com/sessionbridge/sessionbridge/metrics"
 )
 
@@ -115,6 +116,9 @@ type Config struct {
 	ReadTimeout time.Duration
 	// ExpiryInterval is how often expired sessions are claimed; default 1s.
 	ExpiryInterval time.Duration
+	// KeyMaxTTL caps the lifetime of API keys, including keys created
+	// without a TTL; zero means keys may live for ever.
+	KeyMaxTTL time.Duration
 	// JWT configures bearer JWTs on WebSocket upgrades; without a key
 	// source JWTs are refused.
 	JWT JWTConfig
@@ -148,6 +152,7 @@ type Server struct {
 	logger   *slog.Logger
 	backend  backend
 	manager  *sessionbridge.Manager
+	keys     *keys.Manager
 	gateway  *gateway.Gateway
 	jwt      *jwt.Verifier
 	users    *userSource
@@ -185,6 +190,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("server: TLS needs both a certificate and a key file")
+	}
+	if cfg.KeyMaxTTL < 0 {
+		return nil, errors.New("server: the maximum API key lifetime must not be negative")
 	}
 	trusted, err := device.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
@@ -236,6 +244,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		IdleTimeout: cfg.IdleTimeout, AbsoluteTimeout: cfg.AbsoluteTimeout, TouchInterval: cfg.TouchInterval,
 		MaxDataBytes: cfg.MaxSessionData, MaxDataDepth: cfg.MaxDataDepth,
 	}
+	s.keys = &keys.Manager{Store: s.backend.Keys, MaxTTL: cfg.KeyMaxTTL}
 	var jwtVerifier sessionbridge.TokenVerifier
 	if cfg.JWT.enabled() {
 		s.jwt, err = jwt.New(ctx, jwt.Config{
@@ -274,7 +283,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			Manager: s.manager, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
 			Audit: auditLog, Logger: logger,
 		},
-		Users: s.users, LoginLimiter: limiter, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets,
+		Users: s.users, LoginLimiter: limiter, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets, Keys: s.keys,
 		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins,
 		Ready: s.ready, ReadyDetails: s.backend.Details, Audit: auditLog, Logger: logger,
 	}
@@ -286,6 +295,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	mux.Handle("/api/", apiHandler)
 	mux.Handle("/healthz", apiHandler)
 	mux.Handle("/readyz", apiHandler)
+	mux.Handle("/openapi.json", apiHandler)
 	mux.Handle("/", dashboard.Handler())
 	s.handler = mux
 	ok = true
@@ -338,12 +348,15 @@ func (s *Server) ready(ctx context.Context) error {
 	return s.backend.Ping(ctx)
 }
 
-// Handler returns the server's routes: /ws, /metrics, /healthz, /readyz, the
-// API under /auth/ and /api/v1/, and the dashboard at /.
+// Handler returns the server's routes: /ws, /metrics, /healthz, /readyz,
+// /openapi.json, the API under /auth/ and /api/v1/, and the dashboard at /.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Manager returns the session manager, for tests and embedding programs.
 func (s *Server) Manager() *sessionbridge.Manager { return s.manager }
+
+// Keys returns the API key manager, for tests and embedding programs.
+func (s *Server) Keys() *keys.Manager { return s.keys }
 
 // Gateway returns the WebSocket gateway, for SendToUser and the like.
 func (s *Server) Gateway() *gateway.Gateway { return s.gateway }
