@@ -151,6 +151,10 @@ func New(cfg Config) (*HTTP, error) {
 	return h, nil
 }
 
+// Endpoint returns the application's URL without its query (which may hold
+// a credential), for logs.
+func (h *HTTP) Endpoint() string { return h.logURL }
+
 // Close closes the idle connections to the application. Requests in flight
 // finish; the forwarder stays usable.
 func (h *HTTP) Close() { h.tr.CloseIdleConnections() }
