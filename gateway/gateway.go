@@ -303,8 +303,9 @@ func (g *Gateway) realNow() time.Time { return time.Now() }
 // Handle registers h for client frames of msgType; a later call for the same
 // type replaces the handler. A connection without scope gets an error frame
 // with code forbidden (and an authz_fail audit); an empty scope allows
-// everyone. Handle panics on an empty msgType, a built-in type (ping,
-// session.get, session.update, auth.refresh) or a nil h.
+// everyone. A handler wins over Config.Forwarder for its type. Handle panics
+// on an empty msgType, a built-in type (ping, session.get, session.update,
+// auth.refresh) or a nil h.
 func (g *Gateway) Handle(msgType, scope string, h Handler) {
 	switch msgType {
 	case "", TypePing, TypeSessionGet, TypeSessionUpdate, TypeAuthRefresh:
