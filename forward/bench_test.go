@@ -3,6 +3,7 @@
 package forward_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -74,6 +75,37 @@ func BenchmarkForwardParallel(b *testing.B) {
 			}
 		}
 	})
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkPlainPost is the floor under BenchmarkForward: a plain POST of a
+// body of the same size to a loopback server that reads it and answers the
+// same reply, with a default http.Client, nothing signed or checked.
+func BenchmarkPlainPost(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"type":"chat.sent","data":{"ok":true}}`)
+	}))
+	b.Cleanup(srv.Close)
+	c := &http.Client{Transport: &http.Transport{}}
+	b.Cleanup(c.CloseIdleConnections)
+	body := bytes.Repeat([]byte("x"), 250)
+	b.ReportAllocs()
+	cpu0 := processCPU()
+	for b.Loop() {
+		resp, err := c.Post(srv.URL, "application/json", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
