@@ -99,6 +99,7 @@ type Conn struct {
 	closing   bool
 	closeSent bool
 	closed    bool
+	inFlight  uint16 // forwarded frames awaiting the application's answer
 	code      int
 	reason    string
 	expTimer  stopper
@@ -242,12 +243,13 @@ func (c *Conn) enqueue(b []byte) error {
 	return nil
 }
 
-// reply queues the answer to one of the client's own frames; only the read
-// loop calls it. While the replies already queued fill their budget, it waits
-// for the writer to take them: a client that sends requests faster than it
-// reads the answers is slowed down (its next frame is not read meanwhile),
-// not closed. The wait ends when the writer makes progress, or fails within
-// its write timeout, or the connection closes.
+// reply queues the answer to one of the client's own frames; the read loop
+// calls it, and so do the (bounded) goroutines of forwarded frames. While the
+// replies already queued fill their budget, it waits for the writer to take
+// them: a client that sends requests faster than it reads the answers is
+// slowed down (its next frame is not read meanwhile), not closed. The wait
+// ends when the writer makes progress, or fails within its write timeout, or
+// the connection closes.
 func (c *Conn) reply(b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -602,6 +604,9 @@ func (c *Conn) handle(ctx context.Context, mt int, data []byte) {
 	case TypeAuthRefresh:
 		replyType, reply, err = c.authRefresh(ctx, f.Data)
 	default:
+		if c.forward(ctx, f) {
+			return
+		}
 		replyType, reply, err = c.custom(ctx, f)
 	}
 	label := f.Type

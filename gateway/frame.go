@@ -37,6 +37,10 @@ const (
 	CodeRateLimited = "rate_limited"
 	CodeUnknownType = "unknown_type"
 	CodeInternal    = "internal"
+	// CodeUnavailable answers a forwarded frame when the application cannot
+	// be reached, does not answer in time or fails, or the node has too many
+	// frames waiting for it: a retry later may succeed.
+	CodeUnavailable = "unavailable"
 )
 
 // Close codes and reasons the gateway sends.

@@ -28,6 +28,7 @@ import (
 	sb "github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/device"
+	"github.com/sessionbridge/sessionbridge/forward"
 	"github.com/sessionbridge/sessionbridge/metrics"
 )
 
@@ -130,6 +131,20 @@ type Config struct {
 	// means no cap.
 	MaxConnsPerSession int
 	MaxConnsPerUser    int
+	// Forwarder, if set, receives the client frames of the types that
+	// ForwardTypes matches and no Handler serves (gateway mode: the
+	// application's own types, see docs/forwarding.md). Such a frame is
+	// forwarded only if the connection's scopes allow its type (else error
+	// forbidden); the read loop does not wait for the answer, which becomes
+	// the reply with the frame's id. Built-in types are never forwarded.
+	Forwarder forward.Forwarder
+	// ForwardTypes are scope patterns ("chat.**", "game.*") of the frame
+	// types handed to Forwarder; none by default.
+	ForwardTypes []string
+	// ForwardInFlight bounds the forwarded frames of one connection that
+	// wait for their answer at once; one more is answered with error
+	// rate_limited. Default DefaultForwardInFlight (8), at most 1024.
+	ForwardInFlight int
 	// Metadata, if set, returns the metadata a new connection carries in its
 	// ConnContext.
 	Metadata func(r *http.Request, p *sb.Principal) map[string]string
@@ -178,6 +193,7 @@ type Gateway struct {
 
 	hmu      sync.RWMutex
 	handlers map[string]route
+	fwd      forwarding
 
 	// wg counts upgrade handlers, read loops, writers and timer callbacks.
 	wg          sync.WaitGroup
@@ -203,12 +219,16 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	fwd, err := newForwarding(cfg)
+	if err != nil {
+		return nil, err
+	}
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger, audit: cfg.Audit, metrics: cfg.Metrics,
 		clock: realClock{now: cfg.Now}, origins: origins, reg: newRegistry(),
 		readLimit: cfg.ReadLimit, pingInterval: cfg.PingInterval, pongTimeout: cfg.PongTimeout,
 		writeTimeout: cfg.WriteTimeout, sendQueue: cfg.SendQueue, warning: cfg.ExpiryWarning,
-		sweep: cfg.SweepInterval, handlers: map[string]route{}, resync: make(chan struct{}, 1),
+		sweep: cfg.SweepInterval, handlers: map[string]route{}, fwd: fwd, resync: make(chan struct{}, 1),
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -283,8 +303,9 @@ func (g *Gateway) realNow() time.Time { return time.Now() }
 // Handle registers h for client frames of msgType; a later call for the same
 // type replaces the handler. A connection without scope gets an error frame
 // with code forbidden (and an authz_fail audit); an empty scope allows
-// everyone. Handle panics on an empty msgType, a built-in type (ping,
-// session.get, session.update, auth.refresh) or a nil h.
+// everyone. A handler wins over Config.Forwarder for its type. Handle panics
+// on an empty msgType, a built-in type (ping, session.get, session.update,
+// auth.refresh) or a nil h.
 func (g *Gateway) Handle(msgType, scope string, h Handler) {
 	switch msgType {
 	case "", TypePing, TypeSessionGet, TypeSessionUpdate, TypeAuthRefresh:

@@ -32,6 +32,7 @@ type serveFlags struct {
 	jwtKeys        listFlag
 	logLevel       string
 	logFormat      string
+	forwardTypes   string
 }
 
 func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
@@ -81,6 +82,12 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.jwtAlgorithms, "jwt-algorithms", "", "comma-separated allowed JWT algorithms (default: every one the keys can verify)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS private key file")
+	fs.StringVar(&c.Forward.URL, "forward-url", "", "HTTP endpoint of the application that receives the frames of --forward-types (http:// or https://)")
+	fs.StringVar(&c.Forward.Secret, "forward-secret", "", "shared secret that signs forwarded frames, at least 32 bytes (prefer the environment variable: flags show in ps)")
+	fs.StringVar(&f.forwardTypes, "forward-types", "", "comma-separated scope patterns of the frame types forwarded to --forward-url (chat.**,game.*)")
+	fs.DurationVar(&c.Forward.Timeout, "forward-timeout", 0, "longest wait for the application's answer to one forwarded frame (default 5s)")
+	fs.IntVar(&c.Forward.InFlight, "forward-in-flight", 0, "forwarded frames of one connection that may wait for an answer at once (default 8)")
+	fs.IntVar(&c.Forward.MaxInFlight, "forward-max-in-flight", 0, "forwarded frames of this node that may wait for an answer at once (default 1024)")
 	return fs, f
 }
 
@@ -139,6 +146,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg.TrustedProxies = splitList(f.trustedProxies)
 	cfg.JWT.Algorithms = splitList(f.jwtAlgorithms)
 	cfg.JWT.PublicKeyFiles = f.jwtKeys
+	cfg.Forward.Types = splitList(f.forwardTypes)
 	// With nothing configured (no explicit --demo either way, the memory
 	// backend, no admin API, no JWT keys, no users yet) a plain
 	// `sessionbridge serve` would offer nobody a way in; a throw-away demo

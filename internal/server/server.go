@@ -24,6 +24,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/dashboard"
 	"github.com/sessionbridge/sessionbridge/device"
+	"github.com/sessionbridge/sessionbridge/forward"
 	"github.com/sessionbridge/sessionbridge/gateway"
 	"github.com/sessionbridge/sessionbridge/httpapi"
 	"github.com/sessionbridge/sessionbridge/jwt"
@@ -125,6 +126,47 @@ type Config struct {
 	// TLSCertFile and TLSKeyFile, when both set, make Run serve HTTPS.
 	TLSCertFile string
 	TLSKeyFile  string
+	// Forward hands the frames of the application's own types to its HTTP
+	// endpoint (gateway mode; see docs/forwarding.md); off without a URL.
+	Forward ForwardConfig
+}
+
+// ForwardConfig says which client frames go to the application's HTTP
+// endpoint and how. URL, Secret and Types go together; zero values of the
+// others mean the defaults of packages forward and gateway.
+type ForwardConfig struct {
+	// URL is the application's endpoint, http:// or https://.
+	URL string
+	// Secret signs every request; at least 32 bytes.
+	Secret string
+	// Types are the scope patterns of the forwarded frame types.
+	Types []string
+	// Timeout bounds one request, answer included (default 5s).
+	Timeout time.Duration
+	// InFlight bounds the frames of one connection waiting for an answer
+	// (default 8); MaxInFlight those of the node (default 1024).
+	InFlight    int
+	MaxInFlight int
+}
+
+// newForwarder checks c and returns its forwarder, or nil when forwarding
+// is off.
+func newForwarder(c ForwardConfig, logger *slog.Logger) (*forward.HTTP, error) {
+	switch {
+	case c.URL == "" && (c.Secret != "" || len(c.Types) > 0):
+		return nil, errors.New("server: a forward secret or forward types are set but no forward URL")
+	case c.URL == "":
+		return nil, nil
+	case len(c.Types) == 0:
+		return nil, errors.New("server: a forward URL is set but no forward types: nothing would be forwarded")
+	case strings.TrimSpace(c.Secret) != c.Secret:
+		// Most likely a stray newline from a file: the application would
+		// never verify a signature made with it.
+		return nil, errors.New("server: the forward secret starts or ends with white space")
+	}
+	return forward.New(forward.Config{
+		URL: c.URL, Secret: []byte(c.Secret), Timeout: c.Timeout, MaxInFlight: c.MaxInFlight, Logger: logger,
+	})
 }
 
 // JWTConfig says which JWTs the gateway accepts; the fields mean what those
@@ -156,6 +198,7 @@ type Server struct {
 	gateway  *gateway.Gateway
 	jwt      *jwt.Verifier
 	users    *userSource
+	fwd      *forward.HTTP
 	registry *prometheus.Registry
 	handler  http.Handler
 
@@ -258,12 +301,21 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		}
 		jwtVerifier = s.jwt
 	}
+	if s.fwd, err = newForwarder(cfg.Forward, logger); err != nil {
+		return nil, err
+	}
+	var forwarder forward.Forwarder
+	if s.fwd != nil {
+		forwarder = s.fwd
+		logger.Info("forwarding application frames", "types", strings.Join(cfg.Forward.Types, ","), "url", s.fwd.Endpoint())
+	}
 	s.gateway, err = gateway.New(gateway.Config{
 		Manager: s.manager, Bus: s.backend.Bus, Tickets: s.backend.Tickets, JWT: jwtVerifier,
 		AllowedOrigins: cfg.AllowedOrigins, TrustedProxies: trusted, AllowQueryToken: cfg.AllowQueryToken,
 		ReadLimit: cfg.ReadLimit, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
 		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
 		MaxConnsPerSession: cfg.MaxConnsPerSession, MaxConnsPerUser: cfg.MaxConnsPerUser,
+		Forwarder: forwarder, ForwardTypes: cfg.Forward.Types, ForwardInFlight: cfg.Forward.InFlight,
 		Logger: logger, Audit: auditLog, Metrics: m,
 	})
 	if err != nil {
@@ -445,12 +497,15 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// Close releases the backend and the JWT verifier. It is safe to call more
-// than once.
+// Close releases the backend, the JWT verifier and the forwarder's idle
+// connections. It is safe to call more than once.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		if s.jwt != nil {
 			s.jwt.Close()
+		}
+		if s.fwd != nil {
+			s.fwd.Close()
 		}
 		if s.backend.Close != nil {
 			s.backend.Close()
