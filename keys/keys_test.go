@@ -38,7 +38,7 @@ func (c *clock) Advance(d time.Duration) {
 
 func newManager() (*keys.Manager, *clock, *memory.KeyStore) {
 	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	st := memory.NewKeyStore()
+	st := memory.NewKeyStore(nil)
 	return &keys.Manager{Store: st, Now: c.Now}, c, st
 }
 
