@@ -1,9 +1,10 @@
 // Package gateway is the WebSocket side of sessionbridge: it authenticates
 // upgrades from the same credentials HTTP uses (session cookie or token, JWT,
 // API key, single-use ticket), keeps a registry of live connections by
-// connection, session and user, serves the frame protocol, and applies every
-// session event from the bus to the local sockets (session.updated pushes,
-// closes on revocation and expiry).
+// connection, session, user and API key, serves the frame protocol, and
+// applies every session and API key event from the bus to the local sockets
+// (session.updated and scopes.updated pushes, closes on revocation and
+// expiry).
 //
 // The wire protocol is described in docs/protocol.md.
 package gateway
