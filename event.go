@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// EventType names what happened to a session. Each type has its own pub/sub
-// channel (see Channel).
+// EventType names what happened to a session or an API key. Each type has
+// its own pub/sub channel (see Channel).
 type EventType string
 
 // Event types.
@@ -18,6 +18,14 @@ const (
 	// EventMessage carries an application message to a user's or a session's
 	// sockets (SendToUser, SendToSession); it changes no session.
 	EventMessage EventType = "message"
+
+	// API key events: a key's scopes or expiry changed (an update, or a roll
+	// cutting the old key's life short), it was revoked, or its expiry was
+	// claimed. They carry KeyID instead of SessionID. Creating a key
+	// publishes nothing: no node holds anything about a key not yet made.
+	EventKeyUpdated EventType = "apikey_updated"
+	EventKeyDeleted EventType = "apikey_deleted"
+	EventKeyExpired EventType = "apikey_expired"
 )
 
 // Channel returns the pub/sub channel name of t, without any prefix.
@@ -33,12 +41,26 @@ func (t EventType) Channel() string {
 		return "session:expired"
 	case EventMessage:
 		return "session:messages"
+	case EventKeyUpdated:
+		return "apikey:updated"
+	case EventKeyDeleted:
+		return "apikey:deleted"
+	case EventKeyExpired:
+		return "apikey:expired"
 	}
 	return ""
 }
 
+// IsKey reports whether t is an API key event.
+func (t EventType) IsKey() bool {
+	return t == EventKeyUpdated || t == EventKeyDeleted || t == EventKeyExpired
+}
+
 // EventTypes lists every event type, in channel subscription order.
-var EventTypes = []EventType{EventCreated, EventUpdated, EventDeleted, EventExpired, EventMessage}
+var EventTypes = []EventType{
+	EventCreated, EventUpdated, EventDeleted, EventExpired, EventMessage,
+	EventKeyUpdated, EventKeyDeleted, EventKeyExpired,
+}
 
 // Source says through which door a change came in.
 type Source string
@@ -59,13 +81,15 @@ const (
 	ReasonRotated = "rotated"
 )
 
-// Event is one change to a session, as published on the bus. Its JSON form is
-// the pub/sub payload (compact, about 200 bytes); Type is carried by the
-// channel, not the payload.
+// Event is one change to a session or an API key, as published on the bus.
+// Its JSON form is the pub/sub payload (compact, about 200 bytes); Type is
+// carried by the channel, not the payload. It never carries a secret.
 type Event struct {
 	Type      EventType `json:"-"`
 	SessionID string    `json:"session_id,omitempty"`
-	UserID    string    `json:"user_id,omitempty"`
+	// KeyID names the API key of a key event.
+	KeyID  string `json:"key_id,omitempty"`
+	UserID string `json:"user_id,omitempty"`
 	// Updates is the JSON merge patch an update applied. An updated event
 	// without Updates is a touch: only the deadline moved.
 	Updates      json.RawMessage `json:"updates,omitempty"`
@@ -74,10 +98,15 @@ type Event struct {
 	ConnectionID string          `json:"connection_id,omitempty"`
 	NodeID       string          `json:"node_id"`
 	Version      uint64          `json:"version,omitempty"`
+	// Scopes are an API key's scopes after an update that changed them; nil
+	// when they did not change (an empty, non-nil list is sent as [], a key
+	// that now holds no scope).
+	Scopes []string `json:"scopes,omitzero"`
 	// ExpiresAt is the session's deadline after the change (created, updated),
-	// so that nodes move their expiry timers without reading the store.
+	// so that nodes move their expiry timers without reading the store; for
+	// an API key update, its expiry when the update changed it.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	// Reason says why a session was deleted (logout, revoked, rotated).
+	// Reason says why a session or key was deleted (logout, revoked, rotated).
 	Reason string `json:"reason,omitempty"`
 	// Data is the payload of a message event.
 	Data json.RawMessage `json:"data,omitempty"`

@@ -11,11 +11,14 @@ import (
 
 func TestEventChannels(t *testing.T) {
 	want := map[sessionbridge.EventType]string{
-		sessionbridge.EventCreated: "session:created",
-		sessionbridge.EventUpdated: "session:updates",
-		sessionbridge.EventDeleted: "session:deleted",
-		sessionbridge.EventExpired: "session:expired",
-		sessionbridge.EventMessage: "session:messages",
+		sessionbridge.EventCreated:    "session:created",
+		sessionbridge.EventUpdated:    "session:updates",
+		sessionbridge.EventDeleted:    "session:deleted",
+		sessionbridge.EventExpired:    "session:expired",
+		sessionbridge.EventMessage:    "session:messages",
+		sessionbridge.EventKeyUpdated: "apikey:updated",
+		sessionbridge.EventKeyDeleted: "apikey:deleted",
+		sessionbridge.EventKeyExpired: "apikey:expired",
 	}
 	if len(sessionbridge.EventTypes) != len(want) {
 		t.Fatalf("EventTypes has %d types, want %d", len(sessionbridge.EventTypes), len(want))
@@ -27,6 +30,48 @@ func TestEventChannels(t *testing.T) {
 	}
 	if got := sessionbridge.EventType("bogus").Channel(); got != "" {
 		t.Errorf("unknown type's channel = %q, want empty", got)
+	}
+}
+
+func TestKeyEventJSON(t *testing.T) {
+	ev := sessionbridge.Event{
+		Type: sessionbridge.EventKeyUpdated, KeyID: "2bAAAAAAAAAAAAAA", UserID: "alice", Version: 3,
+		Source: sessionbridge.SourceAPI, NodeID: "node-1", Scopes: []string{"ws:connect", "chat.**"},
+		Timestamp: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"key_id":"2bAAAAAAAAAAAAAA","user_id":"alice","source":"api","timestamp":"2026-03-01T12:00:00Z",` +
+		`"node_id":"node-1","version":3,"scopes":["ws:connect","chat.**"]}`
+	if string(b) != want {
+		t.Fatalf("payload\n got  %s\n want %s", b, want)
+	}
+	// No scope left is sent as [], unchanged scopes not at all, and each
+	// comes back as it went.
+	for _, tc := range []struct {
+		scopes []string
+		json   string
+	}{{[]string{}, `"scopes":[]`}, {nil, ""}} {
+		ev.Scopes = tc.scopes
+		b, _ := json.Marshal(ev)
+		if tc.json != "" && !bytes.Contains(b, []byte(tc.json)) || tc.json == "" && bytes.Contains(b, []byte("scopes")) {
+			t.Fatalf("scopes %#v encoded as %s", tc.scopes, b)
+		}
+		var back sessionbridge.Event
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if (back.Scopes == nil) != (tc.scopes == nil) || len(back.Scopes) != len(tc.scopes) {
+			t.Fatalf("scopes %#v came back as %#v", tc.scopes, back.Scopes)
+		}
+	}
+	for _, typ := range sessionbridge.EventTypes {
+		want := typ == sessionbridge.EventKeyUpdated || typ == sessionbridge.EventKeyDeleted || typ == sessionbridge.EventKeyExpired
+		if typ.IsKey() != want {
+			t.Errorf("%s.IsKey() = %v", typ, typ.IsKey())
+		}
 	}
 }
 

@@ -145,31 +145,53 @@ func (l Limits) Over(defaults Limits) Limits {
 const KeyUseInterval = time.Minute
 
 // KeyStore keeps API keys. Implementations are safe for concurrent use,
-// take and return copies, keep a per-user index, and wrap ErrKeyNotFound,
-// ErrExists, ErrVersionConflict and ErrUnavailable.
+// take and return copies, keep a per-user index and an expiry index, and
+// wrap ErrKeyNotFound, ErrExists, ErrVersionConflict and ErrUnavailable.
+//
+// Every write that can end or change what a key's sockets may do publishes
+// its event in the same atomic step as the write (as session writes do):
+// UpdateKey and RollKey publish EventKeyUpdated, DeleteKey EventKeyDeleted,
+// ClaimExpiredKeys EventKeyExpired. The store sets the event's Type, KeyID,
+// UserID and Version; the caller gives the rest (source, node, time, and
+// Scopes and ExpiresAt where the change made them differ). Creating a key
+// and recording its use publish nothing.
 type KeyStore interface {
 	// CreateKey stores a new key; ErrExists if its ID is taken.
 	CreateKey(ctx context.Context, k *APIKey) error
 	// GetKey returns the key with id, or ErrKeyNotFound. It may return an
 	// expired key; callers check.
 	GetKey(ctx context.Context, id string) (*APIKey, error)
+	// GetKeys returns the keys that exist among ids, in one round trip,
+	// keyed by ID; missing IDs are absent from the map. Nodes re-validate
+	// the keys of their sockets with it, so it reads the store itself,
+	// never a cache.
+	GetKeys(ctx context.Context, ids []string) (map[string]*APIKey, error)
 	// UpdateKey replaces the key if its stored Version is still prevVersion
-	// (k.Version is then prevVersion+1). ErrKeyNotFound if it is gone,
-	// ErrVersionConflict if the version moved. A key never changes owner or
-	// secret.
-	UpdateKey(ctx context.Context, k *APIKey, prevVersion uint64) error
-	// DeleteKey removes the key and returns it as it was; ErrKeyNotFound if
-	// it was gone.
-	DeleteKey(ctx context.Context, id string) (*APIKey, error)
+	// (k.Version is then prevVersion+1) and publishes ev as EventKeyUpdated.
+	// ErrKeyNotFound if it is gone, ErrVersionConflict if the version moved.
+	// A key never changes owner or secret.
+	UpdateKey(ctx context.Context, k *APIKey, prevVersion uint64, ev Event) error
+	// DeleteKey removes the key, publishes ev as EventKeyDeleted and returns
+	// the key as it was; ErrKeyNotFound if it was gone.
+	DeleteKey(ctx context.Context, id string, ev Event) (*APIKey, error)
 	// ListUserKeys returns the keys of a user, oldest first.
 	ListUserKeys(ctx context.Context, userID string) ([]*APIKey, error)
 	// RollKey atomically stores next and sets the ExpiresAt of the key oldID
 	// to oldExpiresAt (bumping its version), so that no crash leaves the old
-	// key cut short without its successor. ErrKeyNotFound if oldID is gone,
-	// ErrExists if next.ID is taken; nothing changes on error.
-	RollKey(ctx context.Context, oldID string, oldExpiresAt time.Time, next *APIKey) error
+	// key cut short without its successor, and publishes ev as
+	// EventKeyUpdated of the old key with its new ExpiresAt. ErrKeyNotFound
+	// if oldID is gone, ErrExists if next.ID is taken; nothing changes on
+	// error.
+	RollKey(ctx context.Context, oldID string, oldExpiresAt time.Time, next *APIKey, ev Event) error
 	// MarkUsed records that the key was used at at from ip, unless its stored
 	// LastUsedAt is within KeyUseInterval before at; it reports whether it
 	// wrote. It does not change the version.
 	MarkUsed(ctx context.Context, id string, at time.Time, ip string) (bool, error)
+	// ClaimExpiredKeys takes the keys whose ExpiresAt is at or before now out
+	// of the expiry index and publishes an EventKeyExpired for each, made
+	// from tmpl with the key's IDs and version filled in; it returns them.
+	// The keys themselves stay (shown as expired) until the store drops
+	// them. Each expiry is claimed exactly once across all callers and
+	// nodes; at most limit per call (all if limit is not positive).
+	ClaimExpiredKeys(ctx context.Context, now time.Time, limit int, tmpl Event) ([]*APIKey, error)
 }

@@ -30,6 +30,9 @@ type Principal struct {
 	ExpiresAt time.Time
 	// KeyID names the API key, for API-key principals.
 	KeyID string
+	// KeyVersion is the version of the API key as read at authentication,
+	// so that events about older versions are not applied to its sockets.
+	KeyVersion uint64
 }
 
 // HasScope reports whether p holds scope. Session principals hold every scope

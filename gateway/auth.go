@@ -443,7 +443,7 @@ func (g *Gateway) fromTicket(ctx context.Context, t *sb.Ticket) (authResult, err
 	if t == nil || t.UserID == "" {
 		return authResult{}, sb.ErrInvalidToken
 	}
-	p := &sb.Principal{Method: t.Method, UserID: t.UserID, SessionID: t.SessionID, Scopes: append([]string(nil), t.Scopes...)}
+	p := &sb.Principal{Method: t.Method, UserID: t.UserID, SessionID: t.SessionID, Scopes: append([]string(nil), t.Scopes...), KeyID: t.KeyID}
 	switch p.Method {
 	case sb.AuthSession, "":
 		p.Method = sb.AuthSession

@@ -71,14 +71,16 @@ type Conn struct {
 	rc    syscall.RawConn
 	id    string
 	entry *sessionEntry // nil for a connection bound to no session
+	// kentry is the API key's entry, for a connection opened with a key.
+	kentry *keyEntry
 
 	connectedAt time.Time
 	device      sb.Device
 	metadata    map[string]string
 
 	// Intrusive list links, guarded by the registry (and the entry's mu for
-	// the session list).
-	sPrev, sNext, uPrev, uNext *Conn
+	// the session and key lists).
+	sPrev, sNext, uPrev, uNext, kPrev, kNext *Conn
 
 	mu sync.Mutex
 	// p is the principal without its Session (which lives in entry); its

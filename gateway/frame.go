@@ -27,7 +27,11 @@ const (
 	TypeSessionUpdated  = "session.updated"
 	TypeSessionExpiring = "session.expiring"
 	TypeMessage         = "message"
-	TypeError           = "error"
+	// TypeScopesUpdated carries the new scopes of a connection whose API
+	// key's scopes changed; TypeAPIKeyExpiring warns that its key expires.
+	TypeScopesUpdated  = "scopes.updated"
+	TypeAPIKeyExpiring = "api_key.expiring"
+	TypeError          = "error"
 )
 
 // Error codes carried by error frames.
@@ -171,6 +175,10 @@ type ackData struct {
 
 type expiringData struct {
 	ExpiresAt time.Time `json:"expires_at"`
+}
+
+type scopesUpdatedData struct {
+	Scopes []string `json:"scopes"`
 }
 
 type messageData struct {

@@ -1,9 +1,10 @@
 // Package gateway is the WebSocket side of sessionbridge: it authenticates
 // upgrades from the same credentials HTTP uses (session cookie or token, JWT,
 // API key, single-use ticket), keeps a registry of live connections by
-// connection, session and user, serves the frame protocol, and applies every
-// session event from the bus to the local sockets (session.updated pushes,
-// closes on revocation and expiry).
+// connection, session, user and API key, serves the frame protocol, and
+// applies every session and API key event from the bus to the local sockets
+// (session.updated and scopes.updated pushes, closes on revocation and
+// expiry).
 //
 // The wire protocol is described in docs/protocol.md.
 package gateway
@@ -79,6 +80,17 @@ type Config struct {
 	APIKeys sb.TokenVerifier
 	// APIKeyPrefix marks API keys among bearer tokens; default "sbk_".
 	APIKeyPrefix string
+	// KeyStore is the store API keys live in. With it, the sockets of a key
+	// are re-validated against it after every gap and on each sweep (a key
+	// revoked while this node missed the event still loses its sockets),
+	// and an event that skipped a version has the key read again. Set it
+	// whenever APIKeys is set.
+	KeyStore sb.KeyStore
+	// KeyEvents, if set, receives every API key event and every gap before
+	// the gateway applies them, on the gateway's own subscription: set it to
+	// the key verification cache (keys.Cache), so that no upgrade can be let
+	// in by a cached key whose revocation this node has already applied.
+	KeyEvents sb.EventHandler
 	// AllowedOrigins lists the browser origins that may connect:
 	// "https://app.example.com" or "https://*.example.com" (one or more
 	// labels in place of the star). Empty means only the request's own host.
@@ -443,6 +455,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			markID, mark = id, g.marks.mark(id)
 		}
 	}
+	// The same for an API key, whose ID its credential names.
+	var keyMarkID string
+	var keyMark uint64
+	if cred.kind == kindAPIKey {
+		if id, _, err := sb.ParseAPIKey(cred.token); err == nil {
+			keyMarkID, keyMark = id, g.marks.mark(id)
+		}
+	}
 	res, err := g.authenticate(ctx, cred)
 	if err != nil {
 		switch {
@@ -538,6 +558,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s, err := g.cfg.Manager.Store.Get(ctx, e.id)
 		g.reconcile(e, s, err, sb.SourceSystem)
 	}
+	g.joinKey(ctx, c, keyMarkID != "" && keyMarkID == p.KeyID, keyMark)
 	welcome := welcomeData{
 		ConnectionID: c.id, Auth: p.Method, UserID: p.UserID,
 		Scopes: p.Scopes, ExpiresAt: timePtr(p.ExpiresAt),
@@ -630,7 +651,8 @@ func (g *Gateway) scheduleConnExpiry(c *Conn) {
 		c.expTimer.Stop()
 		c.expTimer = nil
 	}
-	if c.closed || c.p.Method == sb.AuthSession || c.p.ExpiresAt.IsZero() {
+	if c.closed || c.p.Method == sb.AuthSession || c.kentry != nil || c.p.ExpiresAt.IsZero() {
+		// An API key's sockets share its entry's timer (joinKey).
 		return
 	}
 	at := c.p.ExpiresAt

@@ -10,17 +10,18 @@ import (
 	sb "github.com/sessionbridge/sessionbridge"
 )
 
-// registry indexes the live connections of this node by connection, session
-// and user ID. Every operation is O(1) apart from the fan-out itself: the
+// registry indexes the live connections of this node by connection, session,
+// user and API key ID. Every operation is O(1) apart from the fan-out itself: the
 // per-session and per-user lists are intrusive (the links live in Conn), so a
 // connection costs no map entry beyond its own.
 //
-// Lock order: registry.mu, then sessionEntry.mu, then Conn.mu.
+// Lock order: registry.mu, then sessionEntry.mu or keyEntry.mu, then Conn.mu.
 type registry struct {
 	mu       sync.RWMutex
 	conns    map[string]*Conn
 	sessions map[string]*sessionEntry
 	users    map[string]*userEntry
+	keys     map[string]*keyEntry
 	// pendingUsers and pendingSessions count the slots reserve gave to
 	// upgrades not yet added: with the live counts, they keep the caps exact
 	// under concurrent upgrades. Empty at rest, so idle sockets pay nothing.
@@ -75,11 +76,45 @@ type sessionEntry struct {
 	refreshAgain bool
 }
 
+// keyEntry is what this node holds about one API key that has live
+// connections: the key's version, scopes and expiry as last known, the list
+// of its connections and the key's expiry timer (one per key, not per
+// socket).
+type keyEntry struct {
+	id string
+
+	mu   sync.Mutex
+	head *Conn
+	n    int
+	// version, scopes and expiresAt are the key as last known here; version
+	// 0 means not known (the next event about the key is then checked
+	// against the store).
+	version   uint64
+	scopes    []string
+	expiresAt time.Time
+	// synced is set once the first connection's registration has armed the
+	// timer.
+	synced bool
+	// removed, closeCode and closeReason: as in sessionEntry.
+	removed     bool
+	closeCode   int
+	closeReason string
+
+	timer         stopper
+	timerDeadline time.Time
+	timerWarn     bool
+	warnedFor     time.Time
+
+	refreshing   bool
+	refreshAgain bool
+}
+
 func newRegistry() *registry {
 	return &registry{
 		conns:           make(map[string]*Conn),
 		sessions:        make(map[string]*sessionEntry),
 		users:           make(map[string]*userEntry),
+		keys:            make(map[string]*keyEntry),
 		pendingUsers:    make(map[string]int),
 		pendingSessions: make(map[string]int),
 	}
@@ -199,6 +234,25 @@ func (r *registry) addLocked(c *Conn, sess *sb.Session) (e *sessionEntry, create
 		e.mu.Unlock()
 		c.entry = e
 	}
+	if kid := c.p.KeyID; kid != "" {
+		ke := r.keys[kid]
+		if ke == nil {
+			ke = &keyEntry{
+				id: kid, version: c.p.KeyVersion,
+				scopes: append([]string(nil), c.p.Scopes...), expiresAt: c.p.ExpiresAt,
+			}
+			r.keys[kid] = ke
+		}
+		ke.mu.Lock()
+		c.kNext = ke.head
+		if ke.head != nil {
+			ke.head.kPrev = c
+		}
+		ke.head = c
+		ke.n++
+		ke.mu.Unlock()
+		c.kentry = ke
+	}
 	return e, created
 }
 
@@ -252,6 +306,57 @@ func (r *registry) remove(c *Conn) {
 			}
 		}
 		e.mu.Unlock()
+	}
+	if ke := c.kentry; ke != nil {
+		ke.mu.Lock()
+		if c.kPrev != nil {
+			c.kPrev.kNext = c.kNext
+		} else {
+			ke.head = c.kNext
+		}
+		if c.kNext != nil {
+			c.kNext.kPrev = c.kPrev
+		}
+		c.kPrev, c.kNext = nil, nil
+		ke.n--
+		if ke.n == 0 {
+			ke.removed = true
+			if ke.timer != nil {
+				ke.timer.Stop()
+				ke.timer = nil
+			}
+			if r.keys[ke.id] == ke {
+				delete(r.keys, ke.id)
+			}
+		}
+		ke.mu.Unlock()
+	}
+}
+
+// key returns the entry of an API key with live connections, or nil.
+func (r *registry) key(id string) *keyEntry {
+	r.mu.RLock()
+	ke := r.keys[id]
+	r.mu.RUnlock()
+	return ke
+}
+
+// keyIDs returns the IDs of every API key with live connections.
+func (r *registry) keyIDs() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ids := make([]string, 0, len(r.keys))
+	for id := range r.keys {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// forEachConnLocked calls f for every connection of ke, under ke.mu: f
+// must not block. The caller holds ke.mu.
+func (ke *keyEntry) forEachConnLocked(f func(*Conn)) {
+	for c := ke.head; c != nil; c = c.kNext {
+		f(c)
 	}
 }
 

@@ -9,9 +9,10 @@ import (
 	sb "github.com/sessionbridge/sessionbridge"
 )
 
-// Run keeps this node's sockets in step with the sessions they belong to: it
-// subscribes the gateway to the bus (so that HandleEvent and HandleGap see
-// every event) and re-validates every local session each SweepInterval. It
+// Run keeps this node's sockets in step with the sessions and API keys they
+// belong to: it subscribes the gateway to the bus (so that HandleEvent and
+// HandleGap see every event) and re-validates every local session and key
+// each SweepInterval. It
 // returns when ctx is done, with every goroutine it started ended. Call it
 // once per Gateway: a second concurrent Run would deliver messages twice.
 func (g *Gateway) Run(ctx context.Context) error {
@@ -55,7 +56,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 // and touches the store only when an update arrived out of order.
 func (g *Gateway) HandleEvent(ev sb.Event) {
 	g.metrics.EventReceived(string(ev.Type))
-	if ev.Type != sb.EventMessage {
+	if ev.Type.IsKey() {
+		// The verification cache first, then the mark: an upgrade that sees
+		// the mark unmoved verified its key after the cache dropped it.
+		if h := g.cfg.KeyEvents; h != nil {
+			h.HandleEvent(ev)
+		}
+		g.marks.note(ev.KeyID)
+	} else if ev.Type != sb.EventMessage {
 		// Before the registry lookup, so that an upgrade in progress either
 		// sees the mark move or has its socket found (see eventMarks).
 		g.marks.note(ev.SessionID)
@@ -70,6 +78,12 @@ func (g *Gateway) HandleEvent(ev sb.Event) {
 		applied = g.closeSession(ev.SessionID, CloseReauthenticate, ReasonSessionExpired, "expired") > 0
 	case sb.EventMessage:
 		applied = g.onMessage(ev)
+	case sb.EventKeyUpdated:
+		applied = g.onKeyUpdated(ev)
+	case sb.EventKeyDeleted:
+		applied = g.closeKey(ev.KeyID, CloseReauthenticate, ReasonAPIKeyRevoked, "revoked") > 0
+	case sb.EventKeyExpired:
+		applied = g.closeKey(ev.KeyID, CloseReauthenticate, ReasonAPIKeyRevoked, "expired") > 0
 	case sb.EventCreated:
 	}
 	if applied {
@@ -80,9 +94,12 @@ func (g *Gateway) HandleEvent(ev sb.Event) {
 	}
 }
 
-// HandleGap asks Run to re-validate every local session against the store:
-// events may have been lost. It returns at once.
+// HandleGap asks Run to re-validate every local session and API key against
+// the store: events may have been lost. It returns at once.
 func (g *Gateway) HandleGap() {
+	if h := g.cfg.KeyEvents; h != nil {
+		h.HandleGap()
+	}
 	g.marks.gap()
 	select {
 	case g.resync <- struct{}{}:
@@ -304,13 +321,13 @@ func (g *Gateway) onMessage(ev sb.Event) bool {
 	return false
 }
 
-// revalidate checks every local session against the store, in batches of
-// resyncBatch IDs per GetMany call. When the store cannot be reached the
-// sockets stay open; the next sweep tries again.
+// revalidate checks every local session, then every local API key, against
+// the store, in batches of resyncBatch IDs per read. When the store cannot
+// be reached the sockets stay open; the next sweep tries again.
 func (g *Gateway) revalidate(ctx context.Context, trigger string) {
 	g.metrics.Resync(trigger)
 	ids := g.reg.sessionIDs()
-	closed := 0
+	closed := g.revalidateKeys(ctx, trigger)
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), resyncBatch)]
 		ids = ids[len(batch):]
@@ -340,7 +357,7 @@ func (g *Gateway) revalidate(ctx context.Context, trigger string) {
 	}
 	if closed > 0 {
 		g.metrics.ResyncClosed(closed)
-		g.log.Info("gateway: re-validation closed sessions", "trigger", trigger, "sessions", closed)
+		g.log.Info("gateway: re-validation closed sessions and api keys", "trigger", trigger, "closed", closed)
 	}
 }
 

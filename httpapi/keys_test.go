@@ -45,18 +45,18 @@ func (f *flakyKeys) GetKey(ctx context.Context, id string) (*sessionbridge.APIKe
 	return f.KeyStore.GetKey(ctx, id)
 }
 
-func (f *flakyKeys) UpdateKey(ctx context.Context, k *sessionbridge.APIKey, prev uint64) error {
+func (f *flakyKeys) UpdateKey(ctx context.Context, k *sessionbridge.APIKey, prev uint64, ev sessionbridge.Event) error {
 	if err := f.err(); err != nil {
 		return err
 	}
-	return f.KeyStore.UpdateKey(ctx, k, prev)
+	return f.KeyStore.UpdateKey(ctx, k, prev, ev)
 }
 
-func (f *flakyKeys) DeleteKey(ctx context.Context, id string) (*sessionbridge.APIKey, error) {
+func (f *flakyKeys) DeleteKey(ctx context.Context, id string, ev sessionbridge.Event) (*sessionbridge.APIKey, error) {
 	if err := f.err(); err != nil {
 		return nil, err
 	}
-	return f.KeyStore.DeleteKey(ctx, id)
+	return f.KeyStore.DeleteKey(ctx, id, ev)
 }
 
 func (f *flakyKeys) ListUserKeys(ctx context.Context, userID string) ([]*sessionbridge.APIKey, error) {
@@ -66,11 +66,11 @@ func (f *flakyKeys) ListUserKeys(ctx context.Context, userID string) ([]*session
 	return f.KeyStore.ListUserKeys(ctx, userID)
 }
 
-func (f *flakyKeys) RollKey(ctx context.Context, oldID string, oldExpiresAt time.Time, next *sessionbridge.APIKey) error {
+func (f *flakyKeys) RollKey(ctx context.Context, oldID string, oldExpiresAt time.Time, next *sessionbridge.APIKey, ev sessionbridge.Event) error {
 	if err := f.err(); err != nil {
 		return err
 	}
-	return f.KeyStore.RollKey(ctx, oldID, oldExpiresAt, next)
+	return f.KeyStore.RollKey(ctx, oldID, oldExpiresAt, next, ev)
 }
 
 // keyFixture is a fixture whose API manages keys on a memory key store,
@@ -83,7 +83,7 @@ type keyFixture struct {
 
 func newKeyFixture(t *testing.T, opts ...func(*fixture)) *keyFixture {
 	t.Helper()
-	kf := &keyFixture{keys: &flakyKeys{KeyStore: memory.NewKeyStore()}, logs: &lockedBuffer{}}
+	kf := &keyFixture{keys: &flakyKeys{KeyStore: memory.NewKeyStore(nil)}, logs: &lockedBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(kf.logs, nil))
 	kf.fixture = newFixture(t, append([]func(*fixture){func(f *fixture) {
 		f.api.Keys = &keys.Manager{Store: kf.keys, Now: f.clock.Now}

@@ -38,10 +38,35 @@ var ErrInvalid = errors.New("keys: invalid request")
 type Manager struct {
 	// Store keeps the keys.
 	Store sb.KeyStore
+	// Cache, if set, keeps verified key records on this node, so that a
+	// verification of a key already seen costs no store round trip. It must
+	// receive this node's bus events (see Cache).
+	Cache *Cache
 	// MaxTTL caps the lifetime of a key; zero means keys may never expire.
 	MaxTTL time.Duration
+	// NodeID names this node in the events of its writes.
+	NodeID string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+}
+
+type sourceKey struct{}
+
+// WithSource returns a context that makes the key writes made with it say,
+// in their events, that they came in through src (SourceHTTP for a user's
+// own routes, SourceAPI for the admin API). Without it, writes say
+// SourceAPI.
+func WithSource(ctx context.Context, src sb.Source) context.Context {
+	return context.WithValue(ctx, sourceKey{}, src)
+}
+
+// event returns the template of the event of a write made now.
+func (m *Manager) event(ctx context.Context, now time.Time) sb.Event {
+	src, _ := ctx.Value(sourceKey{}).(sb.Source)
+	if src == "" {
+		src = sb.SourceAPI
+	}
+	return sb.Event{Source: src, NodeID: m.NodeID, Timestamp: now}
 }
 
 func (m *Manager) now() time.Time {
@@ -162,7 +187,7 @@ func (m *Manager) Update(ctx context.Context, id string, c Change, expectVersion
 	if expectVersion != 0 && k.Version != expectVersion {
 		return nil, fmt.Errorf("keys: api key %s at version %d: %w", id, k.Version, sb.ErrVersionConflict)
 	}
-	prev := k.Version
+	prev, oldScopes := k.Version, slices.Clone(k.Scopes)
 	if c.Name != nil {
 		k.Name = *c.Name
 	}
@@ -185,15 +210,33 @@ func (m *Manager) Update(ctx context.Context, id string, c Change, expectVersion
 		return nil, err
 	}
 	k.Version = prev + 1
-	if err := m.Store.UpdateKey(ctx, k, prev); err != nil {
+	ev := m.event(ctx, m.now())
+	if !slices.Equal(k.Scopes, oldScopes) {
+		// Sockets of the key take the new scopes from the event itself; an
+		// empty list is sent as [] (no scope left), never left out.
+		ev.Scopes = slices.Clone(k.Scopes)
+		if ev.Scopes == nil {
+			ev.Scopes = []string{}
+		}
+	}
+	err = m.Store.UpdateKey(ctx, k, prev, ev)
+	m.Cache.Invalidate(id)
+	if err != nil {
 		return nil, err
 	}
 	return k, nil
 }
 
-// Delete revokes the key id and returns it as it was.
+// Delete revokes the key id and returns it as it was. Its sockets on every
+// node are closed (4401 api_key_revoked) by the event the store publishes.
 func (m *Manager) Delete(ctx context.Context, id string) (*sb.APIKey, error) {
-	return m.Store.DeleteKey(ctx, id)
+	ev := m.event(ctx, m.now())
+	ev.Reason = sb.ReasonRevoked
+	k, err := m.Store.DeleteKey(ctx, id, ev)
+	// Whatever the outcome (the delete may have been applied even if the
+	// answer was lost), this node reads the key again next time.
+	m.Cache.Invalidate(id)
+	return k, err
 }
 
 // Roll issues a successor of the key id, with its name, scopes, limits, meta
@@ -221,7 +264,9 @@ func (m *Manager) Roll(ctx context.Context, id string, grace time.Duration) (key
 	if !old.ExpiresAt.IsZero() && old.ExpiresAt.Before(cut) {
 		cut = old.ExpiresAt
 	}
-	if err := m.Store.RollKey(ctx, id, cut, next); err != nil {
+	err = m.Store.RollKey(ctx, id, cut, next, m.event(ctx, now))
+	m.Cache.Invalidate(id)
+	if err != nil {
 		return "", nil, err
 	}
 	return key, next, nil
@@ -231,28 +276,110 @@ func (m *Manager) Roll(ctx context.Context, id string, grace time.Duration) (key
 // most once a minute. It returns an error wrapping ErrInvalidToken for a
 // malformed, unknown, mismatched or expired key, without saying which, and
 // ErrUnavailable when the store cannot answer.
+//
+// With a Cache, a key whose record is cached is verified without a store
+// round trip (but for the record of use, at most once a minute per key and
+// node): its secret is hashed and compared with the cached SHA-256 in
+// constant time, and its expiry checked on the local clock.
 func (m *Manager) Verify(ctx context.Context, key, ip string) (*sb.APIKey, error) {
 	id, secret, err := sb.ParseAPIKey(key)
 	if err != nil {
 		return nil, err
 	}
-	k, err := m.Store.GetKey(ctx, id)
-	switch {
-	case errors.Is(err, sb.ErrKeyNotFound):
-		return nil, fmt.Errorf("keys: %w", sb.ErrInvalidToken)
-	case err != nil:
-		return nil, err
-	}
 	now := m.now()
+	k, ok := m.Cache.get(id, now)
+	if !ok {
+		tok := m.Cache.fillToken(id)
+		k, err = m.Store.GetKey(ctx, id)
+		switch {
+		case errors.Is(err, sb.ErrKeyNotFound):
+			return nil, fmt.Errorf("keys: %w", sb.ErrInvalidToken)
+		case err != nil:
+			return nil, err
+		}
+		m.Cache.put(k, tok, now)
+	}
 	if !sb.VerifySecret(secret, k.SecretHash) || k.Expired(now) {
 		return nil, fmt.Errorf("keys: %w", sb.ErrInvalidToken)
 	}
+	out := k.Clone()
 	if now.Sub(k.LastUsedAt) >= sb.KeyUseInterval {
 		// The record of use is best effort: failing to write it must not
 		// refuse a valid key.
-		if ok, err := m.Store.MarkUsed(ctx, id, now, ip); err == nil && ok {
-			k.LastUsedAt, k.LastIP = now, ip
+		if ok, err := m.Store.MarkUsed(ctx, id, now, ip); err == nil {
+			m.Cache.used(id, now, ip)
+			if ok {
+				out.LastUsedAt, out.LastIP = now, ip
+			}
 		}
 	}
-	return k, nil
+	return out, nil
 }
+
+// Principal verifies key as Verify does and returns whom it stands for: its
+// owner, with the key's scopes, expiry, ID and version.
+func (m *Manager) Principal(ctx context.Context, key, ip string) (*sb.Principal, error) {
+	k, err := m.Verify(ctx, key, ip)
+	if err != nil {
+		return nil, err
+	}
+	return &sb.Principal{
+		Method: sb.AuthAPIKey, UserID: k.UserID, Scopes: k.Scopes, ExpiresAt: k.ExpiresAt,
+		KeyID: k.ID, KeyVersion: k.Version,
+	}, nil
+}
+
+// TokenVerifier returns m as a [sb.TokenVerifier] of API keys, for doors
+// that know no client IP (the use is recorded without one).
+func (m *Manager) TokenVerifier() sb.TokenVerifier { return tokenVerifier{m} }
+
+type tokenVerifier struct{ m *Manager }
+
+func (v tokenVerifier) Verify(ctx context.Context, token string) (*sb.Principal, error) {
+	return v.m.Principal(ctx, token, "")
+}
+
+// ClaimExpired claims up to limit keys past their expiry (all if limit is
+// not positive) and publishes one expired event for each, cluster-wide
+// exactly once, so that every node closes their sockets.
+func (m *Manager) ClaimExpired(ctx context.Context, limit int) ([]*sb.APIKey, error) {
+	tmpl := m.event(ctx, m.now())
+	tmpl.Source = sb.SourceSystem
+	list, err := m.Store.ClaimExpiredKeys(ctx, tmpl.Timestamp, limit, tmpl)
+	for _, k := range list {
+		m.Cache.Invalidate(k.ID)
+	}
+	if err != nil {
+		return list, fmt.Errorf("keys: claim expired: %w", err)
+	}
+	return list, nil
+}
+
+// RunExpiry claims expired keys every interval until ctx is done. Run it on
+// every node: the claim makes each expiry happen once.
+func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for {
+			list, err := m.ClaimExpired(ctx, claimBatch)
+			if err != nil {
+				if onErr != nil && ctx.Err() == nil {
+					onErr(err)
+				}
+				break
+			}
+			if len(list) < claimBatch {
+				break
+			}
+		}
+	}
+}
+
+// claimBatch is how many expiries RunExpiry claims per call.
+const claimBatch = 1000

@@ -22,7 +22,7 @@ var bg = context.Background()
 
 func newManager() (*keys.Manager, *testclock.Clock, *memory.KeyStore) {
 	c := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	st := memory.NewKeyStore()
+	st := memory.NewKeyStore(nil)
 	return &keys.Manager{Store: st, Now: c.Now}, c, st
 }
 

@@ -16,5 +16,8 @@ func TestConformance(t *testing.T) {
 }
 
 func TestKeyStoreConformance(t *testing.T) {
-	storetest.RunKeys(t, func(t *testing.T) sessionbridge.KeyStore { return memory.NewKeyStore() })
+	storetest.RunKeys(t, func(t *testing.T) (sessionbridge.KeyStore, sessionbridge.Bus) {
+		bus := memory.NewBus()
+		return memory.NewKeyStore(bus), bus
+	})
 }

@@ -34,7 +34,7 @@ const (
 var (
 	authMethods    = []string{"session", "jwt", "apikey"}
 	connectResults = []string{"ok", "unauthorized", "forbidden", "rate_limited", "too_many_connections", "unavailable", "bad_request"}
-	eventTypes     = []string{"created", "updated", "deleted", "expired", "message"}
+	eventTypes     = []string{"created", "updated", "deleted", "expired", "message", "apikey_updated", "apikey_deleted", "apikey_expired"}
 	eventStages    = []string{"published", "received", "applied"}
 	resyncTriggers = []string{"reconnect", "sweep", "gap"}
 	sessionChanges = []string{"created", "updated", "deleted", "expired", "touched"}

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -15,11 +16,13 @@ import (
 	"github.com/sessionbridge/sessionbridge"
 )
 
-// KeyStore is a [sessionbridge.KeyStore] in Redis: one hash per key and a
-// sorted set per user, both tagged with the owner's shard, so that every
-// write is one script on one Cluster slot. Only the SHA-256 of a key's
-// secret is stored. Errors wrap sessionbridge.ErrKeyNotFound, ErrExists,
-// ErrVersionConflict and ErrUnavailable.
+// KeyStore is a [sessionbridge.KeyStore] in Redis: one hash per key, a
+// sorted set per user and an expiry index per shard, all tagged with the
+// owner's shard, so that every write is one script on one Cluster slot, and
+// the PUBLISH of its event runs in that same script. Only the SHA-256 of a
+// key's secret is stored, and no event carries it. Errors wrap
+// sessionbridge.ErrKeyNotFound, ErrExists, ErrVersionConflict and
+// ErrUnavailable.
 type KeyStore struct {
 	b  *Backend
 	sc keyScripts
@@ -37,6 +40,42 @@ func (b *Backend) apiKeyKey(id string) string {
 
 func (b *Backend) userKeysKey(userID string) string {
 	return b.prefix + "uk:{" + sessionbridge.Shard(userID) + "}" + userID
+}
+
+func (b *Backend) apiKeyKeyPrefix(shard string) string { return b.prefix + "k:{" + shard + "}" }
+
+// keyExpiryKey is the expiry index of the keys of one shard: key IDs scored
+// by their expiry in Unix ms.
+func (b *Backend) keyExpiryKey(shard string) string { return b.prefix + "kx:{" + shard + "}" }
+
+// keyScore is a key's expiry index score, "0" for a key that never expires
+// (and is then kept out of the index).
+func keyScore(t time.Time) string {
+	if t.IsZero() {
+		return "0"
+	}
+	return millis(t)
+}
+
+// Placeholder of an API key ID that a script fills in; see luaKeyPrelude.
+const phKeyID = "@@sb:key_id@@"
+
+// keyEvent returns the payload of a key event of type typ. Where the script
+// knows what Go does not, Go leaves placeholders (and says which in flags).
+func keyEvent(typ sessionbridge.EventType, ev sessionbridge.Event, keyID, userID string, version uint64) (payload, flags string, err error) {
+	ev.Type, ev.SessionID = typ, ""
+	ev.KeyID, ev.UserID, ev.Version = keyID, userID, version
+	if keyID == "" {
+		ev.KeyID, flags = phKeyID, flags+"k"
+	}
+	if userID == "" {
+		ev.UserID, flags = phUserID, flags+"u"
+	}
+	if version == 0 {
+		ev.Version, flags = phVersion, flags+"v"
+	}
+	payload, err = marshalEvent(ev)
+	return payload, flags, err
 }
 
 // API key hash fields; see docs/redis.md.
@@ -156,8 +195,9 @@ func (ks *KeyStore) CreateKey(ctx context.Context, k *sessionbridge.APIKey) erro
 	b := ks.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	args := append([]string{k.ID, millis(k.CreatedAt), keyExpiry(k)}, fields...)
-	n, err := ks.sc.create.Exec(ctx, b.client, []string{b.apiKeyKey(k.ID), b.userKeysKey(k.UserID)}, args).AsInt64()
+	args := append([]string{k.ID, millis(k.CreatedAt), keyExpiry(k), keyScore(k.ExpiresAt)}, fields...)
+	keys := []string{b.apiKeyKey(k.ID), b.userKeysKey(k.UserID), b.keyExpiryKey(sessionbridge.ShardOfID(k.ID))}
+	n, err := ks.sc.create.Exec(ctx, b.client, keys, args).AsInt64()
 	if err != nil {
 		return b.fail("create api key", err)
 	}
@@ -189,8 +229,45 @@ func (ks *KeyStore) GetKey(ctx context.Context, id string) (*sessionbridge.APIKe
 	return k, nil
 }
 
-// UpdateKey replaces the key if its stored version is prevVersion.
-func (ks *KeyStore) UpdateKey(ctx context.Context, k *sessionbridge.APIKey, prevVersion uint64) error {
+// GetKeys returns the keys that exist among ids in one pipelined round
+// trip. A key whose hash cannot be decoded is logged and left out, as if it
+// did not exist: its sockets close (fail closed).
+func (ks *KeyStore) GetKeys(ctx context.Context, ids []string) (map[string]*sessionbridge.APIKey, error) {
+	b := ks.b
+	out := make(map[string]*sessionbridge.APIKey, len(ids))
+	cmds := make(rueidis.Commands, 0, len(ids))
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if sessionbridge.ValidAPIKeyID(id) {
+			valid = append(valid, id)
+			cmds = append(cmds, b.client.B().Hgetall().Key(b.apiKeyKey(id)).Build())
+		}
+	}
+	if len(cmds) == 0 {
+		return out, nil
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	for i, r := range b.client.DoMulti(ctx, cmds...) {
+		m, err := r.AsStrMap()
+		if err != nil {
+			return nil, b.fail("get api keys", err)
+		}
+		k, err := decodeKey(m)
+		if err != nil {
+			b.log.Error("redis: skipping an undecodable api key", "key_id", valid[i], "err", err)
+			continue
+		}
+		if k != nil && k.ID == valid[i] {
+			out[valid[i]] = k
+		}
+	}
+	return out, nil
+}
+
+// UpdateKey replaces the key if its stored version is prevVersion and
+// publishes ev, in one script.
+func (ks *KeyStore) UpdateKey(ctx context.Context, k *sessionbridge.APIKey, prevVersion uint64, ev sessionbridge.Event) error {
 	if err := checkKeyIDs("update", k); err != nil {
 		return err
 	}
@@ -198,11 +275,19 @@ func (ks *KeyStore) UpdateKey(ctx context.Context, k *sessionbridge.APIKey, prev
 	if err != nil {
 		return fmt.Errorf("redis: update api key: %w", err)
 	}
+	payload, _, err := keyEvent(sessionbridge.EventKeyUpdated, ev, k.ID, k.UserID, k.Version)
+	if err != nil {
+		return fmt.Errorf("redis: update api key: %w", err)
+	}
 	b := ks.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	args := append([]string{strconv.FormatUint(prevVersion, 10), k.UserID, hex.EncodeToString(k.SecretHash[:]), keyExpiry(k)}, fields...)
-	n, err := ks.sc.update.Exec(ctx, b.client, []string{b.apiKeyKey(k.ID)}, args).AsInt64()
+	args := append([]string{
+		strconv.FormatUint(prevVersion, 10), k.UserID, hex.EncodeToString(k.SecretHash[:]), keyExpiry(k),
+		b.channel(sessionbridge.EventKeyUpdated), payload, k.ID, keyScore(k.ExpiresAt),
+	}, fields...)
+	keys := []string{b.apiKeyKey(k.ID), b.keyExpiryKey(sessionbridge.ShardOfID(k.ID))}
+	n, err := ks.sc.update.Exec(ctx, b.client, keys, args).AsInt64()
 	if err != nil {
 		return b.fail("update api key", err)
 	}
@@ -214,18 +299,28 @@ func (ks *KeyStore) UpdateKey(ctx context.Context, k *sessionbridge.APIKey, prev
 	case -2:
 		return fmt.Errorf("redis: api key %s: an update may not change its owner or secret", k.ID)
 	}
+	b.metrics.EventPublished(string(sessionbridge.EventKeyUpdated))
 	return nil
 }
 
-// DeleteKey removes the key and returns it as it was.
-func (ks *KeyStore) DeleteKey(ctx context.Context, id string) (*sessionbridge.APIKey, error) {
+// DeleteKey removes the key, publishes ev (with the key's owner and version
+// filled in by the script) and returns the key as it was.
+func (ks *KeyStore) DeleteKey(ctx context.Context, id string, ev sessionbridge.Event) (*sessionbridge.APIKey, error) {
 	if !sessionbridge.ValidAPIKeyID(id) {
 		return nil, fmt.Errorf("redis: delete api key: %w", sessionbridge.ErrKeyNotFound)
+	}
+	payload, flags, err := keyEvent(sessionbridge.EventKeyDeleted, ev, id, "", 0)
+	if err != nil {
+		return nil, fmt.Errorf("redis: delete api key: %w", err)
 	}
 	b := ks.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	kv, err := ks.sc.del.Exec(ctx, b.client, []string{b.apiKeyKey(id)}, []string{b.prefix + "uk:{" + sessionbridge.ShardOfID(id) + "}", id}).AsStrSlice()
+	shard := sessionbridge.ShardOfID(id)
+	kv, err := ks.sc.del.Exec(ctx, b.client,
+		[]string{b.apiKeyKey(id), b.keyExpiryKey(shard)},
+		[]string{b.prefix + "uk:{" + shard + "}", id, b.channel(sessionbridge.EventKeyDeleted), payload, flags},
+	).AsStrSlice()
 	if err != nil {
 		return nil, b.fail("delete api key", err)
 	}
@@ -240,6 +335,7 @@ func (ks *KeyStore) DeleteKey(ctx context.Context, id string) (*sessionbridge.AP
 	if k == nil {
 		return nil, fmt.Errorf("redis: api key %s: %w", id, sessionbridge.ErrKeyNotFound)
 	}
+	b.metrics.EventPublished(string(sessionbridge.EventKeyDeleted))
 	return k, nil
 }
 
@@ -286,8 +382,9 @@ func (ks *KeyStore) ListUserKeys(ctx context.Context, userID string) ([]*session
 	return out, nil
 }
 
-// RollKey stores next and sets the old key's expiry in one script.
-func (ks *KeyStore) RollKey(ctx context.Context, oldID string, oldExpiresAt time.Time, next *sessionbridge.APIKey) error {
+// RollKey stores next, sets the old key's expiry and publishes ev for the
+// old key, in one script.
+func (ks *KeyStore) RollKey(ctx context.Context, oldID string, oldExpiresAt time.Time, next *sessionbridge.APIKey, ev sessionbridge.Event) error {
 	if err := checkKeyIDs("roll", next); err != nil {
 		return err
 	}
@@ -298,6 +395,11 @@ func (ks *KeyStore) RollKey(ctx context.Context, oldID string, oldExpiresAt time
 	if err != nil {
 		return fmt.Errorf("redis: roll api key: %w", err)
 	}
+	ev.ExpiresAt = oldExpiresAt
+	payload, flags, err := keyEvent(sessionbridge.EventKeyUpdated, ev, oldID, next.UserID, 0)
+	if err != nil {
+		return fmt.Errorf("redis: roll api key: %w", err)
+	}
 	b := ks.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
@@ -305,8 +407,13 @@ func (ks *KeyStore) RollKey(ctx context.Context, oldID string, oldExpiresAt time
 	if !oldExpiresAt.IsZero() {
 		oldExpiry = millis(oldExpiresAt.Add(keyRetention))
 	}
-	args := append([]string{next.ID, millis(next.CreatedAt), keyExpiry(next), nanos(oldExpiresAt), oldExpiry, next.UserID}, fields...)
-	n, err := ks.sc.roll.Exec(ctx, b.client, []string{b.apiKeyKey(oldID), b.apiKeyKey(next.ID), b.userKeysKey(next.UserID)}, args).AsInt64()
+	args := append([]string{
+		next.ID, millis(next.CreatedAt), keyExpiry(next), nanos(oldExpiresAt), oldExpiry, next.UserID,
+		keyScore(next.ExpiresAt), keyScore(oldExpiresAt), oldID,
+		b.channel(sessionbridge.EventKeyUpdated), payload, flags,
+	}, fields...)
+	keys := []string{b.apiKeyKey(oldID), b.apiKeyKey(next.ID), b.userKeysKey(next.UserID), b.keyExpiryKey(sessionbridge.ShardOfID(oldID))}
+	n, err := ks.sc.roll.Exec(ctx, b.client, keys, args).AsInt64()
 	if err != nil {
 		return b.fail("roll api key", err)
 	}
@@ -318,6 +425,7 @@ func (ks *KeyStore) RollKey(ctx context.Context, oldID string, oldExpiresAt time
 	case -2:
 		return fmt.Errorf("redis: roll api key %s: the new key is not of the same user", oldID)
 	}
+	b.metrics.EventPublished(string(sessionbridge.EventKeyUpdated))
 	return nil
 }
 
@@ -340,8 +448,111 @@ func (ks *KeyStore) MarkUsed(ctx context.Context, id string, at time.Time, ip st
 	return n == 1, nil
 }
 
+// ClaimExpiredKeys claims up to limit keys (all if limit is not positive)
+// whose expiry is at or before now: it reads the candidates of the 256 shard
+// key expiry indexes in one pipelined round trip, then runs one claim
+// script per shard, which takes each key out of its index and publishes its
+// expired event. The ZREM is the claim: each expiry is published once,
+// whichever node runs the script. The keys stay in Redis until their
+// retention ends.
+func (ks *KeyStore) ClaimExpiredKeys(ctx context.Context, now time.Time, limit int, tmpl sessionbridge.Event) ([]*sessionbridge.APIKey, error) {
+	var out []*sessionbridge.APIKey
+	for {
+		n := limit - len(out)
+		if limit <= 0 {
+			n = claimBatch
+		}
+		got, more, err := ks.claimRound(ctx, now, n, tmpl)
+		out = append(out, got...)
+		if err != nil {
+			return out, err
+		}
+		if !more || len(got) == 0 || limit > 0 && len(out) >= limit {
+			return out, nil
+		}
+	}
+}
+
+func (ks *KeyStore) claimRound(ctx context.Context, now time.Time, n int, tmpl sessionbridge.Event) ([]*sessionbridge.APIKey, bool, error) {
+	b := ks.b
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	nowMs := millis(now)
+	cmds := make(rueidis.Commands, len(shards))
+	for i, sh := range shards {
+		cmds[i] = b.client.B().Zrange().Key(b.keyExpiryKey(sh)).Min("-inf").Max(nowMs).Byscore().Limit(0, int64(n)).Withscores().Build()
+	}
+	var cands []candidate
+	more := false
+	for i, r := range b.client.DoMulti(ctx, cmds...) {
+		zs, err := r.AsZScores()
+		if err != nil {
+			return nil, false, b.fail("claim_expired_keys", err)
+		}
+		more = more || len(zs) >= n
+		for _, z := range zs {
+			cands = append(cands, candidate{id: z.Member, shard: shards[i], score: z.Score})
+		}
+	}
+	if len(cands) == 0 {
+		return nil, false, nil
+	}
+	slices.SortFunc(cands, func(a, c candidate) int { return cmp.Compare(a.score, c.score) })
+	if len(cands) > n {
+		cands, more = cands[:n], true
+	}
+	byShard := map[string][]string{}
+	var order []string
+	for _, c := range cands {
+		if _, ok := byShard[c.shard]; !ok {
+			order = append(order, c.shard)
+		}
+		byShard[c.shard] = append(byShard[c.shard], c.id)
+	}
+	tmpl.Scopes, tmpl.ExpiresAt = nil, time.Time{}
+	payload, flags, err := keyEvent(sessionbridge.EventKeyExpired, tmpl, "", "", 0)
+	if err != nil {
+		return nil, false, fmt.Errorf("redis: claim expired api keys: %w", err)
+	}
+	stmts := make([]rueidis.LuaExec, 0, len(order))
+	for _, sh := range order {
+		args := append([]string{b.channel(sessionbridge.EventKeyExpired), payload, flags, nanos(now), nowMs, b.apiKeyKeyPrefix(sh)}, byShard[sh]...)
+		stmts = append(stmts, rueidis.LuaExec{Keys: []string{b.keyExpiryKey(sh)}, Args: args})
+	}
+	var out []*sessionbridge.APIKey
+	var firstErr error
+	for _, r := range ks.sc.claim.ExecMulti(ctx, b.client, stmts...) {
+		list, err := r.ToArray()
+		if err != nil {
+			if firstErr == nil {
+				firstErr = b.fail("claim_expired_keys", err)
+			}
+			continue
+		}
+		for _, item := range list {
+			kv, err := item.AsStrSlice()
+			if err != nil {
+				return out, false, fmt.Errorf("redis: claim expired api keys: %w", err)
+			}
+			m := make(map[string]string, len(kv)/2)
+			for i := 0; i+1 < len(kv); i += 2 {
+				m[kv[i]] = kv[i+1]
+			}
+			b.metrics.EventPublished(string(sessionbridge.EventKeyExpired))
+			k, err := decodeKey(m)
+			if err != nil || k == nil {
+				// Claimed and published all the same; report what we can.
+				b.log.Error("redis: decoding a claimed api key", "err", err)
+				continue
+			}
+			out = append(out, k)
+		}
+	}
+	return out, more, firstErr
+}
+
 type keyScripts struct {
-	create, update, del, roll, used *rueidis.Lua
+	create, update, del, roll, used, claim *rueidis.Lua
 }
 
 func newKeyScripts() keyScripts {
@@ -351,42 +562,63 @@ func newKeyScripts() keyScripts {
 		del:    rueidis.NewLuaScript(luaKeyDelete),
 		roll:   rueidis.NewLuaScript(luaKeyRoll),
 		used:   rueidis.NewLuaScript(luaKeyUsed),
+		claim:  rueidis.NewLuaScript(luaKeyClaim),
 	}
 }
 
 // API key scripts. Times are Unix nanoseconds as decimal strings (compared
 // with lt), index scores and hash expiries Unix milliseconds ("0": none).
+// Event payloads come from Go; where only the script knows a value (the
+// owner or version of a key being deleted, rolled or expired), Go leaves a
+// placeholder that kfill replaces, as fill does for sessions: flags 'k'
+// (key ID), 'u' (user ID, both first occurrence: they come before any list
+// in the payload) and 'v' (version, last occurrence).
 const luaKeyPrelude = luaPrelude + `
 local function expireat(key, at)
   if at == '0' then redis.call('PERSIST', key) else redis.call('PEXPIREAT', key, at) end
 end
+local function kfill(payload, flags, kid, uid, ver)
+  if string.find(flags, 'k', 1, true) then payload = subfirst(payload, '"@@sb:key_id@@"', cjson.encode(kid)) end
+  if string.find(flags, 'u', 1, true) then payload = subfirst(payload, '"@@sb:user_id@@"', cjson.encode(uid)) end
+  if string.find(flags, 'v', 1, true) then payload = sublast(payload, '"version":18446744073709551615', '"version":' .. ver) end
+  return payload
+end
+local function index(key, score, id)
+  if score == '0' then redis.call('ZREM', key, id) else redis.call('ZADD', key, score, id) end
+end
 `
 
-// create: KEYS key hash, user index. ARGV id, created ms, hash expiry,
-// field/value pairs... Returns 1, or 0 if the ID is taken.
+// create: KEYS key hash, user index, expiry index. ARGV id, created ms, hash
+// expiry, expiry score, field/value pairs... Returns 1, or 0 if the ID is
+// taken. Creating a key publishes nothing.
 const luaKeyCreate = luaKeyPrelude + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 expireat(KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+index(KEYS[3], ARGV[4], ARGV[1])
 return 1
 `
 
-// update: KEYS key hash. ARGV previous version, user id, secret hash, hash
-// expiry, field/value pairs... Returns 1, 0 if gone, -1 on a version
-// conflict, -2 if the owner or secret would change.
+// update: KEYS key hash, expiry index. ARGV previous version, user id,
+// secret hash, hash expiry, channel, payload, id, expiry score, field/value
+// pairs... Returns 1 (and publishes), 0 if gone, -1 on a version conflict,
+// -2 if the owner or secret would change.
 const luaKeyUpdate = luaKeyPrelude + `
 local cur = redis.call('HMGET', KEYS[1], 'version', 'user_id', 'secret_hash')
 if not cur[1] then return 0 end
 if cur[1] ~= ARGV[1] then return -1 end
 if cur[2] ~= ARGV[2] or cur[3] ~= ARGV[3] then return -2 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 expireat(KEYS[1], ARGV[4])
+index(KEYS[2], ARGV[8], ARGV[7])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 `
 
-// delete: KEYS key hash. ARGV user index prefix, id. Returns the hash as it
-// was (empty if gone). The user index key is built here from the stored
+// delete: KEYS key hash, expiry index. ARGV user index prefix, id, channel,
+// payload, fill flags. Returns the hash as it was (empty if gone, and then
+// nothing is published). The user index key is built here from the stored
 // owner, which Go does not know before the read.
 const luaKeyDelete = luaKeyPrelude + `
 local h = redis.call('HGETALL', KEYS[1])
@@ -394,25 +626,67 @@ if #h == 0 then return h end
 local m = hmap(h)
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', ARGV[1] .. m['user_id'], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], kfill(ARGV[4], ARGV[5], ARGV[2], m['user_id'], m['version']))
 return h
 `
 
-// roll: KEYS old key hash, new key hash, user index. ARGV new id, created
-// ms, new hash expiry, old expires_at ns, old hash expiry, user id,
-// field/value pairs of the new key... Returns 1, 0 if the old key is gone,
-// -1 if the new ID is taken, -2 if the old key is another user's.
+// roll: KEYS old key hash, new key hash, user index, expiry index. ARGV new
+// id, created ms, new hash expiry, old expires_at ns, old hash expiry, user
+// id, new expiry score, old expiry score, old id, channel, payload (of the
+// old key's update), fill flags, field/value pairs of the new key...
+// Returns 1, 0 if the old key is gone, -1 if the new ID is taken, -2 if the
+// old key is another user's.
 const luaKeyRoll = luaKeyPrelude + `
 local owner = redis.call('HGET', KEYS[1], 'user_id')
 if not owner then return 0 end
 if owner ~= ARGV[6] then return -2 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('HSET', KEYS[2], unpack(ARGV, 13))
 expireat(KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+index(KEYS[4], ARGV[7], ARGV[1])
 redis.call('HSET', KEYS[1], 'expires_at', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'version', 1)
+local ver = redis.call('HINCRBY', KEYS[1], 'version', 1)
 expireat(KEYS[1], ARGV[5])
+index(KEYS[4], ARGV[8], ARGV[9])
+redis.call('PUBLISH', ARGV[10], kfill(ARGV[11], ARGV[12], ARGV[9], owner, tostring(ver)))
 return 1
+`
+
+// claim: KEYS expiry index of one shard. ARGV channel, payload template,
+// fill flags, now (ns), now (ms), key hash prefix, candidate ids...
+// Claims each candidate still in the index whose expiry is at or before
+// now: takes it out of the index and publishes its expired event; the ZREM
+// makes each claim happen once, whoever runs the script. A candidate whose
+// hash is gone is dropped from the index; one whose expiry moved is
+// re-scored. Returns the claimed hashes as flat arrays.
+const luaKeyClaim = luaKeyPrelude + `
+local out = {}
+local nowms = tonumber(ARGV[5])
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= nowms then
+    local h = redis.call('HGETALL', ARGV[6] .. id)
+    if #h == 0 then
+      redis.call('ZREM', KEYS[1], id)
+    else
+      local m = hmap(h)
+      local exp = m['expires_at'] or '0'
+      if exp == '0' then
+        redis.call('ZREM', KEYS[1], id)
+      elseif not lt(ARGV[4], exp) then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('PUBLISH', ARGV[1], kfill(ARGV[2], ARGV[3], id, m['user_id'], m['version']))
+        table.insert(out, h)
+      elseif ms(exp) > tonumber(score) then
+        redis.call('ZADD', KEYS[1], ms(exp), id)
+      end
+    end
+  end
+end
+return out
 `
 
 // used: KEYS key hash. ARGV at ns, at minus the interval ns, ip. Returns 1

@@ -13,7 +13,10 @@ import (
 
 func TestKeyStoreConformance(t *testing.T) {
 	srv := redistest.Start(t)
-	storetest.RunKeys(t, func(t *testing.T) sessionbridge.KeyStore { return newBackend(t, srv).Keys() })
+	storetest.RunKeys(t, func(t *testing.T) (sessionbridge.KeyStore, sessionbridge.Bus) {
+		b := newBackend(t, srv)
+		return b.Keys(), b.Bus()
+	})
 }
 
 // TestKeyStoreConformanceOnCluster runs the key suite on a Redis Cluster
@@ -21,7 +24,10 @@ func TestKeyStoreConformance(t *testing.T) {
 // suite is small, so it runs whole here too.
 func TestKeyStoreConformanceOnCluster(t *testing.T) {
 	srv := redistest.StartCluster(t)
-	storetest.RunKeys(t, func(t *testing.T) sessionbridge.KeyStore { return newBackend(t, srv).Keys() })
+	storetest.RunKeys(t, func(t *testing.T) (sessionbridge.KeyStore, sessionbridge.Bus) {
+		b := newBackend(t, srv)
+		return b.Keys(), b.Bus()
+	})
 }
 
 // TestKeyStoreKeepsNoSecret checks that nothing in Redis can be used as the
@@ -62,10 +68,10 @@ func TestKeyStoreUnavailable(t *testing.T) {
 	srv.Stop()
 	_, nextID, nextHash, _ := sessionbridge.NewAPIKey("alice")
 	next := &sessionbridge.APIKey{ID: nextID, UserID: "alice", SecretHash: nextHash, CreatedAt: time.Now(), Version: 1}
-	if err := b.Keys().RollKey(bg, id, time.Now(), next); !errors.Is(err, sessionbridge.ErrUnavailable) {
+	if err := b.Keys().RollKey(bg, id, time.Now(), next, sessionbridge.Event{}); !errors.Is(err, sessionbridge.ErrUnavailable) {
 		t.Fatalf("RollKey with Redis away = %v, want ErrUnavailable", err)
 	}
-	if _, err := b.Keys().DeleteKey(bg, id); !errors.Is(err, sessionbridge.ErrUnavailable) {
+	if _, err := b.Keys().DeleteKey(bg, id, sessionbridge.Event{}); !errors.Is(err, sessionbridge.ErrUnavailable) {
 		t.Fatalf("DeleteKey with Redis away = %v, want ErrUnavailable", err)
 	}
 	if _, err := b.Keys().GetKey(bg, id); !errors.Is(err, sessionbridge.ErrUnavailable) {

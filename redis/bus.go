@@ -21,8 +21,9 @@ const (
 )
 
 // Bus is a [sessionbridge.Bus] on Redis pub/sub: one channel per event type,
-// "<prefix>session:updates|created|deleted|expired|messages", carrying the
-// event's JSON (the type is the channel's).
+// "<prefix>session:updates|created|deleted|expired|messages" and
+// "<prefix>apikey:updated|deleted|expired", carrying the event's JSON (the
+// type is the channel's).
 //
 // Pub/sub is at-most-once: events published while a subscriber is cut off
 // are lost to it. So Subscribe calls HandleGap after every (re)subscription,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,8 +16,10 @@ import (
 	"github.com/gorilla/websocket"
 
 	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/gateway"
 	"github.com/sessionbridge/sessionbridge/internal/redistest"
+	"github.com/sessionbridge/sessionbridge/keys"
 	"github.com/sessionbridge/sessionbridge/redis"
 )
 
@@ -27,6 +31,7 @@ type node struct {
 	name    string
 	backend *redis.Backend
 	manager *sb.Manager
+	keys    *keys.Manager
 	gw      *gateway.Gateway
 	srv     *httptest.Server
 }
@@ -37,6 +42,10 @@ type nodeOpts struct {
 	// expiry, if set, runs Manager.RunExpiry at that interval.
 	expiry time.Duration
 	idle   time.Duration
+	// warning is the gateway's ExpiryWarning (default: the gateway's).
+	warning time.Duration
+	// logs, if set, receives every log line of the node.
+	logs io.Writer
 }
 
 // startNode builds a node on srv and runs it until the test ends. Sweeps are
@@ -47,27 +56,35 @@ func startNode(t *testing.T, name string, srv *redistest.Server, o nodeOpts) *no
 	if o.timeout == 0 {
 		o.timeout = 2 * time.Second
 	}
-	b, err := redis.New(bg, redis.Options{URL: srv.URL(), Prefix: o.prefix, NodeID: name, Timeout: o.timeout})
+	var logger *slog.Logger
+	if o.logs != nil {
+		logger = slog.New(slog.NewTextHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	b, err := redis.New(bg, redis.Options{URL: srv.URL(), Prefix: o.prefix, NodeID: name, Timeout: o.timeout, Logger: logger})
 	if err != nil {
 		t.Fatalf("redis.New(%s): %v", name, err)
 	}
 	m := &sb.Manager{Store: b.Store(), NodeID: name, IdleTimeout: o.idle}
+	km := &keys.Manager{Store: b.Keys(), Cache: &keys.Cache{}, NodeID: name}
 	gw, err := gateway.New(gateway.Config{
 		Manager: m, Bus: b.Bus(), Tickets: b.Tickets(), NodeID: name,
-		SweepInterval: time.Hour, PingInterval: time.Hour,
+		APIKeys: km.TokenVerifier(), KeyStore: b.Keys(), KeyEvents: km.Cache,
+		SweepInterval: time.Hour, PingInterval: time.Hour, ExpiryWarning: o.warning,
+		Logger: logger, Audit: audit.New(logger),
 	})
 	if err != nil {
 		t.Fatalf("gateway.New(%s): %v", name, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/ws", gw)
-	n := &node{name: name, backend: b, manager: m, gw: gw, srv: httptest.NewServer(mux)}
+	n := &node{name: name, backend: b, manager: m, keys: km, gw: gw, srv: httptest.NewServer(mux)}
 
 	ctx, cancel := context.WithCancel(bg)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = gw.Run(ctx) })
 	if o.expiry > 0 {
 		wg.Go(func() { m.RunExpiry(ctx, o.expiry, nil) })
+		wg.Go(func() { km.RunExpiry(ctx, o.expiry, nil) })
 	}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(bg, 10*time.Second)
@@ -131,9 +148,33 @@ func dialURL(t *testing.T, baseURL, token string) *client {
 }
 
 func tryDial(baseURL, token string) (*client, *http.Response, error) {
-	u := "ws" + strings.TrimPrefix(baseURL, "http") + "/ws"
 	h := http.Header{}
 	h.Set("X-Session-Token", token)
+	return tryDialHeader(baseURL, h)
+}
+
+// dialKey connects to n's /ws with an API key as bearer token and waits for
+// the welcome frame.
+func dialKey(t *testing.T, n *node, key string) *client {
+	t.Helper()
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+key)
+	c, resp, err := tryDialHeader(n.srv.URL, h)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s with a key: %v (HTTP %d)", n.name, err, status)
+	}
+	c.t = t
+	t.Cleanup(func() { _ = c.conn.Close(); <-c.closed })
+	c.expect(gateway.TypeWelcome, 10*time.Second)
+	return c
+}
+
+func tryDialHeader(baseURL string, h http.Header) (*client, *http.Response, error) {
+	u := "ws" + strings.TrimPrefix(baseURL, "http") + "/ws"
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	conn, resp, err := d.Dial(u, h)
 	if err != nil {

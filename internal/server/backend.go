@@ -113,7 +113,7 @@ func newMemoryBackend() backend {
 		Store:   store,
 		Bus:     bus,
 		Tickets: memory.NewTickets(),
-		Keys:    memory.NewKeyStore(),
+		Keys:    memory.NewKeyStore(bus),
 		Ping:    store.Ping,
 	}
 }

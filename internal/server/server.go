@@ -287,7 +287,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		IdleTimeout: cfg.IdleTimeout, AbsoluteTimeout: cfg.AbsoluteTimeout, TouchInterval: cfg.TouchInterval,
 		MaxDataBytes: cfg.MaxSessionData, MaxDataDepth: cfg.MaxDataDepth,
 	}
-	s.keys = &keys.Manager{Store: s.backend.Keys, MaxTTL: cfg.KeyMaxTTL}
+	s.keys = &keys.Manager{Store: s.backend.Keys, MaxTTL: cfg.KeyMaxTTL, Cache: &keys.Cache{}, NodeID: cfg.NodeID}
 	var jwtVerifier sessionbridge.TokenVerifier
 	if cfg.JWT.enabled() {
 		s.jwt, err = jwt.New(ctx, jwt.Config{
@@ -311,6 +311,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	s.gateway, err = gateway.New(gateway.Config{
 		Manager: s.manager, Bus: s.backend.Bus, Tickets: s.backend.Tickets, JWT: jwtVerifier,
+		APIKeys: s.keys.TokenVerifier(), KeyStore: s.backend.Keys, KeyEvents: s.keys.Cache,
 		AllowedOrigins: cfg.AllowedOrigins, TrustedProxies: trusted, AllowQueryToken: cfg.AllowQueryToken,
 		ReadLimit: cfg.ReadLimit, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
 		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
@@ -442,6 +443,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() {
 		s.manager.RunExpiry(bg, s.cfg.ExpiryInterval, func(err error) {
 			s.logger.Warn("claiming expired sessions failed", "err", err)
+		})
+	})
+	wg.Go(func() {
+		s.keys.RunExpiry(bg, s.cfg.ExpiryInterval, func(err error) {
+			s.logger.Warn("claiming expired API keys failed", "err", err)
 		})
 	})
 	if s.backend.Run != nil {
