@@ -51,6 +51,15 @@ type API struct {
 	// LoginLimiter, if set, refuses sign-ins from a client IP or for a
 	// username with too many recent failures (429 rate_limited).
 	LoginLimiter *FailureLimiter
+	// LoginConcurrency bounds the password checks that run at once across
+	// all sign-ins served by the Handler; each costs a CPU core and, with
+	// argon2id, 19 MiB of memory for its duration. Zero means
+	// runtime.GOMAXPROCS(0).
+	LoginConcurrency int
+	// LoginQueueWait is how long a sign-in waits for one of those checks
+	// before it is refused with 429 rate_limited; zero means
+	// DefaultLoginQueueWait.
+	LoginQueueWait time.Duration
 	// AdminToken is the bearer token of the admin API; empty disables it.
 	AdminToken string
 	// AllowedOrigins are other origins ("https://app.example.com") whose
@@ -101,7 +110,8 @@ func (a *API) Handler() http.Handler {
 	change := func(f http.HandlerFunc) http.Handler { return sameOrigin(user(f)) }
 	admin := func(f http.HandlerFunc) http.Handler { return a.admin(f) }
 
-	route("/auth/login", map[string]http.Handler{http.MethodPost: s.Middleware(hf(a.login))})
+	login := a.newLogin()
+	route("/auth/login", map[string]http.Handler{http.MethodPost: s.Middleware(hf(login.serve))})
 	route("/auth/logout", map[string]http.Handler{http.MethodPost: sameOrigin(s.Middleware(hf(a.logout)))})
 	route("/auth/session", map[string]http.Handler{
 		http.MethodGet:   user(a.getSession),

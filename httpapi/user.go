@@ -10,6 +10,7 @@ import (
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/users"
 )
 
 // loginRequest is the body of POST /auth/login.
@@ -18,7 +19,18 @@ type loginRequest struct {
 	Password string `json:"password"`
 }
 
-func (a *API) login(w http.ResponseWriter, r *http.Request) {
+// loginHandler serves POST /auth/login with the password check slots its
+// Handler was built with.
+type loginHandler struct {
+	*API
+	hashes *hashSlots
+}
+
+func (a *API) newLogin() *loginHandler {
+	return &loginHandler{API: a, hashes: newHashSlots(a.LoginConcurrency, a.LoginQueueWait)}
+}
+
+func (a *loginHandler) serve(w http.ResponseWriter, r *http.Request) {
 	if a.Users == nil {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "password login is not configured"))
 		return
@@ -35,21 +47,36 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	f := a.Sessions.fields(r, audit.Fields{UserID: sanitizeName(req.Username), Method: "password"})
 	// Keys carry a prefix so that a username cannot collide with an IP.
 	ipKey, userKey := "ip:"+f.IP, "user:"+truncate(req.Username, 128)
-	if wait, blocked := a.LoginLimiter.Blocked(ipKey, userKey); blocked {
+	// The attempt counts before the password is checked, so that attempts
+	// made at once cannot all pass the limit.
+	attempt, wait, ok := a.LoginLimiter.Reserve(ipKey, userKey)
+	if !ok {
 		f.Reason = "rate_limited"
 		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
 		writeError(w, errorf(http.StatusTooManyRequests, CodeRateLimited, "too many failed sign-ins; retry later"))
 		return
 	}
-	u, ok := a.Users.Verify(req.Username, req.Password)
+	if !a.hashes.acquire(r.Context()) {
+		// Not evaluated: the attempt costs the client nothing.
+		attempt.Refund()
+		f.Reason = "login_busy"
+		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, errorf(http.StatusTooManyRequests, CodeRateLimited, "too many sign-ins in progress; retry in a moment"))
+		return
+	}
+	u, ok := func() (users.User, bool) {
+		defer a.hashes.release()
+		return a.Users.Verify(req.Username, req.Password)
+	}()
 	if !ok {
-		a.LoginLimiter.Fail(ipKey, userKey)
 		f.Reason = "invalid_credentials"
 		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
 		writeError(w, errorf(http.StatusUnauthorized, CodeInvalidCredentials, "invalid username or password"))
 		return
 	}
+	attempt.Refund()
 	a.LoginLimiter.Reset(userKey)
 	s, err := a.Sessions.Login(w, r, u.Username, nil)
 	if err != nil {
