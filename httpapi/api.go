@@ -23,6 +23,16 @@ type UserVerifier interface {
 	Verify(username, password string) (users.User, bool)
 }
 
+// UserLister is implemented by a UserVerifier that can tell whether a
+// username exists (*users.File does). The login audit names an existing user
+// as such; any other name, which may well be a password typed into the wrong
+// field, is logged only as a keyed hash. Without it every name of a failed
+// sign-in is logged as a hash.
+type UserLister interface {
+	// Exists reports whether username is a user's name.
+	Exists(username string) bool
+}
+
 // Publisher delivers application messages to the WebSockets of a user or a
 // session on every node; the gateway implements it.
 type Publisher interface {
@@ -39,7 +49,9 @@ type Publisher interface {
 // admin routes answer 404 unless AdminToken is set.
 type API struct {
 	Sessions *Sessions
-	// Users checks passwords for POST /auth/login.
+	// Users checks passwords for POST /auth/login. If it is also a
+	// UserLister, failed sign-ins of existing users are audited under their
+	// username.
 	Users UserVerifier
 	// Presence counts live connections for the device lists and
 	// GET /api/v1/connections.

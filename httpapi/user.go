@@ -1,6 +1,10 @@
 package httpapi
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,15 +23,36 @@ type loginRequest struct {
 	Password string `json:"password"`
 }
 
-// loginHandler serves POST /auth/login with the password check slots its
-// Handler was built with.
+// loginHandler serves POST /auth/login with the password check slots and the
+// audit name key its Handler was built with.
 type loginHandler struct {
 	*API
 	hashes *hashSlots
+	// nameKey keys the hashes that stand for unknown usernames in audit
+	// records. Random per handler: a hash can be matched with others of the
+	// same process, never reversed into the name, even by brute force over
+	// likely passwords.
+	nameKey []byte
 }
 
 func (a *API) newLogin() *loginHandler {
-	return &loginHandler{API: a, hashes: newHashSlots(a.LoginConcurrency, a.LoginQueueWait)}
+	key := make([]byte, 32)
+	// crypto/rand.Read never fails (it crashes the program instead).
+	_, _ = rand.Read(key)
+	return &loginHandler{API: a, hashes: newHashSlots(a.LoginConcurrency, a.LoginQueueWait), nameKey: key}
+}
+
+// auditName is how the username of a sign-in appears in its audit record: as
+// is for a user that exists, else "unknown:" and 12 hex digits of a keyed
+// hash. People type passwords into the username field; OWASP's logging
+// guidance is not to record them.
+func (a *loginHandler) auditName(username string) string {
+	if l, ok := a.Users.(UserLister); ok && l.Exists(username) {
+		return sanitizeName(username)
+	}
+	mac := hmac.New(sha256.New, a.nameKey)
+	mac.Write([]byte(username))
+	return "unknown:" + hex.EncodeToString(mac.Sum(nil)[:6])
 }
 
 func (a *loginHandler) serve(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +69,7 @@ func (a *loginHandler) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "username and password are required"))
 		return
 	}
-	f := a.Sessions.fields(r, audit.Fields{UserID: sanitizeName(req.Username), Method: "password"})
+	f := a.Sessions.fields(r, audit.Fields{UserID: a.auditName(req.Username), Method: "password"})
 	// Keys carry a prefix so that a username cannot collide with an IP.
 	ipKey, userKey := "ip:"+f.IP, "user:"+truncate(req.Username, 128)
 	// The attempt counts before the password is checked, so that attempts
@@ -89,8 +114,7 @@ func (a *loginHandler) serve(w http.ResponseWriter, r *http.Request) {
 
 // sanitizeName makes a client-supplied username fit for an audit line: valid
 // UTF-8, no control characters, at most 64 bytes. Audit neutralises control
-// characters too; this also keeps a password pasted into the username field
-// from being logged in full.
+// characters too.
 func sanitizeName(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	s = strings.Map(func(r rune) rune {
