@@ -135,3 +135,35 @@ func tamper(tok string) string {
 	parts[1] = base64.RawURLEncoding.EncodeToString(p)
 	return strings.Join(parts, ".")
 }
+
+// TestJWTLeewayOverWebSocket: with a 30 s leeway, a token 10 s past its exp
+// still opens a socket, and the socket lives until exp plus the leeway, as
+// the verifier accepts the token until then; it closes 4401 token_expired
+// after that, not at exp.
+func TestJWTLeewayOverWebSocket(t *testing.T) {
+	secret := []byte("a-test-secret-of-at-least-32-bytes-long")
+	var clock atomic.Pointer[fakeClock]
+	v, err := jwt.New(context.Background(), jwt.Config{
+		HMACSecret: secret, Leeway: 30 * time.Second,
+		Now: func() time.Time { return clock.Load().Now() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	e := newEnv(t, func(c *Config) { c.JWT = v })
+	clock.Store(e.clock)
+
+	exp := e.clock.Now().Truncate(time.Second).Add(-10 * time.Second)
+	c, w := e.dial(bearer(jwttest.HS256(t, secret, map[string]any{"sub": "bob", "exp": exp.Unix()})), "")
+	if deadline := exp.Add(30 * time.Second); w.ExpiresAt == nil || !w.ExpiresAt.Equal(deadline) {
+		t.Fatalf("welcome expires_at %v, want exp + leeway = %v", w.ExpiresAt, deadline)
+	}
+	e.clock.Advance(exp.Add(29 * time.Second).Sub(e.clock.Now()))
+	c.send("ping", "p", nil)
+	if f := c.read(); f.Type != TypePong {
+		t.Fatalf("within the leeway: %+v", f)
+	}
+	e.clock.Advance(time.Second)
+	c.expectClose(CloseReauthenticate, ReasonTokenExpired)
+}

@@ -110,7 +110,11 @@ type Verifier struct {
 	allowed    algSet
 	parser     *gojwt.Parser
 	scopeClaim string
-	closeOnce  sync.Once
+	// leeway extends every principal's ExpiresAt past exp, as the parser
+	// extends the token's validity: a token is accepted, and a connection
+	// made with it lives, until exp plus the leeway.
+	leeway    time.Duration
+	closeOnce sync.Once
 }
 
 // New loads the configured keys and returns a Verifier. It fails when the
@@ -186,7 +190,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		return nil, errors.New("jwt: no key configured: set an HMAC secret, public key files, a JWKS file or a JWKS URL")
 	}
 
-	v := &Verifier{static: newKeySet(static), scopeClaim: cfg.ScopeClaim}
+	v := &Verifier{static: newKeySet(static), scopeClaim: cfg.ScopeClaim, leeway: leeway}
 	if v.scopeClaim == "" {
 		v.scopeClaim = DefaultScopeClaim
 	}
@@ -280,7 +284,9 @@ func (v *Verifier) Close() error {
 // Verify checks token (the compact JWS, without any "Bearer " prefix) and
 // returns the principal it stands for: Method sessionbridge.AuthJWT, UserID
 // from sub, SessionID from sid (if present), Scopes from the scope claim or
-// scp, ExpiresAt from exp.
+// scp, ExpiresAt from exp plus the configured leeway: the moment this
+// Verifier stops accepting the token, and so when a connection made with it
+// must end.
 //
 // A rejected token yields an error wrapping sessionbridge.ErrInvalidToken and
 // one of ErrTokenExpired, ErrTokenNotYetValid, ErrBadAlgorithm,
@@ -540,7 +546,7 @@ func (v *Verifier) principal(claims gojwt.MapClaims) (*sessionbridge.Principal, 
 		// The parser already required it; this is a second lock on the door.
 		return nil, reject(ErrBadClaims, "exp is missing")
 	}
-	p.ExpiresAt = exp.Time
+	p.ExpiresAt = exp.Time.Add(v.leeway)
 	return p, nil
 }
 

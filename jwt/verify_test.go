@@ -169,6 +169,24 @@ func TestVerifyLeewayConfig(t *testing.T) {
 	}
 }
 
+// TestVerifyLeewayInExpiresAt: a token past exp but within the leeway is
+// accepted, and its principal lives until exp plus the leeway, which is when
+// a connection made with it must close, not at exp.
+func TestVerifyLeewayInExpiresAt(t *testing.T) {
+	v := newVerifier(t, jwt.Config{HMACSecret: secret64, Leeway: 30 * time.Second})
+	exp := t0.Add(-10 * time.Second)
+	p, err := v.Verify(context.Background(), jwttest.HS256(t, secret64, claims(map[string]any{"exp": exp.Unix()})))
+	if err != nil {
+		t.Fatalf("a token 10s past exp with 30s leeway: %v", err)
+	}
+	if want := exp.Add(30 * time.Second); !p.ExpiresAt.Equal(want) {
+		t.Errorf("ExpiresAt = %v, want exp + leeway = %v", p.ExpiresAt, want)
+	}
+	if !p.ExpiresAt.After(t0) {
+		t.Errorf("an accepted token's ExpiresAt %v is not after now %v", p.ExpiresAt, t0)
+	}
+}
+
 func TestVerifyAudienceAndIssuer(t *testing.T) {
 	v := newVerifier(t, jwt.Config{HMACSecret: secret64, Audience: "sessionbridge", Issuer: "https://idp.example"})
 	good := map[string]any{"aud": "sessionbridge", "iss": "https://idp.example"}
