@@ -338,6 +338,26 @@ func (p originPolicy) check(r *http.Request, cookie bool) error {
 	return errOriginNotAllowed
 }
 
+// jwtRefused counts a refused JWT in the metrics by reason and returns the
+// reason for its audit record, "jwt_<reason>". The reason is the verifier's
+// own label when its error has a Reason method (the jwt package's rejections
+// do: expired, bad_signature, bad_audience, ...), else expired, unavailable
+// or invalid.
+func (g *Gateway) jwtRefused(err error) string {
+	reason := "invalid"
+	var r interface{ Reason() string }
+	switch {
+	case errors.As(err, &r) && r.Reason() != "":
+		reason = r.Reason()
+	case errors.Is(err, sb.ErrExpired):
+		reason = "expired"
+	case errors.Is(err, sb.ErrUnavailable):
+		reason = "unavailable"
+	}
+	g.metrics.JWTRejected(reason)
+	return "jwt_" + reason
+}
+
 // authResult is the outcome of authenticating an upgrade.
 type authResult struct {
 	p *sb.Principal

@@ -343,7 +343,7 @@ func compactJWS(s string) bool {
 // reject builds a rejection: sessionbridge.ErrInvalidToken, a reason
 // sentinel, and a detail that never includes the token.
 func reject(reason error, detail string) error {
-	return fmt.Errorf("%w: %w: %s", sessionbridge.ErrInvalidToken, reason, detail)
+	return &rejection{reason: reason, detail: detail}
 }
 
 func unavailable(cause error) error {
@@ -496,9 +496,9 @@ func (v *Verifier) classify(tok *gojwt.Token, err error) error {
 		case errors.Is(err, gojwt.ErrTokenRequiredClaimMissing):
 			return reject(ErrBadClaims, "a required claim (exp, aud or iss) is missing")
 		case errors.Is(err, gojwt.ErrTokenInvalidAudience):
-			return reject(ErrBadClaims, "audience does not match")
+			return reject(ErrBadAudience, "aud does not name this server")
 		case errors.Is(err, gojwt.ErrTokenInvalidIssuer):
-			return reject(ErrBadClaims, "issuer does not match")
+			return reject(ErrBadIssuer, "iss is not the configured issuer")
 		case errors.Is(err, gojwt.ErrTokenExpired):
 			return reject(ErrTokenExpired, "exp has passed")
 		case errors.Is(err, gojwt.ErrTokenNotValidYet):
