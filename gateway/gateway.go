@@ -71,9 +71,10 @@ type Config struct {
 	APIKeys sb.TokenVerifier
 	// APIKeyPrefix marks API keys among bearer tokens; default "sbk_".
 	APIKeyPrefix string
-	// AllowedOrigins lists the browser origins that may connect:
-	// "https://app.example.com" or "https://*.example.com" (one or more
-	// labels in place of the star). Empty means only the request's own host.
+	// AllowedOrigins lists the browser origins that may connect besides the
+	// server's own (the request's Host, over https when the request came
+	// over TLS): "https://app.example.com" or "https://*.example.com" (one or
+	// more labels in place of the star). Empty means only the server's own.
 	AllowedOrigins []string
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
