@@ -25,8 +25,9 @@ type Principal struct {
 	// Session is the bound session as read at authentication, if any.
 	Session *Session
 	Scopes  []string
-	// ExpiresAt is when the credential stops being valid (session deadline,
-	// JWT exp); zero for none.
+	// ExpiresAt is when the credential stops being valid (session deadline;
+	// for a JWT its exp plus the verifier's clock-skew leeway); zero for
+	// none. Connections made with the credential close then.
 	ExpiresAt time.Time
 	// KeyID names the API key, for API-key principals.
 	KeyID string

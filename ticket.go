@@ -43,7 +43,9 @@ type TicketStore interface {
 // TokenVerifier verifies a bearer credential that is not a session token (a
 // JWT, an API key) and says whom it stands for. It returns an error wrapping
 // ErrInvalidToken for a bad credential and ErrUnavailable when it cannot
-// decide.
+// decide. An error may also have a method Reason() string naming the cause
+// in a short, stable label ("expired", "bad_signature"), which the gateway
+// records in audit records and metrics; the jwt package's errors do.
 type TokenVerifier interface {
 	Verify(ctx context.Context, token string) (*Principal, error)
 }

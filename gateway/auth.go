@@ -284,8 +284,20 @@ func defaultPort(scheme string) string {
 	return "80"
 }
 
+// ownOrigin reports whether o is the origin of the server itself as the
+// request reached it: the Host header's host and port, with the request's
+// scheme when it is known. A request that came over TLS has https; one that
+// came in plain may have either, since a TLS-terminating proxy may sit in
+// between.
+func ownOrigin(o origin, r *http.Request) bool {
+	if r.TLS != nil && o.scheme != "https" {
+		return false
+	}
+	return sameHost(o, r.Host)
+}
+
 // sameHost reports whether o names the host the request was sent to,
-// whatever the scheme (a TLS-terminating proxy may sit in between).
+// whatever the scheme.
 func sameHost(o origin, reqHost string) bool {
 	h := strings.ToLower(reqHost)
 	if h == "" {
@@ -304,10 +316,11 @@ func sameHost(o origin, reqHost string) bool {
 
 var errOriginNotAllowed = errors.New("origin_not_allowed")
 
-// checkOrigin applies the origin rules. With a session cookie (an ambient
-// credential) the Origin must be present and allowed: by AllowedOrigins, or
-// when that is empty by being the request's own host. Other credentials need
-// no Origin, but a present one must be allowed when AllowedOrigins is set.
+// check applies the origin rules. With a session cookie (an ambient
+// credential) the Origin must be present and allowed: the server's own origin
+// always is (see ownOrigin), and so are those of AllowedOrigins. Other
+// credentials need no Origin, but a present one must be allowed when
+// AllowedOrigins is set.
 func (p originPolicy) check(r *http.Request, cookie bool) error {
 	values := r.Header.Values("Origin")
 	if len(values) > 1 {
@@ -326,16 +339,30 @@ func (p originPolicy) check(r *http.Request, cookie bool) error {
 	if err != nil {
 		return errOriginNotAllowed
 	}
-	if p.configured() {
-		if p.allows(o) {
-			return nil
-		}
-		return errOriginNotAllowed
-	}
-	if sameHost(o, r.Host) {
+	if ownOrigin(o, r) || p.allows(o) {
 		return nil
 	}
 	return errOriginNotAllowed
+}
+
+// jwtRefused counts a refused JWT in the metrics by reason and returns the
+// reason for its audit record, "jwt_<reason>". The reason is the verifier's
+// own label when its error has a Reason method (the jwt package's rejections
+// do: expired, bad_signature, bad_audience, ...), else expired, unavailable
+// or invalid.
+func (g *Gateway) jwtRefused(err error) string {
+	reason := "invalid"
+	var r interface{ Reason() string }
+	switch {
+	case errors.As(err, &r) && r.Reason() != "":
+		reason = r.Reason()
+	case errors.Is(err, sb.ErrExpired):
+		reason = "expired"
+	case errors.Is(err, sb.ErrUnavailable):
+		reason = "unavailable"
+	}
+	g.metrics.JWTRejected(reason)
+	return "jwt_" + reason
 }
 
 // authResult is the outcome of authenticating an upgrade.

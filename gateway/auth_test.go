@@ -250,13 +250,15 @@ func TestAllowedOrigins(t *testing.T) {
 	ck := func(origin string) http.Header {
 		return http.Header{"Cookie": {CookieName + "=" + tok}, "Origin": {origin}}
 	}
-	for _, o := range []string{"https://app.example.com", "https://app.example.com:443", "https://a.example.org", "https://a.b.example.org", "HTTPS://A.EXAMPLE.ORG"} {
+	// The server's own origin is allowed besides the list.
+	for _, o := range []string{e.srv.URL, "https://app.example.com", "https://app.example.com:443", "https://a.example.org", "https://a.b.example.org", "HTTPS://A.EXAMPLE.ORG"} {
 		c, _ := e.dial(ck(o), "")
 		_ = c.ws.Close()
 	}
 	for _, o := range []string{
 		"https://example.org", "https://example.org.evil.com", "https://evilexample.org", "http://a.example.org",
-		"https://a.example.org:8443", "https://app.example.com.evil.com", e.srv.URL, "null", "https://-x.example.org",
+		"https://a.example.org:8443", "https://app.example.com.evil.com", "null", "https://-x.example.org",
+		strings.Replace(e.srv.URL, "127.0.0.1", "127.0.0.2", 1),
 		"https://user@app.example.com",
 	} {
 		t.Run(o, func(t *testing.T) { expectRefusal(t, e, ck(o), "", 403, "origin_not_allowed") })
@@ -267,6 +269,9 @@ func TestAllowedOrigins(t *testing.T) {
 	h := bearer(tok)
 	h.Set("Origin", "https://evil.example")
 	expectRefusal(t, e, h, "", 403, "origin_not_allowed")
+	h.Set("Origin", e.srv.URL)
+	c, _ = e.dial(h, "")
+	_ = c.ws.Close()
 }
 
 func TestBearerIgnoresOriginWithoutAllowList(t *testing.T) {

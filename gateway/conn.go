@@ -761,7 +761,7 @@ func (c *Conn) authRefresh(ctx context.Context, raw json.RawMessage) (string, an
 		if errors.Is(err, sb.ErrUnavailable) {
 			return "", nil, fmt.Errorf("gateway: auth.refresh: %w", err)
 		}
-		g.audit.Log(ctx, auditAuthnFailed, auditFields{UserID: p.UserID, ConnectionID: c.id, Method: string(sb.AuthJWT), Reason: "refresh_invalid_token"})
+		g.audit.Log(ctx, auditAuthnFailed, auditFields{UserID: p.UserID, ConnectionID: c.id, Method: string(sb.AuthJWT), Reason: "refresh_" + g.jwtRefused(err)})
 		return "", nil, &frameError{code: CodeForbidden, msg: "invalid token"}
 	}
 	if np.UserID != p.UserID || np.SessionID != p.SessionID {

@@ -11,6 +11,7 @@ package gateway
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -91,9 +92,10 @@ type Config struct {
 	// the key verification cache (keys.Cache), so that no upgrade can be let
 	// in by a cached key whose revocation this node has already applied.
 	KeyEvents sb.EventHandler
-	// AllowedOrigins lists the browser origins that may connect:
-	// "https://app.example.com" or "https://*.example.com" (one or more
-	// labels in place of the star). Empty means only the request's own host.
+	// AllowedOrigins lists the browser origins that may connect besides the
+	// server's own (the request's Host, over https when the request came
+	// over TLS): "https://app.example.com" or "https://*.example.com" (one or
+	// more labels in place of the star). Empty means only the server's own.
 	AllowedOrigins []string
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
@@ -465,18 +467,25 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := g.authenticate(ctx, cred)
 	if err != nil {
+		// A refused JWT is audited and counted with its reason.
+		var jwtReason string
+		if cred.kind == kindJWT && !errors.Is(err, errConflicting) {
+			jwtReason = g.jwtRefused(err)
+		}
 		switch {
 		case errors.Is(err, errConflicting):
 			g.refuse(w, r, ip, method, unauthorized(errConflicting.Error()))
 		case errors.Is(err, sb.ErrInvalidToken):
-			g.refuse(w, r, ip, method, unauthorized("invalid_"+cred.source.String()))
+			g.refuse(w, r, ip, method, unauthorized(cmp.Or(jwtReason, "invalid_"+cred.source.String())))
 		case errors.Is(err, sb.ErrExpired):
-			g.refuse(w, r, ip, method, unauthorized("expired_"+cred.source.String()))
+			g.refuse(w, r, ip, method, unauthorized(cmp.Or(jwtReason, "expired_"+cred.source.String())))
 		default:
 			// Fail closed: whatever else went wrong (ErrUnavailable or an
 			// error the verifier did not classify), nobody gets in.
 			g.log.Warn("gateway: authentication unavailable", "method", method, "err", err)
-			g.refuse(w, r, ip, method, refuseStore)
+			rf := refuseStore
+			rf.reason = cmp.Or(jwtReason, rf.reason)
+			g.refuse(w, r, ip, method, rf)
 		}
 		return
 	}

@@ -135,3 +135,102 @@ func tamper(tok string) string {
 	parts[1] = base64.RawURLEncoding.EncodeToString(p)
 	return strings.Join(parts, ".")
 }
+
+// TestJWTLeewayOverWebSocket: with a 30 s leeway, a token 10 s past its exp
+// still opens a socket, and the socket lives until exp plus the leeway, as
+// the verifier accepts the token until then; it closes 4401 token_expired
+// after that, not at exp.
+func TestJWTLeewayOverWebSocket(t *testing.T) {
+	secret := []byte("a-test-secret-of-at-least-32-bytes-long")
+	var clock atomic.Pointer[fakeClock]
+	v, err := jwt.New(context.Background(), jwt.Config{
+		HMACSecret: secret, Leeway: 30 * time.Second,
+		Now: func() time.Time { return clock.Load().Now() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	e := newEnv(t, func(c *Config) { c.JWT = v })
+	clock.Store(e.clock)
+
+	exp := e.clock.Now().Truncate(time.Second).Add(-10 * time.Second)
+	c, w := e.dial(bearer(jwttest.HS256(t, secret, map[string]any{"sub": "bob", "exp": exp.Unix()})), "")
+	if deadline := exp.Add(30 * time.Second); w.ExpiresAt == nil || !w.ExpiresAt.Equal(deadline) {
+		t.Fatalf("welcome expires_at %v, want exp + leeway = %v", w.ExpiresAt, deadline)
+	}
+	e.clock.Advance(exp.Add(29 * time.Second).Sub(e.clock.Now()))
+	c.send("ping", "p", nil)
+	if f := c.read(); f.Type != TypePong {
+		t.Fatalf("within the leeway: %+v", f)
+	}
+	e.clock.Advance(time.Second)
+	c.expectClose(CloseReauthenticate, ReasonTokenExpired)
+}
+
+// TestJWTRefusalReasons: a refused JWT is audited and counted with why it was
+// refused, at the upgrade and in auth.refresh, not as one "invalid_bearer".
+func TestJWTRefusalReasons(t *testing.T) {
+	secret := []byte("a-test-secret-of-at-least-32-bytes-long")
+	var clock atomic.Pointer[fakeClock]
+	v, err := jwt.New(context.Background(), jwt.Config{
+		HMACSecret: secret, Audience: "sessionbridge", Issuer: "https://idp.example",
+		Now: func() time.Time { return clock.Load().Now() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	e := newEnv(t, func(c *Config) { c.JWT = v })
+	clock.Store(e.clock)
+	now := e.clock.Now()
+	claims := func(extra map[string]any) map[string]any {
+		c := map[string]any{"sub": "bob", "aud": "sessionbridge", "iss": "https://idp.example", "exp": now.Add(time.Hour).Unix()}
+		for k, x := range extra {
+			if x == nil {
+				delete(c, k)
+				continue
+			}
+			c[k] = x
+		}
+		return c
+	}
+	b64 := base64.RawURLEncoding
+	payload, _ := json.Marshal(claims(nil))
+	unsigned := b64.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + b64.EncodeToString(payload) + "."
+
+	for reason, tok := range map[string]string{
+		"expired":       jwttest.HS256(t, secret, claims(map[string]any{"exp": now.Add(-time.Minute).Unix()})),
+		"not_yet_valid": jwttest.HS256(t, secret, claims(map[string]any{"nbf": now.Add(time.Hour).Unix()})),
+		"bad_algorithm": unsigned,
+		"bad_signature": jwttest.HS256(t, []byte("another-secret-of-at-least-32-bytes-long"), claims(nil)),
+		"bad_audience":  jwttest.HS256(t, secret, claims(map[string]any{"aud": "another-app"})),
+		"bad_issuer":    jwttest.HS256(t, secret, claims(map[string]any{"iss": "https://evil.example"})),
+		"bad_claims":    jwttest.HS256(t, secret, claims(map[string]any{"sub": nil})),
+		"malformed":     "bm90.anNvbg.c2ln",
+	} {
+		_, resp, err := e.tryDial(bearer(tok), "")
+		if err == nil || resp == nil || resp.StatusCode != 401 {
+			t.Errorf("%s: upgrade not refused 401: %v", reason, err)
+			continue
+		}
+		if !strings.Contains(e.logs.String(), "reason=jwt_"+reason) {
+			t.Errorf("%s: no authn_failed record with reason=jwt_%s", reason, reason)
+		}
+		if n := e.counter("sessionbridge_jwt_rejections_total", map[string]string{"reason": reason}); n != 1 {
+			t.Errorf("jwt_rejections_total{reason=%q} = %v, want 1", reason, n)
+		}
+	}
+
+	c, _ := e.dial(bearer(jwttest.HS256(t, secret, claims(nil))), "")
+	c.send("auth.refresh", "r", map[string]any{"token": jwttest.HS256(t, secret, claims(map[string]any{"aud": "another-app"}))})
+	if d := errorOf(t, c.read()); d.Code != CodeForbidden {
+		t.Fatalf("refresh with a token for another audience: %+v", d)
+	}
+	if !strings.Contains(e.logs.String(), "reason=refresh_jwt_bad_audience") {
+		t.Error("no authn_failed record with reason=refresh_jwt_bad_audience")
+	}
+	if n := e.counter("sessionbridge_jwt_rejections_total", map[string]string{"reason": "bad_audience"}); n != 2 {
+		t.Errorf("jwt_rejections_total{reason=bad_audience} = %v after a refused refresh, want 2", n)
+	}
+}

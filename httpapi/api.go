@@ -25,6 +25,16 @@ type UserVerifier interface {
 	Verify(username, password string) (users.User, bool)
 }
 
+// UserLister is implemented by a UserVerifier that can tell whether a
+// username exists (*users.File does). The login audit names an existing user
+// as such; any other name, which may well be a password typed into the wrong
+// field, is logged only as a keyed hash. Without it every name of a failed
+// sign-in is logged as a hash.
+type UserLister interface {
+	// Exists reports whether username is a user's name.
+	Exists(username string) bool
+}
+
 // Publisher delivers application messages to the WebSockets of a user or a
 // session on every node; the gateway implements it.
 type Publisher interface {
@@ -41,7 +51,9 @@ type Publisher interface {
 // admin routes answer 404 unless AdminToken is set.
 type API struct {
 	Sessions *Sessions
-	// Users checks passwords for POST /auth/login.
+	// Users checks passwords for POST /auth/login. If it is also a
+	// UserLister, failed sign-ins of existing users are audited under their
+	// username.
 	Users UserVerifier
 	// Presence counts live connections for the device lists and
 	// GET /api/v1/connections.
@@ -58,6 +70,15 @@ type API struct {
 	// LoginLimiter, if set, refuses sign-ins from a client IP or for a
 	// username with too many recent failures (429 rate_limited).
 	LoginLimiter *FailureLimiter
+	// LoginConcurrency bounds the password checks that run at once across
+	// all sign-ins served by the Handler; each costs a CPU core and, with
+	// argon2id, 19 MiB of memory for its duration. Zero means
+	// runtime.GOMAXPROCS(0).
+	LoginConcurrency int
+	// LoginQueueWait is how long a sign-in waits for one of those checks
+	// before it is refused with 429 rate_limited; zero means
+	// DefaultLoginQueueWait.
+	LoginQueueWait time.Duration
 	// AdminToken is the bearer token of the admin API; empty disables it.
 	AdminToken string
 	// AllowedOrigins are other origins ("https://app.example.com") whose
@@ -134,7 +155,8 @@ func (a *API) build() (*http.ServeMux, []Route) {
 	change := func(f http.HandlerFunc) http.Handler { return sameOrigin(user(f)) }
 	admin := func(f http.HandlerFunc) http.Handler { return a.admin(f) }
 
-	route("/auth/login", map[string]http.Handler{http.MethodPost: s.Middleware(hf(a.login))})
+	login := a.newLogin()
+	route("/auth/login", map[string]http.Handler{http.MethodPost: s.Middleware(hf(login.serve))})
 	route("/auth/logout", map[string]http.Handler{http.MethodPost: sameOrigin(s.Middleware(hf(a.logout)))})
 	route("/auth/session", map[string]http.Handler{
 		http.MethodGet:   user(a.getSession),

@@ -106,6 +106,11 @@ func (f fakeUsers) Verify(username, password string) (users.User, bool) {
 	return users.User{}, false
 }
 
+func (f fakeUsers) Exists(username string) bool {
+	_, ok := f[username]
+	return ok
+}
+
 // fakePresence answers fixed connection counts.
 type fakePresence struct {
 	counts map[string]int

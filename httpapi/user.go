@@ -1,6 +1,10 @@
 package httpapi
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +14,7 @@ import (
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/users"
 )
 
 // loginRequest is the body of POST /auth/login.
@@ -18,7 +23,39 @@ type loginRequest struct {
 	Password string `json:"password"`
 }
 
-func (a *API) login(w http.ResponseWriter, r *http.Request) {
+// loginHandler serves POST /auth/login with the password check slots and the
+// audit name key its Handler was built with.
+type loginHandler struct {
+	*API
+	hashes *hashSlots
+	// nameKey keys the hashes that stand for unknown usernames in audit
+	// records. Random per handler: a hash can be matched with others of the
+	// same process, never reversed into the name, even by brute force over
+	// likely passwords.
+	nameKey []byte
+}
+
+func (a *API) newLogin() *loginHandler {
+	key := make([]byte, 32)
+	// crypto/rand.Read never fails (it crashes the program instead).
+	_, _ = rand.Read(key)
+	return &loginHandler{API: a, hashes: newHashSlots(a.LoginConcurrency, a.LoginQueueWait), nameKey: key}
+}
+
+// auditName is how the username of a sign-in appears in its audit record: as
+// is for a user that exists, else "unknown:" and 12 hex digits of a keyed
+// hash. People type passwords into the username field; OWASP's logging
+// guidance is not to record them.
+func (a *loginHandler) auditName(username string) string {
+	if l, ok := a.Users.(UserLister); ok && l.Exists(username) {
+		return sanitizeName(username)
+	}
+	mac := hmac.New(sha256.New, a.nameKey)
+	mac.Write([]byte(username))
+	return "unknown:" + hex.EncodeToString(mac.Sum(nil)[:6])
+}
+
+func (a *loginHandler) serve(w http.ResponseWriter, r *http.Request) {
 	if a.Users == nil {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "password login is not configured"))
 		return
@@ -32,24 +69,39 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "username and password are required"))
 		return
 	}
-	f := a.Sessions.fields(r, audit.Fields{UserID: sanitizeName(req.Username), Method: "password"})
+	f := a.Sessions.fields(r, audit.Fields{UserID: a.auditName(req.Username), Method: "password"})
 	// Keys carry a prefix so that a username cannot collide with an IP.
 	ipKey, userKey := "ip:"+f.IP, "user:"+truncate(req.Username, 128)
-	if wait, blocked := a.LoginLimiter.Blocked(ipKey, userKey); blocked {
+	// The attempt counts before the password is checked, so that attempts
+	// made at once cannot all pass the limit.
+	attempt, wait, ok := a.LoginLimiter.Reserve(ipKey, userKey)
+	if !ok {
 		f.Reason = "rate_limited"
 		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
 		writeError(w, errorf(http.StatusTooManyRequests, CodeRateLimited, "too many failed sign-ins; retry later"))
 		return
 	}
-	u, ok := a.Users.Verify(req.Username, req.Password)
+	if !a.hashes.acquire(r.Context()) {
+		// Not evaluated: the attempt costs the client nothing.
+		attempt.Refund()
+		f.Reason = "login_busy"
+		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, errorf(http.StatusTooManyRequests, CodeRateLimited, "too many sign-ins in progress; retry in a moment"))
+		return
+	}
+	u, ok := func() (users.User, bool) {
+		defer a.hashes.release()
+		return a.Users.Verify(req.Username, req.Password)
+	}()
 	if !ok {
-		a.LoginLimiter.Fail(ipKey, userKey)
 		f.Reason = "invalid_credentials"
 		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
 		writeError(w, errorf(http.StatusUnauthorized, CodeInvalidCredentials, "invalid username or password"))
 		return
 	}
+	attempt.Refund()
 	a.LoginLimiter.Reset(userKey)
 	s, err := a.Sessions.Login(w, r, u.Username, nil)
 	if err != nil {
@@ -62,8 +114,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 
 // sanitizeName makes a client-supplied username fit for an audit line: valid
 // UTF-8, no control characters, at most 64 bytes. Audit neutralises control
-// characters too; this also keeps a password pasted into the username field
-// from being logged in full.
+// characters too.
 func sanitizeName(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	s = strings.Map(func(r rune) rune {

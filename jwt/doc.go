@@ -63,7 +63,8 @@
 //   - Scopes come from the claim named by Config.ScopeClaim ("scope": a
 //     space-separated string, or an array of strings), or, when the token
 //     lacks it, from "scp" (an array of strings, or a string).
-//   - Principal.ExpiresAt is exp.
+//   - Principal.ExpiresAt is exp plus Config.Leeway: the token is accepted
+//     until then, so a connection made with it lives until then too.
 //
 // # Errors
 //

@@ -2,6 +2,7 @@ package jwt
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/sessionbridge/sessionbridge"
 )
@@ -25,6 +26,12 @@ var (
 	// missing, aud or iss not the configured one, sub missing or unusable, sid
 	// not a session ID, scope not a string or array of strings.
 	ErrBadClaims = errors.New("jwt: bad claims")
+	// ErrBadAudience means aud does not contain the configured audience. It
+	// wraps ErrBadClaims.
+	ErrBadAudience = fmt.Errorf("%w: audience does not match", ErrBadClaims)
+	// ErrBadIssuer means iss is not the configured issuer. It wraps
+	// ErrBadClaims.
+	ErrBadIssuer = fmt.Errorf("%w: issuer does not match", ErrBadClaims)
 	// ErrUnknownKey means no configured or fetched key matches the token's kid
 	// (or, without a kid, its algorithm).
 	ErrUnknownKey = errors.New("jwt: unknown key")
@@ -35,9 +42,14 @@ var (
 
 // Reason returns a short, stable label for why [Verifier.Verify] failed, for
 // audit records and metric labels: "expired", "not_yet_valid",
-// "bad_algorithm", "bad_signature", "bad_claims", "unknown_key", "malformed",
-// or "unavailable" for an error wrapping sessionbridge.ErrUnavailable. It
+// "bad_algorithm", "bad_signature", "bad_audience", "bad_issuer",
+// "bad_claims" (any other claim), "unknown_key", "malformed", or
+// "unavailable" for an error wrapping sessionbridge.ErrUnavailable. It
 // returns "" for nil and "invalid" for any other error.
+//
+// The rejections of Verify also have a method Reason() string returning the
+// same label, so that callers that take any sessionbridge.TokenVerifier can
+// read it without importing this package.
 func Reason(err error) string {
 	switch {
 	case err == nil:
@@ -50,6 +62,10 @@ func Reason(err error) string {
 		return "bad_algorithm"
 	case errors.Is(err, ErrBadSignature):
 		return "bad_signature"
+	case errors.Is(err, ErrBadAudience):
+		return "bad_audience"
+	case errors.Is(err, ErrBadIssuer):
+		return "bad_issuer"
 	case errors.Is(err, ErrBadClaims):
 		return "bad_claims"
 	case errors.Is(err, ErrUnknownKey):
@@ -61,3 +77,19 @@ func Reason(err error) string {
 	}
 	return "invalid"
 }
+
+// rejection is a refused token: sessionbridge.ErrInvalidToken, one reason
+// sentinel, and a detail that never includes the token.
+type rejection struct {
+	reason error
+	detail string
+}
+
+func (r *rejection) Error() string {
+	return sessionbridge.ErrInvalidToken.Error() + ": " + r.reason.Error() + ": " + r.detail
+}
+
+func (r *rejection) Unwrap() []error { return []error{sessionbridge.ErrInvalidToken, r.reason} }
+
+// Reason returns the label of the rejection's reason, as [Reason] does.
+func (r *rejection) Reason() string { return Reason(r.reason) }

@@ -107,7 +107,11 @@ type Verifier struct {
 	allowed    algSet
 	parser     *gojwt.Parser
 	scopeClaim string
-	closeOnce  sync.Once
+	// leeway extends every principal's ExpiresAt past exp, as the parser
+	// extends the token's validity: a token is accepted, and a connection
+	// made with it lives, until exp plus the leeway.
+	leeway    time.Duration
+	closeOnce sync.Once
 }
 
 // New loads the configured keys and returns a Verifier. It fails when the
@@ -183,7 +187,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		return nil, errors.New("jwt: no key configured: set an HMAC secret, public key files, a JWKS file or a JWKS URL")
 	}
 
-	v := &Verifier{static: newKeySet(static), scopeClaim: cfg.ScopeClaim}
+	v := &Verifier{static: newKeySet(static), scopeClaim: cfg.ScopeClaim, leeway: leeway}
 	if v.scopeClaim == "" {
 		v.scopeClaim = DefaultScopeClaim
 	}
@@ -277,7 +281,9 @@ func (v *Verifier) Close() error {
 // Verify checks token (the compact JWS, without any "Bearer " prefix) and
 // returns the principal it stands for: Method sessionbridge.AuthJWT, UserID
 // from sub, SessionID from sid (if present), Scopes from the scope claim or
-// scp, ExpiresAt from exp.
+// scp, ExpiresAt from exp plus the configured leeway: the moment this
+// Verifier stops accepting the token, and so when a connection made with it
+// must end.
 //
 // A rejected token yields an error wrapping sessionbridge.ErrInvalidToken and
 // one of ErrTokenExpired, ErrTokenNotYetValid, ErrBadAlgorithm,
@@ -356,7 +362,7 @@ func strictSegments(token string) error {
 // reject builds a rejection: sessionbridge.ErrInvalidToken, a reason
 // sentinel, and a detail that never includes the token.
 func reject(reason error, detail string) error {
-	return fmt.Errorf("%w: %w: %s", sessionbridge.ErrInvalidToken, reason, detail)
+	return &rejection{reason: reason, detail: detail}
 }
 
 func unavailable(cause error) error {
@@ -509,9 +515,9 @@ func (v *Verifier) classify(tok *gojwt.Token, err error) error {
 		case errors.Is(err, gojwt.ErrTokenRequiredClaimMissing):
 			return reject(ErrBadClaims, "a required claim (exp, aud or iss) is missing")
 		case errors.Is(err, gojwt.ErrTokenInvalidAudience):
-			return reject(ErrBadClaims, "audience does not match")
+			return reject(ErrBadAudience, "aud does not name this server")
 		case errors.Is(err, gojwt.ErrTokenInvalidIssuer):
-			return reject(ErrBadClaims, "issuer does not match")
+			return reject(ErrBadIssuer, "iss is not the configured issuer")
 		case errors.Is(err, gojwt.ErrTokenExpired):
 			return reject(ErrTokenExpired, "exp has passed")
 		case errors.Is(err, gojwt.ErrTokenNotValidYet):
@@ -560,7 +566,7 @@ func (v *Verifier) principal(claims gojwt.MapClaims) (*sessionbridge.Principal, 
 		// The parser already required it; this is a second lock on the door.
 		return nil, reject(ErrBadClaims, "exp is missing")
 	}
-	p.ExpiresAt = exp.Time
+	p.ExpiresAt = exp.Time.Add(v.leeway)
 	return p, nil
 }
 

@@ -169,6 +169,24 @@ func TestVerifyLeewayConfig(t *testing.T) {
 	}
 }
 
+// TestVerifyLeewayInExpiresAt: a token past exp but within the leeway is
+// accepted, and its principal lives until exp plus the leeway, which is when
+// a connection made with it must close, not at exp.
+func TestVerifyLeewayInExpiresAt(t *testing.T) {
+	v := newVerifier(t, jwt.Config{HMACSecret: secret64, Leeway: 30 * time.Second})
+	exp := t0.Add(-10 * time.Second)
+	p, err := v.Verify(context.Background(), jwttest.HS256(t, secret64, claims(map[string]any{"exp": exp.Unix()})))
+	if err != nil {
+		t.Fatalf("a token 10s past exp with 30s leeway: %v", err)
+	}
+	if want := exp.Add(30 * time.Second); !p.ExpiresAt.Equal(want) {
+		t.Errorf("ExpiresAt = %v, want exp + leeway = %v", p.ExpiresAt, want)
+	}
+	if !p.ExpiresAt.After(t0) {
+		t.Errorf("an accepted token's ExpiresAt %v is not after now %v", p.ExpiresAt, t0)
+	}
+}
+
 func TestVerifyAudienceAndIssuer(t *testing.T) {
 	v := newVerifier(t, jwt.Config{HMACSecret: secret64, Audience: "sessionbridge", Issuer: "https://idp.example"})
 	good := map[string]any{"aud": "sessionbridge", "iss": "https://idp.example"}
@@ -179,10 +197,10 @@ func TestVerifyAudienceAndIssuer(t *testing.T) {
 	}{
 		{"both match", good, nil},
 		{"aud in array", map[string]any{"aud": []string{"other", "sessionbridge"}, "iss": "https://idp.example"}, nil},
-		{"wrong aud", map[string]any{"aud": "other", "iss": "https://idp.example"}, jwt.ErrBadClaims},
+		{"wrong aud", map[string]any{"aud": "other", "iss": "https://idp.example"}, jwt.ErrBadAudience},
 		{"aud missing", map[string]any{"iss": "https://idp.example"}, jwt.ErrBadClaims},
 		{"aud wrong type", map[string]any{"aud": 7, "iss": "https://idp.example"}, jwt.ErrBadClaims},
-		{"wrong iss", map[string]any{"aud": "sessionbridge", "iss": "https://evil.example"}, jwt.ErrBadClaims},
+		{"wrong iss", map[string]any{"aud": "sessionbridge", "iss": "https://evil.example"}, jwt.ErrBadIssuer},
 		{"iss missing", map[string]any{"aud": "sessionbridge"}, jwt.ErrBadClaims},
 	}
 	for _, tt := range tests {
@@ -196,6 +214,8 @@ func TestVerifyAudienceAndIssuer(t *testing.T) {
 				return
 			}
 			assertRejected(t, err, tt.want, tok)
+			// Audience and issuer failures are claim failures too.
+			assertRejected(t, err, jwt.ErrBadClaims, tok)
 		})
 	}
 }
@@ -494,6 +514,14 @@ func TestNewCopiesSecret(t *testing.T) {
 func TestErrorsAreDistinct(t *testing.T) {
 	all := []error{jwt.ErrTokenExpired, jwt.ErrTokenNotYetValid, jwt.ErrBadAlgorithm, jwt.ErrBadSignature,
 		jwt.ErrBadClaims, jwt.ErrUnknownKey, jwt.ErrMalformed}
+	for _, claim := range []error{jwt.ErrBadAudience, jwt.ErrBadIssuer} {
+		if !errors.Is(claim, jwt.ErrBadClaims) {
+			t.Errorf("%v does not wrap ErrBadClaims", claim)
+		}
+	}
+	if errors.Is(jwt.ErrBadAudience, jwt.ErrBadIssuer) || errors.Is(jwt.ErrBadIssuer, jwt.ErrBadAudience) {
+		t.Error("audience and issuer errors match each other")
+	}
 	for i, a := range all {
 		for j, b := range all {
 			if i != j && errors.Is(a, b) {
@@ -507,20 +535,36 @@ func TestErrorsAreDistinct(t *testing.T) {
 }
 
 func TestReason(t *testing.T) {
-	v := newVerifier(t, jwt.Config{HMACSecret: secret64})
+	v := newVerifier(t, jwt.Config{HMACSecret: secret64, Audience: "sessionbridge", Issuer: "https://idp.example"})
 	ctx := context.Background()
+	good := func(extra map[string]any) map[string]any {
+		c := claims(map[string]any{"aud": "sessionbridge", "iss": "https://idp.example"})
+		for k, x := range extra {
+			c[k] = x
+		}
+		return c
+	}
 	cases := map[string]string{
-		jwttest.HS256(t, secret64, claims(map[string]any{"exp": t0.Add(-time.Hour).Unix()})): "expired",
-		jwttest.HS256(t, secret64, claims(map[string]any{"nbf": t0.Add(time.Hour).Unix()})):  "not_yet_valid",
-		rawToken(`{"alg":"none"}`, `{}`, nil):                                                "bad_algorithm",
-		jwttest.HS256(t, secret64[1:], claims(nil)):                                          "bad_signature",
-		jwttest.HS256(t, secret64, claims(map[string]any{"sub": nil})):                       "bad_claims",
+		jwttest.HS256(t, secret64, good(map[string]any{"aud": "another-app"})):             "bad_audience",
+		jwttest.HS256(t, secret64, good(map[string]any{"iss": "https://evil.example"})):    "bad_issuer",
+		jwttest.Sign(t, "RS256", rsaKey(), "", good(nil)):                                  "bad_algorithm",
+		jwttest.HS256(t, secret64, good(map[string]any{"exp": t0.Add(-time.Hour).Unix()})): "expired",
+		jwttest.HS256(t, secret64, good(map[string]any{"nbf": t0.Add(time.Hour).Unix()})):  "not_yet_valid",
+		rawToken(`{"alg":"none"}`, `{}`, nil):                                              "bad_algorithm",
+		jwttest.HS256(t, secret64[1:], good(nil)):                                          "bad_signature",
+		jwttest.HS256(t, secret64, good(map[string]any{"sub": nil})):                       "bad_claims",
 		"garbage": "malformed",
 	}
 	for tok, want := range cases {
 		_, err := v.Verify(ctx, tok)
 		if got := jwt.Reason(err); got != want {
 			t.Errorf("Reason(%v) = %q, want %q", err, got, want)
+		}
+		// Callers that do not import this package read the same label from
+		// the error itself.
+		var r interface{ Reason() string }
+		if !errors.As(err, &r) || r.Reason() != want {
+			t.Errorf("error %v does not carry its reason %q", err, want)
 		}
 	}
 	var zero jwt.Verifier

@@ -38,6 +38,9 @@ var (
 	eventStages    = []string{"published", "received", "applied"}
 	resyncTriggers = []string{"reconnect", "sweep", "gap"}
 	sessionChanges = []string{"created", "updated", "deleted", "expired", "touched"}
+	// jwtReasons are the labels of jwt.Reason.
+	jwtReasons = []string{"expired", "not_yet_valid", "bad_algorithm", "bad_signature", "bad_audience", "bad_issuer",
+		"bad_claims", "unknown_key", "malformed", "unavailable", "invalid"}
 )
 
 // Histogram buckets, in seconds.
@@ -61,6 +64,7 @@ type Metrics struct {
 	redisErrors     *prometheus.CounterVec
 	redisReconnects prometheus.Counter
 	sessionChanges  *prometheus.CounterVec
+	jwtRejections   *prometheus.CounterVec
 
 	frameTypes   *labelSet
 	frameResults *labelSet
@@ -126,6 +130,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "sessionbridge_session_changes_total",
 			Help: "Session changes made by this node, by type.",
 		}, []string{"type"}),
+		jwtRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessionbridge_jwt_rejections_total",
+			Help: "JWTs refused at the WebSocket upgrade or in auth.refresh, by reason.",
+		}, []string{"reason"}),
 		frameTypes:   newLabelSet(MaxFrameTypes),
 		frameResults: newLabelSet(MaxFrameResults),
 		closeCodes:   newLabelSet(MaxCloseCodes),
@@ -145,6 +153,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.redisErrors = register(reg, m.redisErrors)
 		m.redisReconnects = register(reg, m.redisReconnects)
 		m.sessionChanges = register(reg, m.sessionChanges)
+		m.jwtRejections = register(reg, m.jwtRejections)
 	}
 	// Create the series of fixed vocabularies up front, so that dashboards
 	// and rate() see zeros instead of missing series.
@@ -165,6 +174,9 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	for _, t := range sessionChanges {
 		m.sessionChanges.WithLabelValues(t)
+	}
+	for _, r := range jwtReasons {
+		m.jwtRejections.WithLabelValues(r)
 	}
 	return m
 }
@@ -314,6 +326,17 @@ func (m *Metrics) SessionEvent(typ string) {
 		return
 	}
 	m.sessionChanges.WithLabelValues(fixed(typ, sessionChanges)).Inc()
+}
+
+// JWTRejected counts a refused JWT by reason: a label of jwt.Reason
+// (expired, not_yet_valid, bad_algorithm, bad_signature, bad_audience,
+// bad_issuer, bad_claims, unknown_key, malformed, unavailable, invalid); any
+// other value counts as "other".
+func (m *Metrics) JWTRejected(reason string) {
+	if m == nil {
+		return
+	}
+	m.jwtRejections.WithLabelValues(fixed(reason, jwtReasons)).Inc()
 }
 
 // fixed returns v if it is in vocab, else Other.

@@ -75,6 +75,24 @@ func TestConnect(t *testing.T) {
 	}
 }
 
+func TestJWTRejected(t *testing.T) {
+	m, _ := newTest(t)
+	for _, r := range []string{"expired", "expired", "bad_signature", "bad_audience", "unknown_key", "made-up", ""} {
+		m.JWTRejected(r)
+	}
+	want := map[string]float64{"expired": 2, "bad_signature": 1, "bad_audience": 1, "unknown_key": 1, "malformed": 0, Other: 2}
+	for r, w := range want {
+		if got := testutil.ToFloat64(m.jwtRejections.WithLabelValues(r)); got != w {
+			t.Errorf("jwt_rejections{reason=%q} = %v, want %v", r, got, w)
+		}
+	}
+	// Every reason has a series from the start, plus the one "other": the
+	// label is bounded whatever the callers pass.
+	if got, want := testutil.CollectAndCount(m.jwtRejections), len(jwtReasons)+1; got != want {
+		t.Errorf("%d jwt rejection series, want %d", got, want)
+	}
+}
+
 func TestAuthDuration(t *testing.T) {
 	m, reg := newTest(t)
 	m.AuthDuration("jwt", 120*time.Microsecond)
@@ -256,7 +274,7 @@ func TestNamesAndRegistration(t *testing.T) {
 	want := []string{
 		"sessionbridge_auth_duration_seconds", "sessionbridge_connections", "sessionbridge_connects_total",
 		"sessionbridge_disconnects_total", "sessionbridge_event_apply_lag_seconds", "sessionbridge_events_total",
-		"sessionbridge_frames_total", "sessionbridge_redis_errors_total", "sessionbridge_redis_reconnects_total",
+		"sessionbridge_frames_total", "sessionbridge_jwt_rejections_total", "sessionbridge_redis_errors_total", "sessionbridge_redis_reconnects_total",
 		"sessionbridge_resync_closed_total", "sessionbridge_resyncs_total", "sessionbridge_session_changes_total",
 	}
 	var got []string
@@ -310,6 +328,7 @@ func TestNilMetrics(t *testing.T) {
 	m.RedisError("get")
 	m.Reconnect()
 	m.SessionEvent("created")
+	m.JWTRejected("expired")
 }
 
 // histogram returns the histogram name for the series whose only label value

@@ -246,6 +246,9 @@ func (f *File) AddWithScopes(username, password string, algo Algorithm, scopes [
 	return nil
 }
 
+// Exists reports whether a user named username is in the File.
+func (f *File) Exists(username string) bool { return f.exists(username) }
+
 func (f *File) exists(username string) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

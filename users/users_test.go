@@ -570,3 +570,13 @@ func BenchmarkVerifyUnknownUser(b *testing.B) {
 		f.Verify("mallory", "pw")
 	}
 }
+
+func TestExists(t *testing.T) {
+	f := &File{Params: Argon2Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 16}}
+	if err := f.Add("alice", "alice-password", Argon2id); err != nil {
+		t.Fatal(err)
+	}
+	if !f.Exists("alice") || f.Exists("bob") || f.Exists("ALICE") {
+		t.Errorf("Exists: alice %v, bob %v, ALICE %v; want true, false, false", f.Exists("alice"), f.Exists("bob"), f.Exists("ALICE"))
+	}
+}

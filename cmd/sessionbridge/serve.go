@@ -49,6 +49,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&c.UsersFile, "users", server.DefaultUsersFile, "users file for password login (see `sessionbridge user add`)")
 	fs.IntVar(&c.LoginMaxFailures, "login-max-failures", 10, "failed sign-ins allowed per client IP and per username within --login-failure-window; negative disables the limit")
 	fs.DurationVar(&c.LoginFailureWindow, "login-failure-window", 5*time.Minute, "how long failed sign-ins are remembered")
+	fs.IntVar(&c.LoginConcurrency, "login-concurrency", 0, "password checks run at once; more sign-ins wait briefly, then get 429 (default GOMAXPROCS)")
 	fs.BoolVar(&f.demo, "demo", false, "add a user \"demo\" with a random password, printed once; in memory only (when not given: only if there are no users, no admin token, no JWT keys and no Redis URL)")
 	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated browser origins besides the server's own (https://app.example.com, https://*.example.com)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated proxy addresses or CIDR prefixes whose X-Forwarded-For is believed")

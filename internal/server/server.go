@@ -72,6 +72,10 @@ type Config struct {
 	// are refused with 429; zero means 10, negative disables the limit.
 	LoginMaxFailures   int
 	LoginFailureWindow time.Duration
+	// LoginConcurrency bounds the password checks running at once on this
+	// node (each holds a core and, with argon2id, 19 MiB); zero means
+	// GOMAXPROCS. Sign-ins beyond it wait briefly, then get 429.
+	LoginConcurrency int
 	// DemoPassword, if set, adds a user "demo" with this password, in
 	// memory only.
 	DemoPassword string
@@ -336,7 +340,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			Manager: s.manager, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
 			Audit: auditLog, Logger: logger,
 		},
-		Users: s.users, LoginLimiter: limiter, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets, Keys: s.keys,
+		Users: s.users, LoginLimiter: limiter, LoginConcurrency: cfg.LoginConcurrency, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets, Keys: s.keys,
 		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins,
 		Ready: s.ready, ReadyDetails: s.backend.Details, Audit: auditLog, Logger: logger,
 	}

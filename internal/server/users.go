@@ -73,6 +73,11 @@ func (u *userSource) Verify(username, password string) (users.User, bool) {
 	return u.file.Verify(username, password)
 }
 
+// Exists implements httpapi.UserLister.
+func (u *userSource) Exists(username string) bool {
+	return u.demoHash != nil && username == DemoUser || u.file.Exists(username)
+}
+
 // maybeReload re-reads the users file when its size or modification time
 // changed, looking at most once per reloadCheck.
 func (u *userSource) maybeReload() {
