@@ -81,6 +81,10 @@ type Event struct {
 	Reason string `json:"reason,omitempty"`
 	// Data is the payload of a message event.
 	Data json.RawMessage `json:"data,omitempty"`
+	// Scopes, on an updated event, are the session's new stored scopes when
+	// the update set them (an empty list: no scope at all); nil when the
+	// update left them as they were.
+	Scopes []string `json:"scopes,omitzero"`
 }
 
 // EventHandler receives events from a Bus.
