@@ -98,9 +98,9 @@ type Event struct {
 	ConnectionID string          `json:"connection_id,omitempty"`
 	NodeID       string          `json:"node_id"`
 	Version      uint64          `json:"version,omitempty"`
-	// Scopes are an API key's scopes after an update that changed them; nil
-	// when they did not change (an empty, non-nil list is sent as [], a key
-	// that now holds no scope).
+	// Scopes, on an updated event of a session or an API key, are its new
+	// scopes when the update set them (an empty, non-nil list is sent as []:
+	// no scope at all); nil when the update left them as they were.
 	Scopes []string `json:"scopes,omitzero"`
 	// ExpiresAt is the session's deadline after the change (created, updated),
 	// so that nodes move their expiry timers without reading the store; for

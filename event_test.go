@@ -170,3 +170,41 @@ func TestPrincipalHasScope(t *testing.T) {
 		t.Fatal("* does not grant every scope")
 	}
 }
+
+func TestPrincipalHasScopePatterns(t *testing.T) {
+	p := &sessionbridge.Principal{Scopes: []string{"ws:connect", "chat.*", "!chat.admin"}}
+	for name, want := range map[string]bool{
+		"ws:connect": true, "chat.send": true, "chat.admin": false, "chat.room.send": false, "session.update": false,
+	} {
+		if got := p.HasScope(name); got != want {
+			t.Errorf("HasScope(%q) = %v, want %v", name, got, want)
+		}
+	}
+	bad := &sessionbridge.Principal{Scopes: []string{"chat.**.x"}}
+	if bad.HasScope("chat.a.x") {
+		t.Error("patterns that do not compile allow something")
+	}
+}
+
+func TestCompileScopesLegacyStar(t *testing.T) {
+	in := []string{"*", "!admin.*"}
+	set, err := sessionbridge.CompileScopes(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{
+		"ws:connect": true, "chat.room.send": true, "admin.kick": false, "admin": true,
+	} {
+		if got := set.Allows(name); got != want {
+			t.Errorf("bare * then Allows(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if in[0] != "*" {
+		t.Error("CompileScopes changed its argument")
+	}
+	// Only the bare allow pattern is an alias: "chat.*" is still one segment.
+	set, _ = sessionbridge.CompileScopes([]string{"chat.*"})
+	if set.Allows("chat.room.send") {
+		t.Error(`"chat.*" allows two segments`)
+	}
+}

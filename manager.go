@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
@@ -143,6 +144,10 @@ type NewSession struct {
 	// TTL is the session's absolute lifetime, capped by the absolute timeout;
 	// zero means the absolute timeout.
 	TTL time.Duration
+	// Scopes are the session's own scope patterns; nil means the configured
+	// default (see Session.Scopes). Patterns CompileScopes refuses are an
+	// error wrapping scope.ErrInvalid.
+	Scopes []string
 }
 
 // Create creates a session and returns it with its token. The token is shown
@@ -162,6 +167,11 @@ func (m *Manager) Create(ctx context.Context, ns NewSession, c Change) (*Session
 	if err := m.checkData(data); err != nil {
 		return nil, "", fmt.Errorf("sessionbridge: create: %w", err)
 	}
+	if ns.Scopes != nil {
+		if _, err := CompileScopes(ns.Scopes); err != nil {
+			return nil, "", fmt.Errorf("sessionbridge: create: %w", err)
+		}
+	}
 	id, err := NewSessionID(ns.UserID)
 	if err != nil {
 		return nil, "", err
@@ -177,7 +187,7 @@ func (m *Manager) Create(ctx context.Context, ns NewSession, c Change) (*Session
 	}
 	s := &Session{
 		ID: id, UserID: ns.UserID, SecretHash: hash, Data: data, Device: ns.Device,
-		CreatedAt: now, LastSeenAt: now, AbsoluteExpiresAt: now.Add(abs), Version: 1,
+		Scopes: slices.Clone(ns.Scopes), CreatedAt: now, LastSeenAt: now, AbsoluteExpiresAt: now.Add(abs), Version: 1,
 	}
 	s.ExpiresAt = minTime(now.Add(m.idle()), s.AbsoluteExpiresAt)
 	if err := m.Store.Create(ctx, s, m.event(EventCreated, s, c, now)); err != nil {
@@ -231,11 +241,55 @@ func (m *Manager) Get(ctx context.Context, id string) (*Session, error) {
 // otherwise); if it is zero, concurrent updates are retried so that none is
 // lost. An update never brings back a deleted session. When the patched data
 // would exceed the caps of DataLimits, nothing changes and the error wraps
-// ErrDataTooLarge or ErrDataTooDeep.
+// ErrDataTooLarge or ErrDataTooDeep. Update never changes the session's
+// scopes: it is what a session's own user may do.
 func (m *Manager) Update(ctx context.Context, id string, patch json.RawMessage, expectVersion uint64, c Change) (*Session, error) {
 	if !ValidObject(patch) {
 		return nil, fmt.Errorf("sessionbridge: update: %w", ErrInvalidPatch)
 	}
+	return m.update(ctx, id, patch, nil, expectVersion, c)
+}
+
+// SessionPatch is a change an administrator makes to a session: a merge
+// patch of its data, new scopes, or both, applied as one update.
+type SessionPatch struct {
+	// Data is a JSON merge patch of the session's data; nil leaves the data
+	// as it is.
+	Data json.RawMessage
+	// Scopes, when not nil, replace the session's scopes (an empty list
+	// leaves it no scope at all).
+	Scopes *[]string
+}
+
+// Patch applies p to the session as one update, with one version and one
+// event, under the rules of Update. Scopes that CompileScopes refuses are an
+// error wrapping scope.ErrInvalid, and nothing changes. The updated event
+// carries the new scopes, so that every node gives the session's sockets
+// their new rights without reading the store. Only administrators may call
+// it: a session's own user must never choose its scopes.
+func (m *Manager) Patch(ctx context.Context, id string, p SessionPatch, expectVersion uint64, c Change) (*Session, error) {
+	patch := p.Data
+	if len(patch) == 0 || string(patch) == "null" {
+		// An empty merge patch: the data stays, and the event is still an
+		// update rather than a touch.
+		patch = json.RawMessage("{}")
+	}
+	if !ValidObject(patch) {
+		return nil, fmt.Errorf("sessionbridge: update: %w", ErrInvalidPatch)
+	}
+	var scopes []string
+	if p.Scopes != nil {
+		if _, err := CompileScopes(*p.Scopes); err != nil {
+			return nil, fmt.Errorf("sessionbridge: update: %w", err)
+		}
+		// Non-nil even when empty: the event must say the scopes changed.
+		scopes = append([]string{}, *p.Scopes...)
+	}
+	return m.update(ctx, id, patch, scopes, expectVersion, c)
+}
+
+// update is Update and Patch: scopes nil leaves them as they are.
+func (m *Manager) update(ctx context.Context, id string, patch json.RawMessage, scopes []string, expectVersion uint64, c Change) (*Session, error) {
 	for range maxUpdateRetries {
 		cur, err := m.Get(ctx, id)
 		if err != nil {
@@ -259,6 +313,10 @@ func (m *Manager) Update(ctx context.Context, id string, patch json.RawMessage, 
 		next.Version = prev + 1
 		ev := m.event(EventUpdated, next, c, m.now())
 		ev.Updates = patch
+		if scopes != nil {
+			next.Scopes = slices.Clone(scopes)
+			ev.Scopes = slices.Clone(scopes)
+		}
 		err = m.Store.Update(ctx, next, prev, ev)
 		if err == nil {
 			return next, nil

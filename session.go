@@ -2,6 +2,7 @@ package sessionbridge
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -25,8 +26,14 @@ type Session struct {
 	ExpiresAt time.Time
 	// AbsoluteExpiresAt is the hard deadline no activity can extend.
 	AbsoluteExpiresAt time.Time
-	// Version counts changes of Data; it starts at 1 and every update adds 1.
-	// Touches do not change it.
+	// Scopes are the session's own scope patterns, set by an administrator
+	// (the admin API, the users file at login), never by the session's user:
+	// they live beside Data, not in it. Nil means none are stored and the
+	// session holds the configured default; an empty non-nil list holds no
+	// scope at all.
+	Scopes []string
+	// Version counts changes of Data and Scopes; it starts at 1 and every
+	// update adds 1. Touches do not change it.
 	Version uint64
 }
 
@@ -50,7 +57,10 @@ type PublicSession struct {
 	LastSeenAt        time.Time       `json:"last_seen_at"`
 	ExpiresAt         time.Time       `json:"expires_at"`
 	AbsoluteExpiresAt time.Time       `json:"absolute_expires_at"`
-	Version           uint64          `json:"version"`
+	// Scopes are the session's stored scopes; null when it holds the
+	// configured default.
+	Scopes  []string `json:"scopes"`
+	Version uint64   `json:"version"`
 }
 
 // Public returns the public view of s.
@@ -63,8 +73,18 @@ func (s *Session) Public() PublicSession {
 		ID: s.ID, UserID: s.UserID, Data: data, Device: s.Device,
 		CreatedAt: s.CreatedAt, LastSeenAt: s.LastSeenAt,
 		ExpiresAt: s.ExpiresAt, AbsoluteExpiresAt: s.AbsoluteExpiresAt,
-		Version: s.Version,
+		Scopes: slices.Clone(s.Scopes), Version: s.Version,
 	}
+}
+
+// ScopesOr returns the session's stored scopes, or def when it has none
+// stored. The result may share memory with s or def: callers must not
+// modify it.
+func (s *Session) ScopesOr(def []string) []string {
+	if s.Scopes == nil {
+		return def
+	}
+	return s.Scopes
 }
 
 // Clone returns a deep copy of s, so that stores can hand out sessions that
@@ -77,6 +97,7 @@ func (s *Session) Clone() *Session {
 	if s.Data != nil {
 		c.Data = append(json.RawMessage(nil), s.Data...)
 	}
+	c.Scopes = slices.Clone(s.Scopes) // nil stays nil, empty stays empty
 	return &c
 }
 

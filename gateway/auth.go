@@ -415,10 +415,7 @@ func (g *Gateway) authenticate(ctx context.Context, c credential) (authResult, e
 }
 
 func (g *Gateway) sessionScopes() []string {
-	if g.cfg.SessionScopes == nil {
-		return []string{"*"}
-	}
-	return append([]string(nil), g.cfg.SessionScopes...)
+	return append([]string(nil), g.sessionDefault...)
 }
 
 func (g *Gateway) fromSession(ctx context.Context, token string) (authResult, error) {
@@ -429,7 +426,7 @@ func (g *Gateway) fromSession(ctx context.Context, token string) (authResult, er
 	return authResult{
 		p: &sb.Principal{
 			Method: sb.AuthSession, UserID: s.UserID, SessionID: s.ID, Session: s,
-			Scopes: g.sessionScopes(), ExpiresAt: s.Deadline(),
+			Scopes: s.ScopesOr(g.sessionDefault), ExpiresAt: s.Deadline(),
 		},
 		sess: s,
 	}, nil

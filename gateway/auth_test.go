@@ -20,7 +20,7 @@ import (
 func TestAuthSources(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.AllowQueryToken = true })
 	s, tok := e.session("alice")
-	e.jwt.add("aaa.bbb.ccc", sb.Principal{UserID: "bob", Scopes: []string{"read"}, ExpiresAt: e.clock.Now().Add(time.Hour)})
+	e.jwt.add("aaa.bbb.ccc", sb.Principal{UserID: "bob", Scopes: []string{"ws:connect", "read"}, ExpiresAt: e.clock.Now().Add(time.Hour)})
 	e.keys.add("sbk_key1", sb.Principal{UserID: "svc", KeyID: "key1", Scopes: []string{"*"}})
 	ticket, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "alice", SessionID: s.ID, Method: sb.AuthSession}, 0)
 	if err != nil {
@@ -61,7 +61,9 @@ func TestAuthSources(t *testing.T) {
 			if tc.session && (w.Session.ID != s.ID || string(w.Session.Data) != `{"theme":"dark"}` || w.ExpiresAt == nil || !w.ExpiresAt.Equal(s.Deadline())) {
 				t.Fatalf("welcome session %+v expires %v", w.Session, w.ExpiresAt)
 			}
-			if tc.auth == sb.AuthSession && (len(w.Scopes) != 1 || w.Scopes[0] != "*") {
+			// Sessions without scopes of their own hold the default:
+			// every type.
+			if tc.auth == sb.AuthSession && (len(w.Scopes) != 1 || w.Scopes[0] != "**") {
 				t.Fatalf("scopes %v", w.Scopes)
 			}
 			if e.g.reg.conn(w.ConnectionID) == nil {
@@ -492,7 +494,7 @@ func TestTicketKeepsCredentialExpiry(t *testing.T) {
 	now := e.clock.Now()
 	issue := func(exp time.Time) string {
 		t.Helper()
-		tk, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "bob", Method: sb.AuthJWT, Scopes: []string{"read"}, ExpiresAt: exp}, 0)
+		tk, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "bob", Method: sb.AuthJWT, Scopes: []string{"ws:connect", "read"}, ExpiresAt: exp}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

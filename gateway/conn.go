@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -18,6 +19,7 @@ import (
 
 	sb "github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/device"
+	"github.com/sessionbridge/sessionbridge/scope"
 )
 
 // ErrClosed is returned by Conn.Send on a connection that is closing or
@@ -77,6 +79,12 @@ type Conn struct {
 	connectedAt time.Time
 	device      sb.Device
 	metadata    map[string]string
+	// scopes is p.Scopes compiled, replaced whole by replaceScopes; every
+	// client frame is checked against it without a lock.
+	scopes atomic.Pointer[scope.Set]
+	// sessionScopes is set for a session principal: its scopes are its
+	// session's and follow the session's changes.
+	sessionScopes bool
 
 	// Intrusive list links, guarded by the registry (and the entry's mu for
 	// the session and key lists).
@@ -84,7 +92,7 @@ type Conn struct {
 
 	mu sync.Mutex
 	// p is the principal without its Session (which lives in entry); its
-	// Scopes and ExpiresAt change on auth.refresh.
+	// Scopes change with replaceScopes, its ExpiresAt on auth.refresh.
 	p     sb.Principal
 	queue [][]byte
 	// pushed and replied are what the queue holds of frames the server
@@ -591,6 +599,10 @@ func (c *Conn) handle(ctx context.Context, mt int, data []byte) {
 		c.sendError(f.ID, CodeBadRequest, err.Error())
 		return
 	}
+	if !c.allows(f.Type) {
+		c.refuseFrame(ctx, f)
+		return
+	}
 	if f.Type != TypePing {
 		c.touch(ctx)
 	}
@@ -768,10 +780,17 @@ func (c *Conn) authRefresh(ctx context.Context, raw json.RawMessage) (string, an
 		g.audit.Log(ctx, auditAuthzFail, auditFields{UserID: p.UserID, SessionID: p.SessionID, ConnectionID: c.id, Method: string(sb.AuthJWT), Reason: "refresh_subject_mismatch"})
 		return "", nil, &frameError{code: CodeForbidden, msg: "token is for another subject"}
 	}
+	set, err := sb.CompileScopes(np.Scopes)
+	if err != nil {
+		g.audit.Log(ctx, auditAuthzFail, auditFields{UserID: p.UserID, SessionID: p.SessionID, ConnectionID: c.id, Method: string(sb.AuthJWT), Reason: "refresh_invalid_scopes"})
+		return "", nil, &frameError{code: CodeForbidden, msg: "token carries an invalid scope pattern", err: err}
+	}
 	c.mu.Lock()
-	c.p.Scopes = slices.Clone(np.Scopes)
 	c.p.ExpiresAt = np.ExpiresAt
 	c.mu.Unlock()
+	// The new token's scopes apply from the next frame on; without
+	// ws:connect the connection closes and this ack is never sent.
+	c.replaceScopes(slices.Clone(np.Scopes), &set)
 	g.scheduleConnExpiry(c)
 	g.audit.Log(ctx, auditTokenRefreshed, auditFields{UserID: p.UserID, SessionID: p.SessionID, ConnectionID: c.id, Method: string(sb.AuthJWT)})
 	return TypeAck, ackData{ExpiresAt: timePtr(np.ExpiresAt)}, nil
@@ -785,11 +804,10 @@ func (c *Conn) custom(ctx context.Context, f inFrame) (string, any, error) {
 	if !ok {
 		return "", nil, errUnknownType
 	}
-	c.mu.Lock()
-	allowed := c.p.HasScope(r.scope)
-	p := c.p
-	c.mu.Unlock()
-	if !allowed {
+	if r.scope != "" && !c.holds(r.scope) {
+		c.mu.Lock()
+		p := c.p
+		c.mu.Unlock()
 		g.audit.Log(ctx, auditAuthzFail, auditFields{
 			SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id, Method: string(p.Method),
 			Reason: "missing_scope", Detail: f.Type + " requires " + r.scope,

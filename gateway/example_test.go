@@ -12,7 +12,7 @@ import (
 )
 
 // A gateway on the in-process store and bus, with one application frame type
-// that needs the "chat" scope.
+// that needs the "chat" scope besides a pattern allowing "chat.send" itself.
 func Example() {
 	bus := memory.NewBus()
 	mgr := &sb.Manager{Store: memory.NewStore(bus)}

@@ -128,7 +128,7 @@ func TestForwardToApplication(t *testing.T) {
 	if b.Type != "chat.send" || b.ID != "c1" || string(b.Data) != `{"text":"hi"}` || b.ConnectionID != wel.ConnectionID || b.ForwardID == "" {
 		t.Fatalf("frame at the application %+v", b)
 	}
-	if p.Auth != "session" || p.UserID != "alice" || p.SessionID != s.ID || p.KeyID != "" || !slices.Equal(p.Scopes, []string{"*"}) {
+	if p.Auth != "session" || p.UserID != "alice" || p.SessionID != s.ID || p.KeyID != "" || !slices.Equal(p.Scopes, []string{"**"}) {
 		t.Fatalf("principal at the application %+v", p)
 	}
 
@@ -145,12 +145,12 @@ func TestForwardToApplication(t *testing.T) {
 	if d := errorOf(t, c.read()); d.Code != CodeUnavailable || d.ID != "c4" || strings.Contains(d.Message, "secret") {
 		t.Fatalf("the application's failure: %+v", d)
 	}
-	if n := e.counter("sessionbridge_frames_total", map[string]string{"type": "chat.send", "result": "ok"}); n != 1 {
+	if n := e.counter("sessionbridge_frames_total", map[string]string{"type": "forwarded", "result": "ok"}); n != 2 { // chat.send, chat.leave
 		t.Errorf("frames counted ok: %v", n)
 	}
 
 	// A JWT connection whose scopes allow chat.read only.
-	e.jwt.add("r.e.ad", sb.Principal{UserID: "bob", Scopes: []string{"chat.read"}})
+	e.jwt.add("r.e.ad", sb.Principal{UserID: "bob", Scopes: []string{"ws:connect", "chat.read"}})
 	r2, _ := e.dial(bearer("r.e.ad"), "")
 	r2.send("chat.send", "x1", map[string]any{"text": "spam"})
 	if d := errorOf(t, r2.read()); d.Code != CodeForbidden || d.ID != "x1" || !strings.Contains(d.Message, "chat.send") {
@@ -165,10 +165,10 @@ func TestForwardToApplication(t *testing.T) {
 			t.Fatalf("a refused frame reached the application: %+v", r.body)
 		}
 	}
-	if !strings.Contains(e.logs.String(), "missing_scope") {
+	if !strings.Contains(e.logs.String(), "frame_type_not_allowed") {
 		t.Error("no authz_fail audit record for the refused frame")
 	}
-	if n := e.counter("sessionbridge_frames_total", map[string]string{"type": "chat.send", "result": "forbidden"}); n != 1 {
+	if n := e.counter("sessionbridge_frames_total", map[string]string{"type": "forwarded", "result": "forbidden"}); n != 2 { // the app's refusal, and the scopes'
 		t.Errorf("frames counted forbidden: %v", n)
 	}
 }

@@ -27,9 +27,7 @@ const (
 	TypeSessionUpdated  = "session.updated"
 	TypeSessionExpiring = "session.expiring"
 	TypeMessage         = "message"
-	// TypeScopesUpdated carries the new scopes of a connection whose API
-	// key's scopes changed; TypeAPIKeyExpiring warns that its key expires.
-	TypeScopesUpdated  = "scopes.updated"
+	// TypeAPIKeyExpiring warns an API-key connection that its key expires.
 	TypeAPIKeyExpiring = "api_key.expiring"
 	TypeError          = "error"
 )
@@ -175,10 +173,6 @@ type ackData struct {
 
 type expiringData struct {
 	ExpiresAt time.Time `json:"expires_at"`
-}
-
-type scopesUpdatedData struct {
-	Scopes []string `json:"scopes"`
 }
 
 type messageData struct {

@@ -289,9 +289,9 @@ func TestTimerFailsClosedWhenStoreDown(t *testing.T) {
 func TestJWTConnections(t *testing.T) {
 	e := newEnv(t, nil)
 	now := e.clock.Now()
-	e.jwt.add("a.b.c", sb.Principal{UserID: "bob", Scopes: []string{"read"}, ExpiresAt: now.Add(10 * time.Minute)})
-	e.jwt.add("a.b.d", sb.Principal{UserID: "bob", Scopes: []string{"read", "write"}, ExpiresAt: now.Add(30 * time.Minute)})
-	e.jwt.add("a.b.e", sb.Principal{UserID: "mallory", ExpiresAt: now.Add(time.Hour)})
+	e.jwt.add("a.b.c", sb.Principal{UserID: "bob", Scopes: []string{"ws:connect", "session.*", "auth.refresh"}, ExpiresAt: now.Add(10 * time.Minute)})
+	e.jwt.add("a.b.d", sb.Principal{UserID: "bob", Scopes: []string{"ws:connect", "session.*", "auth.refresh", "write"}, ExpiresAt: now.Add(30 * time.Minute)})
+	e.jwt.add("a.b.e", sb.Principal{UserID: "mallory", Scopes: []string{"**"}, ExpiresAt: now.Add(time.Hour)})
 
 	c, w := e.dial(bearer("a.b.c"), "")
 	if w.Auth != sb.AuthJWT || w.Session != nil || w.ExpiresAt == nil || !w.ExpiresAt.Equal(now.Add(10*time.Minute)) {
@@ -314,12 +314,16 @@ func TestJWTConnections(t *testing.T) {
 		t.Fatalf("refresh without token: %+v", d)
 	}
 	c.send("auth.refresh", "r4", map[string]any{"token": "a.b.d"})
+	// The new token's scopes are pushed as they take effect, before the ack.
+	if f := c.read(); f.Type != TypeScopesUpdated || !strings.Contains(string(f.Data), `"write"`) {
+		t.Fatalf("scopes.updated after refresh: %+v %s", f, f.Data)
+	}
 	f := c.read()
 	var ack ackData
 	if f.Type != TypeAck || f.ID != "r4" || json.Unmarshal(f.Data, &ack) != nil || ack.ExpiresAt == nil || !ack.ExpiresAt.Equal(now.Add(30*time.Minute)) {
 		t.Fatalf("refresh: %+v %s", f, f.Data)
 	}
-	if p := e.g.reg.conn(w.ConnectionID).Principal(); len(p.Scopes) != 2 {
+	if p := e.g.reg.conn(w.ConnectionID).Principal(); len(p.Scopes) != 4 {
 		t.Fatalf("scopes after refresh %v", p.Scopes)
 	}
 	e.clock.Advance(15 * time.Minute) // past the first token's exp: still open
@@ -333,7 +337,7 @@ func TestJWTConnections(t *testing.T) {
 
 func TestJWTWithoutRefreshClosesAtExp(t *testing.T) {
 	e := newEnv(t, nil)
-	e.jwt.add("a.b.c", sb.Principal{UserID: "bob", ExpiresAt: e.clock.Now().Add(time.Minute)})
+	e.jwt.add("a.b.c", sb.Principal{UserID: "bob", Scopes: []string{"ws:connect"}, ExpiresAt: e.clock.Now().Add(time.Minute)})
 	c, _ := e.dial(bearer("a.b.c"), "")
 	e.clock.Advance(time.Minute)
 	c.expectClose(CloseReauthenticate, ReasonTokenExpired)
@@ -342,7 +346,7 @@ func TestJWTWithoutRefreshClosesAtExp(t *testing.T) {
 func TestJWTBoundToSessionIsRevoked(t *testing.T) {
 	e := newEnv(t, nil)
 	s, _ := e.session("alice")
-	e.jwt.add("a.b.c", sb.Principal{UserID: "alice", SessionID: s.ID, ExpiresAt: e.clock.Now().Add(time.Hour)})
+	e.jwt.add("a.b.c", sb.Principal{UserID: "alice", SessionID: s.ID, Scopes: []string{"ws:connect", "session.get"}, ExpiresAt: e.clock.Now().Add(time.Hour)})
 	c, w := e.dial(bearer("a.b.c"), "")
 	if w.Session == nil || w.Session.ID != s.ID {
 		t.Fatalf("welcome %+v", w)
@@ -359,7 +363,7 @@ func TestJWTBoundToSessionIsRevoked(t *testing.T) {
 
 func TestAPIKeyConnection(t *testing.T) {
 	e := newEnv(t, nil)
-	e.keys.add("sbk_k", sb.Principal{UserID: "svc", KeyID: "k", Scopes: []string{"publish"}})
+	e.keys.add("sbk_k", sb.Principal{UserID: "svc", KeyID: "k", Scopes: []string{"ws:connect", "session.update", "publish"}})
 	c, w := e.dial(bearer("sbk_k"), "")
 	if w.Auth != sb.AuthAPIKey || w.ExpiresAt != nil || w.Session != nil {
 		t.Fatalf("welcome %+v", w)
@@ -382,13 +386,20 @@ func TestCustomHandlerScopes(t *testing.T) {
 		}
 		return nil, errors.New("boom: secret detail")
 	})
-	e.jwt.add("r.o.x", sb.Principal{UserID: "reader", Scopes: []string{"read"}})
-	e.jwt.add("w.r.x", sb.Principal{UserID: "writer", Scopes: []string{"chat:write"}})
+	// The type itself must be allowed, and the handler's scope held too.
+	e.jwt.add("r.o.x", sb.Principal{UserID: "reader", Scopes: []string{"ws:connect", "chat.*"}})
+	e.jwt.add("n.t.x", sb.Principal{UserID: "notype", Scopes: []string{"ws:connect", "chat:write"}})
+	e.jwt.add("w.r.x", sb.Principal{UserID: "writer", Scopes: []string{"ws:connect", "chat:write", "chat.*", "fail"}})
 
 	r, _ := e.dial(bearer("r.o.x"), "")
 	r.send("chat.send", "c1", "hi")
-	if d := errorOf(t, r.read()); d.Code != CodeForbidden || d.ID != "c1" {
-		t.Fatalf("missing scope: %+v", d)
+	if d := errorOf(t, r.read()); d.Code != CodeForbidden || d.ID != "c1" || !strings.Contains(d.Message, "chat:write") {
+		t.Fatalf("missing handler scope: %+v", d)
+	}
+	n, _ := e.dial(bearer("n.t.x"), "")
+	n.send("chat.send", "c0", "hi")
+	if d := errorOf(t, n.read()); d.Code != CodeForbidden || d.ID != "c0" || !strings.Contains(d.Message, "chat.send") {
+		t.Fatalf("type not allowed: %+v", d)
 	}
 	w, wel := e.dial(bearer("w.r.x"), "")
 	w.send("chat.send", "c2", "hi")

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -32,6 +33,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/device"
 	"github.com/sessionbridge/sessionbridge/forward"
 	"github.com/sessionbridge/sessionbridge/metrics"
+	"github.com/sessionbridge/sessionbridge/scope"
 )
 
 // Defaults for zero Config fields.
@@ -102,8 +104,10 @@ type Config struct {
 	// AllowQueryToken enables ?session_token= (off by default: URLs end up
 	// in logs; the gateway itself never logs it).
 	AllowQueryToken bool
-	// SessionScopes are the scopes of session-authenticated connections;
-	// nil means ["*"].
+	// SessionScopes are the scopes of the connections of a session that has
+	// no scopes of its own stored (Session.Scopes nil); nil means ["**"],
+	// every frame type and ws:connect. A bare "*" reads as "**" (see
+	// sb.CompileScopes). New refuses patterns that do not compile.
 	SessionScopes []string
 	// ReadLimit is the largest frame a client may send; larger ones close
 	// the connection with 1009. Default 64 KiB.
@@ -209,6 +213,12 @@ type Gateway struct {
 	handlers map[string]route
 	fwd      forwarding
 
+	// sessionDefault is SessionScopes with its default filled in, and
+	// sessionDefaultSet its compiled form, shared by every connection of a
+	// session without scopes of its own.
+	sessionDefault    []string
+	sessionDefaultSet *scope.Set
+
 	// wg counts upgrade handlers, read loops, writers and timer callbacks.
 	wg          sync.WaitGroup
 	mu          sync.Mutex
@@ -246,6 +256,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
+	}
+	if err := g.compileSessionDefault(); err != nil {
+		return nil, err
 	}
 	if g.cfg.APIKeyPrefix == "" {
 		g.cfg.APIKeyPrefix = DefaultAPIKeyPrefix
@@ -315,15 +328,28 @@ func connCap(v, def int) int {
 func (g *Gateway) realNow() time.Time { return time.Now() }
 
 // Handle registers h for client frames of msgType; a later call for the same
-// type replaces the handler. A connection without scope gets an error frame
-// with code forbidden (and an authz_fail audit); an empty scope allows
-// everyone. A handler wins over Config.Forwarder for its type. Handle panics
+// type replaces the handler.
+//
+// A frame reaches h only when the connection's scopes allow msgType itself,
+// as for every frame type (built-in ones included); when scope is not empty
+// they must also allow scope, a right the handler asks for beyond the type
+// (a scope "chat:write" for "chat.send", say). Otherwise the client gets an
+// error frame with code forbidden (and an authz_fail audit). A handler wins
+// over Config.Forwarder for its type. Handle panics
 // on an empty msgType, a built-in type (ping, session.get, session.update,
-// auth.refresh) or a nil h.
+// auth.refresh), a msgType or scope that no scope pattern could name
+// exactly (see package scope: segments of letters, digits, '_', '-' and ':'
+// split on '.'), or a nil h.
 func (g *Gateway) Handle(msgType, scope string, h Handler) {
 	switch msgType {
 	case "", TypePing, TypeSessionGet, TypeSessionUpdate, TypeAuthRefresh:
 		panic(fmt.Sprintf("gateway: Handle(%q): reserved or empty frame type", msgType))
+	}
+	if !literalName(msgType) {
+		panic(fmt.Sprintf("gateway: Handle(%q): a frame type is segments of letters, digits, '_', '-' and ':' split on '.'", msgType))
+	}
+	if scope != "" && !literalName(scope) {
+		panic(fmt.Sprintf("gateway: Handle(%q, %q): a scope is segments of letters, digits, '_', '-' and ':' split on '.'", msgType, scope))
 	}
 	if h == nil {
 		panic("gateway: Handle: nil handler")
@@ -385,6 +411,8 @@ var (
 	refuseShutdown   = refusal{status: http.StatusServiceUnavailable, code: "unavailable", msg: "server is shutting down", result: "unavailable", reason: "shutdown"}
 	refuseStore      = refusal{status: http.StatusServiceUnavailable, code: "unavailable", msg: "authentication is temporarily unavailable", result: "unavailable", reason: "store_unavailable"}
 	refuseOrigin     = refusal{status: http.StatusForbidden, code: "origin_not_allowed", msg: "origin not allowed", result: "forbidden", reason: "origin_not_allowed"}
+	refuseNoConnect  = refusal{status: http.StatusForbidden, code: "forbidden", msg: "the credential lacks the scope " + sb.ScopeConnect, result: "forbidden", reason: "missing_ws_connect"}
+	refuseBadScopes  = refusal{status: http.StatusForbidden, code: "forbidden", msg: "the credential carries an invalid scope pattern", result: "forbidden", reason: "invalid_scopes"}
 )
 
 func unauthorized(reason string) refusal {
@@ -492,6 +520,28 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := res.p
 	method = string(p.Method)
 	g.metrics.AuthDuration(method, time.Since(start))
+	// Scopes are compiled once, here. A session principal holds its
+	// session's (or the default); others hold their credential's.
+	sessionScopes := p.Method == sb.AuthSession && res.sess != nil
+	var scopes *scope.Set
+	if sessionScopes {
+		var patterns []string
+		patterns, scopes, err = g.sessionScopeSet(res.sess)
+		p.Scopes = slices.Clone(patterns)
+	} else {
+		var set scope.Set
+		set, err = sb.CompileScopes(p.Scopes)
+		scopes = &set
+	}
+	if err != nil {
+		g.refuse(w, r, ip, method, refuseBadScopes)
+		return
+	}
+	if !scopes.Allows(sb.ScopeConnect) {
+		// Before any limiter: a refused attempt is never charged.
+		g.refuse(w, r, ip, method, refuseNoConnect)
+		return
+	}
 	if l := g.cfg.Limiter; l != nil {
 		key := "user:" + p.UserID
 		if p.Method == sb.AuthAPIKey && p.KeyID != "" {
@@ -520,6 +570,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cp := *p
 	cp.Session = nil
 	c.p = cp
+	c.scopes.Store(scopes)
+	c.sessionScopes = sessionScopes
 
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := g.up.Upgrade(hj, r, nil)
@@ -570,10 +622,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.joinKey(ctx, c, keyMarkID != "" && keyMarkID == p.KeyID, keyMark)
 	welcome := welcomeData{
 		ConnectionID: c.id, Auth: p.Method, UserID: p.UserID,
-		Scopes: p.Scopes, ExpiresAt: timePtr(p.ExpiresAt),
-	}
-	if welcome.Scopes == nil {
-		welcome.Scopes = []string{}
+		ExpiresAt: timePtr(p.ExpiresAt),
 	}
 	if e != nil {
 		e.mu.Lock()
@@ -581,6 +630,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// This socket joined a session whose sockets are already being
 			// closed for a revocation or expiry.
 			c.closeWith(e.closeCode, e.closeReason)
+		}
+		if sessionScopes && !sameScopes(e.sess.Scopes, res.sess.Scopes) {
+			// The session's scopes changed between the authentication
+			// read and the registration (or the socket joined an entry
+			// that knows a newer version): the entry's are current.
+			g.adoptSessionScopesLocked(c, e)
 		}
 		ps := e.sess.Public()
 		welcome.Session = &ps
@@ -593,6 +648,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.mu.Unlock()
 	}
 	g.scheduleConnExpiry(c)
+	c.mu.Lock()
+	welcome.Scopes = c.p.Scopes
+	c.mu.Unlock()
+	if welcome.Scopes == nil {
+		welcome.Scopes = []string{}
+	}
 	b, err := encodeFrame(TypeWelcome, "", welcome)
 	if err != nil {
 		g.log.Error("gateway: encoding welcome", "err", err)

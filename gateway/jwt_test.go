@@ -56,7 +56,7 @@ func TestJWTVerifierOverWebSocket(t *testing.T) {
 
 	claims := func(extra map[string]any) map[string]any {
 		c := map[string]any{
-			"sub": "bob", "aud": "sessionbridge", "iss": "https://idp.example", "scope": "read",
+			"sub": "bob", "aud": "sessionbridge", "iss": "https://idp.example", "scope": "ws:connect auth.refresh read",
 			"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
 		}
 		for k, x := range extra {
@@ -98,7 +98,7 @@ func TestJWTVerifierOverWebSocket(t *testing.T) {
 
 	c, w := e.dial(bearer(jwttest.RS256(t, key, "", claims(nil))), "")
 	if w.Auth != sb.AuthJWT || w.UserID != "bob" || w.ExpiresAt == nil || !w.ExpiresAt.Equal(now.Add(10*time.Minute)) ||
-		len(w.Scopes) != 1 || w.Scopes[0] != "read" {
+		len(w.Scopes) != 3 || w.Scopes[2] != "read" {
 		t.Fatalf("welcome %+v", w)
 	}
 	for i, tok := range []string{
@@ -155,7 +155,7 @@ func TestJWTLeewayOverWebSocket(t *testing.T) {
 	clock.Store(e.clock)
 
 	exp := e.clock.Now().Truncate(time.Second).Add(-10 * time.Second)
-	c, w := e.dial(bearer(jwttest.HS256(t, secret, map[string]any{"sub": "bob", "exp": exp.Unix()})), "")
+	c, w := e.dial(bearer(jwttest.HS256(t, secret, map[string]any{"sub": "bob", "scope": "ws:connect", "exp": exp.Unix()})), "")
 	if deadline := exp.Add(30 * time.Second); w.ExpiresAt == nil || !w.ExpiresAt.Equal(deadline) {
 		t.Fatalf("welcome expires_at %v, want exp + leeway = %v", w.ExpiresAt, deadline)
 	}
@@ -185,7 +185,7 @@ func TestJWTRefusalReasons(t *testing.T) {
 	clock.Store(e.clock)
 	now := e.clock.Now()
 	claims := func(extra map[string]any) map[string]any {
-		c := map[string]any{"sub": "bob", "aud": "sessionbridge", "iss": "https://idp.example", "exp": now.Add(time.Hour).Unix()}
+		c := map[string]any{"sub": "bob", "aud": "sessionbridge", "iss": "https://idp.example", "scope": "ws:connect auth.refresh", "exp": now.Add(time.Hour).Unix()}
 		for k, x := range extra {
 			if x == nil {
 				delete(c, k)

@@ -7,24 +7,13 @@ import (
 	"time"
 
 	sb "github.com/sessionbridge/sessionbridge"
-	"github.com/sessionbridge/sessionbridge/scope"
 )
-
-// scopeConnect is the scope a principal needs to hold a socket open.
-const scopeConnect = "ws:connect"
 
 // mayConnect reports whether scopes allow a socket at all. Scopes that do
 // not compile allow nothing (fail closed).
 func mayConnect(scopes []string) bool {
-	set, err := scope.Compile(scopes...)
-	return err == nil && set.Allows(scopeConnect)
-}
-
-// setScopes replaces the scopes the connection acts with.
-func (c *Conn) setScopes(scopes []string) {
-	c.mu.Lock()
-	c.p.Scopes = slices.Clone(scopes)
-	c.mu.Unlock()
+	set, err := sb.CompileScopes(scopes)
+	return err == nil && set.Allows(sb.ScopeConnect)
 }
 
 // joinKey finishes the registration of a connection opened with an API key:
@@ -49,12 +38,8 @@ func (g *Gateway) joinKey(ctx context.Context, c *Conn, marked bool, mark uint64
 		return
 	}
 	if ke.version > version {
-		if !mayConnect(ke.scopes) {
-			c.closeWith(CloseForbidden, ReasonForbidden)
-		} else if b, err := encodeFrame(TypeScopesUpdated, "", scopesUpdatedData{Scopes: nonNil(ke.scopes)}); err == nil {
-			c.setScopes(ke.scopes)
-			_ = c.enqueue(b)
-		}
+		// replaceScopes closes the socket 4403 if the key lost ws:connect.
+		c.replaceScopes(nonNil(slices.Clone(ke.scopes)), nil)
 	}
 	if !ke.synced {
 		ke.synced = true
@@ -116,17 +101,16 @@ func (g *Gateway) onKeyUpdated(ev sb.Event) bool {
 func (g *Gateway) setKeyScopesLocked(ke *keyEntry, scopes []string) {
 	ke.scopes = slices.Clone(scopes)
 	if !mayConnect(scopes) {
-		g.closeKeyLocked(ke, CloseForbidden, ReasonForbidden, "lost "+scopeConnect)
+		g.closeKeyLocked(ke, CloseForbidden, ReasonForbidden, "lost "+sb.ScopeConnect)
 		return
 	}
-	b, err := encodeFrame(TypeScopesUpdated, "", scopesUpdatedData{Scopes: nonNil(ke.scopes)})
-	if err != nil {
-		g.log.Error("gateway: encoding scopes.updated", "key_id", ke.id, "err", err)
+	set, err := sb.CompileScopes(scopes)
+	if err != nil { // mayConnect compiled them: not reached
+		g.closeKeyLocked(ke, CloseForbidden, ReasonForbidden, "scopes do not compile")
 		return
 	}
 	ke.forEachConnLocked(func(c *Conn) {
-		c.setScopes(scopes)
-		_ = c.enqueue(b)
+		c.replaceScopes(nonNil(slices.Clone(scopes)), &set)
 	})
 }
 

@@ -51,8 +51,8 @@ func TestAmbiguousFramesRefused(t *testing.T) {
 func TestAmbiguousRefreshRefused(t *testing.T) {
 	e := newEnv(t, nil)
 	now := e.clock.Now()
-	e.jwt.add("a.b.c", sb.Principal{UserID: "bob", ExpiresAt: now.Add(10 * time.Minute)})
-	e.jwt.add("a.b.d", sb.Principal{UserID: "bob", ExpiresAt: now.Add(time.Hour)})
+	e.jwt.add("a.b.c", sb.Principal{UserID: "bob", Scopes: []string{"ws:connect", "auth.refresh"}, ExpiresAt: now.Add(10 * time.Minute)})
+	e.jwt.add("a.b.d", sb.Principal{UserID: "bob", Scopes: []string{"ws:connect", "auth.refresh"}, ExpiresAt: now.Add(time.Hour)})
 	c, w := e.dial(bearer("a.b.c"), "")
 	for _, raw := range []string{
 		`{"type":"auth.refresh","id":"r1","data":{"token":"bogus","TOKEN":"a.b.d"}}`,

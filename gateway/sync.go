@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	sb "github.com/sessionbridge/sessionbridge"
@@ -141,6 +142,9 @@ func (g *Gateway) onUpdated(ev sb.Event) bool {
 		if err == nil {
 			next := e.sess.Clone()
 			next.Data, next.Version = data, ev.Version
+			if ev.Scopes != nil {
+				next.Scopes = slices.Clone(ev.Scopes)
+			}
 			if ev.ExpiresAt.After(next.ExpiresAt) {
 				next.ExpiresAt = ev.ExpiresAt
 			}
@@ -209,6 +213,12 @@ func (g *Gateway) reconcile(e *sessionEntry, s *sb.Session, err error, src sb.So
 		g.setSessionLocked(e, s, src, "")
 		return false
 	}
+	if s.Version == e.sess.Version && !sameScopes(s.Scopes, e.sess.Scopes) {
+		// Scopes written without an event that carries them.
+		prev := e.sess.Scopes
+		e.sess.Scopes = slices.Clone(s.Scopes)
+		g.applySessionScopesLocked(e, prev)
+	}
 	if s.Version == e.sess.Version && !s.Deadline().Equal(e.sess.Deadline()) {
 		e.sess.ExpiresAt, e.sess.AbsoluteExpiresAt = s.ExpiresAt, s.AbsoluteExpiresAt
 		if s.LastSeenAt.After(e.sess.LastSeenAt) {
@@ -239,7 +249,9 @@ func (g *Gateway) setSessionLocked(e *sessionEntry, next *sb.Session, src sb.Sou
 		next.LastSeenAt = e.sess.LastSeenAt
 	}
 	next.SecretHash = [32]byte{}
+	prevScopes := e.sess.Scopes
 	e.sess = next
+	defer g.applySessionScopesLocked(e, prevScopes)
 	if deadlineMoved {
 		g.scheduleLocked(e)
 	}

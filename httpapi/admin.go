@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/device"
+	"github.com/sessionbridge/sessionbridge/internal/strictjson"
+	"github.com/sessionbridge/sessionbridge/scope"
 )
 
 // admin guards the admin routes with the bearer admin token. Without a
@@ -66,6 +69,9 @@ type createRequest struct {
 	// Device describes the browser the session is for, as the calling
 	// application saw it.
 	Device *deviceRequest `json:"device"`
+	// Scopes are the session's own scope patterns; absent or null means
+	// the configured default.
+	Scopes json.RawMessage `json:"scopes"`
 }
 
 type deviceRequest struct {
@@ -119,6 +125,15 @@ func (a *API) adminCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "data must be a JSON object"))
 		return
 	}
+	var scopes []string
+	if len(req.Scopes) > 0 && string(req.Scopes) != "null" {
+		list, e := decodeScopes(req.Scopes)
+		if e != nil {
+			writeError(w, e)
+			return
+		}
+		scopes = list
+	}
 	m := a.Sessions.Manager
 	var ttl time.Duration
 	if req.TTLSeconds > 0 {
@@ -138,7 +153,7 @@ func (a *API) adminCreate(w http.ResponseWriter, r *http.Request) {
 			dev.IP = ip.Unmap().String()
 		}
 	}
-	s, token, err := m.Create(r.Context(), sessionbridge.NewSession{UserID: req.UserID, Data: data, Device: dev, TTL: ttl}, sessionbridge.Change{Source: sessionbridge.SourceAPI})
+	s, token, err := m.Create(r.Context(), sessionbridge.NewSession{UserID: req.UserID, Data: data, Device: dev, TTL: ttl, Scopes: scopes}, sessionbridge.Change{Source: sessionbridge.SourceAPI})
 	if err != nil {
 		writeError(w, a.changeError(r, err))
 		return
@@ -158,8 +173,94 @@ func (a *API) adminGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Public())
 }
 
+// adminPatchRequest is the body of PATCH /api/v1/sessions/{id}: a merge
+// patch of the session's data, new scopes, or both.
+type adminPatchRequest struct {
+	Data   json.RawMessage `json:"data"`
+	Scopes json.RawMessage `json:"scopes"`
+}
+
 func (a *API) adminPatch(w http.ResponseWriter, r *http.Request) {
-	a.patch(w, r, r.PathValue("id"), sessionbridge.SourceAPI)
+	if e := checkJSONType(r, true); e != nil {
+		writeError(w, e)
+		return
+	}
+	version, e := ifMatch(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	body, e := readBody(w, r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	// The rules of strictjson first, under the code of every merge patch.
+	if err := strictjson.Validate(body); err != nil {
+		writeError(w, errorf(http.StatusBadRequest, CodeInvalidPatch, "invalid JSON body: %v", err))
+		return
+	}
+	var req adminPatchRequest
+	if e := decodeStrict(body, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	var p sessionbridge.SessionPatch
+	if len(req.Data) > 0 && string(req.Data) != "null" {
+		if !sessionbridge.ValidObject(req.Data) {
+			writeError(w, errorf(http.StatusBadRequest, CodeInvalidPatch, "data must be a JSON object (a JSON merge patch of the session's data)"))
+			return
+		}
+		p.Data = req.Data
+	}
+	if len(req.Scopes) > 0 {
+		if string(req.Scopes) == "null" {
+			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "scopes must be a list of scope patterns; to give a session the default again, send the default list"))
+			return
+		}
+		list, e := decodeScopes(req.Scopes)
+		if e != nil {
+			writeError(w, e)
+			return
+		}
+		p.Scopes = &list
+	}
+	if p.Data == nil && p.Scopes == nil {
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, `the body must be {"data": <merge patch>, "scopes": [<pattern>, ...]} with at least one of the two`))
+		return
+	}
+	s, err := a.Sessions.Manager.Patch(r.Context(), r.PathValue("id"), p, version, sessionbridge.Change{Source: sessionbridge.SourceAPI})
+	if err != nil {
+		writeError(w, a.changeError(r, err))
+		return
+	}
+	f := audit.Fields{SessionID: s.ID, UserID: s.UserID, Source: string(sessionbridge.SourceAPI), Detail: fmt.Sprintf("version %d", s.Version)}
+	if p.Scopes != nil {
+		f.Detail += "; scopes " + strings.Join(s.Scopes, " ")
+	}
+	a.Audit.Log(r.Context(), audit.SessionUpdated, a.Sessions.fields(r, f))
+	w.Header().Set("ETag", etag(s.Version))
+	writeJSON(w, http.StatusOK, s.Public())
+}
+
+// decodeScopes reads a list of scope patterns from a request body and checks
+// each under sessionbridge.CompileScopes. Refusals name the position of the
+// bad pattern, never the pattern itself.
+func decodeScopes(raw json.RawMessage) ([]string, *apiError) {
+	var list []string
+	if err := strictjson.Decode(raw, &list); err != nil || list == nil {
+		return nil, errorf(http.StatusBadRequest, CodeBadRequest, "scopes must be a JSON array of scope patterns")
+	}
+	if len(list) > scope.MaxPatterns {
+		return nil, errorf(http.StatusBadRequest, CodeBadRequest, "scopes: at most %d patterns", scope.MaxPatterns)
+	}
+	for i, p := range list {
+		if _, err := sessionbridge.CompileScopes([]string{p}); err != nil {
+			return nil, errorf(http.StatusBadRequest, CodeBadRequest,
+				"scopes/%d is not a valid scope pattern: segments of letters, digits, '_', '-' and ':' split on '.', '*' as a whole segment, '**' only as the last one, at most %d bytes, '!' in front to deny", i, scope.MaxPatternLen)
+		}
+	}
+	return list, nil
 }
 
 func (a *API) adminDelete(w http.ResponseWriter, r *http.Request) {

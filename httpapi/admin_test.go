@@ -94,7 +94,7 @@ func TestAdminSessionLifecycle(t *testing.T) {
 
 	h := adminHeader()
 	h["If-Match"] = `"1"`
-	resp = f.do(req{method: "PATCH", path: "/api/v1/sessions/" + cr.ID, header: h, body: `{"plan":"team","seats":5}`})
+	resp = f.do(req{method: "PATCH", path: "/api/v1/sessions/" + cr.ID, header: h, body: `{"data":{"plan":"team","seats":5}}`})
 	expect(t, resp, http.StatusOK)
 	var ps sessionbridge.PublicSession
 	resp.json(t, &ps)
@@ -104,7 +104,7 @@ func TestAdminSessionLifecycle(t *testing.T) {
 	f.events.waitFor(t, "updated", func(ev sessionbridge.Event) bool {
 		return ev.Type == sessionbridge.EventUpdated && ev.SessionID == cr.ID && ev.Source == sessionbridge.SourceAPI && string(ev.Updates) == `{"plan":"team","seats":5}`
 	})
-	expect(t, f.do(req{method: "PATCH", path: "/api/v1/sessions/" + cr.ID, header: h, body: `{"plan":"x"}`}), http.StatusPreconditionFailed)
+	expect(t, f.do(req{method: "PATCH", path: "/api/v1/sessions/" + cr.ID, header: h, body: `{"data":{"plan":"x"}}`}), http.StatusPreconditionFailed)
 
 	resp = f.do(req{method: "GET", path: "/api/v1/users/carol/sessions", header: adminHeader()})
 	expect(t, resp, http.StatusOK)
@@ -123,7 +123,7 @@ func TestAdminSessionLifecycle(t *testing.T) {
 	}
 	for _, q := range []req{
 		{method: "GET", path: "/api/v1/sessions/" + cr.ID},
-		{method: "PATCH", path: "/api/v1/sessions/" + cr.ID, body: `{}`},
+		{method: "PATCH", path: "/api/v1/sessions/" + cr.ID, body: `{"data":{}}`},
 		{method: "DELETE", path: "/api/v1/sessions/" + cr.ID},
 		{method: "GET", path: "/api/v1/sessions/not-an-id"},
 	} {

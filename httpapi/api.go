@@ -16,6 +16,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/keys"
+	"github.com/sessionbridge/sessionbridge/scope"
 	"github.com/sessionbridge/sessionbridge/users"
 )
 
@@ -366,6 +367,8 @@ func (a *API) changeError(r *http.Request, err error) *apiError {
 		return errorf(http.StatusBadRequest, CodeInvalidPatch, "session data must be a JSON object")
 	case errors.Is(err, sessionbridge.ErrInvalidUserID):
 		return badUserID()
+	case errors.Is(err, scope.ErrInvalid):
+		return errorf(http.StatusBadRequest, CodeBadRequest, "scopes must be valid scope patterns")
 	case errors.Is(err, sessionbridge.ErrDataTooLarge):
 		maxBytes, _ := a.Sessions.Manager.DataLimits()
 		return errorf(http.StatusRequestEntityTooLarge, CodeDataTooLarge, "session data would be larger than %d bytes; nothing was changed", maxBytes)

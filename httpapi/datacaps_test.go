@@ -20,7 +20,7 @@ func TestSessionDataCaps(t *testing.T) {
 	}
 	for _, q := range []req{
 		{method: "PATCH", path: "/auth/session", cookie: tok, body: `{"c":"` + chunk + `"}`},
-		{method: "PATCH", path: "/api/v1/sessions/" + ps.ID, header: adminHeader(), body: `{"c":"` + chunk + `"}`},
+		{method: "PATCH", path: "/api/v1/sessions/" + ps.ID, header: adminHeader(), body: `{"data":{"c":"` + chunk + `"}}`},
 		{method: "POST", path: "/api/v1/sessions", header: adminHeader(), body: `{"user_id":"bob","data":{"big":"` + strings.Repeat("x", 200) + `"}}`},
 	} {
 		resp := f.do(q)

@@ -301,14 +301,20 @@ func (s *Sessions) requestSession(r *http.Request) (*sessionbridge.Session, erro
 // deleted, so every login starts with a new session ID (no session fixation).
 // Call it only after the user proved who they are.
 func (s *Sessions) Login(w http.ResponseWriter, r *http.Request, userID string, data json.RawMessage) (*sessionbridge.Session, error) {
+	return s.LoginWith(w, r, sessionbridge.NewSession{UserID: userID, Data: data})
+}
+
+// LoginWith is Login for the session ns describes: its user, data, scopes
+// (nil: the configured default) and TTL. Its Device is the requesting
+// device's, whatever ns says.
+func (s *Sessions) LoginWith(w http.ResponseWriter, r *http.Request, ns sessionbridge.NewSession) (*sessionbridge.Session, error) {
 	ctx := r.Context()
 	old, err := s.requestSession(r)
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: login: reading the current session: %w", err)
 	}
-	sess, token, err := s.Manager.Create(ctx, sessionbridge.NewSession{
-		UserID: userID, Data: data, Device: device.FromRequest(r, s.TrustedProxies),
-	}, sessionbridge.Change{Source: sessionbridge.SourceHTTP})
+	ns.Device = device.FromRequest(r, s.TrustedProxies)
+	sess, token, err := s.Manager.Create(ctx, ns, sessionbridge.Change{Source: sessionbridge.SourceHTTP})
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: login: %w", err)
 	}

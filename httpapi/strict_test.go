@@ -79,16 +79,31 @@ func TestAmbiguousPatchesRefused(t *testing.T) {
 		{`{"name":"\udc00"}`, "invalid UTF-8"},
 		{`{"a":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`, "nested too deep"},
 	} {
-		for _, q := range []req{
-			{method: "PATCH", path: "/auth/session", body: c.body, cookie: tok},
-			{method: "PATCH", path: "/api/v1/sessions/" + ps.ID, body: c.body, header: adminHeader()},
+		// The admin PATCH carries the data patch in "data", beside
+		// "scopes".
+		adminWhy := strings.Replace(c.why, `\"/`, `\"/data/`, 1)
+		if c.why == "nested too deep" {
+			adminWhy = c.why
+		}
+		for _, q := range []struct {
+			req
+			why string
+		}{
+			{req{method: "PATCH", path: "/auth/session", body: c.body, cookie: tok}, c.why},
+			{req{method: "PATCH", path: "/api/v1/sessions/" + ps.ID, body: `{"data":` + c.body + `}`, header: adminHeader()}, adminWhy},
 		} {
-			resp := f.do(q)
+			resp := f.do(q.req)
 			expect(t, resp, http.StatusBadRequest)
-			if code := resp.errorCode(t); code != CodeInvalidPatch || !strings.Contains(string(resp.body), c.why) {
-				t.Errorf("%s %s %q: %s; want invalid_patch saying %s", q.method, q.path, c.body, resp.body, c.why)
+			if code := resp.errorCode(t); code != CodeInvalidPatch || !strings.Contains(string(resp.body), q.why) {
+				t.Errorf("%s %s %q: %s; want invalid_patch saying %s", q.method, q.path, q.body, resp.body, q.why)
 			}
 		}
+	}
+	// The scopes beside the data are held to the same rules.
+	resp := f.do(req{method: "PATCH", path: "/api/v1/sessions/" + ps.ID, body: `{"scopes":["ws:connect"],"scopes":["**"]}`, header: adminHeader()})
+	expect(t, resp, http.StatusBadRequest)
+	if code := resp.errorCode(t); code != CodeInvalidPatch {
+		t.Errorf("duplicate scopes: %s", resp.body)
 	}
 	s, err := f.mgr.Get(context.Background(), ps.ID)
 	if err != nil || s.Version != ps.Version {

@@ -103,7 +103,13 @@ func (a *loginHandler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	attempt.Refund()
 	a.LoginLimiter.Reset(userKey)
-	s, err := a.Sessions.Login(w, r, u.Username, nil)
+	// The users file's scopes become the session's own; a user listed
+	// without any gets the configured default.
+	var scopes []string
+	if len(u.Scopes) > 0 {
+		scopes = u.Scopes
+	}
+	s, err := a.Sessions.LoginWith(w, r, sessionbridge.NewSession{UserID: u.Username, Scopes: scopes})
 	if err != nil {
 		writeError(w, a.changeError(r, err))
 		return

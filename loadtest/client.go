@@ -130,8 +130,8 @@ func (a *adminClient) deleteSession(ctx context.Context, base, id string) error 
 	return a.do(ctx, http.MethodDelete, base, "/api/v1/sessions/"+url.PathEscape(id), nil, nil)
 }
 
-// patchSession applies a merge patch and returns the session's new version
-// (0 if the answer does not say).
+// patchSession applies a merge patch to the session's data and returns the
+// session's new version (0 if the answer does not say).
 func (a *adminClient) patchSession(ctx context.Context, base, id string, patch any) (uint64, error) {
 	var out struct {
 		Version uint64 `json:"version"`
@@ -139,7 +139,8 @@ func (a *adminClient) patchSession(ctx context.Context, base, id string, patch a
 			Version uint64 `json:"version"`
 		} `json:"session"`
 	}
-	if err := a.do(ctx, http.MethodPatch, base, "/api/v1/sessions/"+url.PathEscape(id), patch, &out); err != nil {
+	body := map[string]any{"data": patch}
+	if err := a.do(ctx, http.MethodPatch, base, "/api/v1/sessions/"+url.PathEscape(id), body, &out); err != nil {
 		return 0, err
 	}
 	if out.Version == 0 && out.Session != nil {

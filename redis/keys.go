@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -60,6 +61,7 @@ const (
 	fLastSeen   = "last_seen_at"
 	fExpires    = "expires_at"
 	fAbsolute   = "absolute_expires_at"
+	fScopes     = "scopes"
 )
 
 // nanos formats t as Unix nanoseconds, the form every time field has in Redis:
@@ -95,6 +97,13 @@ func sessionFields(s *sessionbridge.Session) ([]string, error) {
 	if len(s.Data) == 0 {
 		data = "{}"
 	}
+	// Always written, so that an update or rotation replaces it too: null
+	// for the configured default, else the list (an empty one holds no
+	// scope).
+	scopes, err := json.Marshal(s.Scopes)
+	if err != nil {
+		return nil, fmt.Errorf("encode scopes: %w", err)
+	}
 	return []string{
 		fID, s.ID,
 		fUserID, s.UserID,
@@ -106,6 +115,7 @@ func sessionFields(s *sessionbridge.Session) ([]string, error) {
 		fLastSeen, nanos(s.LastSeenAt),
 		fExpires, nanos(s.ExpiresAt),
 		fAbsolute, nanos(s.AbsoluteExpiresAt),
+		fScopes, string(scopes),
 	}, nil
 }
 
@@ -131,6 +141,13 @@ func decodeSession(m map[string]string) (*sessionbridge.Session, error) {
 	}
 	if len(s.Data) == 0 {
 		s.Data = json.RawMessage("{}")
+	}
+	// Absent (a session written before scopes existed, or by an application
+	// that leaves them to the default), "" and null all mean the default.
+	if sc := m[fScopes]; sc != "" && sc != "null" {
+		if err := strictjson.DecodeOpen([]byte(sc), &s.Scopes); err != nil || s.Scopes == nil || slices.Contains(s.Scopes, "") {
+			return nil, fmt.Errorf("corrupt session %s: scopes must be a JSON array of strings", s.ID)
+		}
 	}
 	if s.Version, err = strconv.ParseUint(m[fVersion], 10, 64); err != nil {
 		return nil, fmt.Errorf("corrupt session %s: version: %w", s.ID, err)

@@ -136,7 +136,9 @@ return h
 // last_seen_at, field/value pairs...
 // Returns 1, 0 if the old session is gone, -1 if the new ID is taken, -2 if
 // the old session changed since the caller's read (its version moved or a
-// later touch was recorded), -3 if the user differs.
+// later touch was recorded), -3 if the user differs. Nothing is copied from
+// the old hash: every field of the new one, data and scopes included, comes
+// from the caller's read, which the version check proves current.
 const luaRotate = luaPrelude + `
 local cur = redis.call('HMGET', KEYS[1], 'user_id', 'version', 'last_seen_at')
 local u = cur[1]

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -208,6 +209,9 @@ func checkSession(t *testing.T, got, want *sessionbridge.Session) {
 	if !sameJSON(got.Data, want.Data) {
 		t.Errorf("session %s: Data = %s, want %s", want.ID, got.Data, want.Data)
 	}
+	if !sameScopes(got.Scopes, want.Scopes) {
+		t.Errorf("session %s: Scopes = %#v, want %#v", want.ID, got.Scopes, want.Scopes)
+	}
 	for _, tm := range []struct {
 		name      string
 		got, want time.Time
@@ -230,7 +234,14 @@ func checkEvent(t *testing.T, got, want sessionbridge.Event) {
 		got.Source != want.Source || got.NodeID != want.NodeID || got.ConnectionID != want.ConnectionID ||
 		got.Version != want.Version || got.Reason != want.Reason ||
 		!sameTime(got.Timestamp, want.Timestamp) || !sameTime(got.ExpiresAt, want.ExpiresAt) ||
-		!sameJSON(got.Updates, want.Updates) || !sameJSON(got.Data, want.Data) {
+		!sameJSON(got.Updates, want.Updates) || !sameJSON(got.Data, want.Data) ||
+		!sameScopes(got.Scopes, want.Scopes) {
 		t.Errorf("event:\n got  %+v\n want %+v", got, want)
 	}
+}
+
+// sameScopes reports whether a and b are the same scopes, telling "none
+// stored" (nil) from "no scope at all" (empty).
+func sameScopes(a, b []string) bool {
+	return (a == nil) == (b == nil) && slices.Equal(a, b)
 }

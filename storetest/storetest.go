@@ -62,6 +62,9 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 		{"Events", testEvents},
 		{"Ping", testPing},
 		{"Tokens", testTokens},
+		{"ScopesRoundTrip", testScopesRoundTrip},
+		{"ScopesPatch", testScopesPatch},
+		{"ScopesRotate", testScopesRotate},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -43,7 +43,9 @@ const MaxUsernameLen = 64
 // can be printed, logged and returned from APIs.
 type User struct {
 	Username string
-	// Scopes are the scopes sessions of this user hold; "*" is every scope.
+	// Scopes are the scope patterns the sessions of this user hold (set at
+	// login; "*" and "**" are every scope); empty means the server's
+	// default.
 	Scopes    []string
 	CreatedAt time.Time
 }
@@ -154,6 +156,11 @@ func decode(data []byte) (map[string]*entry, error) {
 		if _, dup := users[r.Username]; dup {
 			return nil, fmt.Errorf("user %q: listed twice", r.Username)
 		}
+		// A user's scopes become their sessions' at login: refuse the file
+		// now rather than the sign-in then.
+		if _, err := sessionbridge.CompileScopes(r.Scopes); err != nil {
+			return nil, fmt.Errorf("user %q: %w", r.Username, err)
+		}
 		// The hash itself is never quoted in errors: it is secret-ish.
 		h, algo, err := parseHash(r.Hash)
 		if err != nil {
@@ -193,10 +200,16 @@ func (f *File) Add(username, password string, algo Algorithm) error {
 	return f.AddWithScopes(username, password, algo, []string{"*"})
 }
 
-// AddWithScopes is Add with the user's scopes given.
+// AddWithScopes is Add with the user's scopes given: the scope patterns
+// their sessions hold (see sessionbridge.CompileScopes); an empty list means
+// the server's default. Patterns that do not compile are an error wrapping
+// scope.ErrInvalid.
 func (f *File) AddWithScopes(username, password string, algo Algorithm, scopes []string) error {
 	if err := ValidUsername(username); err != nil {
 		return err
+	}
+	if _, err := sessionbridge.CompileScopes(scopes); err != nil {
+		return fmt.Errorf("users: %w", err)
 	}
 	if password == "" || len(password) > MaxPasswordLen {
 		return fmt.Errorf("%w: must be 1 to %d bytes", ErrInvalidPassword, MaxPasswordLen)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sessionbridge/sessionbridge/scope"
 )
 
 // fastParams keep argon2id cheap in tests; production uses the defaults.
@@ -357,6 +359,7 @@ func TestMalformedFiles(t *testing.T) {
 		"duplicate member":  `{"users": [{"username": "a", "username": "b", "hash": "` + good + `"}]}`,
 		"duplicate hash":    `{"users": [{"username": "a", "hash": "hunter2", "hash": "` + good + `"}]}`,
 		"invalid utf-8":     "{\"users\": [{\"username\": \"a\", \"scopes\": [\"\xff\"], \"hash\": \"" + good + "\"}]}",
+		"invalid scope":     `{"users": [{"username": "a", "scopes": ["ws:connect", "chat.**.x"], "hash": "` + good + `"}]}`,
 		"bcrypt bad prefix": `{"users": [{"username": "a", "hash": "$2x$10$.vGA1O9wmRjrwAVXD98HNOgsNpDczlqm3Jq7KnEd1rVAGv3Fykk1a"}]}`,
 	}
 	dir := t.TempDir()
@@ -578,5 +581,18 @@ func TestExists(t *testing.T) {
 	}
 	if !f.Exists("alice") || f.Exists("bob") || f.Exists("ALICE") {
 		t.Errorf("Exists: alice %v, bob %v, ALICE %v; want true, false, false", f.Exists("alice"), f.Exists("bob"), f.Exists("ALICE"))
+	}
+}
+
+func TestAddRefusesInvalidScopes(t *testing.T) {
+	f := newFile(t)
+	if err := f.AddWithScopes("alice", "pw", "", []string{"ws:connect", "a*"}); !errors.Is(err, scope.ErrInvalid) {
+		t.Fatalf("AddWithScopes with an invalid pattern: %v, want scope.ErrInvalid", err)
+	}
+	if f.Len() != 0 {
+		t.Fatal("the refused user was added")
+	}
+	if err := f.AddWithScopes("alice", "pw", "", []string{"ws:connect", "chat.*", "!chat.admin"}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -28,6 +28,7 @@ type serveFlags struct {
 	demo           bool
 	allowedOrigins string
 	trustedProxies string
+	sessionScopes  string
 	jwtAlgorithms  string
 	jwtKeys        listFlag
 	logLevel       string
@@ -67,6 +68,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&c.SendQueue, "send-queue", 0, "pushed frames that may wait for a slow socket before it is closed (default 64)")
 	fs.IntVar(&c.MaxConnsPerSession, "max-conns-per-session", 0, "live WebSockets one session may hold on this node (default 100; negative: no cap)")
 	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", 0, "live WebSockets one user may hold on this node (default 500; negative: no cap)")
+	fs.StringVar(&f.sessionScopes, "session-scopes", "", "comma-separated scope patterns of sessions that have none of their own (default **: every frame type and ws:connect)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "how often local sessions are re-validated against the store (default 30s)")
 	fs.DurationVar(&c.KeyMaxTTL, "key-max-ttl", 0, "longest lifetime of an API key, also for keys created without a TTL (default: keys may live for ever)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "longest drain on SIGINT/SIGTERM")
@@ -145,6 +147,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg := f.cfg
 	cfg.AllowedOrigins = splitList(f.allowedOrigins)
 	cfg.TrustedProxies = splitList(f.trustedProxies)
+	cfg.SessionScopes = splitList(f.sessionScopes)
 	cfg.JWT.Algorithms = splitList(f.jwtAlgorithms)
 	cfg.JWT.PublicKeyFiles = f.jwtKeys
 	cfg.Forward.Types = splitList(f.forwardTypes)

@@ -54,8 +54,10 @@ func run(ctx context.Context, addr string) error {
 		return err
 	}
 	// An application frame: {"type":"chat.send","id":"1","data":{"to":"bob","text":"hi"}}.
-	// Session connections hold every scope; JWT and API-key connections need
-	// "chat". The reply comes back as a "chat.send.result" frame.
+	// Every frame type needs a scope that allows it, and this handler asks
+	// for "chat" besides. Session connections hold every scope ("**", the
+	// default); a JWT or API key needs e.g. "ws:connect chat.* chat". The
+	// reply comes back as a "chat.send.result" frame.
 	gw.Handle("chat.send", "chat", func(ctx context.Context, c *gateway.Conn, data json.RawMessage) (any, error) {
 		var msg struct {
 			To   string `json:"to"`

@@ -82,6 +82,7 @@ func startNode(t *testing.T, name string, srv *redistest.Server, o nodeOpts) *no
 	ctx, cancel := context.WithCancel(bg)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = gw.Run(ctx) })
+	waitSubscribed(t, srv, name)
 	if o.expiry > 0 {
 		wg.Go(func() { m.RunExpiry(ctx, o.expiry, nil) })
 		wg.Go(func() { km.RunExpiry(ctx, o.expiry, nil) })
@@ -96,6 +97,18 @@ func startNode(t *testing.T, name string, srv *redistest.Server, o nodeOpts) *no
 		b.Close()
 	})
 	return n
+}
+
+// waitSubscribed waits until the node's subscription connection is open on
+// srv, so that a test's first event cannot be published before the node
+// listens.
+func waitSubscribed(t *testing.T, srv *redistest.Server, node string) {
+	t.Helper()
+	eventually(t, 10*time.Second, node+" to subscribe", func() bool {
+		list, err := srv.Do("CLIENT", "LIST", "TYPE", "pubsub")
+		s, _ := list.(string)
+		return err == nil && strings.Contains(s, " name=sessionbridge:"+node+" ")
+	})
 }
 
 // twoNodes starts nodes A and B sharing srv under one prefix.

@@ -189,7 +189,7 @@ func TestTwoProcessesShareSessions(t *testing.T) {
 	}
 
 	// A change over A's HTTP API reaches the socket on B.
-	a.admin(t, "PATCH", "/api/v1/sessions/"+created.ID, `{"plan":"team"}`, http.StatusOK, nil)
+	a.admin(t, "PATCH", "/api/v1/sessions/"+created.ID, `{"data":{"plan":"team"}}`, http.StatusOK, nil)
 	if f := c.expect(gateway.TypeSessionUpdated, eventWait); !strings.Contains(string(f.Data), `"plan":"team"`) {
 		t.Fatalf("session.updated on B = %s", f.Data)
 	}

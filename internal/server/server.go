@@ -112,6 +112,10 @@ type Config struct {
 	// negative no cap.
 	MaxConnsPerSession int
 	MaxConnsPerUser    int
+	// SessionScopes are the scopes of sessions that have none of their own
+	// (set by the admin API or the users file); nil means ["**"], every
+	// frame type and ws:connect.
+	SessionScopes []string
 	// ShutdownGrace bounds the drain on shutdown; default 10s.
 	ShutdownGrace time.Duration
 	// ReadTimeout bounds reading one HTTP request, headers and body; default
@@ -321,7 +325,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
 		MaxConnsPerSession: cfg.MaxConnsPerSession, MaxConnsPerUser: cfg.MaxConnsPerUser,
 		Forwarder: forwarder, ForwardTypes: cfg.Forward.Types, ForwardInFlight: cfg.Forward.InFlight,
-		Logger: logger, Audit: auditLog, Metrics: m,
+		SessionScopes: cfg.SessionScopes,
+		Logger:        logger, Audit: auditLog, Metrics: m,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: gateway: %w", err)

@@ -272,7 +272,7 @@ func TestAdminSessionOverSocket(t *testing.T) {
 	id := between(body, `"id":"`, `"`)
 	ws := r.dial(http.Header{"X-Session-Token": {tok}})
 
-	resp, body = r.do("PATCH", "/api/v1/sessions/"+id, `{"a":2}`, admin)
+	resp, body = r.do("PATCH", "/api/v1/sessions/"+id, `{"data":{"a":2}}`, admin)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("patch: %d %s", resp.StatusCode, body)
 	}

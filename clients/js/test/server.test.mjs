@@ -62,7 +62,7 @@ test('server pushes arrive as typed events', async (t) => {
   assert.deepEqual(m, { data: { text: 'hello' } });
 
   const upd = next(c, 'session.updated');
-  assert.equal((await srv.admin('PATCH', '/api/v1/sessions/' + s.id, { plan: 'pro' })).status, 200);
+  assert.equal((await srv.admin('PATCH', '/api/v1/sessions/' + s.id, { data: { plan: 'pro' } })).status, 200);
   const [u] = await upd;
   assert.equal(u.source, 'api');
   assert.deepEqual(u.session.data, { plan: 'pro' });
