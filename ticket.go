@@ -15,6 +15,10 @@ type Ticket struct {
 	SessionID string     `json:"session_id,omitempty"`
 	Method    AuthMethod `json:"auth"`
 	Scopes    []string   `json:"scopes,omitempty"`
+	// KeyID names the API key of an API-key ticket: the upgrade reads the
+	// key as it stands then, so that a key revoked or changed since the
+	// ticket was issued counts as such.
+	KeyID string `json:"key_id,omitempty"`
 	// ExpiresAt is when the credential the ticket was issued for expires (a
 	// JWT's exp, an API key's expiry): a socket opened with the ticket is
 	// closed then, as one opened with the credential itself would be, and a

@@ -21,7 +21,7 @@ func TestAuthSources(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.AllowQueryToken = true })
 	s, tok := e.session("alice")
 	e.jwt.add("aaa.bbb.ccc", sb.Principal{UserID: "bob", Scopes: []string{"read"}, ExpiresAt: e.clock.Now().Add(time.Hour)})
-	e.keys.add("sbk_key1", sb.Principal{UserID: "svc", KeyID: "key1", Scopes: []string{"*"}})
+	apiKey, _ := e.key("svc", 0, "**")
 	ticket, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "alice", SessionID: s.ID, Method: sb.AuthSession}, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func TestAuthSources(t *testing.T) {
 		{"ticket", nil, "ticket=" + url.QueryEscape(ticket), sb.AuthSession, "alice", true},
 		{"query token when enabled", nil, "session_token=" + url.QueryEscape(tok), sb.AuthSession, "alice", true},
 		{"jwt", bearer("aaa.bbb.ccc"), "", sb.AuthJWT, "bob", false},
-		{"api key", bearer("sbk_key1"), "", sb.AuthAPIKey, "svc", false},
+		{"api key", bearer(apiKey), "", sb.AuthAPIKey, "svc", false},
 		{"bearer and same header token", http.Header{"Authorization": {"Bearer " + tok}, "X-Session-Token": {tok}}, "", sb.AuthSession, "alice", true},
 		{"ticket with a cleared cookie", http.Header{"Cookie": {CookieName + "="}}, "ticket=" + url.QueryEscape(ticket2), sb.AuthSession, "alice", true},
 	}
@@ -250,13 +250,14 @@ func TestAllowedOrigins(t *testing.T) {
 	ck := func(origin string) http.Header {
 		return http.Header{"Cookie": {CookieName + "=" + tok}, "Origin": {origin}}
 	}
-	for _, o := range []string{"https://app.example.com", "https://app.example.com:443", "https://a.example.org", "https://a.b.example.org", "HTTPS://A.EXAMPLE.ORG"} {
+	// The server's own origin is always allowed, list or no list.
+	for _, o := range []string{"https://app.example.com", "https://app.example.com:443", "https://a.example.org", "https://a.b.example.org", "HTTPS://A.EXAMPLE.ORG", e.srv.URL} {
 		c, _ := e.dial(ck(o), "")
 		_ = c.ws.Close()
 	}
 	for _, o := range []string{
 		"https://example.org", "https://example.org.evil.com", "https://evilexample.org", "http://a.example.org",
-		"https://a.example.org:8443", "https://app.example.com.evil.com", e.srv.URL, "null", "https://-x.example.org",
+		"https://a.example.org:8443", "https://app.example.com.evil.com", "null", "https://-x.example.org",
 		"https://user@app.example.com",
 	} {
 		t.Run(o, func(t *testing.T) { expectRefusal(t, e, ck(o), "", 403, "origin_not_allowed") })

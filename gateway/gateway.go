@@ -27,13 +27,13 @@ import (
 
 	sb "github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/auth"
 	"github.com/sessionbridge/sessionbridge/device"
 	"github.com/sessionbridge/sessionbridge/metrics"
 )
 
 // Defaults for zero Config fields.
 const (
-	DefaultAPIKeyPrefix  = "sbk_"
 	DefaultReadLimit     = 64 << 10
 	DefaultPingInterval  = 30 * time.Second
 	DefaultWriteTimeout  = 10 * time.Second
@@ -69,18 +69,21 @@ type Config struct {
 	Manager *sb.Manager
 	// Bus is the bus the store publishes on; Run subscribes to it.
 	Bus sb.Bus
+	// Auth authenticates upgrades and decides their origins; share it with
+	// the HTTP API (httpapi.Sessions.Auth) so that both doors read
+	// credentials one way. When it is set, Tickets, JWT, APIKeys,
+	// AllowedOrigins, AllowQueryToken and SessionScopes must be left unset;
+	// when it is nil, New builds one from them.
+	Auth *auth.Authenticator
 	// Tickets redeems ?ticket= credentials; nil disables them.
 	Tickets sb.TicketStore
-	// JWT verifies bearer JWTs; nil refuses them.
+	// JWT verifies bearer JWTs (and auth.refresh); nil refuses them.
 	JWT sb.TokenVerifier
-	// APIKeys verifies bearer tokens that start with APIKeyPrefix; nil
-	// refuses them.
-	APIKeys sb.TokenVerifier
-	// APIKeyPrefix marks API keys among bearer tokens; default "sbk_".
-	APIKeyPrefix string
-	// AllowedOrigins lists the browser origins that may connect:
-	// "https://app.example.com" or "https://*.example.com" (one or more
-	// labels in place of the star). Empty means only the request's own host.
+	// APIKeys verifies bearer API keys (*keys.Manager); nil refuses them.
+	APIKeys auth.KeyVerifier
+	// AllowedOrigins lists the browser origins that may connect besides the
+	// server's own, which always may: "https://app.example.com" or
+	// "https://*.example.com" (one or more labels in place of the star).
 	AllowedOrigins []string
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
@@ -158,7 +161,7 @@ type Gateway struct {
 	audit   *audit.Logger
 	metrics *metrics.Metrics
 	clock   clock
-	origins originPolicy
+	auth    *auth.Authenticator
 	up      websocket.Upgrader
 	reg     *registry
 	marks   eventMarks
@@ -199,22 +202,21 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Bus == nil {
 		return nil, errors.New("gateway: Config.Bus is required")
 	}
-	origins, err := parseOrigins(cfg.AllowedOrigins)
+	authn, err := newAuthenticator(cfg)
 	if err != nil {
 		return nil, err
 	}
+	// auth.refresh verifies with the authenticator's JWT verifier.
+	cfg.JWT = authn.JWT()
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger, audit: cfg.Audit, metrics: cfg.Metrics,
-		clock: realClock{now: cfg.Now}, origins: origins, reg: newRegistry(),
+		clock: realClock{now: cfg.Now}, auth: authn, reg: newRegistry(),
 		readLimit: cfg.ReadLimit, pingInterval: cfg.PingInterval, pongTimeout: cfg.PongTimeout,
 		writeTimeout: cfg.WriteTimeout, sendQueue: cfg.SendQueue, warning: cfg.ExpiryWarning,
 		sweep: cfg.SweepInterval, handlers: map[string]route{}, resync: make(chan struct{}, 1),
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
-	}
-	if g.cfg.APIKeyPrefix == "" {
-		g.cfg.APIKeyPrefix = DefaultAPIKeyPrefix
 	}
 	if g.cfg.NodeID == "" {
 		g.cfg.NodeID = "local"
@@ -350,10 +352,11 @@ var (
 	refuseShutdown   = refusal{status: http.StatusServiceUnavailable, code: "unavailable", msg: "server is shutting down", result: "unavailable", reason: "shutdown"}
 	refuseStore      = refusal{status: http.StatusServiceUnavailable, code: "unavailable", msg: "authentication is temporarily unavailable", result: "unavailable", reason: "store_unavailable"}
 	refuseOrigin     = refusal{status: http.StatusForbidden, code: "origin_not_allowed", msg: "origin not allowed", result: "forbidden", reason: "origin_not_allowed"}
+	refuseAdmin      = refusal{status: http.StatusForbidden, code: "forbidden", msg: "the admin token is for the admin API only; it opens no WebSocket", result: "forbidden", reason: "admin_token"}
 )
 
 func unauthorized(reason string) refusal {
-	if reason == errConflicting.Error() {
+	if reason == auth.ErrConflicting.Error() {
 		return refusal{status: http.StatusUnauthorized, code: "conflicting_credentials", msg: "the request carries credentials that disagree", result: "unauthorized", reason: reason}
 	}
 	return refusal{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or invalid credentials", result: "unauthorized", reason: reason}
@@ -403,44 +406,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	cred, err := extractCredentials(r, g.cfg.AllowQueryToken, g.cfg.APIKeyPrefix)
-	if err != nil {
-		g.refuse(w, r, ip, "", unauthorized(err.Error()))
+	ua, method, rf := g.authenticate(r, ip)
+	if rf != nil {
+		g.refuse(w, r, ip, method, *rf)
 		return
 	}
-	method := string(kindMethod(cred.kind))
-	if err := g.origins.check(r, cred.cookie); err != nil {
-		g.refuse(w, r, ip, method, refuseOrigin)
+	p, cred := ua.res.Principal, ua.res.Credential
+	markID, mark := ua.markID, ua.mark
+	if p.Method == auth.MethodAdmin {
+		g.refuse(w, r, ip, method, refuseAdmin)
 		return
 	}
-	// The mark is taken before the store read that authenticates: see
-	// eventMarks. Only a session credential names its session up front.
-	var markID string
-	var mark uint64
-	if cred.kind == kindSession {
-		if id, _, err := sb.ParseToken(cred.token); err == nil {
-			markID, mark = id, g.marks.mark(id)
-		}
-	}
-	res, err := g.authenticate(ctx, cred)
-	if err != nil {
-		switch {
-		case errors.Is(err, errConflicting):
-			g.refuse(w, r, ip, method, unauthorized(errConflicting.Error()))
-		case errors.Is(err, sb.ErrInvalidToken):
-			g.refuse(w, r, ip, method, unauthorized("invalid_"+cred.source.String()))
-		case errors.Is(err, sb.ErrExpired):
-			g.refuse(w, r, ip, method, unauthorized("expired_"+cred.source.String()))
-		default:
-			// Fail closed: whatever else went wrong (ErrUnavailable or an
-			// error the verifier did not classify), nobody gets in.
-			g.log.Warn("gateway: authentication unavailable", "method", method, "err", err)
-			g.refuse(w, r, ip, method, refuseStore)
-		}
-		return
-	}
-	p := res.p
-	method = string(p.Method)
 	g.metrics.AuthDuration(method, time.Since(start))
 	if l := g.cfg.Limiter; l != nil {
 		key := "user:" + p.UserID
@@ -496,7 +472,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.metrics.Connect("ok")
 	g.metrics.ConnOpened(method)
 
-	e, created := g.reg.addReserved(c, res.sess)
+	e, created := g.reg.addReserved(c, p.Session)
 	if g.isShutting() {
 		// Shutdown began after this upgrade was let in, and may have closed
 		// every registered socket before this one was added.
@@ -550,7 +526,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.release(b)
 	g.audit.Log(ctx, auditWSConnected, auditFields{
 		SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id, IP: ip,
-		UserAgent: c.device.UserAgent, Method: method, Source: cred.source.String(),
+		UserAgent: c.device.UserAgent, Method: method, Source: cred.Source.String(),
 	})
 	// Checked first: the arguments would be boxed even for a disabled level.
 	if g.log.Enabled(ctx, slog.LevelDebug) {
@@ -585,18 +561,6 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	h.br = bufio.NewReaderSize(conn, readBufferSize)
 	return conn, bufio.NewReadWriter(h.br, brw.Writer), nil
-}
-
-func kindMethod(k credKind) sb.AuthMethod {
-	switch k {
-	case kindJWT:
-		return sb.AuthJWT
-	case kindAPIKey:
-		return sb.AuthAPIKey
-	case kindSession:
-		return sb.AuthSession
-	}
-	return "ticket"
 }
 
 // scheduleConnExpiry arms the timer that closes a JWT or API-key connection
