@@ -49,6 +49,9 @@ type Fields struct {
 	ConnectionID string
 	IP           string
 	UserAgent    string
+	// KeyID names the API key the principal authenticated with, if any: a
+	// key's ID is public, like a session ID.
+	KeyID string
 	// Method is how the principal authenticated (session, jwt, apikey,
 	// password) or the HTTP method, as the caller documents.
 	Method string
@@ -98,7 +101,7 @@ func (l *Logger) Log(ctx context.Context, event string, f Fields) {
 	if !l.l.Enabled(ctx, level) {
 		return
 	}
-	var buf [11]slog.Attr
+	var buf [12]slog.Attr
 	attrs := append(buf[:0], slog.Bool("audit", true), slog.String("event", Clean(event)))
 	add := func(key, v string) {
 		if v != "" {
@@ -108,6 +111,7 @@ func (l *Logger) Log(ctx context.Context, event string, f Fields) {
 	add("session_id", f.SessionID)
 	add("user_id", f.UserID)
 	add("connection_id", f.ConnectionID)
+	add("key_id", f.KeyID)
 	add("ip", f.IP)
 	add("user_agent", f.UserAgent)
 	add("method", f.Method)
