@@ -23,6 +23,8 @@ type backend struct {
 	Store   sessionbridge.Store
 	Bus     sessionbridge.Bus
 	Tickets sessionbridge.TicketStore
+	// Keys keeps the API keys.
+	Keys sessionbridge.KeyStore
 	// Presence builds the presence the API reports (connection counts in
 	// device lists, GET /api/v1/connections) from this node's own; nil means
 	// the node's own, which is all there is without a cluster.
@@ -111,6 +113,7 @@ func newMemoryBackend() backend {
 		Store:   store,
 		Bus:     bus,
 		Tickets: memory.NewTickets(),
+		Keys:    memory.NewKeyStore(),
 		Ping:    store.Ping,
 	}
 }

@@ -39,6 +39,7 @@ func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger
 		Store:   rb.Store(),
 		Bus:     rb.Bus(),
 		Tickets: rb.Tickets(),
+		Keys:    rb.Keys(),
 		Presence: func(local sessionbridge.Presence) sessionbridge.Presence {
 			p := rb.Presence(local)
 			mu.Lock()

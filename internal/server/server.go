@@ -22,11 +22,13 @@ import (
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/auth"
 	"github.com/sessionbridge/sessionbridge/dashboard"
 	"github.com/sessionbridge/sessionbridge/device"
 	"github.com/sessionbridge/sessionbridge/gateway"
 	"github.com/sessionbridge/sessionbridge/httpapi"
 	"github.com/sessionbridge/sessionbridge/jwt"
+	"github.com/sessionbridge/sessionbridge/keys"
 	"github.com/sessionbridge/sessionbridge/metrics"
 )
 
@@ -149,6 +151,8 @@ type Server struct {
 	backend  backend
 	manager  *sessionbridge.Manager
 	gateway  *gateway.Gateway
+	keys     *keys.Manager
+	auth     *auth.Authenticator
 	jwt      *jwt.Verifier
 	users    *userSource
 	registry *prometheus.Registry
@@ -190,10 +194,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("server: trusted proxies: %w", err)
 	}
-	for _, o := range cfg.AllowedOrigins {
-		if err := checkOrigin(o); err != nil {
-			return nil, fmt.Errorf("server: allowed origins: %w", err)
-		}
+	if _, err := auth.ParseOrigins(cfg.AllowedOrigins); err != nil {
+		return nil, fmt.Errorf("server: allowed origins: %w", err)
 	}
 
 	if strings.TrimSpace(cfg.AdminToken) != cfg.AdminToken {
@@ -249,9 +251,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		}
 		jwtVerifier = s.jwt
 	}
+	s.keys = newKeyManager(s.backend)
+	// One authenticator for both doors: the same credentials, precedence,
+	// conflict rule and origin policy on HTTP and on /ws.
+	s.auth, err = auth.New(auth.Config{
+		Sessions: s.manager, Tickets: s.backend.Tickets, JWT: jwtVerifier, Keys: s.keys,
+		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins, AllowQueryToken: cfg.AllowQueryToken,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s.gateway, err = gateway.New(gateway.Config{
-		Manager: s.manager, Bus: s.backend.Bus, Tickets: s.backend.Tickets, JWT: jwtVerifier,
-		AllowedOrigins: cfg.AllowedOrigins, TrustedProxies: trusted, AllowQueryToken: cfg.AllowQueryToken,
+		Manager: s.manager, Bus: s.backend.Bus, Auth: s.auth, TrustedProxies: trusted,
 		ReadLimit: cfg.ReadLimit, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
 		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
 		MaxConnsPerSession: cfg.MaxConnsPerSession, MaxConnsPerUser: cfg.MaxConnsPerUser,
@@ -271,11 +282,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	api := &httpapi.API{
 		Sessions: &httpapi.Sessions{
-			Manager: s.manager, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
+			Manager: s.manager, Auth: s.auth, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
 			Audit: auditLog, Logger: logger,
 		},
 		Users: s.users, LoginLimiter: limiter, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets,
-		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins,
 		Ready: s.ready, ReadyDetails: s.backend.Details, Audit: auditLog, Logger: logger,
 	}
 	apiHandler := api.Handler()
@@ -292,28 +302,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	return s, nil
 }
 
-// checkOrigin accepts "scheme://host[:port]", where host may start with a
-// "*." wildcard label.
-func checkOrigin(o string) error {
-	scheme, rest, ok := cutScheme(o)
-	if !ok || rest == "" || (scheme != "http" && scheme != "https") {
-		return fmt.Errorf("origin %q: want scheme://host[:port]", o)
-	}
-	for _, c := range rest {
-		if c == '/' || c == '?' || c == '#' || c == '@' || c <= ' ' {
-			return fmt.Errorf("origin %q: want scheme://host[:port] without path", o)
-		}
-	}
-	return nil
-}
-
-func cutScheme(o string) (string, string, bool) {
-	for i := 0; i+2 < len(o); i++ {
-		if o[i:i+3] == "://" {
-			return o[:i], o[i+3:], true
-		}
-	}
-	return "", "", false
+// newKeyManager returns the API key manager on the backend's key store.
+func newKeyManager(b backend) *keys.Manager {
+	return &keys.Manager{Store: b.Keys}
 }
 
 // defaultNodeID is "<hostname>-<4 random hex digits>": readable in logs,
