@@ -48,6 +48,12 @@ type running struct {
 // loopback port until the test ends.
 func start(t *testing.T, cfg Config, prepare ...func(*Server)) *running {
 	t.Helper()
+	return startLogged(t, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prepare...)
+}
+
+// startLogged is start with the server logging to logger.
+func startLogged(t *testing.T, cfg Config, logger *slog.Logger, prepare ...func(*Server)) *running {
+	t.Helper()
 	if cfg.UsersFile == "" {
 		cfg.UsersFile = filepath.Join(t.TempDir(), "users.json")
 	}
@@ -55,7 +61,6 @@ func start(t *testing.T, cfg Config, prepare ...func(*Server)) *running {
 		cfg.DemoPassword = demoPassword
 	}
 	cfg.InsecureCookies = true
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := New(context.Background(), cfg, logger)
 	if err != nil {
 		t.Fatal(err)
