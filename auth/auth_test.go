@@ -121,6 +121,8 @@ func TestExtractPrecedenceAndConflicts(t *testing.T) {
 		{"same cookie twice", http.Header{"Cookie": cookie(sessionToken, sessionToken)}, "", HTTP, SourceCookie, KindSession, nil, true, false},
 		{"two tickets", nil, "ticket=a&ticket=b", Upgrade, 0, 0, ErrConflicting, false, true},
 		{"empty ticket", nil, "ticket=", Upgrade, 0, 0, ErrMalformed, false, true},
+		{"ticket and query token", nil, "ticket=abc&session_token=" + sessionToken, Upgrade, 0, 0, ErrConflicting, false, true},
+		{"cookie, ticket and the same query token", http.Header{"Cookie": cookie(sessionToken)}, "ticket=abc&session_token=" + sessionToken, Upgrade, SourceCookie, KindSession, nil, true, true},
 		{"query token and other cookie", http.Header{"Cookie": cookie(other)}, "session_token=" + sessionToken, Upgrade, 0, 0, ErrConflicting, false, true},
 		{"bad query", nil, "%zz", Upgrade, 0, 0, ErrMalformed, false, true},
 		{"oversized bearer", http.Header{"Authorization": bearer(strings.Repeat("x", MaxCredentialLen+1))}, "", HTTP, 0, 0, ErrMalformed, false, true},

@@ -146,17 +146,16 @@ var (
 // at most MaxCredentialLen bytes, else ErrMalformed. Extract reads nothing
 // but the request.
 func (a *Authenticator) Extract(r *http.Request, door Door) (Credential, error) {
-	var c Credential
-	var tokens []string
-	add := func(src Source, tok string) {
-		if c.Source == SourceNone {
-			c.Source, c.Token = src, tok
-		}
-		tokens = append(tokens, tok)
-	}
-	fail := func(err error) (Credential, error) { return Credential{Explicit: c.Explicit}, err }
+	// Written without closures or a slice of tokens: this runs on every
+	// request, and neither may cost an allocation.
+	var (
+		c        Credential
+		conflict bool
+		bad      bool
+	)
+	fail := func(c Credential, err error) (Credential, error) { return Credential{Explicit: c.Explicit}, err }
 
-	var bearers []string
+	bearers := 0
 	for _, v := range r.Header.Values("Authorization") {
 		scheme, tok, ok := strings.Cut(strings.TrimSpace(v), " ")
 		if !strings.EqualFold(scheme, "Bearer") {
@@ -165,67 +164,81 @@ func (a *Authenticator) Extract(r *http.Request, door Door) (Credential, error) 
 		c.Explicit = true
 		tok = strings.TrimSpace(tok)
 		if !ok || tok == "" {
-			return fail(ErrMalformed)
+			return fail(c, ErrMalformed)
 		}
-		bearers = append(bearers, tok)
+		if bearers++; bearers > 1 {
+			return fail(c, ErrConflicting)
+		}
+		c.Source, c.Token = SourceBearer, tok
 	}
-	if len(bearers) > 1 {
-		return fail(ErrConflicting)
+	// note records one more credential: the first is the winner, every
+	// other must carry the same token.
+	note := func(c *Credential, src Source, tok string) {
+		if c.Source == SourceNone {
+			c.Source, c.Token = src, tok
+		} else if tok != c.Token {
+			conflict = true
+		}
+		bad = bad || len(tok) > MaxCredentialLen
 	}
-	if len(bearers) == 1 {
-		add(SourceBearer, bearers[0])
-	}
+	bad = len(c.Token) > MaxCredentialLen
 	for _, v := range r.Header.Values(HeaderSessionToken) {
 		if v = strings.TrimSpace(v); v != "" {
 			c.Explicit = true
-			add(SourceHeader, v)
+			note(&c, SourceHeader, v)
 		}
 	}
 	for _, ck := range r.CookiesNamed(a.cookieName) {
 		if ck.Value != "" {
 			c.Cookie = true
-			add(SourceCookie, ck.Value)
+			note(&c, SourceCookie, ck.Value)
 		}
 	}
 	if door == Upgrade && r.URL != nil && r.URL.RawQuery != "" {
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
 			c.Explicit = true
-			return fail(ErrMalformed)
+			return fail(c, ErrMalformed)
 		}
 		tickets := q["ticket"]
 		if len(tickets) > 0 {
 			c.Explicit = true
 		}
 		if len(tickets) > 1 {
-			return fail(ErrConflicting)
+			return fail(c, ErrConflicting)
 		}
 		if len(tickets) == 1 {
 			c.Ticket = tickets[0]
 			if c.Ticket == "" || len(c.Ticket) > MaxCredentialLen {
-				return fail(ErrMalformed)
+				return fail(c, ErrMalformed)
 			}
-			if c.Source == SourceNone {
-				c.Source, c.Token = SourceTicket, c.Ticket
-			}
+		}
+		if c.Source == SourceNone && c.Ticket != "" {
+			c.Source, c.Token = SourceTicket, c.Ticket
 		}
 		if a.allowQuery {
 			for _, v := range q["session_token"] {
 				c.Explicit = true
-				add(SourceQuery, v)
+				if v == "" {
+					return fail(c, ErrMalformed)
+				}
+				if c.Source == SourceTicket {
+					// A winning ticket is compared by principal, after it is
+					// redeemed, with what comes before it, never with what
+					// comes after: two URL credentials are one too many.
+					return fail(c, ErrConflicting)
+				}
+				note(&c, SourceQuery, v)
 			}
 		}
 	}
-	if c.Source == SourceNone {
-		return fail(ErrNoCredentials)
-	}
-	for _, t := range tokens {
-		if t != tokens[0] {
-			return fail(ErrConflicting)
-		}
-		if t == "" || len(t) > MaxCredentialLen {
-			return fail(ErrMalformed)
-		}
+	switch {
+	case c.Source == SourceNone:
+		return fail(c, ErrNoCredentials)
+	case conflict:
+		return fail(c, ErrConflicting)
+	case bad:
+		return fail(c, ErrMalformed)
 	}
 	switch {
 	case c.Source == SourceTicket:

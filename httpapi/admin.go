@@ -31,7 +31,7 @@ func (a *API) admin(authn *auth.Authenticator, next http.HandlerFunc) http.Handl
 		cred, err := authn.Extract(r, auth.HTTP)
 		var res *auth.Result
 		if err == nil {
-			res, err = authn.Authenticate(ctx, cred, device.ClientIP(r, a.Sessions.TrustedProxies))
+			res, err = authn.Authenticate(ctx, cred, a.Sessions.keyClientIP(r, cred))
 		}
 		fail := audit.Fields{Method: cred.Kind.String(), Source: string(sessionbridge.SourceAPI), Detail: r.Method + " " + r.URL.Path}
 		switch {

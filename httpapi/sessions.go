@@ -240,7 +240,7 @@ func (s *Sessions) load(w http.ResponseWriter, r *http.Request, authn *auth.Auth
 	case err != nil:
 		return nil, nil, s.refuse(r, cred, CodeInvalidToken, err.Error())
 	}
-	res, err := authn.Authenticate(ctx, cred, device.ClientIP(r, s.TrustedProxies))
+	res, err := authn.Authenticate(ctx, cred, s.keyClientIP(r, cred))
 	switch {
 	case errors.Is(err, sessionbridge.ErrInvalidToken) || errors.Is(err, sessionbridge.ErrExpired):
 		if cred.Source != auth.SourceCookie {
@@ -284,6 +284,16 @@ func (s *Sessions) touch(ctx context.Context, sess *sessionbridge.Session) *sess
 		return sess
 	}
 	return next
+}
+
+// keyClientIP is the client address an API key's use is recorded with;
+// other credentials need none, so the request's address is not worked out
+// for them.
+func (s *Sessions) keyClientIP(r *http.Request, cred auth.Credential) string {
+	if cred.Kind != auth.KindAPIKey {
+		return ""
+	}
+	return device.ClientIP(r, s.TrustedProxies)
 }
 
 // refuse audits a refused explicit credential and returns its 401.
