@@ -1,7 +1,8 @@
 // Package httpapi connects HTTP requests to sessionbridge sessions.
 //
 // [Sessions] is the library half: a middleware that authenticates the request
-// through an [auth.Authenticator] (the sb_session cookie, the X-Session-Token
+// through an [github.com/sessionbridge/sessionbridge/auth.Authenticator]
+// (the sb_session cookie, the X-Session-Token
 // header, or a Bearer session token, JWT or API key) and loads its principal
 // and session into the request context, [FromContext] and
 // [PrincipalFromContext] to read them, [Sessions.Require] to guard handlers,
