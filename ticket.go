@@ -15,9 +15,10 @@ type Ticket struct {
 	SessionID string     `json:"session_id,omitempty"`
 	Method    AuthMethod `json:"auth"`
 	Scopes    []string   `json:"scopes,omitempty"`
-	// KeyID names the API key of an API-key ticket, so that a socket opened
-	// with the ticket is closed with the key's revocation like one opened
-	// with the key itself.
+	// KeyID names the API key of an API-key ticket: the upgrade reads the
+	// key as it stands then, so that a key revoked or changed since the
+	// ticket was issued counts as such, and the socket is closed with the
+	// key's revocation like one opened with the key itself.
 	KeyID string `json:"key_id,omitempty"`
 	// ExpiresAt is when the credential the ticket was issued for expires (a
 	// JWT's exp, an API key's expiry): a socket opened with the ticket is

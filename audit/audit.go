@@ -55,7 +55,8 @@ const (
 type Fields struct {
 	SessionID string
 	UserID    string
-	// KeyID is the public ID of an API key, never the key itself.
+	// KeyID is the public ID of an API key (the one acted on, or the one
+	// the principal authenticated with), never the key itself.
 	KeyID        string
 	ConnectionID string
 	IP           string
@@ -120,6 +121,7 @@ func (l *Logger) Log(ctx context.Context, event string, f Fields) {
 	add("user_id", f.UserID)
 	add("key_id", f.KeyID)
 	add("connection_id", f.ConnectionID)
+	add("key_id", f.KeyID)
 	add("ip", f.IP)
 	add("user_agent", f.UserAgent)
 	add("method", f.Method)

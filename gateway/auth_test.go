@@ -15,13 +15,14 @@ import (
 	"time"
 
 	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/auth"
 )
 
 func TestAuthSources(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.AllowQueryToken = true })
 	s, tok := e.session("alice")
 	e.jwt.add("aaa.bbb.ccc", sb.Principal{UserID: "bob", Scopes: []string{"ws:connect", "read"}, ExpiresAt: e.clock.Now().Add(time.Hour)})
-	e.keys.add("sbk_key1", sb.Principal{UserID: "svc", KeyID: "key1", Scopes: []string{"*"}})
+	apiKey, _ := e.key("svc", 0, "**")
 	ticket, err := e.tickets.Issue(context.Background(), sb.Ticket{UserID: "alice", SessionID: s.ID, Method: sb.AuthSession}, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +46,7 @@ func TestAuthSources(t *testing.T) {
 		{"ticket", nil, "ticket=" + url.QueryEscape(ticket), sb.AuthSession, "alice", true},
 		{"query token when enabled", nil, "session_token=" + url.QueryEscape(tok), sb.AuthSession, "alice", true},
 		{"jwt", bearer("aaa.bbb.ccc"), "", sb.AuthJWT, "bob", false},
-		{"api key", bearer("sbk_key1"), "", sb.AuthAPIKey, "svc", false},
+		{"api key", bearer(apiKey), "", sb.AuthAPIKey, "svc", false},
 		{"bearer and same header token", http.Header{"Authorization": {"Bearer " + tok}, "X-Session-Token": {tok}}, "", sb.AuthSession, "alice", true},
 		{"ticket with a cleared cookie", http.Header{"Cookie": {CookieName + "="}}, "ticket=" + url.QueryEscape(ticket2), sb.AuthSession, "alice", true},
 	}
@@ -252,8 +253,8 @@ func TestAllowedOrigins(t *testing.T) {
 	ck := func(origin string) http.Header {
 		return http.Header{"Cookie": {CookieName + "=" + tok}, "Origin": {origin}}
 	}
-	// The server's own origin is allowed besides the list.
-	for _, o := range []string{e.srv.URL, "https://app.example.com", "https://app.example.com:443", "https://a.example.org", "https://a.b.example.org", "HTTPS://A.EXAMPLE.ORG"} {
+	// The server's own origin is always allowed, list or no list.
+	for _, o := range []string{"https://app.example.com", "https://app.example.com:443", "https://a.example.org", "https://a.b.example.org", "HTTPS://A.EXAMPLE.ORG", e.srv.URL} {
 		c, _ := e.dial(ck(o), "")
 		_ = c.ws.Close()
 	}
@@ -528,5 +529,62 @@ func TestContextDevice(t *testing.T) {
 	if d.UserAgent != ua || d.Browser != "Firefox 140" || d.OS != "Linux" || d.DeviceType != "desktop" ||
 		d.IP != "127.0.0.1" || d.ConnectionID != w.ConnectionID {
 		t.Fatalf("device %+v", d)
+	}
+}
+
+// An API key opens a socket as its owner with its scopes and expiry; a
+// mistyped one is refused before any store read; a revoked or expired one is
+// refused; a key store that cannot answer fails closed.
+func TestAPIKeyUpgrade(t *testing.T) {
+	e := newEnv(t, nil)
+	key, id := e.key("svc", time.Hour, "ws:connect", "chat.**", "!chat.admin")
+	c, w := e.dial(bearer(key), "")
+	if w.Auth != sb.AuthAPIKey || w.UserID != "svc" || w.Session != nil || strings.Join(w.Scopes, " ") != "ws:connect chat.** !chat.admin" ||
+		w.ExpiresAt == nil || !w.ExpiresAt.Equal(e.clock.Now().Add(time.Hour).Truncate(time.Millisecond)) {
+		t.Fatalf("welcome %+v", w)
+	}
+	if conn := e.g.reg.conn(w.ConnectionID); conn == nil || conn.Principal().KeyID != id {
+		t.Fatal("the connection does not name its key")
+	}
+	_ = c.ws.Close()
+
+	reads := e.keyStore.reads.Load()
+	for _, bad := range []string{key[:25] + string(key[25]^1) + key[26:], key[:len(key)-1], "sbk_" + strings.Repeat("0", 60)} {
+		expectRefusal(t, e, bearer(bad), "", 401, "unauthorized")
+	}
+	if n := e.keyStore.reads.Load(); n != reads {
+		t.Fatalf("mistyped keys cost %d key store reads", n-reads)
+	}
+
+	e.keyStore.down.Store(true)
+	expectRefusal(t, e, bearer(key), "", 503, "unavailable")
+	e.keyStore.down.Store(false)
+
+	e.clock.Advance(time.Hour)
+	expectRefusal(t, e, bearer(key), "", 401, "unauthorized")
+	live, liveID := e.key("svc", 0, "ws:connect", "chat.**")
+	if _, err := e.keys.Delete(context.Background(), liveID); err != nil {
+		t.Fatal(err)
+	}
+	expectRefusal(t, e, bearer(live), "", 401, "unauthorized")
+	if strings.Contains(e.logs.String(), key[len(key)-49:]) {
+		t.Fatal("a key secret reached the log")
+	}
+}
+
+// The admin token is for the admin API: it opens no socket. A shared
+// authenticator decides alone: New refuses credential settings beside it.
+func TestAdminTokenOpensNoSocket(t *testing.T) {
+	const admin = "the-admin-token-0123456789"
+	e := newEnv(t, func(c *Config) {
+		a, err := auth.New(auth.Config{Sessions: c.Manager, AdminToken: admin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Auth, c.Tickets, c.JWT, c.APIKeys = a, nil, nil, nil
+	})
+	expectRefusal(t, e, bearer(admin), "", 403, "forbidden")
+	if _, err := New(Config{Manager: e.mgr, Bus: e.bus, Auth: e.g.auth, AllowedOrigins: []string{"https://app.example.com"}}); err == nil {
+		t.Fatal("New accepted allowed origins beside a shared authenticator")
 	}
 }

@@ -363,8 +363,8 @@ func TestJWTBoundToSessionIsRevoked(t *testing.T) {
 
 func TestAPIKeyConnection(t *testing.T) {
 	e := newEnv(t, nil)
-	e.keys.add("sbk_k", sb.Principal{UserID: "svc", KeyID: "k", Scopes: []string{"ws:connect", "session.update", "publish"}})
-	c, w := e.dial(bearer("sbk_k"), "")
+	key, _ := e.key("svc", 0, "ws:connect", "session.update", "publish")
+	c, w := e.dial(bearer(key), "")
 	if w.Auth != sb.AuthAPIKey || w.ExpiresAt != nil || w.Session != nil {
 		t.Fatalf("welcome %+v", w)
 	}

@@ -11,7 +11,6 @@ package gateway
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,6 +29,7 @@ import (
 
 	sb "github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/auth"
 	"github.com/sessionbridge/sessionbridge/device"
 	"github.com/sessionbridge/sessionbridge/forward"
 	"github.com/sessionbridge/sessionbridge/metrics"
@@ -38,7 +38,6 @@ import (
 
 // Defaults for zero Config fields.
 const (
-	DefaultAPIKeyPrefix  = "sbk_"
 	DefaultReadLimit     = 64 << 10
 	DefaultPingInterval  = 30 * time.Second
 	DefaultWriteTimeout  = 10 * time.Second
@@ -74,15 +73,18 @@ type Config struct {
 	Manager *sb.Manager
 	// Bus is the bus the store publishes on; Run subscribes to it.
 	Bus sb.Bus
+	// Auth authenticates upgrades and decides their origins; share it with
+	// the HTTP API (httpapi.Sessions.Auth) so that both doors read
+	// credentials one way. When it is set, Tickets, JWT, APIKeys,
+	// AllowedOrigins, AllowQueryToken and SessionScopes must be left unset;
+	// when it is nil, New builds one from them.
+	Auth *auth.Authenticator
 	// Tickets redeems ?ticket= credentials; nil disables them.
 	Tickets sb.TicketStore
-	// JWT verifies bearer JWTs; nil refuses them.
+	// JWT verifies bearer JWTs (and auth.refresh); nil refuses them.
 	JWT sb.TokenVerifier
-	// APIKeys verifies bearer tokens that start with APIKeyPrefix; nil
-	// refuses them.
-	APIKeys sb.TokenVerifier
-	// APIKeyPrefix marks API keys among bearer tokens; default "sbk_".
-	APIKeyPrefix string
+	// APIKeys verifies bearer API keys (*keys.Manager); nil refuses them.
+	APIKeys auth.KeyVerifier
 	// KeyStore is the store API keys live in. With it, the sockets of a key
 	// are re-validated against it after every gap and on each sweep (a key
 	// revoked while this node missed the event still loses its sockets),
@@ -95,9 +97,8 @@ type Config struct {
 	// in by a cached key whose revocation this node has already applied.
 	KeyEvents sb.EventHandler
 	// AllowedOrigins lists the browser origins that may connect besides the
-	// server's own (the request's Host, over https when the request came
-	// over TLS): "https://app.example.com" or "https://*.example.com" (one or
-	// more labels in place of the star). Empty means only the server's own.
+	// server's own, which always may: "https://app.example.com" or
+	// "https://*.example.com" (one or more labels in place of the star).
 	AllowedOrigins []string
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
@@ -191,7 +192,7 @@ type Gateway struct {
 	audit   *audit.Logger
 	metrics *metrics.Metrics
 	clock   clock
-	origins originPolicy
+	auth    *auth.Authenticator
 	up      websocket.Upgrader
 	reg     *registry
 	marks   eventMarks
@@ -239,7 +240,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Bus == nil {
 		return nil, errors.New("gateway: Config.Bus is required")
 	}
-	origins, err := parseOrigins(cfg.AllowedOrigins)
+	authn, err := newAuthenticator(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -247,9 +248,11 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	// auth.refresh verifies with the authenticator's JWT verifier.
+	cfg.JWT = authn.JWT()
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger, audit: cfg.Audit, metrics: cfg.Metrics,
-		clock: realClock{now: cfg.Now}, origins: origins, reg: newRegistry(),
+		clock: realClock{now: cfg.Now}, auth: authn, reg: newRegistry(),
 		readLimit: cfg.ReadLimit, pingInterval: cfg.PingInterval, pongTimeout: cfg.PongTimeout,
 		writeTimeout: cfg.WriteTimeout, sendQueue: cfg.SendQueue, warning: cfg.ExpiryWarning,
 		sweep: cfg.SweepInterval, handlers: map[string]route{}, fwd: fwd, resync: make(chan struct{}, 1),
@@ -257,11 +260,13 @@ func New(cfg Config) (*Gateway, error) {
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Auth != nil {
+		// Sessions without scopes of their own hold the authenticator's
+		// default, on this door as on every other.
+		g.cfg.SessionScopes = authn.SessionScopes()
+	}
 	if err := g.compileSessionDefault(); err != nil {
 		return nil, err
-	}
-	if g.cfg.APIKeyPrefix == "" {
-		g.cfg.APIKeyPrefix = DefaultAPIKeyPrefix
 	}
 	if g.cfg.NodeID == "" {
 		g.cfg.NodeID = "local"
@@ -413,10 +418,11 @@ var (
 	refuseOrigin     = refusal{status: http.StatusForbidden, code: "origin_not_allowed", msg: "origin not allowed", result: "forbidden", reason: "origin_not_allowed"}
 	refuseNoConnect  = refusal{status: http.StatusForbidden, code: "forbidden", msg: "the credential lacks the scope " + sb.ScopeConnect, result: "forbidden", reason: "missing_ws_connect"}
 	refuseBadScopes  = refusal{status: http.StatusForbidden, code: "forbidden", msg: "the credential carries an invalid scope pattern", result: "forbidden", reason: "invalid_scopes"}
+	refuseAdmin      = refusal{status: http.StatusForbidden, code: "forbidden", msg: "the admin token is for the admin API only; it opens no WebSocket", result: "forbidden", reason: "admin_token"}
 )
 
 func unauthorized(reason string) refusal {
-	if reason == errConflicting.Error() {
+	if reason == auth.ErrConflicting.Error() {
 		return refusal{status: http.StatusUnauthorized, code: "conflicting_credentials", msg: "the request carries credentials that disagree", result: "unauthorized", reason: reason}
 	}
 	return refusal{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or invalid credentials", result: "unauthorized", reason: reason}
@@ -466,67 +472,28 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	cred, err := extractCredentials(r, g.cfg.AllowQueryToken, g.cfg.APIKeyPrefix)
-	if err != nil {
-		g.refuse(w, r, ip, "", unauthorized(err.Error()))
+	ua, method, rf := g.authenticate(r, ip)
+	if rf != nil {
+		g.refuse(w, r, ip, method, *rf)
 		return
 	}
-	method := string(kindMethod(cred.kind))
-	if err := g.origins.check(r, cred.cookie); err != nil {
-		g.refuse(w, r, ip, method, refuseOrigin)
+	p, cred := ua.res.Principal, ua.res.Credential
+	markID, mark := ua.markID, ua.mark
+	keyMarkID, keyMark := ua.keyMarkID, ua.keyMark
+	sess := p.Session // the bound session as read now, or nil
+	if p.Method == auth.MethodAdmin {
+		g.refuse(w, r, ip, method, refuseAdmin)
 		return
 	}
-	// The mark is taken before the store read that authenticates: see
-	// eventMarks. Only a session credential names its session up front.
-	var markID string
-	var mark uint64
-	if cred.kind == kindSession {
-		if id, _, err := sb.ParseToken(cred.token); err == nil {
-			markID, mark = id, g.marks.mark(id)
-		}
-	}
-	// The same for an API key, whose ID its credential names.
-	var keyMarkID string
-	var keyMark uint64
-	if cred.kind == kindAPIKey {
-		if id, _, err := sb.ParseAPIKey(cred.token); err == nil {
-			keyMarkID, keyMark = id, g.marks.mark(id)
-		}
-	}
-	res, err := g.authenticate(ctx, cred)
-	if err != nil {
-		// A refused JWT is audited and counted with its reason.
-		var jwtReason string
-		if cred.kind == kindJWT && !errors.Is(err, errConflicting) {
-			jwtReason = g.jwtRefused(err)
-		}
-		switch {
-		case errors.Is(err, errConflicting):
-			g.refuse(w, r, ip, method, unauthorized(errConflicting.Error()))
-		case errors.Is(err, sb.ErrInvalidToken):
-			g.refuse(w, r, ip, method, unauthorized(cmp.Or(jwtReason, "invalid_"+cred.source.String())))
-		case errors.Is(err, sb.ErrExpired):
-			g.refuse(w, r, ip, method, unauthorized(cmp.Or(jwtReason, "expired_"+cred.source.String())))
-		default:
-			// Fail closed: whatever else went wrong (ErrUnavailable or an
-			// error the verifier did not classify), nobody gets in.
-			g.log.Warn("gateway: authentication unavailable", "method", method, "err", err)
-			rf := refuseStore
-			rf.reason = cmp.Or(jwtReason, rf.reason)
-			g.refuse(w, r, ip, method, rf)
-		}
-		return
-	}
-	p := res.p
-	method = string(p.Method)
 	g.metrics.AuthDuration(method, time.Since(start))
 	// Scopes are compiled once, here. A session principal holds its
 	// session's (or the default); others hold their credential's.
-	sessionScopes := p.Method == sb.AuthSession && res.sess != nil
+	sessionScopes := p.Method == sb.AuthSession && sess != nil
 	var scopes *scope.Set
+	var err error
 	if sessionScopes {
 		var patterns []string
-		patterns, scopes, err = g.sessionScopeSet(res.sess)
+		patterns, scopes, err = g.sessionScopeSet(sess)
 		p.Scopes = slices.Clone(patterns)
 	} else {
 		var set scope.Set
@@ -598,7 +565,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.metrics.Connect("ok")
 	g.metrics.ConnOpened(method)
 
-	e, created := g.reg.addReserved(c, res.sess)
+	e, created := g.reg.addReserved(c, p.Session)
 	if g.isShutting() {
 		// Shutdown began after this upgrade was let in, and may have closed
 		// every registered socket before this one was added.
@@ -631,7 +598,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// closed for a revocation or expiry.
 			c.closeWith(e.closeCode, e.closeReason)
 		}
-		if sessionScopes && !sameScopes(e.sess.Scopes, res.sess.Scopes) {
+		if sessionScopes && !sameScopes(e.sess.Scopes, sess.Scopes) {
 			// The session's scopes changed between the authentication
 			// read and the registration (or the socket joined an entry
 			// that knows a newer version): the entry's are current.
@@ -662,7 +629,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.release(b)
 	g.audit.Log(ctx, auditWSConnected, auditFields{
 		SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id, IP: ip,
-		UserAgent: c.device.UserAgent, Method: method, Source: cred.source.String(),
+		UserAgent: c.device.UserAgent, Method: method, Source: cred.Source.String(),
 	})
 	// Checked first: the arguments would be boxed even for a disabled level.
 	if g.log.Enabled(ctx, slog.LevelDebug) {
@@ -697,18 +664,6 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	h.br = bufio.NewReaderSize(conn, readBufferSize)
 	return conn, bufio.NewReadWriter(h.br, brw.Writer), nil
-}
-
-func kindMethod(k credKind) sb.AuthMethod {
-	switch k {
-	case kindJWT:
-		return sb.AuthJWT
-	case kindAPIKey:
-		return sb.AuthAPIKey
-	case kindSession:
-		return sb.AuthSession
-	}
-	return "ticket"
 }
 
 // scheduleConnExpiry arms the timer that closes a JWT or API-key connection

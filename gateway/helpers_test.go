@@ -23,6 +23,7 @@ import (
 
 	sb "github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/keys"
 	"github.com/sessionbridge/sessionbridge/memory"
 	"github.com/sessionbridge/sessionbridge/metrics"
 )
@@ -215,24 +216,26 @@ func (l lossyHandler) HandleGap() { l.h.HandleGap() }
 
 // env is a gateway on an httptest server with an in-memory store and bus.
 type env struct {
-	t       *testing.T
-	logs    *syncBuffer
-	reg     *prometheus.Registry
-	clock   *fakeClock
-	bus     *lossyBus
-	store   *failingStore
-	mgr     *sb.Manager
-	tickets *memory.Tickets
-	jwt     *fakeVerifier
-	keys    *fakeVerifier
-	g       *Gateway
-	srv     *httptest.Server
-	url     string
+	t        *testing.T
+	logs     *syncBuffer
+	reg      *prometheus.Registry
+	clock    *fakeClock
+	bus      *lossyBus
+	store    *failingStore
+	mgr      *sb.Manager
+	tickets  *memory.Tickets
+	jwt      *fakeVerifier
+	keyStore *countingKeys
+	keys     *keys.Manager
+	g        *Gateway
+	srv      *httptest.Server
+	url      string
 }
 
 func newEnv(t *testing.T, tweak func(*Config)) *env {
 	t.Helper()
-	e := &env{t: t, clock: newFakeClock(), jwt: &fakeVerifier{}, keys: &fakeVerifier{}}
+	e := &env{t: t, clock: newFakeClock(), jwt: &fakeVerifier{}, keyStore: &countingKeys{KeyStore: memory.NewKeyStore(nil)}}
+	e.keys = &keys.Manager{Store: e.keyStore, Now: e.clock.Now}
 	e.bus = &lossyBus{Bus: memory.NewBus()}
 	e.store = &failingStore{Store: memory.NewStore(e.bus.Bus)}
 	e.mgr = &sb.Manager{Store: e.store, NodeID: "test", Now: e.clock.Now, IdleTimeout: 30 * time.Minute}
@@ -273,6 +276,47 @@ func newEnv(t *testing.T, tweak func(*Config)) *env {
 		e.srv.Close()
 	})
 	return e
+}
+
+// countingKeys is a key store that counts its reads and fails them while
+// down is set.
+type countingKeys struct {
+	sb.KeyStore
+	reads atomic.Int32
+	down  atomic.Bool
+}
+
+func (k *countingKeys) GetKey(ctx context.Context, id string) (*sb.APIKey, error) {
+	k.reads.Add(1)
+	if k.down.Load() {
+		return nil, fmt.Errorf("test: %w", sb.ErrUnavailable)
+	}
+	return k.KeyStore.GetKey(ctx, id)
+}
+
+// key issues an API key for user with scopes and returns it and its ID.
+func (e *env) key(user string, ttl time.Duration, scopes ...string) (string, string) {
+	e.t.Helper()
+	key, k, err := e.keys.Create(context.Background(), keys.NewKey{UserID: user, Name: "test", Scopes: scopes, TTL: ttl})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return key, k.ID
+}
+
+// rawKey stores k as given, past the Manager's checks, under a fresh key
+// and returns that key.
+func (e *env) rawKey(k sb.APIKey) string {
+	e.t.Helper()
+	key, id, hash, err := sb.NewAPIKey(k.UserID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	k.ID, k.SecretHash, k.Version = id, hash, 1
+	if err := e.keyStore.CreateKey(context.Background(), &k); err != nil {
+		e.t.Fatal(err)
+	}
+	return key
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/auth"
 	"github.com/sessionbridge/sessionbridge/keys"
 	"github.com/sessionbridge/sessionbridge/memory"
 )
@@ -24,7 +25,7 @@ type keyEnv struct {
 func newKeyEnv(t *testing.T) *keyEnv { return newKeyEnvWith(t, nil) }
 
 // newKeyEnvWith is newKeyEnv with the key verifier wrapped by wrap.
-func newKeyEnvWith(t *testing.T, wrap func(sb.TokenVerifier, *keys.Manager) sb.TokenVerifier) *keyEnv {
+func newKeyEnvWith(t *testing.T, wrap func(auth.KeyVerifier, *keys.Manager) auth.KeyVerifier) *keyEnv {
 	t.Helper()
 	ke := &keyEnv{}
 	var clock *fakeClock
@@ -34,7 +35,7 @@ func newKeyEnvWith(t *testing.T, wrap func(sb.TokenVerifier, *keys.Manager) sb.T
 		// on it.
 		st := memory.NewKeyStore(c.Bus.(*lossyBus).Bus)
 		ke.km = &keys.Manager{Store: st, Cache: &keys.Cache{}, NodeID: "test", Now: now}
-		c.APIKeys = ke.km.TokenVerifier()
+		c.APIKeys = ke.km
 		if wrap != nil {
 			c.APIKeys = wrap(c.APIKeys, ke.km)
 		}
@@ -249,24 +250,24 @@ func TestKeySkippedVersionReadsTheStore(t *testing.T) {
 // revokingVerifier revokes the key right after verifying it, so that the
 // revocation's event is applied before the socket is registered.
 type revokingVerifier struct {
-	v  sb.TokenVerifier
+	auth.KeyVerifier
 	km *keys.Manager
 }
 
-func (r revokingVerifier) Verify(ctx context.Context, token string) (*sb.Principal, error) {
-	p, err := r.v.Verify(ctx, token)
+func (r revokingVerifier) Verify(ctx context.Context, key, ip string) (*sb.APIKey, error) {
+	k, err := r.KeyVerifier.Verify(ctx, key, ip)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.km.Delete(ctx, p.KeyID); err != nil {
+	if _, err := r.km.Delete(ctx, k.ID); err != nil {
 		return nil, err
 	}
-	return p, nil
+	return k, nil
 }
 
 func TestKeyRevokedDuringUpgradeIsClosed(t *testing.T) {
-	ke := newKeyEnvWith(t, func(v sb.TokenVerifier, km *keys.Manager) sb.TokenVerifier {
-		return revokingVerifier{v: v, km: km}
+	ke := newKeyEnvWith(t, func(v auth.KeyVerifier, km *keys.Manager) auth.KeyVerifier {
+		return revokingVerifier{KeyVerifier: v, km: km}
 	})
 	key, _ := ke.key("ws:connect")
 	c, _, err := ke.tryDial(bearer(key), "")

@@ -93,7 +93,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if g.pingInterval != DefaultPingInterval || g.pongTimeout != 2*DefaultPingInterval || g.readLimit != DefaultReadLimit ||
-		g.sendQueue != DefaultSendQueue || g.warning != DefaultExpiryWarning || g.cfg.APIKeyPrefix != DefaultAPIKeyPrefix ||
+		g.sendQueue != DefaultSendQueue || g.warning != DefaultExpiryWarning ||
 		g.maxPerSession != DefaultMaxConnsPerSession || g.maxPerUser != DefaultMaxConnsPerUser {
 		t.Fatalf("defaults: %+v", g)
 	}

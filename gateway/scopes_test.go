@@ -119,7 +119,7 @@ func TestUpgradeNeedsWSConnect(t *testing.T) {
 	_, none := e.scopedSession("alice")
 	e.jwt.add("j.no.c", sb.Principal{UserID: "bob", Scopes: []string{"**", "!ws:connect"}})
 	e.jwt.add("j.bad.p", sb.Principal{UserID: "bob", Scopes: []string{"ws:connect", "chat.**.x"}})
-	e.keys.add("sbk_nc", sb.Principal{UserID: "svc", KeyID: "nc", Scopes: []string{"publish"}})
+	noConnectKey, _ := e.key("svc", 0, "publish")
 	for name, tc := range map[string]struct {
 		h    http.Header
 		word string
@@ -127,7 +127,7 @@ func TestUpgradeNeedsWSConnect(t *testing.T) {
 		"session without ws:connect": {bearer(noConnect), "ws:connect"},
 		"session with no scope":      {bearer(none), "ws:connect"},
 		"jwt denying ws:connect":     {bearer("j.no.c"), "ws:connect"},
-		"api key without it":         {bearer("sbk_nc"), "ws:connect"},
+		"api key without it":         {bearer(noConnectKey), "ws:connect"},
 		"jwt with a bad pattern":     {bearer("j.bad.p"), "scope"},
 	} {
 		_, resp, err := e.tryDial(tc.h, "")

@@ -91,8 +91,8 @@ func TestVerifierUserIDChecked(t *testing.T) {
 	exp := e.clock.Now().Add(time.Hour)
 	e.jwt.add("a.b.c", sb.Principal{UserID: "\xffroot", ExpiresAt: exp})
 	e.jwt.add("a.b.d", sb.Principal{UserID: "\ufffdroot", ExpiresAt: exp})
-	e.keys.add("sbk_1", sb.Principal{UserID: "root\n", KeyID: "1"})
-	for _, h := range []http.Header{bearer("a.b.c"), bearer("a.b.d"), bearer("sbk_1")} {
+	key := e.rawKey(sb.APIKey{UserID: "root\n", Name: "bad owner"})
+	for _, h := range []http.Header{bearer("a.b.c"), bearer("a.b.d"), bearer(key)} {
 		_, resp, err := e.tryDial(h, "")
 		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("dial with %v: %v, %v; want 401", h, resp, err)

@@ -1,10 +1,10 @@
 package httpapi
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -12,51 +12,79 @@ import (
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/auth"
 	"github.com/sessionbridge/sessionbridge/device"
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/scope"
 )
 
-// admin guards the admin routes with the bearer admin token. Without a
-// configured token the admin API does not exist (404), so that a server
-// started without one exposes nothing to guess at.
-func (a *API) admin(next http.HandlerFunc) http.Handler {
+// admin guards an admin route. It authenticates the request with the
+// authenticator every door uses and admits the admin token, and JWT and API
+// key principals that hold the route's admin scope (admin:read for GET and
+// HEAD, admin:write for the rest; see auth.Grants); a session is never
+// admitted. Without any credential that could be admitted the admin API does
+// not exist (404), so that a server started without one exposes nothing to
+// guess at. The handler finds the principal with auth.FromContext.
+func (a *API) admin(authn *auth.Authenticator, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.AdminToken == "" {
+		if !authn.AdminEnabled() {
 			writeError(w, errorf(http.StatusNotFound, CodeNotFound, "the admin API is disabled; start the server with an admin token to enable it"))
 			return
 		}
-		tok, ok := bearer(r)
-		if !ok || !tokenEqual(tok, a.AdminToken) {
-			reason := "missing"
-			if ok {
-				reason = "wrong"
+		ctx := r.Context()
+		cred, err := authn.Extract(r, auth.HTTP)
+		var res *auth.Result
+		if err == nil {
+			res, err = authn.Authenticate(ctx, cred, a.Sessions.keyClientIP(r, cred))
+		}
+		fail := audit.Fields{Method: cred.Kind.String(), Source: string(sessionbridge.SourceAPI), Detail: r.Method + " " + r.URL.Path}
+		switch {
+		case err == nil:
+		case errors.Is(err, auth.ErrConflicting):
+			fail.Reason = err.Error()
+			a.Audit.Log(ctx, audit.AuthnFailed, a.Sessions.fields(r, fail))
+			writeError(w, errorf(http.StatusUnauthorized, CodeConflictingTokens, "the request carries conflicting credentials"))
+			return
+		case errors.Is(err, auth.ErrNoCredentials), errors.Is(err, auth.ErrMalformed),
+			errors.Is(err, sessionbridge.ErrInvalidToken), errors.Is(err, sessionbridge.ErrExpired):
+			fail.Reason = "invalid_" + cred.Source.String()
+			if errors.Is(err, auth.ErrNoCredentials) {
+				fail.Reason = "missing_credentials"
 			}
-			a.Audit.Log(r.Context(), audit.AuthnFailed, a.Sessions.fields(r, audit.Fields{Method: "admin_token", Source: string(sessionbridge.SourceAPI), Reason: reason + "_admin_token", Detail: r.Method + " " + r.URL.Path}))
+			a.Audit.Log(ctx, audit.AuthnFailed, a.Sessions.fields(r, fail))
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sessionbridge admin"`)
-			writeError(w, errorf(http.StatusUnauthorized, CodeUnauthenticated, "a valid admin bearer token is required"))
+			writeError(w, errorf(http.StatusUnauthorized, CodeUnauthenticated, "a valid admin token, or a JWT or API key with an admin scope, is required"))
+			return
+		default:
+			// Fail closed: nobody gets in while credentials cannot be
+			// checked.
+			a.logger().LogAttrs(ctx, slog.LevelWarn, "admin authentication failed", slog.String("method", cred.Kind.String()), logAttrErr(err))
+			writeError(w, errorf(http.StatusServiceUnavailable, CodeUnavailable, "authentication is temporarily unavailable; retry later"))
+			return
+		}
+		ctx = auth.NewContext(ctx, res)
+		r = r.WithContext(ctx)
+		if need := auth.AdminScope(r.Method); !auth.Grants(res.Principal, need) {
+			a.Audit.Log(ctx, audit.AuthzFail, a.adminFields(r, audit.Fields{UserID: res.Principal.UserID, Reason: "missing_scope", Detail: r.Method + " " + r.URL.Path + " needs " + need}))
+			writeError(w, errorf(http.StatusForbidden, CodeForbidden, "this route needs the scope %s (sessions never call the admin API)", need))
 			return
 		}
 		next(w, r)
 	})
 }
 
-// bearer returns the token of an "Authorization: Bearer <token>" header.
-func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
+// adminFields fills in the request's address and who called the admin API:
+// the method of the credential ("admin_token", "jwt", "apikey") and an API
+// key's ID, so that every admin action is audited by key.
+func (a *API) adminFields(r *http.Request, f audit.Fields) audit.Fields {
+	f.Source = string(sessionbridge.SourceAPI)
+	if res, ok := auth.FromContext(r.Context()); ok {
+		f.Method, f.KeyID = string(res.Principal.Method), res.Principal.KeyID
+		if res.Principal.Method == auth.MethodAdmin {
+			f.Method = "admin_token"
+		}
 	}
-	tok = strings.TrimSpace(tok)
-	return tok, tok != ""
-}
-
-// tokenEqual compares two secrets in constant time. Hashing first makes the
-// comparison independent of the lengths too.
-func tokenEqual(got, want string) bool {
-	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+	return a.Sessions.fields(r, f)
 }
 
 // createRequest is the body of POST /api/v1/sessions.
@@ -158,7 +186,7 @@ func (a *API) adminCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, a.changeError(r, err))
 		return
 	}
-	a.Audit.Log(r.Context(), audit.SessionCreated, a.Sessions.fields(r, audit.Fields{SessionID: s.ID, UserID: s.UserID, Method: "admin_token", Source: string(sessionbridge.SourceAPI)}))
+	a.Audit.Log(r.Context(), audit.SessionCreated, a.adminFields(r, audit.Fields{SessionID: s.ID, UserID: s.UserID}))
 	w.Header().Set("Location", "/api/v1/sessions/"+s.ID)
 	writeJSON(w, http.StatusCreated, createResponse{ID: s.ID, Token: token, ExpiresAt: s.ExpiresAt, Session: s.Public()})
 }
@@ -269,7 +297,7 @@ func (a *API) adminDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, a.changeError(r, err))
 		return
 	}
-	a.Audit.Log(r.Context(), audit.SessionRevoked, a.Sessions.fields(r, audit.Fields{SessionID: s.ID, UserID: s.UserID, Source: string(sessionbridge.SourceAPI), Reason: sessionbridge.ReasonRevoked}))
+	a.Audit.Log(r.Context(), audit.SessionRevoked, a.adminFields(r, audit.Fields{SessionID: s.ID, UserID: s.UserID, Reason: sessionbridge.ReasonRevoked}))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -295,7 +323,7 @@ func (a *API) adminDeleteUser(w http.ResponseWriter, r *http.Request) {
 	}
 	ids, err := a.Sessions.Manager.DeleteUser(r.Context(), userID, "", sessionbridge.ReasonRevoked, sessionbridge.Change{Source: sessionbridge.SourceAPI})
 	for _, id := range ids {
-		a.Audit.Log(r.Context(), audit.SessionRevoked, a.Sessions.fields(r, audit.Fields{SessionID: id, UserID: userID, Source: string(sessionbridge.SourceAPI), Reason: sessionbridge.ReasonRevoked}))
+		a.Audit.Log(r.Context(), audit.SessionRevoked, a.adminFields(r, audit.Fields{SessionID: id, UserID: userID, Reason: sessionbridge.ReasonRevoked}))
 	}
 	if err != nil {
 		writeError(w, a.changeError(r, err))

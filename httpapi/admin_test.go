@@ -35,23 +35,6 @@ func TestAdminAuth(t *testing.T) {
 	}
 }
 
-func TestTokenEqual(t *testing.T) {
-	for _, c := range []struct {
-		a, b string
-		want bool
-	}{
-		{"secret", "secret", true},
-		{"secret", "secreT", false},
-		{"secret", "secret2", false},
-		{"", "secret", false},
-		{strings.Repeat("x", 1000), strings.Repeat("x", 1000), true},
-	} {
-		if got := tokenEqual(c.a, c.b); got != c.want {
-			t.Errorf("tokenEqual(%q, %q) = %v", c.a, c.b, got)
-		}
-	}
-}
-
 func TestAdminSessionLifecycle(t *testing.T) {
 	f := newFixture(t)
 	resp := f.do(req{method: "POST", path: "/api/v1/sessions", header: adminHeader(),

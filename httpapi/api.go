@@ -14,6 +14,7 @@ import (
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/auth"
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/keys"
 	"github.com/sessionbridge/sessionbridge/scope"
@@ -49,7 +50,12 @@ type Publisher interface {
 //
 // An API needs Sessions (with its Manager). Users, Presence, Publisher,
 // Tickets and Keys are optional: the routes that need a missing one answer 404. The
-// admin routes answer 404 unless AdminToken is set.
+// admin routes answer 404 unless some credential could call them: an admin
+// token, or JWTs or API keys (which need an admin scope).
+//
+// Credentials are read by Sessions.Auth, the authenticator the gateway
+// shares; without one, the API builds one from Sessions.Manager,
+// Sessions.CookieName, AdminToken and AllowedOrigins.
 type API struct {
 	Sessions *Sessions
 	// Users checks passwords for POST /auth/login. If it is also a
@@ -80,11 +86,13 @@ type API struct {
 	// before it is refused with 429 rate_limited; zero means
 	// DefaultLoginQueueWait.
 	LoginQueueWait time.Duration
-	// AdminToken is the bearer token of the admin API; empty disables it.
+	// AdminToken is the bearer token of the admin API, used only when
+	// Sessions.Auth is nil (Handler panics if both are set).
 	AdminToken string
-	// AllowedOrigins are other origins ("https://app.example.com") whose
-	// pages may make state-changing cookie requests; the server's own origin
-	// always may.
+	// AllowedOrigins are other origins ("https://app.example.com",
+	// "https://*.example.com") whose pages may make state-changing cookie
+	// requests; the server's own origin always may. Used only when
+	// Sessions.Auth is nil (Handler panics if both are set).
 	AllowedOrigins []string
 	// Ready reports whether the store and bus are reachable, for /readyz;
 	// nil means always ready.
@@ -107,7 +115,7 @@ func (a *API) logger() *slog.Logger {
 // Handler returns the API's routes. Unknown paths answer 404 and known paths
 // with another method 405, both with JSON bodies.
 func (a *API) Handler() http.Handler {
-	mux, _ := a.build()
+	mux, _ := a.build(false)
 	return mux
 }
 
@@ -121,12 +129,14 @@ type Route struct {
 // Routes returns every route Handler serves, in registration order; the
 // OpenAPI document (GET /openapi.json) is checked against it.
 func (a *API) Routes() []Route {
-	_, routes := a.build()
+	_, routes := a.build(true)
 	return routes
 }
 
-// build assembles the routes: a mux that serves them, and their list.
-func (a *API) build() (*http.ServeMux, []Route) {
+// build assembles the routes: a mux that serves them, and their list. With
+// listOnly the mux is for listing only: no authenticator is made, so the
+// API needs no Manager.
+func (a *API) build(listOnly bool) (*http.ServeMux, []Route) {
 	mux := http.NewServeMux()
 	var routes []Route
 	// Each path gets one pattern that dispatches on the method, so that a
@@ -151,14 +161,26 @@ func (a *API) build() (*http.ServeMux, []Route) {
 	}
 	hf := func(f http.HandlerFunc) http.Handler { return f }
 	s := a.Sessions
-	user := func(f http.HandlerFunc) http.Handler { return s.Middleware(s.Require(f)) }
-	sameOrigin := a.sameOrigin()
-	change := func(f http.HandlerFunc) http.Handler { return sameOrigin(user(f)) }
-	admin := func(f http.HandlerFunc) http.Handler { return a.admin(f) }
+	// Route kinds: user routes need a session; anyone routes any user
+	// principal (a session, a JWT, an API key); change routes are user
+	// routes under the cross-origin check; admin routes need an admin
+	// credential. A list-only build wires none of them.
+	load := func(h http.Handler) http.Handler { return h }
+	sameOrigin := load
+	user, anyone, change, admin := hf, hf, hf, hf
+	if !listOnly {
+		authn := a.authenticator()
+		load = func(h http.Handler) http.Handler { return s.middleware(authn, h) }
+		sameOrigin = a.sameOrigin(authn)
+		user = func(f http.HandlerFunc) http.Handler { return load(s.guard(authn, true, f)) }
+		anyone = func(f http.HandlerFunc) http.Handler { return load(s.guard(authn, false, f)) }
+		change = func(f http.HandlerFunc) http.Handler { return sameOrigin(user(f)) }
+		admin = func(f http.HandlerFunc) http.Handler { return a.admin(authn, f) }
+	}
 
 	login := a.newLogin()
-	route("/auth/login", map[string]http.Handler{http.MethodPost: s.Middleware(hf(login.serve))})
-	route("/auth/logout", map[string]http.Handler{http.MethodPost: sameOrigin(s.Middleware(hf(a.logout)))})
+	route("/auth/login", map[string]http.Handler{http.MethodPost: load(hf(login.serve))})
+	route("/auth/logout", map[string]http.Handler{http.MethodPost: sameOrigin(load(hf(a.logout)))})
 	route("/auth/session", map[string]http.Handler{
 		http.MethodGet:   user(a.getSession),
 		http.MethodPatch: change(a.patchSession),
@@ -166,7 +188,7 @@ func (a *API) build() (*http.ServeMux, []Route) {
 	route("/auth/sessions", map[string]http.Handler{http.MethodGet: user(a.mySessions)})
 	route("/auth/sessions/{id}", map[string]http.Handler{http.MethodDelete: change(a.deleteMySession)})
 	route("/auth/sessions/revoke-others", map[string]http.Handler{http.MethodPost: change(a.revokeOthers)})
-	route("/auth/ws-ticket", map[string]http.Handler{http.MethodPost: change(a.wsTicket)})
+	route("/auth/ws-ticket", map[string]http.Handler{http.MethodPost: sameOrigin(anyone(a.wsTicket))})
 	route("/auth/keys", map[string]http.Handler{
 		http.MethodGet:  user(a.myKeys),
 		http.MethodPost: change(a.createMyKey),
@@ -205,37 +227,45 @@ func (a *API) build() (*http.ServeMux, []Route) {
 	return mux, routes
 }
 
-// sameOrigin returns a middleware that refuses cross-origin state-changing requests that rely on the
-// ambient cookie, with 403 cross_origin_request. It uses the browser's
-// Sec-Fetch-Site header, or failing that compares Origin with Host; requests
-// carrying neither header do not come from a browser page and pass.
-// Requests that present X-Session-Token are not checked: a page cannot add
-// that header to a cross-origin request without a CORS preflight, which the
-// API never grants.
-func (a *API) sameOrigin() func(http.Handler) http.Handler {
-	cop := http.NewCrossOriginProtection()
-	for _, o := range a.AllowedOrigins {
-		if strings.Contains(o, "*") {
-			// Wildcard origins are for WebSockets; the state-changing HTTP
-			// routes trust exact origins only.
-			continue
+// authenticator returns the authenticator of the API's routes:
+// Sessions.Auth, or one built from the API's own settings.
+func (a *API) authenticator() *auth.Authenticator {
+	if a.Sessions.Auth != nil {
+		if a.AdminToken != "" || len(a.AllowedOrigins) > 0 {
+			panic("httpapi: with Sessions.Auth set, the Authenticator decides the admin token and the allowed origins: leave API.AdminToken and API.AllowedOrigins empty")
 		}
-		if err := cop.AddTrustedOrigin(o); err != nil {
-			a.logger().Warn("ignoring malformed allowed origin for cross-origin checks", "origin", truncate(o, 100), "err", err)
-		}
+		return a.Sessions.Auth
 	}
-	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.Audit.Log(r.Context(), audit.AuthzFail, a.Sessions.fields(r, audit.Fields{Reason: "cross_origin", Detail: r.Method + " " + r.URL.Path}))
-		writeError(w, errorf(http.StatusForbidden, CodeCrossOrigin, "cross-origin request refused"))
-	}))
+	cfg := auth.Config{Sessions: a.Sessions.Manager, CookieName: a.Sessions.CookieName, AdminToken: a.AdminToken, AllowedOrigins: a.AllowedOrigins}
+	authn, err := auth.New(cfg)
+	if err != nil && len(cfg.AllowedOrigins) > 0 {
+		// Fewer trusted origins is stricter, never looser.
+		a.logger().Warn("ignoring the allowed origins for cross-origin checks", "err", err)
+		cfg.AllowedOrigins = nil
+		authn, err = auth.New(cfg)
+	}
+	if err != nil {
+		panic("httpapi: " + err.Error())
+	}
+	return authn
+}
+
+// sameOrigin returns a middleware that refuses cross-origin state-changing
+// requests that rely on the ambient cookie, with 403 cross_origin_request,
+// by the authenticator's origin policy (see auth.Origins.CheckRequest): the
+// server's own origin and the allowed origins pass, and so do requests
+// with an explicit credential, which a page cannot add to a cross-origin
+// request without a CORS preflight that the API never grants.
+func (a *API) sameOrigin(authn *auth.Authenticator) func(http.Handler) http.Handler {
+	origins := authn.Origins()
 	return func(next http.Handler) http.Handler {
-		checked := cop.Handler(next)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if len(headerTokens(r)) > 0 {
-				next.ServeHTTP(w, r)
+			if err := origins.CheckRequest(r); err != nil {
+				a.Audit.Log(r.Context(), audit.AuthzFail, a.Sessions.fields(r, audit.Fields{Reason: "cross_origin", Detail: r.Method + " " + r.URL.Path}))
+				writeError(w, errorf(http.StatusForbidden, CodeCrossOrigin, "cross-origin request refused"))
 				return
 			}
-			checked.ServeHTTP(w, r)
+			next.ServeHTTP(w, r)
 		})
 	}
 }
@@ -351,7 +381,13 @@ func (a *API) patch(w http.ResponseWriter, r *http.Request, id string, src sessi
 		writeError(w, a.changeError(r, err))
 		return
 	}
-	a.Audit.Log(r.Context(), audit.SessionUpdated, a.Sessions.fields(r, audit.Fields{SessionID: s.ID, UserID: s.UserID, Source: string(src)}))
+	f := audit.Fields{SessionID: s.ID, UserID: s.UserID, Source: string(src)}
+	if src == sessionbridge.SourceAPI {
+		f = a.adminFields(r, f)
+	} else {
+		f = a.Sessions.fields(r, f)
+	}
+	a.Audit.Log(r.Context(), audit.SessionUpdated, f)
 	w.Header().Set("ETag", etag(s.Version))
 	writeJSON(w, http.StatusOK, s.Public())
 }

@@ -27,6 +27,7 @@ const (
 	CodeInvalidToken         = "invalid_token"
 	CodeConflictingTokens    = "conflicting_credentials"
 	CodeForbidden            = "forbidden"
+	CodeSessionRequired      = "session_required"
 	CodeCrossOrigin          = "cross_origin_request"
 	CodeNotFound             = "not_found"
 	CodeMethodNotAllowed     = "method_not_allowed"

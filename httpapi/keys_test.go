@@ -18,10 +18,12 @@ import (
 	"github.com/sessionbridge/sessionbridge/memory"
 )
 
-// flakyKeys is a KeyStore that answers ErrUnavailable while down is set.
+// flakyKeys is a KeyStore that answers ErrUnavailable while down is set,
+// and counts its reads of one key.
 type flakyKeys struct {
 	sessionbridge.KeyStore
-	down atomic.Bool
+	down  atomic.Bool
+	reads atomic.Int32
 }
 
 func (f *flakyKeys) err() error {
@@ -39,6 +41,7 @@ func (f *flakyKeys) CreateKey(ctx context.Context, k *sessionbridge.APIKey) erro
 }
 
 func (f *flakyKeys) GetKey(ctx context.Context, id string) (*sessionbridge.APIKey, error) {
+	f.reads.Add(1)
 	if err := f.err(); err != nil {
 		return nil, err
 	}

@@ -8,41 +8,49 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/auth"
 	"github.com/sessionbridge/sessionbridge/device"
 )
 
-// DefaultCookieName is the session cookie's name when Sessions.CookieName is
-// empty.
-const DefaultCookieName = "sb_session"
+// DefaultCookieName is the session cookie's name when neither Sessions.Auth
+// nor Sessions.CookieName names another.
+const DefaultCookieName = auth.DefaultCookieName
 
 // HeaderSessionToken is the request header that carries a session token for
 // clients that do not use cookies.
-const HeaderSessionToken = "X-Session-Token"
+const HeaderSessionToken = auth.HeaderSessionToken
 
 // Sessions loads, creates and ends cookie sessions for HTTP handlers.
 //
-// Credentials: the X-Session-Token header, when present, is authoritative. A
-// request whose header names a bad or expired token is refused with 401
-// invalid_token, and one that also carries a session cookie with a different
-// token is refused with 401 conflicting_credentials: a client that states a
-// credential explicitly must not silently act as someone else. Without the
-// header the cookie is used; a bad or expired cookie is cleared and the
-// request proceeds unauthenticated, so that a stale cookie never locks a
-// browser out of the login page. A request with several session cookies of
-// different values (one may have been planted from a sibling domain) also
-// proceeds unauthenticated, as the gateway refuses it too.
+// Credentials are read by an [auth.Authenticator], the one the WebSocket
+// gateway uses too, so both doors follow one precedence order
+// (Authorization Bearer, X-Session-Token, the cookie) and one conflict rule
+// (every credential present must carry the same token). What is the HTTP
+// door's own: a request whose explicit credential (Bearer or X-Session-Token)
+// is bad, expired or conflicting is refused with 401 invalid_token or
+// conflicting_credentials, since a client that states a credential must not
+// silently act as someone else, or as no one. A bad or expired cookie alone
+// is cleared and the request proceeds unauthenticated, so that a stale cookie
+// never locks a browser out of the login page; several different session
+// cookies (one may have been planted from a sibling domain) make the request
+// proceed unauthenticated too, without clearing anything.
 //
 // A Sessions needs a Manager; every other field has a working zero value. It
 // is safe for concurrent use once configured.
 type Sessions struct {
 	Manager *sessionbridge.Manager
-	// CookieName is the session cookie's name; empty means "sb_session".
-	// The WebSocket gateway reads only "sb_session": change it only for an
-	// application that does not use the gateway's cookie authentication.
+	// Auth authenticates requests; share it with the gateway
+	// (gateway.Config.Auth) so that JWTs and API keys work at both doors and
+	// a socket mounted behind Middleware is not authenticated twice. Nil
+	// means an authenticator of session tokens only, with CookieName.
+	Auth *auth.Authenticator
+	// CookieName is the session cookie's name when Auth is nil; empty means
+	// "sb_session". With Auth set, Auth names the cookie.
 	CookieName string
 	// Insecure drops the Secure attribute from the cookie, for plain-HTTP
 	// development. Browsers treat http://localhost as secure, so it is rarely
@@ -55,6 +63,10 @@ type Sessions struct {
 	// Logger receives operational log lines; nil means slog.Default(). No
 	// token, secret or cookie value is ever logged.
 	Logger *slog.Logger
+
+	buildOnce sync.Once
+	built     *auth.Authenticator
+	buildErr  error
 }
 
 // ctxKey keys the request state in a request context.
@@ -64,6 +76,10 @@ type ctxKey struct{}
 // It is a pointer in the context so that Login and Logout can update it for
 // the rest of the request.
 type requestState struct {
+	// p is who the request acts for; nil when unauthenticated.
+	p *sessionbridge.Principal
+	// session is the session the request is bound to (a session
+	// credential's, or a JWT's sid), as touched now; nil for none.
 	session *sessionbridge.Session
 	// err is set when the store could not answer: the request proceeds
 	// unauthenticated, but protected handlers answer 503 instead of 401.
@@ -71,7 +87,8 @@ type requestState struct {
 }
 
 // FromContext returns the session the middleware loaded for the request whose
-// context is ctx, if the request is authenticated.
+// context is ctx, if the request is bound to one: by a session credential,
+// or by a JWT whose sid claim names it.
 func FromContext(ctx context.Context) (*sessionbridge.Session, bool) {
 	st, _ := ctx.Value(ctxKey{}).(*requestState)
 	if st == nil || st.session == nil {
@@ -80,12 +97,37 @@ func FromContext(ctx context.Context) (*sessionbridge.Session, bool) {
 	return st.session, true
 }
 
+// PrincipalFromContext returns who the request whose context is ctx acts
+// for, if the middleware authenticated it: a session, a JWT or an API key.
+func PrincipalFromContext(ctx context.Context) (*sessionbridge.Principal, bool) {
+	st, _ := ctx.Value(ctxKey{}).(*requestState)
+	if st == nil || st.p == nil {
+		return nil, false
+	}
+	return st.p, true
+}
+
 func stateFrom(ctx context.Context) *requestState {
 	st, _ := ctx.Value(ctxKey{}).(*requestState)
 	return st
 }
 
+// authenticator returns Auth, or the session-only authenticator built once
+// from Manager and CookieName.
+func (s *Sessions) authenticator() (*auth.Authenticator, error) {
+	if s.Auth != nil {
+		return s.Auth, nil
+	}
+	s.buildOnce.Do(func() {
+		s.built, s.buildErr = auth.New(auth.Config{Sessions: s.Manager, CookieName: s.CookieName})
+	})
+	return s.built, s.buildErr
+}
+
 func (s *Sessions) cookieName() string {
+	if s.Auth != nil {
+		return s.Auth.CookieName()
+	}
 	if s.CookieName != "" {
 		return s.CookieName
 	}
@@ -99,37 +141,73 @@ func (s *Sessions) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// Middleware loads the request's session into its context (see
-// [FromContext]) and records the activity, extending the session's idle
-// deadline at most once per touch interval. Unauthenticated requests proceed;
-// guard handlers that need a session with [Sessions.Require].
+// Middleware loads the request's principal and session into its context
+// (see [FromContext], [PrincipalFromContext], and [auth.FromContext], which
+// the gateway reads so that a socket upgraded behind the middleware is not
+// authenticated again) and records the activity, extending the session's
+// idle deadline at most once per touch interval. Unauthenticated requests
+// proceed; guard handlers that need a session with [Sessions.Require].
 func (s *Sessions) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		st, e := s.load(w, r)
+		authn, err := s.authenticator()
+		if err != nil {
+			writeError(w, storeError(err))
+			return
+		}
+		s.middleware(authn, next).ServeHTTP(w, r)
+	})
+}
+
+func (s *Sessions) middleware(authn *auth.Authenticator, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st, res, e := s.load(w, r, authn)
 		if e != nil {
 			writeError(w, e)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+		ctx := context.WithValue(r.Context(), ctxKey{}, st)
+		if res != nil {
+			ctx = auth.NewContext(ctx, res)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
-// Require answers 401 unauthenticated to requests without a session and 503
-// unavailable when the store could not be asked; others reach next. It loads
-// the session itself when the request did not pass through the middleware.
+// Require answers 401 unauthenticated to requests without a principal, 403
+// session_required to a principal bound to no session (an API key, a JWT
+// without a sid claim, the admin token) and 503 unavailable when the store
+// could not be asked; others reach next, with [FromContext] returning their
+// session. It loads the request's credentials itself when the request did
+// not pass through the middleware.
 func (s *Sessions) Require(next http.Handler) http.Handler {
+	return s.guard(nil, true, next)
+}
+
+// guard is Require (needSession) or its variant for routes any user
+// principal may call. authn nil means the Sessions' own authenticator.
+func (s *Sessions) guard(authn *auth.Authenticator, needSession bool, next http.Handler) http.Handler {
 	guarded := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := stateFrom(r.Context())
 		switch {
 		case st.err != nil:
 			writeError(w, storeError(st.err))
-		case st.session == nil:
+		case st.p == nil:
 			writeError(w, errorf(http.StatusUnauthorized, CodeUnauthenticated, "sign in first"))
+		case st.p.Method == auth.MethodAdmin:
+			writeError(w, errorf(http.StatusForbidden, CodeForbidden, "the admin token acts for no user; use it on /api/v1 only"))
+		case needSession && st.session == nil:
+			writeError(w, errorf(http.StatusForbidden, CodeSessionRequired, "this route needs a session: a session cookie or token, or a JWT whose sid claim names a session"))
 		default:
 			next.ServeHTTP(w, r)
 		}
 	})
-	loading := s.Middleware(guarded)
+	loading := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if authn != nil {
+			s.middleware(authn, guarded).ServeHTTP(w, r)
+			return
+		}
+		s.Middleware(guarded).ServeHTTP(w, r)
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if stateFrom(r.Context()) == nil {
 			loading.ServeHTTP(w, r)
@@ -139,93 +217,58 @@ func (s *Sessions) Require(next http.Handler) http.Handler {
 	})
 }
 
-// load authenticates the request's credential. It returns an *apiError only
-// for a bad explicit header credential; every other outcome is a state.
-func (s *Sessions) load(w http.ResponseWriter, r *http.Request) (*requestState, *apiError) {
+// load authenticates the request's credentials. It returns an *apiError
+// only for a bad explicit credential; every other outcome is a state, with
+// the authentication result when there is a principal.
+func (s *Sessions) load(w http.ResponseWriter, r *http.Request, authn *auth.Authenticator) (*requestState, *auth.Result, *apiError) {
 	ctx := r.Context()
 	st := &requestState{}
-	headers := headerTokens(r)
-	cookieTok, cookieConflict := s.cookieToken(r)
-	if len(headers) > 0 {
-		tok := headers[0]
-		for _, h := range headers[1:] {
-			if h != tok {
-				return nil, s.refuse(r, CodeConflictingTokens, "several different X-Session-Token headers")
-			}
-		}
-		if cookieConflict || (cookieTok != "" && cookieTok != tok) {
-			return nil, s.refuse(r, CodeConflictingTokens, "X-Session-Token header and session cookie differ")
-		}
-		sess, err := s.Manager.Authenticate(ctx, tok)
-		switch {
-		case errors.Is(err, sessionbridge.ErrInvalidToken) || errors.Is(err, sessionbridge.ErrExpired):
-			return nil, s.refuse(r, CodeInvalidToken, reasonOf(err))
-		case err != nil:
-			s.logger().LogAttrs(ctx, slog.LevelWarn, "session lookup failed", logAttrErr(err))
-			st.err = err
-			return st, nil
-		}
-		st.session = s.touch(ctx, sess)
-		if st.session == nil {
-			return nil, s.refuse(r, CodeInvalidToken, "session deleted")
-		}
-		return st, nil
+	cred, err := authn.Extract(r, auth.HTTP)
+	switch {
+	case errors.Is(err, auth.ErrNoCredentials):
+		return st, nil, nil
+	case err != nil && !cred.Explicit:
+		// Only the cookies are at fault: several different session cookies
+		// (one may have been planted from a sibling domain: cookie tossing)
+		// or an oversized one. Acting as either could be acting as the
+		// attacker, so the request proceeds as no one; the gateway refuses
+		// it. No cookie is cleared: a planted one may not be ours to clear.
+		s.Audit.Log(ctx, audit.AuthnFailed, s.fields(r, audit.Fields{Reason: err.Error(), Detail: "session cookie ignored"}))
+		return st, nil, nil
+	case errors.Is(err, auth.ErrConflicting):
+		return nil, nil, s.refuse(r, cred, CodeConflictingTokens, err.Error())
+	case err != nil:
+		return nil, nil, s.refuse(r, cred, CodeInvalidToken, err.Error())
 	}
-	if cookieConflict {
-		// Several different session cookies: one may have been planted from
-		// a sibling domain (cookie tossing). Acting as either could be acting
-		// as the attacker, so the request proceeds as no one, as it does on
-		// the WebSocket. No cookie is cleared: a planted one may not be ours
-		// to clear.
-		s.Audit.Log(ctx, audit.AuthnFailed, s.fields(r, audit.Fields{Reason: CodeConflictingTokens, Detail: "several different session cookies"}))
-		return st, nil
-	}
-	if cookieTok == "" {
-		return st, nil
-	}
-	sess, err := s.Manager.Authenticate(ctx, cookieTok)
+	res, err := authn.Authenticate(ctx, cred, s.keyClientIP(r, cred))
 	switch {
 	case errors.Is(err, sessionbridge.ErrInvalidToken) || errors.Is(err, sessionbridge.ErrExpired):
-		s.Audit.Log(ctx, audit.AuthnFailed, s.fields(r, audit.Fields{Reason: reasonOf(err), Detail: "session cookie cleared"}))
+		if cred.Source != auth.SourceCookie {
+			return nil, nil, s.refuse(r, cred, CodeInvalidToken, reasonOf(err))
+		}
+		s.Audit.Log(ctx, audit.AuthnFailed, s.fields(r, audit.Fields{Method: cred.Kind.String(), Reason: reasonOf(err), Detail: "session cookie cleared"}))
 		s.clearCookie(w)
-		return st, nil
+		return st, nil, nil
 	case err != nil:
-		s.logger().LogAttrs(ctx, slog.LevelWarn, "session lookup failed", logAttrErr(err))
+		// Fail closed: the request proceeds as no one, and protected
+		// routes answer 503.
+		s.logger().LogAttrs(ctx, slog.LevelWarn, "authentication failed", slog.String("method", cred.Kind.String()), logAttrErr(err))
 		st.err = err
-		return st, nil
+		return st, nil, nil
 	}
-	st.session = s.touch(ctx, sess)
-	if st.session == nil {
-		s.clearCookie(w)
-	}
-	return st, nil
-}
-
-// headerTokens returns the non-empty X-Session-Token values of the request:
-// an empty value counts as absent, as it does on the WebSocket.
-func headerTokens(r *http.Request) []string {
-	var out []string
-	for _, v := range r.Header.Values(HeaderSessionToken) {
-		if v != "" {
-			out = append(out, v)
+	p := res.Principal
+	if p.Session != nil {
+		p.Session = s.touch(ctx, p.Session)
+		if p.Session == nil {
+			if cred.Source != auth.SourceCookie {
+				return nil, nil, s.refuse(r, cred, CodeInvalidToken, "session deleted")
+			}
+			s.clearCookie(w)
+			return st, nil, nil
 		}
 	}
-	return out
-}
-
-// cookieToken returns the token of the request's session cookie, and
-// whether the request carries several session cookies with different values.
-func (s *Sessions) cookieToken(r *http.Request) (tok string, conflict bool) {
-	for _, c := range r.CookiesNamed(s.cookieName()) {
-		if c.Value == "" {
-			continue
-		}
-		if tok != "" && c.Value != tok {
-			return "", true
-		}
-		tok = c.Value
-	}
-	return tok, false
+	st.p, st.session = p, p.Session
+	return st, res, nil
 }
 
 // touch records activity on sess and returns the session as it now stands,
@@ -243,13 +286,23 @@ func (s *Sessions) touch(ctx context.Context, sess *sessionbridge.Session) *sess
 	return next
 }
 
-// refuse audits a refused explicit credential and returns its 401.
-func (s *Sessions) refuse(r *http.Request, code, reason string) *apiError {
-	s.Audit.Log(r.Context(), audit.AuthnFailed, s.fields(r, audit.Fields{Reason: reason, Detail: "X-Session-Token"}))
-	if code == CodeConflictingTokens {
-		return errorf(http.StatusUnauthorized, code, "the request carries conflicting session credentials")
+// keyClientIP is the client address an API key's use is recorded with;
+// other credentials need none, so the request's address is not worked out
+// for them.
+func (s *Sessions) keyClientIP(r *http.Request, cred auth.Credential) string {
+	if cred.Kind != auth.KindAPIKey {
+		return ""
 	}
-	return errorf(http.StatusUnauthorized, code, "invalid or expired session token")
+	return device.ClientIP(r, s.TrustedProxies)
+}
+
+// refuse audits a refused explicit credential and returns its 401.
+func (s *Sessions) refuse(r *http.Request, cred auth.Credential, code, reason string) *apiError {
+	s.Audit.Log(r.Context(), audit.AuthnFailed, s.fields(r, audit.Fields{Method: cred.Kind.String(), Reason: reason, Detail: cred.Source.String()}))
+	if code == CodeConflictingTokens {
+		return errorf(http.StatusUnauthorized, code, "the request carries conflicting credentials")
+	}
+	return errorf(http.StatusUnauthorized, code, "invalid or expired credentials")
 }
 
 func reasonOf(err error) string {
@@ -272,26 +325,34 @@ func (s *Sessions) fields(r *http.Request, f audit.Fields) audit.Fields {
 	return f
 }
 
-// requestSession returns the request's session: from the context when the
-// middleware ran, else by authenticating the request's credential.
+// requestSession returns the session of the request's session credential
+// (cookie, X-Session-Token or a bearer session token): from the context when
+// the middleware ran, else by authenticating the request. A JWT bound to a
+// session is not a session credential: Login, Logout and Rotate leave its
+// session alone.
 func (s *Sessions) requestSession(r *http.Request) (*sessionbridge.Session, error) {
 	if st := stateFrom(r.Context()); st != nil {
+		if st.p != nil && st.p.Method != sessionbridge.AuthSession {
+			return nil, nil
+		}
 		return st.session, st.err
 	}
-	var tok string
-	if h := headerTokens(r); len(h) > 0 {
-		tok = h[0]
-	} else {
-		tok, _ = s.cookieToken(r)
+	authn, err := s.authenticator()
+	if err != nil {
+		return nil, err
 	}
-	if tok == "" {
+	cred, err := authn.Extract(r, auth.HTTP)
+	if err != nil || cred.Kind != auth.KindSession {
 		return nil, nil
 	}
-	sess, err := s.Manager.Authenticate(r.Context(), tok)
+	res, err := authn.Authenticate(r.Context(), cred, "")
 	if errors.Is(err, sessionbridge.ErrInvalidToken) || errors.Is(err, sessionbridge.ErrExpired) {
 		return nil, nil
 	}
-	return sess, err
+	if err != nil {
+		return nil, err
+	}
+	return res.Principal.Session, nil
 }
 
 // Login creates a session for userID with the given data (a JSON object; nil
@@ -330,7 +391,7 @@ func (s *Sessions) LoginWith(w http.ResponseWriter, r *http.Request, ns sessionb
 	}
 	s.setCookie(w, token, sess.AbsoluteExpiresAt.Sub(sess.CreatedAt))
 	if st := stateFrom(ctx); st != nil {
-		st.session, st.err = sess, nil
+		st.p, st.session, st.err = sessionPrincipal(sess), sess, nil
 	}
 	f := s.fields(r, audit.Fields{SessionID: sess.ID, UserID: sess.UserID, Method: string(sessionbridge.AuthSession)})
 	s.Audit.Log(ctx, audit.SessionCreated, f)
@@ -359,7 +420,7 @@ func (s *Sessions) Rotate(w http.ResponseWriter, r *http.Request) (*sessionbridg
 	}
 	s.setCookie(w, token, sess.AbsoluteExpiresAt.Sub(time.Now()))
 	if st := stateFrom(ctx); st != nil {
-		st.session, st.err = sess, nil
+		st.p, st.session, st.err = sessionPrincipal(sess), sess, nil
 	}
 	s.Audit.Log(ctx, audit.SessionRenewed, s.fields(r, audit.Fields{SessionID: sess.ID, UserID: sess.UserID, Detail: "rotated from " + old.ID}))
 	return sess, nil
@@ -392,11 +453,16 @@ func (s *Sessions) Logout(w http.ResponseWriter, r *http.Request) error {
 		}
 		s.Audit.Log(ctx, audit.SessionLogout, s.fields(r, audit.Fields{SessionID: sess.ID, UserID: sess.UserID, Reason: sessionbridge.ReasonLogout}))
 	}
-	if st := stateFrom(ctx); st != nil {
-		st.session = nil
+	if st := stateFrom(ctx); st != nil && sess != nil {
+		st.p, st.session = nil, nil
 	}
 	s.clearCookie(w)
 	return nil
+}
+
+// sessionPrincipal is the principal of a session the request just got.
+func sessionPrincipal(sess *sessionbridge.Session) *sessionbridge.Principal {
+	return &sessionbridge.Principal{Method: sessionbridge.AuthSession, UserID: sess.UserID, SessionID: sess.ID, Session: sess, ExpiresAt: sess.Deadline()}
 }
 
 // clearCookie tells the browser to drop the session cookie.

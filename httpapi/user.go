@@ -227,13 +227,18 @@ func (a *API) wsTicket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "WebSocket tickets are not configured"))
 		return
 	}
-	me := current(r)
+	p, _ := PrincipalFromContext(r.Context())
+	// The ticket stands for the principal as it is: a session ticket
+	// follows its session; a JWT or API key ticket carries its scopes and
+	// expiry (and the key's ID, which the upgrade reads again).
+	t := sessionbridge.Ticket{UserID: p.UserID, SessionID: p.SessionID, Method: p.Method}
+	if p.Method != sessionbridge.AuthSession {
+		t.Scopes, t.ExpiresAt, t.KeyID = p.Scopes, p.ExpiresAt, p.KeyID
+	}
 	// Taken before issuing, so that the announced deadline is never later
 	// than the real one.
 	expires := time.Now().Add(sessionbridge.TicketTTL).UTC()
-	ticket, err := a.Tickets.Issue(r.Context(), sessionbridge.Ticket{
-		UserID: me.UserID, SessionID: me.ID, Method: sessionbridge.AuthSession,
-	}, sessionbridge.TicketTTL)
+	ticket, err := a.Tickets.Issue(r.Context(), t, sessionbridge.TicketTTL)
 	if err != nil {
 		writeError(w, a.changeError(r, err))
 		return

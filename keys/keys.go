@@ -316,29 +316,6 @@ func (m *Manager) Verify(ctx context.Context, key, ip string) (*sb.APIKey, error
 	return out, nil
 }
 
-// Principal verifies key as Verify does and returns whom it stands for: its
-// owner, with the key's scopes, expiry, ID and version.
-func (m *Manager) Principal(ctx context.Context, key, ip string) (*sb.Principal, error) {
-	k, err := m.Verify(ctx, key, ip)
-	if err != nil {
-		return nil, err
-	}
-	return &sb.Principal{
-		Method: sb.AuthAPIKey, UserID: k.UserID, Scopes: k.Scopes, ExpiresAt: k.ExpiresAt,
-		KeyID: k.ID, KeyVersion: k.Version,
-	}, nil
-}
-
-// TokenVerifier returns m as a [sb.TokenVerifier] of API keys, for doors
-// that know no client IP (the use is recorded without one).
-func (m *Manager) TokenVerifier() sb.TokenVerifier { return tokenVerifier{m} }
-
-type tokenVerifier struct{ m *Manager }
-
-func (v tokenVerifier) Verify(ctx context.Context, token string) (*sb.Principal, error) {
-	return v.m.Principal(ctx, token, "")
-}
-
 // ClaimExpired claims up to limit keys past their expiry (all if limit is
 // not positive) and publishes one expired event for each, cluster-wide
 // exactly once, so that every node closes their sockets.

@@ -218,7 +218,7 @@ func TestServe(t *testing.T) {
 		case <-tick.C:
 		}
 	}
-	if !strings.Contains(stderr.String(), "admin API disabled") || !strings.Contains(stderr.String(), "sign in at") {
+	if !strings.Contains(stderr.String(), "no admin token") || !strings.Contains(stderr.String(), "sign in at") {
 		t.Errorf("start-up hints missing: %s", stderr.String())
 	}
 

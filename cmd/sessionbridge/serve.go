@@ -196,7 +196,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sessionbridge: sign in at %s/ with a user of %s\n", u, cfg.UsersFile)
 	}
 	if cfg.AdminToken == "" {
-		fmt.Fprintln(stderr, "sessionbridge: admin API disabled; set SESSIONBRIDGE_ADMIN_TOKEN (or --admin-token) to enable /api/v1/")
+		fmt.Fprintln(stderr, "sessionbridge: no admin token: /api/v1/ takes only JWTs and API keys with an admin scope; set SESSIONBRIDGE_ADMIN_TOKEN (or --admin-token) for a shared token")
 	}
 	if !tls && !cfg.InsecureCookies && !localOrAny(ln.Addr()) {
 		fmt.Fprintln(stderr, "sessionbridge: plain HTTP with Secure cookies: browsers keep them on http://localhost only; use --tls-cert/--tls-key, or --dev for plain HTTP on other hosts")

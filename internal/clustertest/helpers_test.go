@@ -68,7 +68,7 @@ func startNode(t *testing.T, name string, srv *redistest.Server, o nodeOpts) *no
 	km := &keys.Manager{Store: b.Keys(), Cache: &keys.Cache{}, NodeID: name}
 	gw, err := gateway.New(gateway.Config{
 		Manager: m, Bus: b.Bus(), Tickets: b.Tickets(), NodeID: name,
-		APIKeys: km.TokenVerifier(), KeyStore: b.Keys(), KeyEvents: km.Cache,
+		APIKeys: km, KeyStore: b.Keys(), KeyEvents: km.Cache,
 		SweepInterval: time.Hour, PingInterval: time.Hour, ExpiryWarning: o.warning,
 		Logger: logger, Audit: audit.New(logger),
 	})

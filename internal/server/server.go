@@ -22,6 +22,7 @@ import (
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/auth"
 	"github.com/sessionbridge/sessionbridge/dashboard"
 	"github.com/sessionbridge/sessionbridge/device"
 	"github.com/sessionbridge/sessionbridge/forward"
@@ -204,6 +205,7 @@ type Server struct {
 	manager  *sessionbridge.Manager
 	keys     *keys.Manager
 	gateway  *gateway.Gateway
+	auth     *auth.Authenticator
 	jwt      *jwt.Verifier
 	users    *userSource
 	fwd      *forward.HTTP
@@ -249,10 +251,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("server: trusted proxies: %w", err)
 	}
-	for _, o := range cfg.AllowedOrigins {
-		if err := checkOrigin(o); err != nil {
-			return nil, fmt.Errorf("server: allowed origins: %w", err)
-		}
+	if _, err := auth.ParseOrigins(cfg.AllowedOrigins); err != nil {
+		return nil, fmt.Errorf("server: allowed origins: %w", err)
 	}
 
 	if strings.TrimSpace(cfg.AdminToken) != cfg.AdminToken {
@@ -317,16 +317,24 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		forwarder = s.fwd
 		logger.Info("forwarding application frames", "types", strings.Join(cfg.Forward.Types, ","), "url", s.fwd.Endpoint())
 	}
+	// One authenticator for both doors: the same credentials, precedence,
+	// conflict rule and origin policy on HTTP and on /ws.
+	s.auth, err = auth.New(auth.Config{
+		Sessions: s.manager, Tickets: s.backend.Tickets, JWT: jwtVerifier, Keys: s.keys,
+		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins, AllowQueryToken: cfg.AllowQueryToken,
+		SessionScopes: cfg.SessionScopes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s.gateway, err = gateway.New(gateway.Config{
-		Manager: s.manager, Bus: s.backend.Bus, Tickets: s.backend.Tickets, JWT: jwtVerifier,
-		APIKeys: s.keys.TokenVerifier(), KeyStore: s.backend.Keys, KeyEvents: s.keys.Cache,
-		AllowedOrigins: cfg.AllowedOrigins, TrustedProxies: trusted, AllowQueryToken: cfg.AllowQueryToken,
+		Manager: s.manager, Bus: s.backend.Bus, Auth: s.auth, TrustedProxies: trusted,
+		KeyStore: s.backend.Keys, KeyEvents: s.keys.Cache,
 		ReadLimit: cfg.ReadLimit, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
 		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
 		MaxConnsPerSession: cfg.MaxConnsPerSession, MaxConnsPerUser: cfg.MaxConnsPerUser,
 		Forwarder: forwarder, ForwardTypes: cfg.Forward.Types, ForwardInFlight: cfg.Forward.InFlight,
-		SessionScopes: cfg.SessionScopes,
-		Logger:        logger, Audit: auditLog, Metrics: m,
+		Logger: logger, Audit: auditLog, Metrics: m,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: gateway: %w", err)
@@ -342,11 +350,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	api := &httpapi.API{
 		Sessions: &httpapi.Sessions{
-			Manager: s.manager, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
+			Manager: s.manager, Auth: s.auth, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
 			Audit: auditLog, Logger: logger,
 		},
 		Users: s.users, LoginLimiter: limiter, LoginConcurrency: cfg.LoginConcurrency, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets, Keys: s.keys,
-		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins,
 		Ready: s.ready, ReadyDetails: s.backend.Details, Audit: auditLog, Logger: logger,
 	}
 	apiHandler := api.Handler()
@@ -362,30 +369,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	s.handler = mux
 	ok = true
 	return s, nil
-}
-
-// checkOrigin accepts "scheme://host[:port]", where host may start with a
-// "*." wildcard label.
-func checkOrigin(o string) error {
-	scheme, rest, ok := cutScheme(o)
-	if !ok || rest == "" || (scheme != "http" && scheme != "https") {
-		return fmt.Errorf("origin %q: want scheme://host[:port]", o)
-	}
-	for _, c := range rest {
-		if c == '/' || c == '?' || c == '#' || c == '@' || c <= ' ' {
-			return fmt.Errorf("origin %q: want scheme://host[:port] without path", o)
-		}
-	}
-	return nil
-}
-
-func cutScheme(o string) (string, string, bool) {
-	for i := 0; i+2 < len(o); i++ {
-		if o[i:i+3] == "://" {
-			return o[:i], o[i+3:], true
-		}
-	}
-	return "", "", false
 }
 
 // defaultNodeID is "<hostname>-<4 random hex digits>": readable in logs,
