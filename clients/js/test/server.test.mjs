@@ -179,7 +179,7 @@ test('a JWT connection is refreshed through the token callback before it expires
   const token = () => {
     const exp = Math.floor(Date.now() / 1000) + 3;
     exps.push(exp);
-    return jwt({ sub: 'bob', exp, scope: 'chat' });
+    return jwt({ sub: 'bob', exp, scope: 'ws:connect auth.refresh chat' });
   };
   const c = client(t, { url: srv.ws, token });
   const log = record(c, ['close', 'problem']);
