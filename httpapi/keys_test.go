@@ -193,7 +193,8 @@ func TestAdminKeyLifecycle(t *testing.T) {
 	if !v.Valid || v.Key == nil || v.Key.ID != ik.ID || v.Key.LastIP == nil || *v.Key.LastIP != "198.51.100.4" || v.Key.LastUsedAt == nil {
 		t.Fatalf("verify %s", resp.body)
 	}
-	for _, bad := range []string{"nonsense", ik.Key[:len(ik.Key)-1] + "x", ik.Key[:20] + strings.Repeat("A", 49)} {
+	mistyped := ik.Key[:len(ik.Key)-1] + string(ik.Key[len(ik.Key)-1]^1)
+	for _, bad := range []string{"nonsense", mistyped, ik.Key[:20] + strings.Repeat("A", 49)} {
 		if got := f.verify(bad); got.Valid || got.Key != nil {
 			t.Errorf("verify(%q) = %+v, want {valid:false} and nothing else", bad, got)
 		}

@@ -292,7 +292,7 @@ func TestKeySecretNowhere(t *testing.T) {
 	}
 	c2.expectClose(gateway.CloseReauthenticate, gateway.ReasonAPIKeyRevoked, eventWait)
 	// A refused attempt with a wrong secret is logged too.
-	if _, resp, err := tryDialHeader(a.srv.URL, http.Header{"Authorization": {"Bearer " + key[:len(key)-1] + "x"}}); err == nil || resp.StatusCode != http.StatusUnauthorized {
+	if _, resp, err := tryDialHeader(a.srv.URL, http.Header{"Authorization": {"Bearer " + key[:len(key)-1] + string(key[len(key)-1]^1)}}); err == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("dial with a mistyped key: %v", err)
 	}
 	eventually(t, eventWait, "the updated, deleted and expired events", func() bool {
