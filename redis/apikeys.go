@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -477,37 +476,9 @@ func (ks *KeyStore) claimRound(ctx context.Context, now time.Time, n int, tmpl s
 	b := ks.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	nowMs := millis(now)
-	cmds := make(rueidis.Commands, len(shards))
-	for i, sh := range shards {
-		cmds[i] = b.client.B().Zrange().Key(b.keyExpiryKey(sh)).Min("-inf").Max(nowMs).Byscore().Limit(0, int64(n)).Withscores().Build()
-	}
-	var cands []candidate
-	more := false
-	for i, r := range b.client.DoMulti(ctx, cmds...) {
-		zs, err := r.AsZScores()
-		if err != nil {
-			return nil, false, b.fail("claim_expired_keys", err)
-		}
-		more = more || len(zs) >= n
-		for _, z := range zs {
-			cands = append(cands, candidate{id: z.Member, shard: shards[i], score: z.Score})
-		}
-	}
-	if len(cands) == 0 {
-		return nil, false, nil
-	}
-	slices.SortFunc(cands, func(a, c candidate) int { return cmp.Compare(a.score, c.score) })
-	if len(cands) > n {
-		cands, more = cands[:n], true
-	}
-	byShard := map[string][]string{}
-	var order []string
-	for _, c := range cands {
-		if _, ok := byShard[c.shard]; !ok {
-			order = append(order, c.shard)
-		}
-		byShard[c.shard] = append(byShard[c.shard], c.id)
+	byShard, order, more, err := b.dueInIndexes(ctx, b.keyExpiryKey, now, n, "claim_expired_keys")
+	if err != nil || len(order) == 0 {
+		return nil, false, err
 	}
 	tmpl.Scopes, tmpl.ExpiresAt = nil, time.Time{}
 	payload, flags, err := keyEvent(sessionbridge.EventKeyExpired, tmpl, "", "", 0)
@@ -516,7 +487,7 @@ func (ks *KeyStore) claimRound(ctx context.Context, now time.Time, n int, tmpl s
 	}
 	stmts := make([]rueidis.LuaExec, 0, len(order))
 	for _, sh := range order {
-		args := append([]string{b.channel(sessionbridge.EventKeyExpired), payload, flags, nanos(now), nowMs, b.apiKeyKeyPrefix(sh)}, byShard[sh]...)
+		args := append([]string{b.channel(sessionbridge.EventKeyExpired), payload, flags, nanos(now), millis(now), b.apiKeyKeyPrefix(sh)}, byShard[sh]...)
 		stmts = append(stmts, rueidis.LuaExec{Keys: []string{b.keyExpiryKey(sh)}, Args: args})
 	}
 	var out []*sessionbridge.APIKey

@@ -564,43 +564,50 @@ type candidate struct {
 	score     float64
 }
 
-// claimRound claims at most n sessions; more reports whether candidates were
-// left over for another round.
-func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sessionbridge.Event) ([]*sessionbridge.Session, bool, error) {
-	b := st.b
-	ctx, cancel := b.opCtx(ctx)
-	defer cancel()
+// dueInIndexes reads the 256 per-shard expiry indexes named by index in one
+// pipelined round trip and returns at most n of the members due at now,
+// earliest first, grouped by shard (order lists the shards in the order of
+// their first member); more reports whether candidates were left over.
+func (b *Backend) dueInIndexes(ctx context.Context, index func(shard string) string, now time.Time, n int, op string) (byShard map[string][]string, order []string, more bool, err error) {
 	nowMs := millis(now)
 	cmds := make(rueidis.Commands, len(shards))
 	for i, sh := range shards {
-		cmds[i] = b.client.B().Zrange().Key(b.expiryKey(sh)).Min("-inf").Max(nowMs).Byscore().Limit(0, int64(n)).Withscores().Build()
+		cmds[i] = b.client.B().Zrange().Key(index(sh)).Min("-inf").Max(nowMs).Byscore().Limit(0, int64(n)).Withscores().Build()
 	}
 	var cands []candidate
-	more := false
 	for i, r := range b.client.DoMulti(ctx, cmds...) {
 		zs, err := r.AsZScores()
 		if err != nil {
-			return nil, false, b.fail("claim_expired", err)
+			return nil, nil, false, b.fail(op, err)
 		}
 		more = more || len(zs) >= n
 		for _, z := range zs {
 			cands = append(cands, candidate{id: z.Member, shard: shards[i], score: z.Score})
 		}
 	}
-	if len(cands) == 0 {
-		return nil, false, nil
-	}
 	slices.SortFunc(cands, func(a, c candidate) int { return cmp.Compare(a.score, c.score) })
 	if len(cands) > n {
 		cands, more = cands[:n], true
 	}
-	byShard := map[string][]string{}
-	var order []string
+	byShard = map[string][]string{}
 	for _, c := range cands {
 		if _, ok := byShard[c.shard]; !ok {
 			order = append(order, c.shard)
 		}
 		byShard[c.shard] = append(byShard[c.shard], c.id)
+	}
+	return byShard, order, more, nil
+}
+
+// claimRound claims at most n sessions; more reports whether candidates were
+// left over for another round.
+func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sessionbridge.Event) ([]*sessionbridge.Session, bool, error) {
+	b := st.b
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	byShard, order, more, err := b.dueInIndexes(ctx, b.expiryKey, now, n, "claim_expired")
+	if err != nil || len(order) == 0 {
+		return nil, false, err
 	}
 	// Every claimed session has its own IDs and version, whatever the
 	// template carried.
@@ -615,16 +622,14 @@ func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sess
 	stmts := make([]rueidis.LuaExec, 0, len(order))
 	for _, sh := range order {
 		args := append([]string{
-			b.channel(sessionbridge.EventExpired), payload, flags, nanos(now), nowMs,
+			b.channel(sessionbridge.EventExpired), payload, flags, nanos(now), millis(now),
 			b.sessionKeyPrefix(sh), b.userKeyPrefix(sh),
 		}, byShard[sh]...)
 		stmts = append(stmts, rueidis.LuaExec{Keys: []string{b.expiryKey(sh)}, Args: args})
 	}
-	ids := make([]string, len(cands))
-	for i, c := range cands {
-		ids[i] = c.id
+	for _, sh := range order {
+		st.recent.mark(byShard[sh]...)
 	}
-	st.recent.mark(ids...)
 	var out []*sessionbridge.Session
 	var firstErr error
 	for _, r := range st.sc.claim.ExecMulti(ctx, b.client, stmts...) {
