@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,10 +28,10 @@ type LocalPresence interface {
 }
 
 // Presence is cluster-wide presence: a [sessionbridge.Presence] that answers
-// for every node. Each node runs Presence.Run, which every interval replaces
-// the node's record, the hash <prefix>p:node:<node id> (field "s:<session
-// id>" = connection count, field "u:<user id>" = JSON array of ConnInfo),
-// with a TTL of three intervals, and scores the node in the zset
+// for every node. Each node runs Presence.Run, which every interval brings
+// the node's record up to date, the hash <prefix>p:node:<node id> (field
+// "s:<session id>" = connection count, field "u:<user id>" = JSON array of
+// ConnInfo), writing only what changed, with a TTL of three intervals, and scores the node in the zset
 // <prefix>p:nodes by heartbeat time. Readers use this node's registry live
 // and the records of the other nodes, in one pipelined round trip.
 //
@@ -43,8 +44,9 @@ type Presence struct {
 	local    LocalPresence
 	interval time.Duration
 
-	mu     sync.Mutex
-	lastFP uint64 // fingerprint of the connections last written; 0 = none
+	mu      sync.Mutex
+	lastFP  uint64            // fingerprint of the connections last written; 0 = none
+	written map[string]string // the record as last written; nil = unknown
 }
 
 var _ sessionbridge.Presence = (*Presence)(nil)
@@ -81,8 +83,18 @@ func (p *Presence) Run(ctx context.Context) error {
 	}
 }
 
-// Publish replaces this node's record with its current connections once.
-// Run calls it every interval.
+// presenceChunk bounds the fields one presence HSET or HDEL carries, so that
+// no command's size grows with the node's sockets: Redis runs each in
+// microseconds, and other clients' commands run between them.
+const presenceChunk = 256
+
+// Publish brings this node's record up to date with its current
+// connections. Run calls it every interval. It writes only what changed
+// since its last write — the counts of sessions whose sockets came or went,
+// the lists of users whose did, the fields of those that left — in bounded
+// commands, pipelined; when nothing changed it only extends the record's
+// life. A record that vanished (Redis restarted empty) or a write that
+// failed is rewritten whole, in the same bounded commands.
 func (p *Presence) Publish(ctx context.Context) error {
 	conns, err := p.local.UserConnections(ctx, "")
 	if err != nil {
@@ -97,19 +109,39 @@ func (p *Presence) Publish(ctx context.Context) error {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	fp := fingerprint(conns)
-	if fp == p.lastFP && len(conns) > 0 {
-		// Unchanged since the last write: extending the record's life is
-		// enough, unless it vanished (Redis restarted empty).
+	if p.written != nil && len(p.written) > 0 {
+		// Extend the record's life first: the answer also tells whether it
+		// still exists, so that a diff is never applied to an empty record.
 		n, err := b.client.Do(ctx, b.client.B().Pexpire().Key(key).Milliseconds(ttl.Milliseconds()).Build()).AsInt64()
 		if err != nil {
-			p.lastFP = 0
+			p.written, p.lastFP = nil, 0
 			return b.fail("presence_write", err)
 		}
-		if n == 1 {
+		if n == 0 {
+			p.written = nil
+		} else if fp == p.lastFP {
 			return p.heartbeat(ctx, now, ttl)
 		}
 	}
-	p.lastFP = 0
+	fields, err := presenceFields(conns)
+	if err != nil {
+		return err
+	}
+	cmds := p.presenceWrites(key, ttl, fields)
+	for _, r := range b.client.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			p.written, p.lastFP = nil, 0
+			return b.fail("presence_write", err)
+		}
+	}
+	p.written, p.lastFP = fields, fp
+	return p.heartbeat(ctx, now, ttl)
+}
+
+// presenceFields returns the fields of a node record for conns: "s:<session
+// id>" the session's connection count, "u:<user id>" the JSON list of the
+// user's connections.
+func presenceFields(conns []sessionbridge.ConnInfo) (map[string]string, error) {
 	counts := map[string]int{}
 	users := map[string][]sessionbridge.ConnInfo{}
 	for _, c := range conns {
@@ -118,29 +150,59 @@ func (p *Presence) Publish(ctx context.Context) error {
 		}
 		users[c.UserID] = append(users[c.UserID], c)
 	}
-	cmds := rueidis.Commands{b.client.B().Multi().Build(), b.client.B().Del().Key(key).Build()}
-	if len(conns) > 0 {
+	fields := make(map[string]string, len(counts)+len(users))
+	for sid, n := range counts {
+		fields["s:"+sid] = strconv.Itoa(n)
+	}
+	for uid, list := range users {
+		// Listed in a fixed order, so that an unchanged user compares equal.
+		slices.SortFunc(list, func(a, b sessionbridge.ConnInfo) int { return strings.Compare(a.ID, b.ID) })
+		blob, err := json.Marshal(list)
+		if err != nil {
+			return nil, fmt.Errorf("redis: presence: %w", err)
+		}
+		fields["u:"+uid] = string(blob)
+	}
+	return fields, nil
+}
+
+// presenceWrites returns the commands that turn the record last written
+// (p.written; nil: none, start afresh) into fields.
+func (p *Presence) presenceWrites(key string, ttl time.Duration, fields map[string]string) rueidis.Commands {
+	b := p.b
+	var cmds rueidis.Commands
+	if p.written == nil {
+		cmds = append(cmds, b.client.B().Del().Key(key).Build())
+	}
+	var set, del []string
+	for f, v := range fields {
+		if old, ok := p.written[f]; !ok || old != v {
+			set = append(set, f, v)
+		}
+	}
+	for f := range p.written {
+		if _, ok := fields[f]; !ok {
+			del = append(del, f)
+		}
+	}
+	for len(set) > 0 {
+		n := min(len(set), 2*presenceChunk)
 		h := b.client.B().Hset().Key(key).FieldValue()
-		for sid, n := range counts {
-			h = h.FieldValue("s:"+sid, strconv.Itoa(n))
+		for i := 0; i < n; i += 2 {
+			h = h.FieldValue(set[i], set[i+1])
 		}
-		for uid, list := range users {
-			blob, err := json.Marshal(list)
-			if err != nil {
-				return fmt.Errorf("redis: presence: %w", err)
-			}
-			h = h.FieldValue("u:"+uid, string(blob))
-		}
-		cmds = append(cmds, h.Build(), b.client.B().Pexpire().Key(key).Milliseconds(ttl.Milliseconds()).Build())
+		cmds = append(cmds, h.Build())
+		set = set[n:]
 	}
-	cmds = append(cmds, b.client.B().Exec().Build())
-	for _, r := range b.client.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
-			return b.fail("presence_write", err)
-		}
+	for len(del) > 0 {
+		n := min(len(del), presenceChunk)
+		cmds = append(cmds, b.client.B().Hdel().Key(key).Field(del[:n]...).Build())
+		del = del[n:]
 	}
-	p.lastFP = fp
-	return p.heartbeat(ctx, now, ttl)
+	if len(fields) > 0 {
+		cmds = append(cmds, b.client.B().Pexpire().Key(key).Milliseconds(ttl.Milliseconds()).Build())
+	}
+	return cmds
 }
 
 // heartbeat scores this node in the node list.
@@ -181,7 +243,7 @@ func fingerprint(conns []sessionbridge.ConnInfo) uint64 {
 // at once. Run calls it when it stops.
 func (p *Presence) Goodbye(ctx context.Context) error {
 	p.mu.Lock()
-	p.lastFP = 0
+	p.lastFP, p.written = 0, nil
 	p.mu.Unlock()
 	b := p.b
 	ctx, cancel := b.opCtx(ctx)

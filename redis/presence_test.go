@@ -2,6 +2,8 @@ package redis
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -201,5 +203,71 @@ func TestPresenceAndTicketsOnCluster(t *testing.T) {
 	}
 	if got, err := b.Tickets().Redeem(bg, tk); err != nil || got.UserID != "alice" {
 		t.Fatalf("Redeem = %v, %v", got, err)
+	}
+}
+
+// TestPresenceWritesOnlyWhatChanged: at 2000 sockets, a change of one
+// socket rewrites two fields (its session's count and its user's list), no
+// command carries more than presenceChunk fields, and the record in Redis is
+// what a full rewrite would have made.
+func TestPresenceWritesOnlyWhatChanged(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv)
+	local := &fakeLocal{}
+	var conns []sessionbridge.ConnInfo
+	for i := range 2000 {
+		conns = append(conns, conn(fmt.Sprintf("c%04d", i), fmt.Sprintf("s%04d", i/2), fmt.Sprintf("u%03d", i/10), b.NodeID()))
+	}
+	local.set(conns...)
+	p := b.Presence(local)
+	if err := p.Publish(bg); err != nil {
+		t.Fatal(err)
+	}
+	// One socket goes, another comes.
+	next := append(slices.Clone(conns[1:]), conn("c9999", "s9999", "u999", b.NodeID()))
+	want, err := presenceFields(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := p.presenceWrites(p.nodeKey(b.NodeID()), time.Minute, want)
+	var set, del int
+	for _, c := range cmds {
+		args := c.Commands()
+		switch args[0] {
+		case "HSET":
+			set += (len(args) - 2) / 2
+		case "HDEL":
+			del += len(args) - 2
+		}
+		if len(args) > 2+2*presenceChunk {
+			t.Fatalf("a command of %d arguments", len(args))
+		}
+	}
+	// s0000's count and u000's list change; s9999 and u999 are new.
+	if set != 4 || del != 0 {
+		t.Fatalf("one socket changed: %d fields set, %d deleted; want 4 and 0", set, del)
+	}
+	local.set(next...)
+	if err := p.Publish(bg); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Client().Do(bg, b.Client().B().Hgetall().Key(p.nodeKey(b.NodeID())).Build()).AsStrMap()
+	if err != nil || !maps.Equal(got, want) {
+		t.Fatalf("the record after a diff differs from a full one (%d fields, want %d): %v", len(got), len(want), err)
+	}
+	// All of a user's sockets go: its field is deleted.
+	var rest []sessionbridge.ConnInfo
+	for _, c := range next {
+		if c.UserID != "u001" {
+			rest = append(rest, c)
+		}
+	}
+	local.set(rest...)
+	if err := p.Publish(bg); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = b.Client().Do(bg, b.Client().B().Hgetall().Key(p.nodeKey(b.NodeID())).Build()).AsStrMap()
+	if want, _ := presenceFields(rest); !maps.Equal(got, want) {
+		t.Fatalf("after a user left: %d fields, want %d", len(got), len(want))
 	}
 }
