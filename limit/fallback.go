@@ -29,8 +29,8 @@ type Fallback struct {
 	// Nodes returns how many nodes are live; nil means 1.
 	Nodes func() int
 	// OnFallback, if set, is called with each decision made locally
-	// because Shared failed with err.
-	OnFallback func(err error)
+	// because Shared failed with err, with the rule of its first charge.
+	OnFallback func(rule string, err error)
 	// Now is the local limiter's clock; nil means time.Now.
 	Now func() time.Time
 
@@ -47,8 +47,8 @@ func (f *Fallback) Allow(ctx context.Context, charges ...Charge) (Decision, erro
 	if err == nil || errors.Is(err, ErrInvalid) {
 		return d, err
 	}
-	if f.OnFallback != nil {
-		f.OnFallback(err)
+	if f.OnFallback != nil && len(charges) > 0 {
+		f.OnFallback(charges[0].Rule, err)
 	}
 	n := nodes(f.Nodes)
 	local := make([]Charge, len(charges))
@@ -77,8 +77,8 @@ type FallbackCounter struct {
 	// Nodes returns how many nodes are live; nil means 1.
 	Nodes func() int
 	// OnFallback, if set, is called with each decision made locally
-	// because Shared failed with err.
-	OnFallback func(err error)
+	// because Shared failed with err, with the rule of its first slot.
+	OnFallback func(rule string, err error)
 
 	local LocalCounter
 }
@@ -92,8 +92,8 @@ func (f *FallbackCounter) Acquire(ctx context.Context, slots ...Slot) (Decision,
 	if err == nil || errors.Is(err, ErrInvalid) {
 		return d, h, err
 	}
-	if f.OnFallback != nil {
-		f.OnFallback(err)
+	if f.OnFallback != nil && len(slots) > 0 {
+		f.OnFallback(slots[0].Rule, err)
 	}
 	n := nodes(f.Nodes)
 	local := make([]Slot, len(slots))

@@ -111,7 +111,7 @@ func (failing) Acquire(context.Context, ...limit.Slot) (limit.Decision, limit.Ho
 func TestFallbackSharesTheRate(t *testing.T) {
 	c := testclock.New(time.Unix(1_700_000_000, 0))
 	var fell int
-	f := &limit.Fallback{Shared: failing{}, Nodes: func() int { return 4 }, Now: c.Now, OnFallback: func(err error) {
+	f := &limit.Fallback{Shared: failing{}, Nodes: func() int { return 4 }, Now: c.Now, OnFallback: func(_ string, err error) {
 		if !errors.Is(err, errDown) {
 			t.Errorf("fallback for %v", err)
 		}

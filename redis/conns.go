@@ -65,6 +65,30 @@ func (c *Counter) nodesKey() string { return c.b.prefix + "p:nodes" }
 // share of a cluster-wide limit this node takes while Redis is away.
 func (c *Counter) Nodes() int { return int(max(c.live.Load(), 1)) }
 
+// RefreshNodes reads the live nodes now, for Nodes; run it every presence
+// interval, so that the share a node takes while Redis is away follows the
+// cluster's size even when nothing is acquired.
+func (c *Counter) RefreshNodes(ctx context.Context) error {
+	ctx, cancel := c.b.opCtx(ctx)
+	defer cancel()
+	_, err := c.liveNodes(ctx)
+	return err
+}
+
+// RunNodes calls RefreshNodes every presence interval until ctx is done.
+func (c *Counter) RunNodes(ctx context.Context) {
+	t := time.NewTicker(c.b.opts.PresenceInterval)
+	defer t.Stop()
+	for {
+		_ = c.RefreshNodes(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // liveNodes scores this node in the heartbeat zset once, then lists the
 // nodes whose heartbeat is recent enough.
 func (c *Counter) liveNodes(ctx context.Context) ([]string, error) {
