@@ -164,3 +164,49 @@ func TestFallbackCounterSharesTheMaximum(t *testing.T) {
 		t.Fatal("a released local unit is not free")
 	}
 }
+
+func BenchmarkLocalTake(b *testing.B) {
+	p := limit.NewPace(1e9, time.Second, 2e9)
+	var l limit.Local
+	now := int64(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		now++
+		l.Take(p, now, 100)
+	}
+}
+
+// BenchmarkMemoryUpgradeDecision is the connects_per_minute decision of
+// an upgrade made with an API key, on one node: IP, user and key at once.
+func BenchmarkMemoryUpgradeDecision(b *testing.B) {
+	m := &limit.Memory{}
+	rate := limit.Rate{N: 1e9, Period: time.Minute}
+	charges := []limit.Charge{
+		{Rule: "connects_per_minute", Subject: "ip:192.0.2.1", Rate: rate},
+		{Rule: "connects_per_minute", Subject: "user:alice", Rate: rate},
+		{Rule: "connects_per_minute", Subject: "key:k", Rate: rate},
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := m.Allow(ctx, charges...); err != nil || !d.Allowed {
+			b.Fatal(d, err)
+		}
+	}
+}
+
+// BenchmarkLocalCounterAcquireRelease is the max_connections part of an
+// upgrade and of its close, on one node: user and key.
+func BenchmarkLocalCounterAcquireRelease(b *testing.B) {
+	c := &limit.LocalCounter{}
+	slots := []limit.Slot{{Rule: "max_connections", Subject: "user:alice", Max: 1 << 30}, {Rule: "max_connections", Subject: "key:k", Max: 1 << 30}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, h, err := c.Acquire(ctx, slots...)
+		if err != nil || h == nil {
+			b.Fatal(err)
+		}
+		h.Release(ctx)
+	}
+}

@@ -114,3 +114,41 @@ func TestCounterOwesFailedReleases(t *testing.T) {
 		t.Fatalf("still owes %d", c.Owed())
 	}
 }
+
+// BenchmarkUpgradeDecision is the connects_per_minute decision of an
+// upgrade made with an API key (IP, user and key in one script).
+func BenchmarkUpgradeDecision(b *testing.B) {
+	srv := redistest.Start(b)
+	l := newBackend(b, srv).Limiter()
+	rate := limit.Rate{N: 1e9, Period: time.Minute}
+	charges := []limit.Charge{
+		{Rule: "connects_per_minute", Subject: "ip:192.0.2.1", Rate: rate},
+		{Rule: "connects_per_minute", Subject: "user:alice", Rate: rate},
+		{Rule: "connects_per_minute", Subject: "key:k", Rate: rate},
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := l.Allow(ctx, charges...); err != nil || !d.Allowed {
+			b.Fatal(d, err)
+		}
+	}
+}
+
+// BenchmarkCounterAcquireRelease is the max_connections part of an upgrade
+// and of its close (user and key): the live-node read, the script, the
+// release.
+func BenchmarkCounterAcquireRelease(b *testing.B) {
+	srv := redistest.Start(b)
+	c := newBackend(b, srv).Counter()
+	slots := []limit.Slot{{Rule: "max_connections", Subject: "user:alice", Max: 1 << 30}, {Rule: "max_connections", Subject: "key:k", Max: 1 << 30}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, h, err := c.Acquire(ctx, slots...)
+		if err != nil || h == nil {
+			b.Fatal(err)
+		}
+		h.Release(ctx)
+	}
+}
