@@ -312,3 +312,24 @@ func TestInvalidDefaultLimitsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// Changing a key's limit keeps what the key used: the new rate applies to
+// the same state, no fresh burst.
+func TestKeyLimitChangeKeepsState(t *testing.T) {
+	e := newEnv(t, nil)
+	key, id := e.limitedKey("alice", sb.Limits{ConnectsPerMinute: 2})
+	for range 2 {
+		e.dial(bearer(key), "")
+	}
+	refused429(t, e, bearer(key), "rate_limited", sb.RuleConnectsPerMinute)
+	raised := sb.Limits{ConnectsPerMinute: 4}
+	if _, err := e.keys.Update(context.Background(), id, keys.Change{Limits: &raised}, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Two attempts used a minute's worth at 2 a minute: at 4 a minute, no
+	// room yet; a fresh state would admit four at once.
+	refused429(t, e, bearer(key), "rate_limited", sb.RuleConnectsPerMinute)
+	e.clock.Advance(15 * time.Second) // one interval at the new rate
+	e.dial(bearer(key), "")
+	refused429(t, e, bearer(key), "rate_limited", sb.RuleConnectsPerMinute)
+}
