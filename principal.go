@@ -43,6 +43,9 @@ type Principal struct {
 	// KeyVersion is the version of the API key as read at authentication,
 	// so that events about older versions are not applied to its sockets.
 	KeyVersion uint64
+	// Limits are the API key's own rate limits (zero rules: the configured
+	// defaults), for API-key principals.
+	Limits Limits
 }
 
 // HasScope reports whether p's scopes allow name under the pattern rules of

@@ -273,9 +273,12 @@ func (a *Authenticator) fromKey(ctx context.Context, key, clientIP string) (*sb.
 }
 
 func keyPrincipal(k *sb.APIKey) *sb.Principal {
+	lim := k.Limits
+	lim.DryRun = slices.Clone(lim.DryRun)
 	return &sb.Principal{
 		Method: sb.AuthAPIKey, UserID: k.UserID, KeyID: k.ID, KeyVersion: k.Version,
 		Scopes: slices.Clone(k.Scopes), ExpiresAt: k.ExpiresAt,
+		Limits: lim,
 	}
 }
 

@@ -300,33 +300,6 @@ func TestStoreUnavailable(t *testing.T) {
 	_ = c.ws.Close()
 }
 
-type denyLimiter struct{ key string }
-
-func (l denyLimiter) Allow(ctx context.Context, key string) (bool, time.Duration) {
-	if strings.HasPrefix(key, l.key) {
-		return false, 1500 * time.Millisecond
-	}
-	return true, 0
-}
-
-func TestLimiter(t *testing.T) {
-	for _, key := range []string{"ip:", "user:alice"} {
-		t.Run(key, func(t *testing.T) {
-			e := newEnv(t, func(c *Config) { c.Limiter = denyLimiter{key} })
-			_, tok := e.session("alice")
-			c, resp, err := e.tryDial(bearer(tok), "")
-			if err == nil {
-				_ = c.ws.Close()
-				t.Fatal("accepted")
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "2" {
-				t.Fatalf("status %d Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
-			}
-		})
-	}
-}
-
 func TestShutdownRefusesUpgrades(t *testing.T) {
 	e := newEnv(t, nil)
 	_, tok := e.session("alice")

@@ -114,39 +114,9 @@ type Conn struct {
 	reason    string
 	expTimer  stopper
 
-	// Frame rate limit state, used by the read loop only: a token bucket
-	// and the number of frames refused in a row.
-	tokens    float32
-	refused   uint8
-	lastFrame int64 // clock time of the last refill, Unix nanoseconds
-}
-
-// maxRefusedFrames is how many frames in a row a client may send over its
-// rate limit before the connection is closed with 4429.
-const maxRefusedFrames = 32
-
-// allowFrame takes a token from the connection's bucket.
-func (c *Conn) allowFrame() bool {
-	g := c.g
-	if g.frameRate <= 0 {
-		return true
-	}
-	now := g.clock.Now().UnixNano()
-	if c.lastFrame == 0 {
-		c.tokens = float32(g.frameBurst)
-	} else if d := now - c.lastFrame; d > 0 {
-		c.tokens = float32(min(g.frameBurst, float64(c.tokens)+float64(d)/1e9*g.frameRate))
-	}
-	c.lastFrame = now
-	if c.tokens >= 1 {
-		c.tokens--
-		c.refused = 0
-		return true
-	}
-	if c.refused < 255 {
-		c.refused++
-	}
-	return false
+	// lim is the connection's rate limit state; its frame part is the read
+	// loop's alone.
+	lim connLimits
 }
 
 // ConnDevice is the device a connection comes from.
@@ -533,6 +503,7 @@ func (c *Conn) finish(readErr error) {
 	p := c.p
 	c.mu.Unlock()
 	_ = c.ws.Close()
+	c.lim.release(context.Background())
 
 	var ce *websocket.CloseError
 	switch {
@@ -575,17 +546,7 @@ func (c *Conn) handle(ctx context.Context, mt int, data []byte) {
 		c.closeWith(CloseInvalidData, ReasonInvalidUTF8)
 		return
 	}
-	if !c.allowFrame() {
-		g.metrics.Frame("limited", CodeRateLimited)
-		if c.refused > maxRefusedFrames {
-			c.closeWith(CloseRateLimited, ReasonRateLimited)
-			return
-		}
-		var id string
-		if f, err := decodeFrame(data); err == nil {
-			id = f.ID
-		}
-		c.sendError(id, CodeRateLimited, "too many frames")
+	if !c.admitFrame(ctx, data) {
 		return
 	}
 	if mt != websocket.TextMessage {

@@ -183,6 +183,11 @@ type errorData struct {
 	ID      string `json:"id,omitempty"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Rule and RetryAfterMS come with code rate_limited when a rate limit
+	// rule refused the frame: which one, and how long until a frame may
+	// pass again.
+	Rule         string `json:"rule,omitempty"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 }
 
 type updateRequest struct {

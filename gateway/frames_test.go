@@ -660,32 +660,6 @@ func TestFanOutDoesNotWaitForSlowSocket(t *testing.T) {
 	_ = slow
 }
 
-func TestFrameRateLimit(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.FrameRate = 1; c.FrameBurst = 3 })
-	_, tok := e.session("alice")
-	c, _ := e.dial(bearer(tok), "")
-	for i := range 3 {
-		c.send("ping", fmt.Sprint(i), nil)
-		if f := c.read(); f.Type != TypePong {
-			t.Fatalf("frame %d within the burst: %+v", i, f)
-		}
-	}
-	c.send("ping", "over", nil)
-	if f := c.read(); errorOf(t, f).Code != CodeRateLimited || f.ID != "over" {
-		t.Fatalf("over the limit: %+v %s", f, f.Data)
-	}
-	e.clock.Advance(time.Second) // one token back
-	c.send("ping", "again", nil)
-	if f := c.read(); f.Type != TypePong {
-		t.Fatalf("after a refill: %+v", f)
-	}
-	// A client that keeps pushing is closed.
-	for range maxRefusedFrames + 1 {
-		c.send("ping", "", nil)
-	}
-	c.expectClose(CloseRateLimited, ReasonRateLimited)
-}
-
 func TestSweepClosesExpiredSessions(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.ExpiryWarning = -1 })
 	_, tok := e.session("alice")

@@ -56,15 +56,6 @@ const (
 	resyncBatch = 1000
 )
 
-// Limiter decides whether an upgrade may proceed. The gateway asks it with
-// the key "ip:<client ip>" before authentication and "user:<user id>" (or
-// "apikey:<key id>" for API keys) after it.
-type Limiter interface {
-	// Allow reports whether one more request under key is allowed now; if
-	// not, retryAfter says when to try again.
-	Allow(ctx context.Context, key string) (ok bool, retryAfter time.Duration)
-}
-
 // Config configures a Gateway. Manager and Bus are required; every other
 // field has a working zero value.
 type Config struct {
@@ -134,15 +125,11 @@ type Config struct {
 	SweepInterval time.Duration
 	// NodeID names this node in events and presence; default "local".
 	NodeID string
-	// Limiter, if set, limits upgrades (429 with Retry-After).
-	Limiter Limiter
-	// FrameRate limits the frames one connection may send, per second, with
-	// bursts of FrameBurst (default 2*FrameRate, at least 1). A frame over
-	// the limit is answered with error rate_limited; a client that keeps
-	// sending after maxRefusedFrames refusals in a row is closed with 4429
-	// rate_limited. Zero disables the limit.
-	FrameRate  float64
-	FrameBurst int
+	// Limits are the rate limits: connection attempts and concurrent
+	// sockets per IP, user and API key at the upgrade (429), frames and
+	// bytes per connection, per key and per user on every frame (error
+	// rate_limited, then 4429). Every rule is off by default.
+	Limits RateLimits
 	// MaxConnsPerSession and MaxConnsPerUser cap the live connections of
 	// one session and of one user on this node (see docs/configuration.md
 	// for why per node); an upgrade over a cap is refused with 429
@@ -204,8 +191,7 @@ type Gateway struct {
 	sendQueue    int
 	warning      time.Duration
 	sweep        time.Duration
-	frameRate    float64
-	frameBurst   float64
+	rl           *rateLimiter
 	// Connection caps, 0 meaning none.
 	maxPerSession int
 	maxPerUser    int
@@ -294,12 +280,8 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.maxPerSession = connCap(cfg.MaxConnsPerSession, DefaultMaxConnsPerSession)
 	g.maxPerUser = connCap(cfg.MaxConnsPerUser, DefaultMaxConnsPerUser)
-	if cfg.FrameRate > 0 {
-		g.frameRate = cfg.FrameRate
-		g.frameBurst = float64(cfg.FrameBurst)
-		if g.frameBurst <= 0 {
-			g.frameBurst = max(1, 2*cfg.FrameRate)
-		}
+	if g.rl, err = newRateLimiter(g, cfg.Limits); err != nil {
+		return nil, err
 	}
 	g.baseCtx, g.cancelConns = context.WithCancel(context.Background())
 	g.up = websocket.Upgrader{
@@ -388,6 +370,9 @@ type refusal struct {
 	result     string // metrics Connect label
 	reason     string // audit reason
 	retryAfter time.Duration
+	// rule names the rate limit rule that refused, if one did; policy and
+	// state are then its RateLimit-Policy and RateLimit header values.
+	rule, policy, state string
 }
 
 func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, ip, method string, rf refusal) {
@@ -403,11 +388,13 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, ip, method stri
 	if rf.retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((rf.retryAfter+time.Second-1)/time.Second)))
 	}
+	writeRateLimitHeaders(h, rf)
 	w.WriteHeader(rf.status)
 	b, _ := json.Marshal(struct {
 		Error   string `json:"error"`
 		Message string `json:"message"`
-	}{rf.code, rf.msg})
+		Rule    string `json:"rule,omitempty"`
+	}{rf.code, rf.msg, rf.rule})
 	_, _ = w.Write(append(b, '\n'))
 }
 
@@ -438,10 +425,6 @@ func tooManyConns(err error) refusal {
 	return refusal{status: http.StatusTooManyRequests, code: "too_many_connections", msg: err.Error(), result: "too_many_connections", reason: reason, retryAfter: connCapRetry}
 }
 
-func limited(retry time.Duration) refusal {
-	return refusal{status: http.StatusTooManyRequests, code: "rate_limited", msg: "too many connection attempts", result: "rate_limited", reason: "rate_limited", retryAfter: retry}
-}
-
 // isUpgrade reports whether r is a well-formed WebSocket upgrade request.
 func isUpgrade(r *http.Request) bool {
 	return r.Method == http.MethodGet &&
@@ -466,12 +449,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if l := g.cfg.Limiter; l != nil {
-		if ok, retry := l.Allow(ctx, "ip:"+ip); !ok {
-			g.refuse(w, r, ip, "", limited(retry))
-			return
-		}
-	}
 	ua, method, rf := g.authenticate(r, ip)
 	if rf != nil {
 		g.refuse(w, r, ip, method, *rf)
@@ -509,18 +486,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, r, ip, method, refuseNoConnect)
 		return
 	}
-	if l := g.cfg.Limiter; l != nil {
-		key := "user:" + p.UserID
-		if p.Method == sb.AuthAPIKey && p.KeyID != "" {
-			key = "apikey:" + p.KeyID
-		}
-		if ok, retry := l.Allow(ctx, key); !ok {
-			g.refuse(w, r, ip, method, limited(retry))
-			return
-		}
-	}
 	if err := g.reg.reserve(p.UserID, p.SessionID, g.maxPerUser, g.maxPerSession); err != nil {
 		g.refuse(w, r, ip, method, tooManyConns(err))
+		return
+	}
+	// The rate limits come last, so that nothing refuses an attempt they
+	// charged (see admit).
+	lim, lrf := g.admit(ctx, ip, p)
+	if lrf != nil {
+		g.reg.unreserve(p.UserID, p.SessionID)
+		g.refuse(w, r, ip, method, *lrf)
 		return
 	}
 
@@ -530,6 +505,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// when Context asks: most connections never need them. The client
 		// IP was found above already.
 		device: sb.Device{UserAgent: device.CleanUserAgent(r.UserAgent()), IP: ip},
+		lim:    lim,
 	}
 	if g.cfg.Metadata != nil {
 		c.metadata = g.cfg.Metadata(r, p)
@@ -544,6 +520,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws, err := g.up.Upgrade(hj, r, nil)
 	if err != nil {
 		g.reg.unreserve(p.UserID, p.SessionID)
+		c.lim.release(ctx)
 		if hj.hijacked {
 			// The handshake answer could not be written: the client is gone.
 			g.metrics.Connect("bad_request")

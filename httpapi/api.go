@@ -77,6 +77,9 @@ type API struct {
 	// LoginLimiter, if set, refuses sign-ins from a client IP or for a
 	// username with too many recent failures (429 rate_limited).
 	LoginLimiter *FailureLimiter
+	// RequestLimits, if set, limits the requests of one client IP to the
+	// login route and to the admin API (429 rate_limited).
+	RequestLimits *RequestLimits
 	// LoginConcurrency bounds the password checks that run at once across
 	// all sign-ins served by the Handler; each costs a CPU core and, with
 	// argon2id, 19 MiB of memory for its duration. Zero means
@@ -175,11 +178,13 @@ func (a *API) build(listOnly bool) (*http.ServeMux, []Route) {
 		user = func(f http.HandlerFunc) http.Handler { return load(s.guard(authn, true, f)) }
 		anyone = func(f http.HandlerFunc) http.Handler { return load(s.guard(authn, false, f)) }
 		change = func(f http.HandlerFunc) http.Handler { return sameOrigin(user(f)) }
-		admin = func(f http.HandlerFunc) http.Handler { return a.admin(authn, f) }
+		admin = func(f http.HandlerFunc) http.Handler {
+			return a.limitRequests(RuleAdminPerMinute, a.adminRate(), a.admin(authn, f))
+		}
 	}
 
 	login := a.newLogin()
-	route("/auth/login", map[string]http.Handler{http.MethodPost: load(hf(login.serve))})
+	route("/auth/login", map[string]http.Handler{http.MethodPost: a.limitRequests(RuleLoginPerMinute, a.loginRate(), load(hf(login.serve)))})
 	route("/auth/logout", map[string]http.Handler{http.MethodPost: sameOrigin(load(hf(a.logout)))})
 	route("/auth/session", map[string]http.Handler{
 		http.MethodGet:   user(a.getSession),

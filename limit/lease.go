@@ -134,6 +134,18 @@ func (b *Bucket) Take(ctx context.Context) (bool, time.Duration) {
 	return true, 0
 }
 
+// Refund gives back a token that Take admitted but the caller did not use
+// (another rule refused the frame), if the lease it came from is still
+// current.
+func (b *Bucket) Refund() {
+	now := b.l.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.Before(b.expires) && b.tokens < b.lease {
+		b.tokens++
+	}
+}
+
 // refill leases up to b.lease tokens, fewer if the bucket has fewer left.
 // It runs with b.mu held: the connections of one subject on one node wait
 // for one lease rather than each asking for their own.

@@ -39,7 +39,11 @@ var (
 	resyncTriggers = []string{"reconnect", "sweep", "gap"}
 	sessionChanges = []string{"created", "updated", "deleted", "expired", "touched"}
 	// jwtReasons are the labels of jwt.Reason.
-	jwtReasons = []string{"expired", "not_yet_valid", "bad_algorithm", "bad_signature", "bad_audience", "bad_issuer",
+	// rateRules are the rate limit rules (see sessionbridge.Limits) and the
+	// request rates of the HTTP API.
+	rateRules   = []string{"connects_per_minute", "max_connections", "frames_per_second", "bytes_per_second", "key_frames_per_second", "user_frames_per_second", "login_per_minute", "admin_per_minute"}
+	rateResults = []string{"refused", "dry_run", "fallback"}
+	jwtReasons  = []string{"expired", "not_yet_valid", "bad_algorithm", "bad_signature", "bad_audience", "bad_issuer",
 		"bad_claims", "unknown_key", "malformed", "unavailable", "invalid"}
 )
 
@@ -65,6 +69,7 @@ type Metrics struct {
 	redisReconnects prometheus.Counter
 	sessionChanges  *prometheus.CounterVec
 	jwtRejections   *prometheus.CounterVec
+	rateLimited     *prometheus.CounterVec
 
 	frameTypes   *labelSet
 	frameResults *labelSet
@@ -134,6 +139,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "sessionbridge_jwt_rejections_total",
 			Help: "JWTs refused at the WebSocket upgrade or in auth.refresh, by reason.",
 		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessionbridge_rate_limited_total",
+			Help: "Rate limit decisions by rule and result: refused (enforced), dry_run (would have refused) and fallback (decided locally while the shared store was away).",
+		}, []string{"rule", "result"}),
 		frameTypes:   newLabelSet(MaxFrameTypes),
 		frameResults: newLabelSet(MaxFrameResults),
 		closeCodes:   newLabelSet(MaxCloseCodes),
@@ -154,6 +163,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.redisReconnects = register(reg, m.redisReconnects)
 		m.sessionChanges = register(reg, m.sessionChanges)
 		m.jwtRejections = register(reg, m.jwtRejections)
+		m.rateLimited = register(reg, m.rateLimited)
 	}
 	// Create the series of fixed vocabularies up front, so that dashboards
 	// and rate() see zeros instead of missing series.
@@ -177,6 +187,11 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	for _, r := range jwtReasons {
 		m.jwtRejections.WithLabelValues(r)
+	}
+	for _, r := range rateRules {
+		for _, res := range rateResults {
+			m.rateLimited.WithLabelValues(r, res)
+		}
 	}
 	return m
 }
@@ -399,4 +414,15 @@ func validLabel(v string) bool {
 		}
 	}
 	return true
+}
+
+// RateLimited counts a rate limit decision of rule (a rule name of
+// sessionbridge.Limits, login_per_minute or admin_per_minute) with result
+// refused, dry_run (would have refused) or fallback (decided locally while
+// the shared store was away). Never a label per key, user or IP.
+func (m *Metrics) RateLimited(rule, result string) {
+	if m == nil {
+		return
+	}
+	m.rateLimited.WithLabelValues(fixed(rule, rateRules), fixed(result, rateResults)).Inc()
 }

@@ -34,6 +34,7 @@ type serveFlags struct {
 	logLevel       string
 	logFormat      string
 	forwardTypes   string
+	limitDryRun    string
 }
 
 func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
@@ -68,6 +69,15 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&c.SendQueue, "send-queue", 0, "pushed frames that may wait for a slow socket before it is closed (default 64)")
 	fs.IntVar(&c.MaxConnsPerSession, "max-conns-per-session", 0, "live WebSockets one session may hold on this node (default 100; negative: no cap)")
 	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", 0, "live WebSockets one user may hold on this node (default 500; negative: no cap)")
+	fs.IntVar(&c.Limits.ConnectsPerMinute, "limit-connects-per-minute", 0, "WebSocket upgrades a minute per client IP, per user and per API key, exact across the cluster (0: off; a burst of the whole minute's worth)")
+	fs.IntVar(&c.Limits.MaxConnections, "limit-max-connections", 0, "live WebSockets per user and per API key across the cluster (0: off; --max-conns-per-user still caps each node)")
+	fs.IntVar(&c.Limits.FramesPerSecond, "limit-frames-per-second", 100, "frames a second one WebSocket may send, bursts of twice as many (0: off)")
+	fs.IntVar(&c.Limits.BytesPerSecond, "limit-bytes-per-second", 1<<20, "bytes a second one WebSocket may send, bursts of twice as many (0: off)")
+	fs.IntVar(&c.Limits.KeyFramesPerSecond, "limit-key-frames-per-second", 0, "frames a second all the WebSockets of one API key may send, across the cluster (0: off)")
+	fs.IntVar(&c.Limits.UserFramesPerSecond, "limit-user-frames-per-second", 0, "frames a second all the WebSockets of one user may send, across the cluster (0: off)")
+	fs.StringVar(&f.limitDryRun, "limit-dry-run", "", "comma-separated rules that are counted and logged but not enforced (connects_per_minute, max_connections, frames_per_second, ...)")
+	fs.IntVar(&c.LoginPerMinute, "limit-login-per-minute", 60, "POST /auth/login requests a minute per client IP, on top of --login-max-failures (0: off)")
+	fs.IntVar(&c.AdminPerMinute, "limit-admin-per-minute", 0, "admin API requests a minute per client IP (0: off)")
 	fs.StringVar(&f.sessionScopes, "session-scopes", "", "comma-separated scope patterns of sessions that have none of their own (default **: every frame type and ws:connect)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "how often local sessions are re-validated against the store (default 30s)")
 	fs.DurationVar(&c.KeyMaxTTL, "key-max-ttl", 0, "longest lifetime of an API key, also for keys created without a TTL (default: keys may live for ever)")
@@ -151,6 +161,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg.JWT.Algorithms = splitList(f.jwtAlgorithms)
 	cfg.JWT.PublicKeyFiles = f.jwtKeys
 	cfg.Forward.Types = splitList(f.forwardTypes)
+	cfg.Limits.DryRun = splitList(f.limitDryRun)
+	if err := server.CheckLimits(cfg); err != nil {
+		fmt.Fprintf(stderr, "sessionbridge serve: %v (see the --limit-* flags)\n", err)
+		return exitUsage
+	}
 	// With nothing configured (no explicit --demo either way, the memory
 	// backend, no admin API, no JWT keys, no users yet) a plain
 	// `sessionbridge serve` would offer nobody a way in; a throw-away demo

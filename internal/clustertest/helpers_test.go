@@ -20,6 +20,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/gateway"
 	"github.com/sessionbridge/sessionbridge/internal/redistest"
 	"github.com/sessionbridge/sessionbridge/keys"
+	"github.com/sessionbridge/sessionbridge/limit"
 	"github.com/sessionbridge/sessionbridge/redis"
 )
 
@@ -46,6 +47,9 @@ type nodeOpts struct {
 	warning time.Duration
 	// logs, if set, receives every log line of the node.
 	logs io.Writer
+	// limits, if set, are the node's default rate limits, decided on the
+	// shared Redis; the node then also runs its presence heartbeat.
+	limits *sb.Limits
 }
 
 // startNode builds a node on srv and runs it until the test ends. Sweeps are
@@ -66,11 +70,19 @@ func startNode(t *testing.T, name string, srv *redistest.Server, o nodeOpts) *no
 	}
 	m := &sb.Manager{Store: b.Store(), NodeID: name, IdleTimeout: o.idle}
 	km := &keys.Manager{Store: b.Keys(), Cache: &keys.Cache{}, NodeID: name}
+	var rl gateway.RateLimits
+	if o.limits != nil {
+		conns := b.Counter()
+		rl = gateway.RateLimits{
+			Defaults: *o.limits, Limiter: b.Limiter(), Conns: conns,
+			Leaser: &limit.Leaser{Shared: b.Limiter(), Nodes: conns.Nodes},
+		}
+	}
 	gw, err := gateway.New(gateway.Config{
 		Manager: m, Bus: b.Bus(), Tickets: b.Tickets(), NodeID: name,
 		APIKeys: km, KeyStore: b.Keys(), KeyEvents: km.Cache,
 		SweepInterval: time.Hour, PingInterval: time.Hour, ExpiryWarning: o.warning,
-		Logger: logger, Audit: audit.New(logger),
+		Limits: rl, Logger: logger, Audit: audit.New(logger),
 	})
 	if err != nil {
 		t.Fatalf("gateway.New(%s): %v", name, err)
@@ -82,6 +94,9 @@ func startNode(t *testing.T, name string, srv *redistest.Server, o nodeOpts) *no
 	ctx, cancel := context.WithCancel(bg)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = gw.Run(ctx) })
+	if o.limits != nil {
+		wg.Go(func() { _ = b.Presence(gw).Run(ctx) })
+	}
 	waitSubscribed(t, srv, name)
 	if o.expiry > 0 {
 		wg.Go(func() { m.RunExpiry(ctx, o.expiry, nil) })

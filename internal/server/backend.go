@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/limit"
 	"github.com/sessionbridge/sessionbridge/memory"
 	"github.com/sessionbridge/sessionbridge/metrics"
 )
@@ -25,6 +26,14 @@ type backend struct {
 	Tickets sessionbridge.TicketStore
 	// Keys keeps the API keys.
 	Keys sessionbridge.KeyStore
+	// Limiter decides rate limits (connects_per_minute, the request rates,
+	// and the leases of the cluster frame rules) and Conns counts
+	// max_connections; exact for the cluster on Redis, for the node in
+	// memory. Nodes, if set, returns the live nodes, whose share of a limit
+	// a node takes while Redis is away.
+	Limiter limit.Limiter
+	Conns   limit.Counter
+	Nodes   func() int
 	// Presence builds the presence the API reports (connection counts in
 	// device lists, GET /api/v1/connections) from this node's own; nil means
 	// the node's own, which is all there is without a cluster.
@@ -114,6 +123,8 @@ func newMemoryBackend() backend {
 		Bus:     bus,
 		Tickets: memory.NewTickets(),
 		Keys:    memory.NewKeyStore(bus),
+		Limiter: &limit.Memory{},
+		Conns:   &limit.LocalCounter{},
 		Ping:    store.Ping,
 	}
 }

@@ -35,11 +35,15 @@ func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger
 		mu   sync.Mutex
 		pres *redis.Presence
 	)
+	conns := rb.Counter()
 	return backend{
 		Store:   rb.Store(),
 		Bus:     rb.Bus(),
 		Tickets: rb.Tickets(),
 		Keys:    rb.Keys(),
+		Limiter: rb.Limiter(),
+		Conns:   conns,
+		Nodes:   conns.Nodes,
 		Presence: func(local sessionbridge.Presence) sessionbridge.Presence {
 			p := rb.Presence(local)
 			mu.Lock()
@@ -55,6 +59,9 @@ func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger
 			mu.Lock()
 			p := pres
 			mu.Unlock()
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			wg.Go(func() { conns.RunNodes(ctx) })
 			if p == nil {
 				<-ctx.Done()
 				return ctx.Err()

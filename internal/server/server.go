@@ -113,6 +113,15 @@ type Config struct {
 	// negative no cap.
 	MaxConnsPerSession int
 	MaxConnsPerUser    int
+	// Limits are the default rate limit rules of every principal, which an
+	// API key's own limits override (see docs/rate-limits.md); a rule that
+	// is zero is off. New refuses limits that do not validate.
+	Limits sessionbridge.Limits
+	// LoginPerMinute and AdminPerMinute limit the requests of one client IP
+	// to POST /auth/login and to the admin API; zero is off, negative is
+	// refused. The CLI's defaults are 60 and off.
+	LoginPerMinute int
+	AdminPerMinute int
 	// SessionScopes are the scopes of sessions that have none of their own
 	// (set by the admin API or the users file); nil means ["**"], every
 	// frame type and ws:connect.
@@ -247,6 +256,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if cfg.KeyMaxTTL < 0 {
 		return nil, errors.New("server: the maximum API key lifetime must not be negative")
 	}
+	if err := CheckLimits(cfg); err != nil {
+		return nil, err
+	}
 	trusted, err := device.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
 		return nil, fmt.Errorf("server: trusted proxies: %w", err)
@@ -327,12 +339,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	rl := newRateLimits(cfg, s.backend, m, logger)
 	s.gateway, err = gateway.New(gateway.Config{
 		Manager: s.manager, Bus: s.backend.Bus, Auth: s.auth, TrustedProxies: trusted,
 		KeyStore: s.backend.Keys, KeyEvents: s.keys.Cache,
 		ReadLimit: cfg.ReadLimit, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
 		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
 		MaxConnsPerSession: cfg.MaxConnsPerSession, MaxConnsPerUser: cfg.MaxConnsPerUser,
+		Limits:    rl.gateway,
 		Forwarder: forwarder, ForwardTypes: cfg.Forward.Types, ForwardInFlight: cfg.Forward.InFlight,
 		Logger: logger, Audit: auditLog, Metrics: m,
 	})
@@ -353,7 +367,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			Manager: s.manager, Auth: s.auth, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
 			Audit: auditLog, Logger: logger,
 		},
-		Users: s.users, LoginLimiter: limiter, LoginConcurrency: cfg.LoginConcurrency, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets, Keys: s.keys,
+		Users: s.users, LoginLimiter: limiter, RequestLimits: rl.requests, LoginConcurrency: cfg.LoginConcurrency, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets, Keys: s.keys,
 		Ready: s.ready, ReadyDetails: s.backend.Details, Audit: auditLog, Logger: logger,
 	}
 	apiHandler := api.Handler()
