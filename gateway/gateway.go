@@ -76,12 +76,13 @@ type Config struct {
 	JWT sb.TokenVerifier
 	// APIKeys verifies bearer API keys (*keys.Manager); nil refuses them.
 	APIKeys auth.KeyVerifier
-	// KeyStore is the store API keys live in. With it, the sockets of a key
-	// are re-validated against it after every gap and on each sweep (a key
-	// revoked while this node missed the event still loses its sockets),
-	// and an event that skipped a version has the key read again. Set it
-	// whenever APIKeys is set.
-	KeyStore sb.KeyStore
+	// KeyStore reads API keys: the store they live in, or a *keys.Manager,
+	// which also leaves out the keys whose owner is no longer a user. With
+	// it, the sockets of a key are re-validated against it after every gap
+	// and on each sweep (a key revoked while this node missed the event
+	// still loses its sockets), and an event that skipped a version has the
+	// key read again. Set it whenever APIKeys is set.
+	KeyStore KeyReader
 	// KeyEvents, if set, receives every API key event and every gap before
 	// the gateway applies them, on the gateway's own subscription: set it to
 	// the key verification cache (keys.Cache), so that no upgrade can be let

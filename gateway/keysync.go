@@ -9,6 +9,13 @@ import (
 	sb "github.com/sessionbridge/sessionbridge"
 )
 
+// KeyReader reads API key records for the re-validation of the sockets of
+// keys. A key absent from the map is gone: its sockets are closed with 4401
+// api_key_revoked. sb.KeyStore implements it, and so does *keys.Manager.
+type KeyReader interface {
+	GetKeys(ctx context.Context, ids []string) (map[string]*sb.APIKey, error)
+}
+
 // mayConnect reports whether scopes allow a socket at all. Scopes that do
 // not compile allow nothing (fail closed).
 func mayConnect(scopes []string) bool {

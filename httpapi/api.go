@@ -221,7 +221,10 @@ func (a *API) build(listOnly bool) (*http.ServeMux, []Route) {
 		http.MethodDelete: admin(a.adminDeleteKey),
 	})
 	route("/api/v1/keys/{id}/roll", map[string]http.Handler{http.MethodPost: admin(a.adminRollKey)})
-	route("/api/v1/users/{user_id}/keys", map[string]http.Handler{http.MethodGet: admin(a.adminListUserKeys)})
+	route("/api/v1/users/{user_id}/keys", map[string]http.Handler{
+		http.MethodGet:    admin(a.adminListUserKeys),
+		http.MethodDelete: admin(a.adminDeleteUserKeys),
+	})
 
 	route("/healthz", map[string]http.Handler{http.MethodGet: hf(a.healthz)})
 	route("/readyz", map[string]http.Handler{http.MethodGet: hf(a.readyz)})

@@ -33,6 +33,21 @@ const (
 // to 400.
 var ErrInvalid = errors.New("keys: invalid request")
 
+// ErrUnknownOwner is returned (wrapping ErrInvalid) when a key would be
+// issued, by a create or a roll, to a user that Manager.Owners does not know.
+var ErrUnknownOwner = fmt.Errorf("%w: user_id is not a known user", ErrInvalid)
+
+// Owners tells whether the owner of a key is (still) a user. A deployment
+// that knows its users (a users file) implements it, so that a key stops
+// working when its owner is deleted; one whose users live in the
+// application leaves Manager.Owners nil and revokes a deleted user's keys
+// itself (Manager.DeleteUser).
+type Owners interface {
+	// Exists reports whether userID is a user now. It is called on every
+	// verification, so it must be cheap, and safe for concurrent use.
+	Exists(userID string) bool
+}
+
 // Manager applies the rules of API keys. Store is required; the zero value of
 // every other field works.
 type Manager struct {
@@ -48,6 +63,16 @@ type Manager struct {
 	NodeID string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Owners, if set, decides whether a key's owner still exists: a key
+	// whose owner does not is refused by Verify, left out by GetKeys (so the
+	// gateway's re-validation closes its sockets), and none is issued to
+	// such a user. Nil means every owner exists.
+	Owners Owners
+}
+
+// ownerExists reports whether userID may hold a working key.
+func (m *Manager) ownerExists(userID string) bool {
+	return m.Owners == nil || m.Owners.Exists(userID)
 }
 
 type sourceKey struct{}
@@ -97,6 +122,9 @@ func (m *Manager) Create(ctx context.Context, nk NewKey) (key string, k *sb.APIK
 	k = &sb.APIKey{UserID: nk.UserID, Name: nk.Name, Scopes: nk.Scopes, Limits: nk.Limits, Meta: nk.Meta, Version: 1}
 	if err := check(k); err != nil {
 		return "", nil, err
+	}
+	if !m.ownerExists(nk.UserID) {
+		return "", nil, ErrUnknownOwner
 	}
 	now := m.now().UTC().Truncate(time.Millisecond)
 	k.CreatedAt = now
@@ -254,6 +282,9 @@ func (m *Manager) Roll(ctx context.Context, id string, grace time.Duration) (key
 	if old.Expired(now) {
 		return "", nil, fmt.Errorf("keys: api key %s: %w", id, sb.ErrKeyNotFound)
 	}
+	if !m.ownerExists(old.UserID) {
+		return "", nil, ErrUnknownOwner
+	}
 	next = old.Clone()
 	next.CreatedAt, next.LastUsedAt, next.LastIP, next.Version = now, time.Time{}, "", 1
 	key, next.ID, next.SecretHash, err = sb.NewAPIKey(old.UserID)
@@ -274,8 +305,9 @@ func (m *Manager) Roll(ctx context.Context, id string, grace time.Duration) (key
 
 // Verify returns the key that key stands for, recording the use from ip at
 // most once a minute. It returns an error wrapping ErrInvalidToken for a
-// malformed, unknown, mismatched or expired key, without saying which, and
-// ErrUnavailable when the store cannot answer.
+// malformed, unknown, mismatched or expired key, or one whose owner Owners
+// no longer knows, without saying which, and ErrUnavailable when the store
+// cannot answer.
 //
 // With a Cache, a key whose record is cached is verified without a store
 // round trip (but for the record of use, at most once a minute per key and
@@ -299,7 +331,7 @@ func (m *Manager) Verify(ctx context.Context, key, ip string) (*sb.APIKey, error
 		}
 		m.Cache.put(k, tok, now)
 	}
-	if !sb.VerifySecret(secret, k.SecretHash) || k.Expired(now) {
+	if !sb.VerifySecret(secret, k.SecretHash) || k.Expired(now) || !m.ownerExists(k.UserID) {
 		return nil, fmt.Errorf("keys: %w", sb.ErrInvalidToken)
 	}
 	out := k.Clone()
@@ -314,6 +346,48 @@ func (m *Manager) Verify(ctx context.Context, key, ip string) (*sb.APIKey, error
 		}
 	}
 	return out, nil
+}
+
+// GetKeys reads the keys with the given IDs, for the re-validation of live
+// sockets (it implements gateway.KeyReader): a key that is gone, or whose
+// owner Owners no longer knows, is absent from the map, so that its sockets
+// are closed as if it had been revoked.
+func (m *Manager) GetKeys(ctx context.Context, ids []string) (map[string]*sb.APIKey, error) {
+	found, err := m.Store.GetKeys(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for id, k := range found {
+		if k == nil || !m.ownerExists(k.UserID) {
+			delete(found, id)
+		}
+	}
+	return found, nil
+}
+
+// DeleteUser revokes every key of userID, one at a time and each with its
+// own event, so that its sockets close on every node (4401
+// api_key_revoked). It returns the keys it revoked; on a store error it
+// returns those revoked so far with the error, and calling it again revokes
+// the rest.
+func (m *Manager) DeleteUser(ctx context.Context, userID string) ([]*sb.APIKey, error) {
+	list, err := m.Store.ListUserKeys(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("keys: revoke the keys of a user: %w", err)
+	}
+	var gone []*sb.APIKey
+	for _, k := range list {
+		d, err := m.Delete(ctx, k.ID)
+		switch {
+		case errors.Is(err, sb.ErrKeyNotFound):
+			// Revoked, or expired and claimed, meanwhile.
+		case err != nil:
+			return gone, fmt.Errorf("keys: revoke the keys of a user: %w", err)
+		default:
+			gone = append(gone, d)
+		}
+	}
+	return gone, nil
 }
 
 // ClaimExpired claims up to limit keys past their expiry (all if limit is

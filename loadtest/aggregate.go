@@ -121,6 +121,24 @@ func Figures() []Figure {
 		}
 		return &r.Revoke.HTTP
 	}
+	keyRev := func(r *Report) *Summary {
+		if r.KeyRevoke == nil {
+			return nil
+		}
+		return &r.KeyRevoke.Latency
+	}
+	keyRevHTTP := func(r *Report) *Summary {
+		if r.KeyRevoke == nil {
+			return nil
+		}
+		return &r.KeyRevoke.HTTP
+	}
+	keyConn := func(r *Report) *Summary {
+		if r.KeyRevoke == nil {
+			return nil
+		}
+		return &r.KeyRevoke.Handshake
+	}
 	fan := func(r *Report) *Summary {
 		if r.Fanout == nil {
 			return nil
@@ -153,6 +171,11 @@ func Figures() []Figure {
 		latencyFig("revoke A→B p99", rev, p99),
 		latencyFig("revoke A→B max", rev, maxOf),
 		latencyFig("revoke DELETE (HTTP) p50", revHTTP, p50),
+		latencyFig("connect+auth with a key p50", keyConn, p50),
+		latencyFig("key revoke A→B p50", keyRev, p50),
+		latencyFig("key revoke A→B p99", keyRev, p99),
+		latencyFig("key revoke A→B max", keyRev, maxOf),
+		latencyFig("key revoke DELETE (HTTP) p50", keyRevHTTP, p50),
 		latencyFig("fan-out first close", fan, minOf),
 		latencyFig("fan-out median close", fan, p50),
 		latencyFig("fan-out last close", fan, maxOf),

@@ -60,3 +60,42 @@ func TestAggregateRunsRoundTrip(t *testing.T) {
 		t.Errorf("table:\n%s", buf.String())
 	}
 }
+
+// TestAggregateKeyRevoke: the key revocation figures survive the JSON
+// report and aggregate beside the session ones.
+func TestAggregateKeyRevoke(t *testing.T) {
+	var reps []*Report
+	for _, p99 := range []time.Duration{3 * time.Millisecond, time.Millisecond, 2 * time.Millisecond} {
+		r := &Report{RevokeGapMS: 10, KeyRevoke: &KeyRevokeResult{Keys: 5, Handshake: Summary{Count: 5, P50: 400 * time.Microsecond},
+			LatencyResult: LatencyResult{Samples: 5, OK: 5, Latency: Summary{Count: 5, P50: p99 / 2, P99: p99, Max: p99},
+				HTTP: Summary{Count: 5, P50: 300 * time.Microsecond}}}}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), `"key_revoke":{"keys":5`) || !strings.Contains(string(b), `"revoke_gap_ms":10`) {
+			t.Fatalf("JSON report %s", b)
+		}
+		back, err := ReadReport(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps = append(reps, back)
+	}
+	got := map[string]Aggregate{}
+	for _, a := range AggregateRuns(reps) {
+		got[a.Name] = a
+	}
+	if a := got["key revoke A→B p99"]; a.Runs != 3 || a.Median != 2000 || a.Min != 1000 || a.Max != 3000 {
+		t.Errorf("key revoke p99 aggregate = %+v", a)
+	}
+	if a := got["key revoke DELETE (HTTP) p50"]; a.Median != 300 {
+		t.Errorf("key revoke HTTP aggregate = %+v", a)
+	}
+	if a := got["connect+auth with a key p50"]; a.Median != 400 {
+		t.Errorf("key connect aggregate = %+v", a)
+	}
+	if _, ok := got["revoke A→B p99"]; ok {
+		t.Error("session revocation aggregated though no run had it")
+	}
+}

@@ -234,11 +234,16 @@ type wsConn struct {
 var errHandshake = errors.New("websocket handshake")
 
 // dial opens an authenticated socket with token on wsu and waits for the
-// welcome frame. The token travels in the X-Session-Token header.
+// welcome frame. A session token travels in the X-Session-Token header, an
+// API key (sbk_...) as a bearer token.
 func (w *wsDialers) dial(ctx context.Context, i int, wsu, token string, timeout time.Duration) (*wsConn, error) {
 	d := w.dialers[i%len(w.dialers)]
 	h := http.Header{}
-	h.Set("X-Session-Token", token)
+	if strings.HasPrefix(token, apiKeyPrefix) {
+		h.Set("Authorization", "Bearer "+token)
+	} else {
+		h.Set("X-Session-Token", token)
+	}
 	c, resp, err := d.DialContext(ctx, wsu, h)
 	if err != nil {
 		if resp != nil {

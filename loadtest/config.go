@@ -16,12 +16,16 @@ const (
 	ScenarioMemory  = "memory"
 	ScenarioUpdate  = "update"
 	ScenarioRevoke  = "revoke"
-	ScenarioFanout  = "fanout"
-	ScenarioChurn   = "churn"
+	// ScenarioKeyRevoke opens its own idle sockets, one API key each, and
+	// times the revocation of keys as ScenarioRevoke times that of
+	// sessions.
+	ScenarioKeyRevoke = "keyrevoke"
+	ScenarioFanout    = "fanout"
+	ScenarioChurn     = "churn"
 )
 
 // AllScenarios lists every scenario in execution order.
-var AllScenarios = []string{ScenarioConnect, ScenarioMemory, ScenarioUpdate, ScenarioRevoke, ScenarioFanout, ScenarioChurn}
+var AllScenarios = []string{ScenarioConnect, ScenarioMemory, ScenarioUpdate, ScenarioRevoke, ScenarioKeyRevoke, ScenarioFanout, ScenarioChurn}
 
 // Defaults and bounds of a Config.
 const (
@@ -60,6 +64,10 @@ type Config struct {
 	// Samples is how many revocations and updates are timed (each, at most
 	// Sockets times the number of B nodes).
 	Samples int
+	// RevokeGap is the pause between the end of one timed revocation (the
+	// close seen by the client) and the start of the next, in the revoke
+	// and keyrevoke scenarios; zero means back to back.
+	RevokeGap time.Duration
 	// FanoutSockets and FanoutSessions shape the fan-out scenario: one user
 	// with FanoutSessions sessions, whose FanoutSockets sockets are spread
 	// over every node.
@@ -163,7 +171,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.Samples < 0 || c.FanoutSockets < 0 || c.FanoutSessions < 0 || c.ChurnRate < 0 ||
 		c.Concurrency < 0 || c.ConnectRate < 0:
 		return c, fmt.Errorf("loadtest: counts and rates must not be negative")
-	case c.ChurnDuration < 0 || c.ChurnHold < 0 || c.Timeout < 0 || c.OpTimeout < 0 ||
+	case c.ChurnDuration < 0 || c.ChurnHold < 0 || c.Timeout < 0 || c.OpTimeout < 0 || c.RevokeGap < 0 ||
 		c.SampleInterval < 0 || c.SettleTimeout < 0 || c.ProgressInterval < 0:
 		return c, fmt.Errorf("loadtest: durations must not be negative")
 	}

@@ -28,11 +28,16 @@ type fakeNode struct {
 	wg    sync.WaitGroup
 
 	mu       sync.Mutex
-	sessions map[string]*fakeSession // by id
+	sessions map[string]*fakeSession // by id: sessions and API keys
+	// keyReason is the close reason of the sockets of a revoked key;
+	// empty means api_key_revoked.
+	keyReason string
 }
 
+// fakeSession is a session, or an API key when key is set.
 type fakeSession struct {
 	id, user, token string
+	key             bool
 	version         uint64
 	socks           map[*fakeSock]bool
 }
@@ -66,6 +71,8 @@ func newFakeNode(t *testing.T, adminToken string) *fakeNode {
 	mux.HandleFunc("PATCH /api/v1/sessions/{id}", f.admin(f.patch))
 	mux.HandleFunc("DELETE /api/v1/sessions/{id}", f.admin(f.delete))
 	mux.HandleFunc("DELETE /api/v1/users/{user}/sessions", f.admin(f.deleteUser))
+	mux.HandleFunc("POST /api/v1/keys", f.admin(f.createKey))
+	mux.HandleFunc("DELETE /api/v1/keys/{id}", f.admin(f.delete))
 	mux.HandleFunc("GET /ws", f.ws)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
@@ -109,6 +116,38 @@ func (f *fakeNode) create(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"id": s.id, "token": s.token, "expires_at": "2030-01-01T00:00:00Z"})
 }
 
+func (f *fakeNode) createKey(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		UserID string   `json:"user_id"`
+		Name   string   `json:"name"`
+		Scopes []string `json:"scopes"`
+	}
+	if json.NewDecoder(r.Body).Decode(&in) != nil || in.UserID == "" || in.Name == "" || len(in.Scopes) != 1 || in.Scopes[0] != "ws:connect" {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	k := &fakeSession{id: rnd(), user: in.UserID, key: true, socks: map[*fakeSock]bool{}}
+	k.token = "sbk_" + k.id + "_" + rnd()
+	f.mu.Lock()
+	f.sessions[k.id] = k
+	f.mu.Unlock()
+	w.WriteHeader(http.StatusCreated)
+	_ = json.NewEncoder(w).Encode(map[string]any{"id": k.id, "key": k.token, "user_id": k.user})
+}
+
+// keys counts the API keys the node holds.
+func (f *fakeNode) keys() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, s := range f.sessions {
+		if s.key {
+			n++
+		}
+	}
+	return n
+}
+
 func (f *fakeNode) patch(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	s := f.sessions[r.PathValue("id")]
@@ -133,21 +172,32 @@ func (f *fakeNode) patch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeNode) remove(ids ...string) int {
-	var socks []*fakeSock
+	type closing struct {
+		k      *fakeSock
+		reason string
+	}
+	var socks []closing
 	n := 0
 	f.mu.Lock()
 	for _, id := range ids {
 		if s := f.sessions[id]; s != nil {
 			n++
 			delete(f.sessions, id)
+			reason := "session_revoked"
+			if s.key {
+				reason = "api_key_revoked"
+				if f.keyReason != "" {
+					reason = f.keyReason
+				}
+			}
 			for k := range s.socks {
-				socks = append(socks, k)
+				socks = append(socks, closing{k, reason})
 			}
 		}
 	}
 	f.mu.Unlock()
-	for _, k := range socks {
-		k.close(4401, "session_revoked")
+	for _, c := range socks {
+		c.k.close(4401, c.reason)
 	}
 	return n
 }
@@ -176,12 +226,20 @@ func (f *fakeNode) deleteUser(w http.ResponseWriter, r *http.Request) {
 var fakeUpgrader = websocket.Upgrader{ReadBufferSize: 512, WriteBufferSize: 512}
 
 func (f *fakeNode) ws(w http.ResponseWriter, r *http.Request) {
-	tok := r.Header.Get("X-Session-Token")
-	id, _, _ := strings.Cut(tok, ".")
+	// A session token comes in X-Session-Token, an API key as a bearer.
+	tok, isKey := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer sbk_")
+	var id string
+	if isKey {
+		id, _, _ = strings.Cut(tok, "_")
+		tok = "sbk_" + tok
+	} else {
+		tok = r.Header.Get("X-Session-Token")
+		id, _, _ = strings.Cut(tok, ".")
+	}
 	f.mu.Lock()
 	s := f.sessions[id]
 	f.mu.Unlock()
-	if s == nil || s.token != tok {
+	if s == nil || s.token != tok || s.key != isKey {
 		http.Error(w, `{"error":"unauthorized"}`, http.StatusUnauthorized)
 		return
 	}

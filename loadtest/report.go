@@ -74,13 +74,17 @@ type Report struct {
 	// machine shared with other work, latencies are only as good as these.
 	LoadStart string `json:"load_start,omitempty"`
 	LoadEnd   string `json:"load_end,omitempty"`
+	// RevokeGapMS is Config.RevokeGap in milliseconds.
+	RevokeGapMS float64 `json:"revoke_gap_ms"`
 
 	Connect *ConnectResult `json:"connect,omitempty"`
 	Memory  []MemoryResult `json:"memory,omitempty"`
 	Update  *LatencyResult `json:"update,omitempty"`
 	Revoke  *LatencyResult `json:"revoke,omitempty"`
-	Fanout  *FanoutResult  `json:"fanout,omitempty"`
-	Churn   *ChurnResult   `json:"churn,omitempty"`
+	// KeyRevoke is the keyrevoke scenario.
+	KeyRevoke *KeyRevokeResult `json:"key_revoke,omitempty"`
+	Fanout    *FanoutResult    `json:"fanout,omitempty"`
+	Churn     *ChurnResult     `json:"churn,omitempty"`
 	// Problems lists what kept part of the run from measuring (a node without
 	// /metrics, a scenario cut short by the overall timeout).
 	Problems []string `json:"problems,omitempty"`
@@ -142,6 +146,25 @@ type LatencyResult struct {
 	Latency Summary `json:"latency"`
 	// HTTP is the duration of the admin call itself.
 	HTTP Summary `json:"http"`
+}
+
+// KeyRevokeResult measures API key revocation across nodes: one key per
+// idle socket, created through the admin API on node A (scopes ws:connect),
+// the sockets opened with them on the B nodes, and keys revoked on A one at
+// a time. The embedded LatencyResult is the revocation: from just before
+// DELETE /api/v1/keys/{id} on A until the client on B holds the 4401
+// api_key_revoked close frame.
+type KeyRevokeResult struct {
+	Keys          int     `json:"keys"`
+	KeyErrors     Errors  `json:"key_errors"`
+	KeyCreate     Summary `json:"key_create"`
+	Sockets       int     `json:"sockets"`
+	Connected     int     `json:"connected"`
+	ConnectErrors Errors  `json:"connect_errors"`
+	// Handshake is connect+auth with a key, dial to welcome, with
+	// Concurrency dials in flight.
+	Handshake Summary `json:"handshake"`
+	LatencyResult
 }
 
 // FanoutResult measures a user-wide logout reaching sockets on every node.
@@ -221,11 +244,18 @@ func (r *Report) WriteTable(out io.Writer) error {
 	if r.LoadStart != "" {
 		p("load average\t%s at start, %s at end", r.LoadStart, r.LoadEnd)
 	}
+	if r.Revoke != nil || r.KeyRevoke != nil {
+		gap := "back to back"
+		if r.RevokeGapMS > 0 {
+			gap = fd(time.Duration(r.RevokeGapMS*float64(time.Millisecond))) + " apart"
+		}
+		p("revocations\tone at a time, %s", gap)
+	}
 
 	lat := func(name string, s Summary) {
 		p("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s", name, s.Count, fd(s.Min), fd(s.P50), fd(s.P95), fd(s.P99), fd(s.Max), fd(s.Mean))
 	}
-	if r.Connect != nil || r.Update != nil || r.Revoke != nil || r.Fanout != nil || r.Churn != nil {
+	if r.Connect != nil || r.Update != nil || r.Revoke != nil || r.KeyRevoke != nil || r.Fanout != nil || r.Churn != nil {
 		section()
 		p("latency\tcount\tmin\tp50\tp95\tp99\tmax\tmean")
 		if c := r.Connect; c != nil {
@@ -242,6 +272,12 @@ func (r *Report) WriteTable(out io.Writer) error {
 		if v := r.Revoke; v != nil {
 			lat("revoke DELETE on A (HTTP)", v.HTTP)
 			lat("revoke A→B (close 4401)", v.Latency)
+		}
+		if v := r.KeyRevoke; v != nil {
+			lat("key create (HTTP)", v.KeyCreate)
+			lat("connect+auth with a key", v.Handshake)
+			lat("key revoke DELETE on A (HTTP)", v.HTTP)
+			lat("key revoke A→B (close 4401)", v.Latency)
 		}
 		if f := r.Fanout; f != nil {
 			lat("user logout fan-out (close)", f.Latency)
@@ -266,6 +302,10 @@ func (r *Report) WriteTable(out io.Writer) error {
 	}
 	if v := r.Revoke; v != nil {
 		p("revoke\t%d/%d ok\t\terrors %d", v.OK, v.Samples, v.Errors.Count)
+	}
+	if v := r.KeyRevoke; v != nil {
+		p("keys\t%d/%d created, %d/%d sockets connected (one key each)\t\terrors %d, %d", v.KeyCreate.Count, v.Keys, v.Connected, v.Sockets, v.KeyErrors.Count, v.ConnectErrors.Count)
+		p("key revoke\t%d/%d ok\t\terrors %d", v.OK, v.Samples, v.Errors.Count)
 	}
 	if f := r.Fanout; f != nil {
 		p("fan-out\t%d/%d sockets closed (%d with 4401), %d sessions\tfirst %s, median %s, last %s; DELETE took %s\terrors %d",
@@ -315,6 +355,11 @@ func (r *Report) WriteTable(out io.Writer) error {
 	}
 	if r.Revoke != nil {
 		add("revoke", r.Revoke.Errors)
+	}
+	if v := r.KeyRevoke; v != nil {
+		add("keys", v.KeyErrors)
+		add("key connect", v.ConnectErrors)
+		add("key revoke", v.Errors)
 	}
 	if r.Fanout != nil {
 		add("fanout", r.Fanout.Errors)

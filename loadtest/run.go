@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep := &Report{
 		Started: time.Now(), NodeA: r.a, NodesB: r.b, SocketsPerNode: cfg.Sockets,
-		Scenarios: cfg.Scenarios, LoadStart: loadAverage(),
+		Scenarios: cfg.Scenarios, LoadStart: loadAverage(), RevokeGapMS: msOf(cfg.RevokeGap),
 	}
 	for _, s := range sources {
 		rep.Sources = append(rep.Sources, s.String())
@@ -81,6 +81,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	if cfg.has(ScenarioConnect) || cfg.has(ScenarioMemory) || cfg.has(ScenarioUpdate) || cfg.has(ScenarioRevoke) {
 		r.hold(ctx, rep)
+	}
+	if cfg.has(ScenarioKeyRevoke) && ctx.Err() == nil {
+		rep.KeyRevoke = r.keyRevoke(ctx)
 	}
 	if cfg.has(ScenarioFanout) && ctx.Err() == nil {
 		rep.Fanout = r.fanout(ctx)
@@ -613,22 +616,42 @@ func waitUpdate(ctx context.Context, c *wsConn, v uint64, t0 time.Time, timeout 
 }
 
 // revoke times DELETE on node A until the socket on a B node is closed with
-// 4401, one sample at a time.
+// 4401 session_revoked, one sample at a time.
 func (r *runner) revoke(ctx context.Context, socks []idle, conns []int) *LatencyResult {
 	n := min(r.cfg.Samples, len(conns))
+	return r.timeRevocations(ctx, "revoke A→B", n, reasonSessionRevoked, func(k int) (*wsConn, func(context.Context) error) {
+		// From the end, so that a run with both scenarios revokes the
+		// sessions updated last.
+		s := &socks[conns[len(conns)-1-k]]
+		return s.conn, func(ctx context.Context) error {
+			err := r.admin.deleteSession(ctx, r.a, s.id)
+			if err == nil {
+				s.revoked = true
+			}
+			return err
+		}
+	})
+}
+
+// timeRevocations takes n samples one at a time: sample k revokes, through
+// the call target(k) returns, the credential of the socket it returns, and
+// times from just before the call until that socket is closed with 4401 and
+// reason. Each sample waits for its close before the next begins, and
+// Config.RevokeGap more besides, so that the figure is latency, not queueing.
+func (r *runner) timeRevocations(ctx context.Context, phase string, n int, reason string, target func(k int) (*wsConn, func(context.Context) error)) *LatencyResult {
 	res := &LatencyResult{Samples: n}
 	var errs errSink
 	lat := make([]time.Duration, 0, n)
 	httpLat := make([]time.Duration, 0, n)
-	r.prog.set("revoke A→B", n)
+	r.prog.set(phase, n)
 	for k := range n {
 		if ctx.Err() != nil {
 			break
 		}
-		// From the end, so that a run with both scenarios revokes the
-		// sessions updated last.
-		s := &socks[conns[len(conns)-1-k]]
-		c := s.conn
+		if k > 0 && r.cfg.RevokeGap > 0 && !r.pause(ctx, r.cfg.RevokeGap) {
+			break
+		}
+		c, del := target(k)
 		if c.closed() {
 			err := fmt.Errorf("socket already closed with code %d before the revocation", c.code)
 			errs.add(err)
@@ -636,15 +659,14 @@ func (r *runner) revoke(ctx context.Context, socks []idle, conns []int) *Latency
 			continue
 		}
 		t0 := time.Now()
-		err := r.admin.deleteSession(ctx, r.a, s.id)
+		err := del(ctx)
 		httpLat = append(httpLat, time.Since(t0))
 		if err != nil {
 			errs.add(err)
 			r.prog.step(err)
 			continue
 		}
-		s.revoked = true
-		d, err := waitClose(ctx, c, t0, r.cfg.OpTimeout)
+		d, err := waitClose(ctx, c, t0, r.cfg.OpTimeout, reason)
 		r.prog.step(err)
 		if err != nil {
 			errs.add(err)
@@ -659,18 +681,24 @@ func (r *runner) revoke(ctx context.Context, socks []idle, conns []int) *Latency
 	return res
 }
 
-// closeRevoked is the close code of a revoked session.
-const closeRevoked = 4401
+// closeRevoked is the close code of a revoked session or API key, and the
+// reasons that go with it.
+const (
+	closeRevoked         = 4401
+	reasonSessionRevoked = "session_revoked"
+	reasonKeyRevoked     = "api_key_revoked"
+)
 
-// waitClose waits until the server closes c with 4401 and returns the time
-// from t0 to the close frame's arrival.
-func waitClose(ctx context.Context, c *wsConn, t0 time.Time, timeout time.Duration) (time.Duration, error) {
+// waitClose waits until the server closes c with 4401 and reason (any
+// reason if empty) and returns the time from t0 to the close frame's
+// arrival.
+func waitClose(ctx context.Context, c *wsConn, t0 time.Time, timeout time.Duration, reason string) (time.Duration, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-c.done:
-		if c.code != closeRevoked {
-			return 0, fmt.Errorf("socket closed with code %d %q, want %d", c.code, c.reason, closeRevoked)
+		if c.code != closeRevoked || reason != "" && c.reason != reason {
+			return 0, fmt.Errorf("socket closed with code %d %q, want %d %q", c.code, c.reason, closeRevoked, reason)
 		}
 		return c.closedAt.Sub(t0), nil
 	case <-t.C:

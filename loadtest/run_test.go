@@ -60,6 +60,7 @@ func checkReport(t *testing.T, rep *Report, bNodes, sockets, samples, fanout int
 			t.Errorf("%s: %+v", name, l)
 		}
 	}
+	checkKeyRevoke(t, rep, want, samples)
 	f := rep.Fanout
 	if f == nil {
 		t.Fatal("no fan-out result")
@@ -94,7 +95,7 @@ func checkReport(t *testing.T, rep *Report, bNodes, sockets, samples, fanout int
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"revoke A→B (close 4401)", "update A→B (session.updated)", "connect+auth", "memory ", "fan-out", "churn "} {
+	for _, s := range []string{"revoke A→B (close 4401)", "key revoke A→B (close 4401)", "update A→B (session.updated)", "connect+auth", "memory ", "fan-out", "churn "} {
 		if !strings.Contains(table.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, table.String())
 		}
@@ -113,10 +114,31 @@ func checkReport(t *testing.T, rep *Report, bNodes, sockets, samples, fanout int
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"connect", "memory", "update", "revoke", "fanout", "churn"} {
+	for _, k := range []string{"connect", "memory", "update", "revoke", "key_revoke", "fanout", "churn"} {
 		if back[k] == nil {
 			t.Errorf("JSON report lacks %q", k)
 		}
+	}
+}
+
+// checkKeyRevoke asserts that the keyrevoke scenario created a key per
+// socket, connected every socket and timed samples revocations, without
+// errors.
+func checkKeyRevoke(t *testing.T, rep *Report, sockets, samples int) {
+	t.Helper()
+	k := rep.KeyRevoke
+	if k == nil {
+		t.Fatal("no key revocation result")
+	}
+	if k.Keys != sockets || k.KeyErrors.Count != 0 || k.KeyCreate.Count != sockets || !k.KeyCreate.Ordered() {
+		t.Errorf("keys: %+v", k)
+	}
+	if k.Sockets != sockets || k.Connected != sockets || k.ConnectErrors.Count != 0 || k.Handshake.Count != sockets || !k.Handshake.Ordered() {
+		t.Errorf("key sockets: %+v", k)
+	}
+	if k.Samples != samples || k.OK != samples || k.Errors.Count != 0 || k.Latency.Count != samples ||
+		k.HTTP.Count != samples || !k.Latency.Ordered() || !k.HTTP.Ordered() || k.Latency.Min <= 0 {
+		t.Errorf("key revocations: %+v", k.LatencyResult)
 	}
 }
 
@@ -144,12 +166,61 @@ func TestRunAgainstFakeNode(t *testing.T) {
 	if !strings.Contains(progress.String(), "connect") {
 		t.Errorf("no progress output: %q", progress.String())
 	}
-	// Every session the run created is gone again.
+	// Every session and key the run created is gone again.
 	f.mu.Lock()
 	left := len(f.sessions)
 	f.mu.Unlock()
 	if left != 0 {
-		t.Errorf("%d bench sessions left on the node", left)
+		t.Errorf("%d bench sessions and keys left on the node", left)
+	}
+}
+
+// TestKeyRevokeWithGap: the keyrevoke scenario alone, with a pause between
+// revocations that the report records; its sockets carry their keys as
+// bearer tokens (the fake node takes keys no other way), and every key is
+// deleted again, the revoked ones by the samples and the rest on release.
+func TestKeyRevokeWithGap(t *testing.T) {
+	f := newFakeNode(t, "admin-secret")
+	cfg := tinyConfig([]string{f.srv.URL}, "admin-secret")
+	cfg.Scenarios = []string{ScenarioKeyRevoke, ScenarioRevoke}
+	cfg.RevokeGap = 5 * time.Millisecond
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKeyRevoke(t, rep, 20, 10)
+	if rep.RevokeGapMS != 5 {
+		t.Errorf("revoke gap %v ms in the report, want 5", rep.RevokeGapMS)
+	}
+	if rep.Revoke == nil || rep.Revoke.OK != 10 {
+		t.Errorf("session revocations beside the key ones: %+v", rep.Revoke)
+	}
+	if n := f.keys(); n != 0 {
+		t.Errorf("%d bench keys left on the node", n)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), "5.00ms apart") || !strings.Contains(table.String(), "key revoke A→B") {
+		t.Errorf("table:\n%s", table.String())
+	}
+}
+
+// TestKeyRevokeWrongReason: a key socket closed with 4401 but a reason other
+// than api_key_revoked is an error of the sample, not a measurement.
+func TestKeyRevokeWrongReason(t *testing.T) {
+	f := newFakeNode(t, "admin-secret")
+	f.keyReason = "session_revoked"
+	cfg := tinyConfig([]string{f.srv.URL}, "admin-secret")
+	cfg.Scenarios = []string{ScenarioKeyRevoke}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := rep.KeyRevoke
+	if k == nil || k.OK != 0 || k.Errors.Count != 10 || len(k.Errors.First) == 0 || !strings.Contains(k.Errors.First[0], "api_key_revoked") {
+		t.Fatalf("revocations closed with the wrong reason: %+v", k)
 	}
 }
 

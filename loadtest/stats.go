@@ -89,3 +89,5 @@ func (s Summary) MarshalJSON() ([]byte, error) {
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

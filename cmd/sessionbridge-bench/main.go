@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		sockets     = fs.Int("sockets", loadtest.DefaultSockets, "idle sockets per B node")
 		sources     = fs.String("sources", "", "comma-separated local source addresses to spread sockets over (default 127.0.0.1..127.0.0.N for IPv4 loopback targets, ~20k sockets each)")
 		samples     = fs.Int("samples", loadtest.DefaultSamples, "revocations and updates to time")
+		revokeGap   = fs.Duration("revoke-gap", 0, "pause between one timed revocation's close and the next revocation (revoke and keyrevoke; 0: back to back)")
 		fanout      = fs.Int("fanout-sockets", loadtest.DefaultFanoutSockets, "sockets of the one user in the fan-out scenario, spread over all nodes")
 		fanoutSess  = fs.Int("fanout-sessions", loadtest.DefaultFanoutSessions, "sessions of that user")
 		duration    = fs.Duration("duration", loadtest.DefaultChurnDuration, fmt.Sprintf("churn duration (at most %s)", loadtest.MaxChurnDuration))
@@ -100,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := loadtest.Config{
 		Nodes: nodeList, AdminToken: *adminToken, Sockets: *sockets, Sources: srcAddrs,
-		Samples: *samples, FanoutSockets: *fanout, FanoutSessions: *fanoutSess,
+		Samples: *samples, RevokeGap: *revokeGap, FanoutSockets: *fanout, FanoutSessions: *fanoutSess,
 		ChurnDuration: *duration, ChurnRate: *churnRate, ChurnHold: *churnHold,
 		ConnectRate: *connectRate, Concurrency: *concurrency, Scenarios: sc,
 		AllowRemote: *allowRemote, Timeout: *timeout, OpTimeout: *opTimeout,

@@ -21,6 +21,7 @@ const keyUsage = `Usage:
   sessionbridge key list --user ID [--json]
   sessionbridge key roll <key-id> [--grace DURATION] [--json]
   sessionbridge key revoke <key-id>
+  sessionbridge key revoke --user ID      (every key of the user)
 
 Every command talks to a running server's admin API:
   --url URL            the server (default http://localhost:8080; SESSIONBRIDGE_URL)
@@ -157,6 +158,8 @@ func key(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&userID, "user", "", "whose keys (required)")
 	case "roll":
 		fs.DurationVar(&grace, "grace", 0, "how long the old key keeps working (at most 168h; default: it stops now)")
+	case "revoke":
+		fs.StringVar(&userID, "user", "", "revoke every key of this user instead of one key")
 	}
 	if sub != "revoke" {
 		fs.BoolVar(&asJSON, "json", false, "print the server's JSON answer instead")
@@ -173,7 +176,7 @@ func key(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr("%v", err)
 	}
 	wantPos := 0
-	if sub == "roll" || sub == "revoke" {
+	if sub == "roll" || sub == "revoke" && userID == "" {
 		wantPos = 1
 	}
 	if len(pos) != wantPos {
@@ -249,6 +252,20 @@ func key(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return printIssued(stdout, stderr, k, asJSON, fmt.Sprintf("rolled API key %s into %s; the old key keeps working %s", pos[0], k.ID, until))
 	default: // revoke
+		if userID != "" {
+			var out struct {
+				Revoked []string `json:"revoked"`
+			}
+			err := c.call(ctx, http.MethodDelete, "/api/v1/users/"+url.PathEscape(userID)+"/keys", nil, &out)
+			for _, id := range out.Revoked {
+				fmt.Fprintf(stdout, "revoked API key %s\n", id)
+			}
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(stderr, "sessionbridge: revoked %d API keys of %s\n", len(out.Revoked), userID)
+			return exitOK
+		}
 		if err := c.call(ctx, http.MethodDelete, "/api/v1/keys/"+url.PathEscape(pos[0]), nil, nil); err != nil {
 			return fail(err)
 		}

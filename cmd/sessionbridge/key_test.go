@@ -110,6 +110,38 @@ func TestKeyCommands(t *testing.T) {
 	}
 }
 
+// key revoke --user revokes every key of the user, and no other.
+func TestKeyRevokeUser(t *testing.T) {
+	url, srv := keyServer(t)
+	conn := []string{"--url", url, "--admin-token", keyTestToken}
+	var ids []string
+	for _, user := range []string{"dave", "dave", "erin"} {
+		code, out, errOut := cli(t, "", append([]string{"key", "create", "--user", user, "--name", "n"}, conn...)...)
+		if code != 0 {
+			t.Fatalf("create: exit %d %s", code, errOut)
+		}
+		k, err := srv.Keys().Verify(context.Background(), strings.TrimSpace(out), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.ID)
+	}
+	code, out, errOut := cli(t, "", append([]string{"key", "revoke", "--user", "dave"}, conn...)...)
+	if code != 0 || !strings.Contains(out, "revoked API key "+ids[0]) || !strings.Contains(out, "revoked API key "+ids[1]) ||
+		strings.Contains(out, ids[2]) || !strings.Contains(errOut, "revoked 2 API keys of dave") {
+		t.Fatalf("revoke --user: exit %d %q %q", code, out, errOut)
+	}
+	if left, _ := srv.Keys().List(context.Background(), "dave"); len(left) != 0 {
+		t.Errorf("dave has %d keys left", len(left))
+	}
+	if left, _ := srv.Keys().List(context.Background(), "erin"); len(left) != 1 {
+		t.Errorf("erin has %d keys, want her one", len(left))
+	}
+	if code, _, errOut := cli(t, "", append([]string{"key", "revoke", "--user", "dave", ids[2]}, conn...)...); code != 2 || !strings.Contains(errOut, "Usage") {
+		t.Errorf("revoke with both --user and a key ID: exit %d %q", code, errOut)
+	}
+}
+
 // The URL and the admin token come from the environment too; the flags win.
 func TestKeyCommandsEnvironment(t *testing.T) {
 	url, _ := keyServer(t)

@@ -138,6 +138,11 @@ type Config struct {
 	// KeyMaxTTL caps the lifetime of API keys, including keys created
 	// without a TTL; zero means keys may live for ever.
 	KeyMaxTTL time.Duration
+	// KeyOwners says when an API key's owner counts as deleted, which stops
+	// the key: KeyOwnersAuto (the default, "" too) while the users file
+	// exists, when its owner is not a user of it; KeyOwnersUsers always so;
+	// KeyOwnersAny never (the application revokes a deleted user's keys).
+	KeyOwners string
 	// JWT configures bearer JWTs on WebSocket upgrades; without a key
 	// source JWTs are refused.
 	JWT JWTConfig
@@ -259,6 +264,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err := CheckLimits(cfg); err != nil {
 		return nil, err
 	}
+	switch cfg.KeyOwners {
+	case "":
+		cfg.KeyOwners = KeyOwnersAuto
+	case KeyOwnersAuto, KeyOwnersUsers, KeyOwnersAny:
+	default:
+		return nil, fmt.Errorf("server: key owners must be %s, %s or %s, not %q", KeyOwnersAuto, KeyOwnersUsers, KeyOwnersAny, cfg.KeyOwners)
+	}
 	trusted, err := device.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
 		return nil, fmt.Errorf("server: trusted proxies: %w", err)
@@ -308,6 +320,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		MaxDataBytes: cfg.MaxSessionData, MaxDataDepth: cfg.MaxDataDepth,
 	}
 	s.keys = &keys.Manager{Store: s.backend.Keys, MaxTTL: cfg.KeyMaxTTL, Cache: &keys.Cache{}, NodeID: cfg.NodeID}
+	if cfg.KeyOwners != KeyOwnersAny {
+		s.keys.Owners = keyOwners{users: users, always: cfg.KeyOwners == KeyOwnersUsers}
+	}
 	var jwtVerifier sessionbridge.TokenVerifier
 	if cfg.JWT.enabled() {
 		s.jwt, err = jwt.New(ctx, jwt.Config{
@@ -342,7 +357,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	rl := newRateLimits(cfg, s.backend, m, logger)
 	s.gateway, err = gateway.New(gateway.Config{
 		Manager: s.manager, Bus: s.backend.Bus, Auth: s.auth, TrustedProxies: trusted,
-		KeyStore: s.backend.Keys, KeyEvents: s.keys.Cache,
+		KeyStore: s.keys, KeyEvents: s.keys.Cache,
 		ReadLimit: cfg.ReadLimit, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
 		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
 		MaxConnsPerSession: cfg.MaxConnsPerSession, MaxConnsPerUser: cfg.MaxConnsPerUser,

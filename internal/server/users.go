@@ -34,6 +34,7 @@ type userSource struct {
 	checkedAt time.Time
 	modTime   time.Time
 	size      int64
+	present   bool // the file existed at the last look
 }
 
 func newUserSource(path, demoPassword string, logger *slog.Logger) (*userSource, error) {
@@ -43,7 +44,7 @@ func newUserSource(path, demoPassword string, logger *slog.Logger) (*userSource,
 	}
 	u := &userSource{path: path, file: f, logger: logger, checkEvery: reloadCheck, checkedAt: time.Now()}
 	if fi, err := os.Stat(path); err == nil {
-		u.modTime, u.size = fi.ModTime(), fi.Size()
+		u.modTime, u.size, u.present = fi.ModTime(), fi.Size(), true
 	}
 	if demoPassword != "" {
 		h := sha256.Sum256([]byte(demoPassword))
@@ -73,9 +74,23 @@ func (u *userSource) Verify(username, password string) (users.User, bool) {
 	return u.file.Verify(username, password)
 }
 
-// Exists implements httpapi.UserLister.
+// Exists implements httpapi.UserLister. It picks up a changed users file
+// (looking at most once per checkEvery), so that a removed user stops
+// existing without a restart.
 func (u *userSource) Exists(username string) bool {
-	return u.demoHash != nil && username == DemoUser || u.file.Exists(username)
+	if u.demoHash != nil && username == DemoUser {
+		return true
+	}
+	u.maybeReload()
+	return u.file.Exists(username)
+}
+
+// filePresent reports whether the users file existed at the last look.
+func (u *userSource) filePresent() bool {
+	u.maybeReload()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.present
 }
 
 // maybeReload re-reads the users file when its size or modification time
@@ -90,9 +105,11 @@ func (u *userSource) maybeReload() {
 	u.checkedAt = now
 	var mod time.Time
 	var size int64
-	if fi, err := os.Stat(u.path); err == nil {
+	fi, err := os.Stat(u.path)
+	if err == nil {
 		mod, size = fi.ModTime(), fi.Size()
 	}
+	u.present = err == nil
 	if mod.Equal(u.modTime) && size == u.size {
 		return
 	}
@@ -102,4 +119,33 @@ func (u *userSource) maybeReload() {
 	}
 	u.modTime, u.size = mod, size
 	u.logger.Info("users file reloaded", "path", u.path, "users", u.file.Len())
+}
+
+// Key owner policies (Config.KeyOwners): who must exist for an API key to
+// work.
+const (
+	// KeyOwnersAuto checks owners against the users file while it exists,
+	// and not at all while there is none (users live in the application).
+	KeyOwnersAuto = "auto"
+	// KeyOwnersUsers always checks owners against the users file (and the
+	// demo user): a missing file means no key works but the demo user's.
+	KeyOwnersUsers = "users"
+	// KeyOwnersAny never checks: the application revokes the keys of a user
+	// it deletes (DELETE /api/v1/users/{user_id}/keys).
+	KeyOwnersAny = "any"
+)
+
+// keyOwners is the keys.Owners of the server: what "the owner of a key was
+// deleted" means under each policy.
+type keyOwners struct {
+	users  *userSource
+	always bool // KeyOwnersUsers; otherwise KeyOwnersAuto
+}
+
+// Exists implements keys.Owners.
+func (o keyOwners) Exists(userID string) bool {
+	if !o.always && !o.users.filePresent() {
+		return true
+	}
+	return o.users.Exists(userID)
 }
