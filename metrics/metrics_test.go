@@ -274,7 +274,7 @@ func TestNamesAndRegistration(t *testing.T) {
 	want := []string{
 		"sessionbridge_auth_duration_seconds", "sessionbridge_connections", "sessionbridge_connects_total",
 		"sessionbridge_disconnects_total", "sessionbridge_event_apply_lag_seconds", "sessionbridge_events_total",
-		"sessionbridge_frames_total", "sessionbridge_jwt_rejections_total", "sessionbridge_redis_errors_total", "sessionbridge_redis_reconnects_total",
+		"sessionbridge_frames_total", "sessionbridge_jwt_rejections_total", "sessionbridge_rate_limited_total", "sessionbridge_redis_errors_total", "sessionbridge_redis_reconnects_total",
 		"sessionbridge_resync_closed_total", "sessionbridge_resyncs_total", "sessionbridge_session_changes_total",
 	}
 	var got []string
