@@ -34,6 +34,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/forward"
 	"github.com/sessionbridge/sessionbridge/metrics"
 	"github.com/sessionbridge/sessionbridge/scope"
+	"github.com/sessionbridge/sessionbridge/usage"
 )
 
 // Defaults for zero Config fields.
@@ -167,6 +168,13 @@ type Config struct {
 	// Metadata, if set, returns the metadata a new connection carries in its
 	// ConnContext.
 	Metadata func(r *http.Request, p *sb.Principal) map[string]string
+	// Usage, if set, records what every socket does for its user and its
+	// API key (see docs/usage.md): connects and refusals as they happen,
+	// frames, bytes and error frames from counters in each connection that
+	// the Recorder collects at each flush. Run the Recorder for the life of
+	// the gateway and stop it after Shutdown, so that its last flush holds
+	// the closing sockets.
+	Usage *usage.Recorder
 
 	Logger  *slog.Logger
 	Audit   *audit.Logger
@@ -230,6 +238,8 @@ type Gateway struct {
 	cancelConns context.CancelFunc
 
 	resync chan struct{} // capacity 1: a re-validation is due
+
+	usageColl usageCollector
 }
 
 // New returns a Gateway for cfg.
@@ -300,6 +310,9 @@ func New(cfg Config) (*Gateway, error) {
 		if g.frameBurst <= 0 {
 			g.frameBurst = max(1, 2*cfg.FrameRate)
 		}
+	}
+	if cfg.Usage != nil {
+		cfg.Usage.Collect(g.collectUsage)
 	}
 	g.baseCtx, g.cancelConns = context.WithCancel(context.Background())
 	g.up = websocket.Upgrader{
@@ -501,12 +514,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		scopes = &set
 	}
 	if err != nil {
-		g.refuse(w, r, ip, method, refuseBadScopes)
+		g.refuseFor(w, r, ip, method, p, refuseBadScopes)
 		return
 	}
 	if !scopes.Allows(sb.ScopeConnect) {
 		// Before any limiter: a refused attempt is never charged.
-		g.refuse(w, r, ip, method, refuseNoConnect)
+		g.refuseFor(w, r, ip, method, p, refuseNoConnect)
 		return
 	}
 	if l := g.cfg.Limiter; l != nil {
@@ -515,12 +528,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			key = "apikey:" + p.KeyID
 		}
 		if ok, retry := l.Allow(ctx, key); !ok {
-			g.refuse(w, r, ip, method, limited(retry))
+			g.refuseFor(w, r, ip, method, p, limited(retry))
 			return
 		}
 	}
 	if err := g.reg.reserve(p.UserID, p.SessionID, g.maxPerUser, g.maxPerSession); err != nil {
-		g.refuse(w, r, ip, method, tooManyConns(err))
+		g.refuseFor(w, r, ip, method, p, tooManyConns(err))
 		return
 	}
 
@@ -539,6 +552,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.p = cp
 	c.scopes.Store(scopes)
 	c.sessionScopes = sessionScopes
+	c.use = g.usageOf(p, c.connectedAt)
 
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := g.up.Upgrade(hj, r, nil)
@@ -564,6 +578,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	g.metrics.Connect("ok")
 	g.metrics.ConnOpened(method)
+	g.usageOpened(c)
 
 	e, created := g.reg.addReserved(c, p.Session)
 	if g.isShutting() {

@@ -174,18 +174,31 @@ func CheckRange(from, to time.Time, step Step) ([]time.Time, error) {
 // DefaultFlushInterval is how often a Recorder flushes by default.
 const DefaultFlushInterval = time.Second
 
-// Recorder aggregates usage in memory and flushes it to Sink. Add and
-// SetConnections never block on I/O. Run it for the life of the node.
+// Recorder aggregates usage in memory and flushes it to Sink. Add, AddAll
+// and Connected never block on I/O. Run it for the life of the node.
 type Recorder struct {
 	sink     Sink
 	interval time.Duration
 	log      *slog.Logger
 	now      func() time.Time
 
+	// collectors are called at the start of every Flush (see Collect).
+	cmu        sync.Mutex
+	collectors []func(now time.Time)
+
 	mu         sync.Mutex
 	pending    map[Subject]*Entry
 	live       map[Subject]int64
 	lastMinute time.Time // the minute of the last flush
+	// totals are the sums of every count added since the Recorder was
+	// made, by kind of subject and metric, for Prometheus.
+	totals map[string]map[string]int64
+}
+
+// Delta is one metric's increment, for AddAll.
+type Delta struct {
+	Metric string
+	N      int64
 }
 
 // RecorderOptions configure a Recorder; the zero value works.
@@ -197,10 +210,13 @@ type RecorderOptions struct {
 	Now func() time.Time
 }
 
+// Interval returns the flush interval.
+func (r *Recorder) Interval() time.Duration { return r.interval }
+
 // NewRecorder returns a Recorder that flushes to sink.
 func NewRecorder(sink Sink, o RecorderOptions) *Recorder {
 	r := &Recorder{sink: sink, interval: o.FlushInterval, log: o.Logger, now: o.Now,
-		pending: make(map[Subject]*Entry), live: make(map[Subject]int64)}
+		pending: make(map[Subject]*Entry), live: make(map[Subject]int64), totals: make(map[string]map[string]int64)}
 	if r.interval <= 0 {
 		r.interval = DefaultFlushInterval
 	}
@@ -230,8 +246,61 @@ func (r *Recorder) Add(metric string, n int64, subjects ...Subject) {
 	r.mu.Lock()
 	for _, s := range subjects {
 		r.entry(s).Counts[metric] += n
+		r.totalLocked(s.Kind)[metric] += n
 	}
 	r.mu.Unlock()
+}
+
+// AddAll adds every delta to each subject, under one lock: a source that
+// hands over what it counted on its own (see Collect) pays one lock per
+// batch, not one per metric.
+func (r *Recorder) AddAll(deltas []Delta, subjects ...Subject) {
+	r.mu.Lock()
+	for _, s := range subjects {
+		var e *Entry
+		tot := r.totalLocked(s.Kind)
+		for _, d := range deltas {
+			if d.N == 0 {
+				continue
+			}
+			if e == nil {
+				e = r.entry(s)
+			}
+			e.Counts[d.Metric] += d.N
+			tot[d.Metric] += d.N
+		}
+	}
+	r.mu.Unlock()
+}
+
+func (r *Recorder) totalLocked(kind string) map[string]int64 {
+	t := r.totals[kind]
+	if t == nil {
+		t = make(map[string]int64)
+		r.totals[kind] = t
+	}
+	return t
+}
+
+// Totals returns the sums of every count added for subjects of kind since
+// the Recorder was made, by metric (peaks are not counts and are absent).
+// Every socket counts for its user, so the totals of KindUser are the
+// node's totals.
+func (r *Recorder) Totals(kind string) map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.totals[kind])
+}
+
+// Collect registers f to be called at the start of every Flush, with the
+// flush's time, before the pending counts are taken: a source that counts
+// on its own without the Recorder's lock (the gateway's per-connection
+// counters) hands its counts over there, with Add or AddAll, so that they
+// ride in that very flush. f must not call Flush.
+func (r *Recorder) Collect(f func(now time.Time)) {
+	r.cmu.Lock()
+	r.collectors = append(r.collectors, f)
+	r.cmu.Unlock()
 }
 
 // Connected records a socket opening (delta +1) or closing (-1) for each
@@ -261,6 +330,12 @@ func (r *Recorder) Connected(delta int64, subjects ...Subject) {
 // steady count: that costs one write a minute per connected subject.
 func (r *Recorder) Flush(ctx context.Context) error {
 	now := r.now()
+	r.cmu.Lock()
+	collectors := r.collectors
+	r.cmu.Unlock()
+	for _, f := range collectors {
+		f(now)
+	}
 	r.mu.Lock()
 	if minute := now.UTC().Truncate(time.Minute); !minute.Equal(r.lastMinute) {
 		r.lastMinute = minute
