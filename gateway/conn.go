@@ -873,5 +873,6 @@ func (c *Conn) info(node string) sb.ConnInfo {
 	return sb.ConnInfo{
 		ID: c.id, SessionID: c.p.SessionID, UserID: c.p.UserID, Method: c.p.Method,
 		NodeID: node, ConnectedAt: c.connectedAt, IP: c.device.IP, UserAgent: c.device.UserAgent,
+		KeyID: c.p.KeyID,
 	}
 }
