@@ -182,12 +182,17 @@ type Recorder struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	// fmu makes flushes take turns.
+	fmu sync.Mutex
 	// collectors are called at the start of every Flush (see Collect).
 	cmu        sync.Mutex
 	collectors []func(now time.Time)
 
-	mu         sync.Mutex
-	pending    map[Subject]*Entry
+	mu      sync.Mutex
+	pending map[Subject]*Entry
+	// inflight is the batch a Flush is writing, until it is written or put
+	// back into pending.
+	inflight   map[Subject]*Entry
 	live       map[Subject]int64
 	lastMinute time.Time // the minute of the last flush
 	// totals are the sums of every count added since the Recorder was
@@ -322,13 +327,15 @@ func (r *Recorder) Connected(delta int64, subjects ...Subject) {
 }
 
 // Flush hands what was counted since the last flush to the sink, in one
-// Write. On failure the counts are kept for the next flush, so a Redis
+// Write; concurrent calls take turns. On failure the counts are kept for the next flush, so a Redis
 // outage delays usage but loses none of it (while the node lives).
 //
 // The first flush of each minute also carries the number of sockets every
 // connected subject holds, so that the peak of a quiet minute is its
 // steady count: that costs one write a minute per connected subject.
 func (r *Recorder) Flush(ctx context.Context) error {
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
 	now := r.now()
 	r.cmu.Lock()
 	collectors := r.collectors
@@ -349,16 +356,19 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	}
 	batch := r.pending
 	r.pending = make(map[Subject]*Entry, len(batch))
+	r.inflight = batch
 	r.mu.Unlock()
 	entries := make([]Entry, 0, len(batch))
 	for _, e := range batch {
 		entries = append(entries, *e)
 	}
 	err := r.sink.Write(ctx, now, entries)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inflight = nil
 	if err == nil {
 		return nil
 	}
-	r.mu.Lock()
 	for s, old := range batch {
 		e := r.entry(s)
 		for m, n := range old.Counts {
@@ -366,7 +376,6 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		}
 		e.Peak = max(e.Peak, old.Peak)
 	}
-	r.mu.Unlock()
 	return fmt.Errorf("usage: flush: %w", err)
 }
 
@@ -392,13 +401,21 @@ func (r *Recorder) Run(ctx context.Context) error {
 	}
 }
 
-// Pending returns a copy of the counts not flushed yet, for tests and
-// diagnostics.
+// Pending returns the counts of s not written yet (waiting for the next
+// flush, or in a write under way), for tests and diagnostics.
 func (r *Recorder) Pending(s Subject) map[string]int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e := r.pending[s]; e != nil {
-		return maps.Clone(e.Counts)
+	var out map[string]int64
+	for _, batch := range []map[Subject]*Entry{r.pending, r.inflight} {
+		if e := batch[s]; e != nil {
+			if out == nil {
+				out = make(map[string]int64, len(e.Counts))
+			}
+			for m, n := range e.Counts {
+				out[m] += n
+			}
+		}
 	}
-	return nil
+	return out
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/internal/server"
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/jwt"
+	sbusage "github.com/sessionbridge/sessionbridge/usage"
 	"github.com/sessionbridge/sessionbridge/users"
 )
 
@@ -70,6 +71,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", 0, "live WebSockets one user may hold on this node (default 500; negative: no cap)")
 	fs.StringVar(&f.sessionScopes, "session-scopes", "", "comma-separated scope patterns of sessions that have none of their own (default **: every frame type and ws:connect)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "how often local sessions are re-validated against the store (default 30s)")
+	fs.DurationVar(&c.UsageFlushInterval, "usage-flush-interval", sbusage.DefaultFlushInterval, "how often the node writes the usage it counted, in one batch (a crash loses at most this much)")
 	fs.DurationVar(&c.KeyMaxTTL, "key-max-ttl", 0, "longest lifetime of an API key, also for keys created without a TTL (default: keys may live for ever)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "longest drain on SIGINT/SIGTERM")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "longest time to read one HTTP request, headers and body (WebSockets are not affected)")

@@ -11,6 +11,7 @@ import (
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/memory"
 	"github.com/sessionbridge/sessionbridge/metrics"
+	"github.com/sessionbridge/sessionbridge/usage"
 )
 
 // ErrRedisNotBuilt is returned by New when a Redis URL is configured but this
@@ -25,6 +26,8 @@ type backend struct {
 	Tickets sessionbridge.TicketStore
 	// Keys keeps the API keys.
 	Keys sessionbridge.KeyStore
+	// Usage keeps the usage counts (docs/usage.md).
+	Usage usageStore
 	// Presence builds the presence the API reports (connection counts in
 	// device lists, GET /api/v1/connections) from this node's own; nil means
 	// the node's own, which is all there is without a cluster.
@@ -114,6 +117,7 @@ func newMemoryBackend() backend {
 		Bus:     bus,
 		Tickets: memory.NewTickets(),
 		Keys:    memory.NewKeyStore(bus),
+		Usage:   &usage.Memory{},
 		Ping:    store.Ping,
 	}
 }

@@ -40,6 +40,7 @@ func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger
 		Bus:     rb.Bus(),
 		Tickets: rb.Tickets(),
 		Keys:    rb.Keys(),
+		Usage:   rb.Usage(),
 		Presence: func(local sessionbridge.Presence) sessionbridge.Presence {
 			p := rb.Presence(local)
 			mu.Lock()
