@@ -65,8 +65,25 @@ type Entry struct {
 
 // Sink stores flushed entries, adding them to the buckets of at.
 type Sink interface {
+	// Write stores entries. On failure the Recorder writes them again at
+	// its next flush; a sink that stored some of them returns a
+	// *PartialError naming the others, so that none is counted twice.
 	Write(ctx context.Context, at time.Time, entries []Entry) error
 }
+
+// PartialError is a Write that stored some entries and not others.
+type PartialError struct {
+	// Failed are the indexes, in the entries given to Write, of those not
+	// stored.
+	Failed []int
+	Err    error
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("%d entries not stored: %v", len(e.Failed), e.Err)
+}
+
+func (e *PartialError) Unwrap() error { return e.Err }
 
 // Step is the width of a bucket.
 type Step time.Duration
@@ -369,8 +386,18 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
-	for s, old := range batch {
-		e := r.entry(s)
+	keep := entries
+	if pe, ok := errors.AsType[*PartialError](err); ok {
+		// The entries the sink stored must not be written twice.
+		keep = make([]Entry, 0, len(pe.Failed))
+		for _, i := range pe.Failed {
+			if i >= 0 && i < len(entries) {
+				keep = append(keep, entries[i])
+			}
+		}
+	}
+	for _, old := range keep {
+		e := r.entry(old.Subject)
 		for m, n := range old.Counts {
 			e.Counts[m] += n
 		}

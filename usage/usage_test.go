@@ -230,3 +230,44 @@ func TestRecorderPendingIncludesTheWriteUnderWay(t *testing.T) {
 		t.Fatalf("pending after the failed write = %d, want 3", got)
 	}
 }
+
+// partialSink stores every entry but those of one subject.
+type partialSink struct {
+	stored map[usage.Subject]int64
+	refuse usage.Subject
+}
+
+func (p *partialSink) Write(_ context.Context, _ time.Time, entries []usage.Entry) error {
+	var failed []int
+	for i, e := range entries {
+		if e.Subject == p.refuse {
+			failed = append(failed, i)
+			continue
+		}
+		p.stored[e.Subject] += e.Counts[usage.FramesIn]
+	}
+	if failed != nil {
+		return &usage.PartialError{Failed: failed, Err: errors.New("one slot down")}
+	}
+	return nil
+}
+
+// After a partial write only the entries not stored are written again.
+func TestRecorderPartialWrite(t *testing.T) {
+	p := &partialSink{stored: map[usage.Subject]int64{}, refuse: key}
+	r := usage.NewRecorder(p, usage.RecorderOptions{})
+	r.Add(usage.FramesIn, 4, key, user)
+	if err := r.Flush(context.Background()); err == nil {
+		t.Fatal("the partial write was not reported")
+	}
+	if got := r.Pending(user); got != nil {
+		t.Fatalf("the stored entry is pending again: %v", got)
+	}
+	p.refuse = usage.Subject{}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p.stored[key] != 4 || p.stored[user] != 4 {
+		t.Fatalf("stored %v; want 4 each, none twice", p.stored)
+	}
+}
