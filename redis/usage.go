@@ -53,6 +53,7 @@ func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) 
 	hourExpiry := hour.Add(usage.Hour.Retention()).UnixMilli()
 	var scripts []rueidis.LuaExec
 	var cmds rueidis.Commands
+	rankings := map[string]struct{}{}
 	// off[i] is where the ranking commands of entries[i] start in cmds.
 	off := make([]int, len(entries)+1)
 	for i, e := range entries {
@@ -71,13 +72,17 @@ func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) 
 			}
 			args = append(args, m, strconv.FormatInt(n, 10))
 			tk := u.topKey(e.Subject.Kind, m, hour)
-			cmds = append(cmds,
-				u.b.client.B().Zincrby().Key(tk).Increment(float64(n)).Member(e.Subject.ID).Build(),
-				u.b.client.B().Pexpireat().Key(tk).MillisecondsTimestamp(hourExpiry).Build())
+			cmds = append(cmds, u.b.client.B().Zincrby().Key(tk).Increment(float64(n)).Member(e.Subject.ID).Build())
+			rankings[tk] = struct{}{}
 		}
 		scripts = append(scripts, rueidis.LuaExec{Keys: keys, Args: args})
 	}
 	off[len(entries)] = len(cmds)
+	// One expiry per ranking touched, not one per subject.
+	expiries := make(rueidis.Commands, 0, len(rankings))
+	for tk := range rankings {
+		expiries = append(expiries, u.b.client.B().Pexpireat().Key(tk).MillisecondsTimestamp(hourExpiry).Build())
+	}
 	ctx, cancel := u.b.opCtx(ctx)
 	defer cancel()
 	// Scripts first: a crash between the two leaves the series exact and
@@ -108,7 +113,7 @@ func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) 
 		cmds = kept
 	}
 	if len(cmds) > 0 {
-		for _, res := range u.b.client.DoMulti(ctx, cmds...) {
+		for _, res := range u.b.client.DoMulti(ctx, append(cmds, expiries...)...) {
 			if err := res.Error(); err != nil {
 				// The series are written: failing the write would have
 				// them written twice. This flush's ranking stays short.
