@@ -15,6 +15,8 @@ type ConnInfo struct {
 	ConnectedAt time.Time  `json:"connected_at"`
 	IP          string     `json:"ip,omitempty"`
 	UserAgent   string     `json:"user_agent,omitempty"`
+	// KeyID names the API key a connection was opened with.
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // Presence answers who is connected. The gateway's registry answers for its own

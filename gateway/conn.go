@@ -75,6 +75,9 @@ type Conn struct {
 	entry *sessionEntry // nil for a connection bound to no session
 	// kentry is the API key's entry, for a connection opened with a key.
 	kentry *keyEntry
+	// use counts what the connection does for usage; nil when usage is not
+	// recorded (see usage.go).
+	use *connUsage
 
 	connectedAt time.Time
 	device      sb.Device
@@ -358,6 +361,7 @@ func (c *Conn) writeLoop() {
 			if err := c.ws.SetWriteDeadline(c.g.realNow().Add(c.g.writeTimeout)); err == nil {
 				err = c.ws.WriteMessage(websocket.TextMessage, b)
 				if err == nil {
+					c.countOut(len(b))
 					continue
 				}
 			}
@@ -449,6 +453,7 @@ func (c *Conn) readLoop(parent context.Context) {
 		if err != nil {
 			break
 		}
+		c.countIn(len(data))
 		c.extendUnlessClosing(extend)
 		c.handle(lc.get(parent), mt, data)
 	}
@@ -504,6 +509,9 @@ func (c *Conn) finish(readErr error) {
 	c.mu.Unlock()
 	_ = c.ws.Close()
 	c.lim.release(context.Background())
+	// After the close, so that no frame is written after its count is
+	// taken but one the writer was finishing just then.
+	g.usageClosed(c)
 
 	var ce *websocket.CloseError
 	switch {
@@ -610,8 +618,8 @@ func (c *Conn) handle(ctx context.Context, mt int, data []byte) {
 // sendError answers a client frame with an error frame.
 func (c *Conn) sendError(id, code, msg string) {
 	b, err := encodeFrame(TypeError, id, errorData{ID: id, Code: code, Message: msg})
-	if err == nil {
-		_ = c.reply(b)
+	if err == nil && c.reply(b) == nil {
+		c.countError(code)
 	}
 }
 
@@ -826,5 +834,6 @@ func (c *Conn) info(node string) sb.ConnInfo {
 	return sb.ConnInfo{
 		ID: c.id, SessionID: c.p.SessionID, UserID: c.p.UserID, Method: c.p.Method,
 		NodeID: node, ConnectedAt: c.connectedAt, IP: c.device.IP, UserAgent: c.device.UserAgent,
+		KeyID: c.p.KeyID,
 	}
 }

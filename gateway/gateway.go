@@ -34,6 +34,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/forward"
 	"github.com/sessionbridge/sessionbridge/metrics"
 	"github.com/sessionbridge/sessionbridge/scope"
+	"github.com/sessionbridge/sessionbridge/usage"
 )
 
 // Defaults for zero Config fields.
@@ -155,6 +156,13 @@ type Config struct {
 	// Metadata, if set, returns the metadata a new connection carries in its
 	// ConnContext.
 	Metadata func(r *http.Request, p *sb.Principal) map[string]string
+	// Usage, if set, records what every socket does for its user and its
+	// API key (see docs/usage.md): connects and refusals as they happen,
+	// frames, bytes and error frames from counters in each connection that
+	// the Recorder collects at each flush. Run the Recorder for the life of
+	// the gateway and stop it after Shutdown, so that its last flush holds
+	// the closing sockets.
+	Usage *usage.Recorder
 
 	Logger  *slog.Logger
 	Audit   *audit.Logger
@@ -217,6 +225,8 @@ type Gateway struct {
 	cancelConns context.CancelFunc
 
 	resync chan struct{} // capacity 1: a re-validation is due
+
+	usageColl usageCollector
 }
 
 // New returns a Gateway for cfg.
@@ -283,6 +293,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.maxPerUser = connCap(cfg.MaxConnsPerUser, DefaultMaxConnsPerUser)
 	if g.rl, err = newRateLimiter(g, cfg.Limits); err != nil {
 		return nil, err
+	}
+	if cfg.Usage != nil {
+		cfg.Usage.Collect(g.collectUsage)
 	}
 	g.baseCtx, g.cancelConns = context.WithCancel(context.Background())
 	g.up = websocket.Upgrader{
@@ -479,16 +492,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		scopes = &set
 	}
 	if err != nil {
-		g.refuse(w, r, ip, method, refuseBadScopes)
+		g.refuseFor(w, r, ip, method, p, refuseBadScopes)
 		return
 	}
 	if !scopes.Allows(sb.ScopeConnect) {
 		// Before any limiter: a refused attempt is never charged.
-		g.refuse(w, r, ip, method, refuseNoConnect)
+		g.refuseFor(w, r, ip, method, p, refuseNoConnect)
 		return
 	}
 	if err := g.reg.reserve(p.UserID, p.SessionID, g.maxPerUser, g.maxPerSession); err != nil {
-		g.refuse(w, r, ip, method, tooManyConns(err))
+		g.refuseFor(w, r, ip, method, p, tooManyConns(err))
 		return
 	}
 	// The rate limits come last, so that nothing refuses an attempt they
@@ -496,7 +509,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lim, lrf := g.admit(ctx, ip, p)
 	if lrf != nil {
 		g.reg.unreserve(p.UserID, p.SessionID)
-		g.refuse(w, r, ip, method, *lrf)
+		g.refuseFor(w, r, ip, method, p, *lrf)
 		return
 	}
 
@@ -516,6 +529,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.p = cp
 	c.scopes.Store(scopes)
 	c.sessionScopes = sessionScopes
+	c.use = g.usageOf(p, c.connectedAt)
 
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := g.up.Upgrade(hj, r, nil)
@@ -542,6 +556,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	g.metrics.Connect("ok")
 	g.metrics.ConnOpened(method)
+	g.usageOpened(c)
 
 	e, created := g.reg.addReserved(c, p.Session)
 	if g.isShutting() {

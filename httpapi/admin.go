@@ -387,14 +387,28 @@ func (a *API) adminConnections(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "connection presence is not configured"))
 		return
 	}
-	userID := r.URL.Query().Get("user_id")
+	userID, keyID := r.URL.Query().Get("user_id"), r.URL.Query().Get("key_id")
 	if userID != "" {
 		if e := checkUserID(userID); e != nil {
 			writeError(w, e)
 			return
 		}
 	}
-	list, err := a.Presence.UserConnections(r.Context(), userID)
+	var list []sessionbridge.ConnInfo
+	var err error
+	switch {
+	case keyID != "" && userID != "":
+		writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "give user_id or key_id, not both"))
+		return
+	case keyID != "":
+		if !sessionbridge.ValidAPIKeyID(keyID) {
+			writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "key_id is not an API key ID"))
+			return
+		}
+		list, err = a.keyConnections(r, keyID)
+	default:
+		list, err = a.Presence.UserConnections(r.Context(), userID)
+	}
 	if err != nil {
 		writeError(w, a.changeError(r, err))
 		return

@@ -18,6 +18,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/keys"
 	"github.com/sessionbridge/sessionbridge/scope"
+	"github.com/sessionbridge/sessionbridge/usage"
 	"github.com/sessionbridge/sessionbridge/users"
 )
 
@@ -71,6 +72,10 @@ type API struct {
 	Tickets sessionbridge.TicketStore
 	// Keys manages the API keys of /api/v1/keys and /auth/keys.
 	Keys *keys.Manager
+	// Usage answers the usage routes (/api/v1/keys/{id}/usage,
+	// /api/v1/users/{user_id}/usage, /api/v1/usage/top, /auth/usage and
+	// /auth/keys/{id}/usage); nil answers them 404.
+	Usage usage.Source
 	// SessionScopes are the scopes a signed-in user holds, which bound the
 	// scopes of the keys they create from /auth/keys; nil means every scope.
 	SessionScopes []string
@@ -200,6 +205,8 @@ func (a *API) build(listOnly bool) (*http.ServeMux, []Route) {
 	})
 	route("/auth/keys/{id}", map[string]http.Handler{http.MethodDelete: change(a.deleteMyKey)})
 	route("/auth/keys/{id}/roll", map[string]http.Handler{http.MethodPost: change(a.rollMyKey)})
+	route("/auth/keys/{id}/usage", map[string]http.Handler{http.MethodGet: user(a.myKeyUsage)})
+	route("/auth/usage", map[string]http.Handler{http.MethodGet: user(a.myUsage)})
 
 	route("/api/v1/sessions", map[string]http.Handler{http.MethodPost: admin(a.adminCreate)})
 	route("/api/v1/sessions/{id}", map[string]http.Handler{
@@ -225,6 +232,9 @@ func (a *API) build(listOnly bool) (*http.ServeMux, []Route) {
 		http.MethodGet:    admin(a.adminListUserKeys),
 		http.MethodDelete: admin(a.adminDeleteUserKeys),
 	})
+	route("/api/v1/keys/{id}/usage", map[string]http.Handler{http.MethodGet: admin(a.adminKeyUsage)})
+	route("/api/v1/users/{user_id}/usage", map[string]http.Handler{http.MethodGet: admin(a.adminUserUsage)})
+	route("/api/v1/usage/top", map[string]http.Handler{http.MethodGet: admin(a.adminTop)})
 
 	route("/healthz", map[string]http.Handler{http.MethodGet: hf(a.healthz)})
 	route("/readyz", map[string]http.Handler{http.MethodGet: hf(a.readyz)})

@@ -228,6 +228,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"ConnInfo": sessionbridge.ConnInfo{}, "ConnectionList": connectionList{},
 		"CreateSessionRequest": createRequest{}, "DeviceRequest": deviceRequest{}, "CreatedSession": createResponse{},
 		"PublishRequest": publishRequest{}, "LoginRequest": loginRequest{}, "Ticket": ticketResponse{},
+		"Usage": usageView{}, "UsagePoint": usagePoint{}, "UsageTop": topView{}, "Ranked": rankedView{},
 		"Error": errorBody{},
 	} {
 		s, ok := doc.Components.Schemas[name]

@@ -105,6 +105,17 @@ type Config struct {
 	ProgressInterval time.Duration
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// RedisURL is the Redis the nodes share, read (INFO commandstats) by the
+	// usage scenario; loopback only unless AllowRemote.
+	RedisURL string
+	// UsageSockets, UsageSubjects, UsageDuration and UsageFrameInterval
+	// shape the usage scenario: sockets of that many users spread over every
+	// node, a silent window and an active one of UsageDuration each, a ping
+	// per socket per UsageFrameInterval.
+	UsageSockets       int
+	UsageSubjects      int
+	UsageDuration      time.Duration
+	UsageFrameInterval time.Duration
 }
 
 // ParseScenarios parses a comma-separated scenario list; "" or "all" means
@@ -120,7 +131,7 @@ func ParseScenarios(s string) ([]string, error) {
 		if f == "" {
 			continue
 		}
-		if !slices.Contains(AllScenarios, f) {
+		if !slices.Contains(AllScenarios, f) && f != ScenarioUsage {
 			return nil, fmt.Errorf("loadtest: unknown scenario %q (want %s)", f, strings.Join(AllScenarios, ","))
 		}
 		if !slices.Contains(out, f) {
@@ -158,6 +169,10 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.FanoutSessions, DefaultFanoutSessions)
 	def(&c.ChurnRate, DefaultChurnRate)
 	def(&c.Concurrency, DefaultConcurrency)
+	def(&c.UsageSockets, DefaultUsageSockets)
+	def(&c.UsageSubjects, DefaultUsageSubjects)
+	defD(&c.UsageDuration, DefaultUsageDuration)
+	defD(&c.UsageFrameInterval, DefaultUsageFrameInterval)
 	defD(&c.ChurnDuration, DefaultChurnDuration)
 	defD(&c.ChurnHold, DefaultChurnHold)
 	defD(&c.Timeout, DefaultTimeout)
@@ -169,19 +184,21 @@ func (c Config) withDefaults() (Config, error) {
 	case c.Sockets < 0 || c.Sockets > MaxSockets:
 		return c, fmt.Errorf("loadtest: sockets must be between 1 and %d", MaxSockets)
 	case c.Samples < 0 || c.FanoutSockets < 0 || c.FanoutSessions < 0 || c.ChurnRate < 0 ||
-		c.Concurrency < 0 || c.ConnectRate < 0:
+		c.Concurrency < 0 || c.ConnectRate < 0 || c.UsageSockets < 0 || c.UsageSubjects < 0:
 		return c, fmt.Errorf("loadtest: counts and rates must not be negative")
 	case c.ChurnDuration < 0 || c.ChurnHold < 0 || c.Timeout < 0 || c.OpTimeout < 0 || c.RevokeGap < 0 ||
-		c.SampleInterval < 0 || c.SettleTimeout < 0 || c.ProgressInterval < 0:
+		c.SampleInterval < 0 || c.SettleTimeout < 0 || c.ProgressInterval < 0 ||
+		c.UsageDuration < 0 || c.UsageFrameInterval < 0:
 		return c, fmt.Errorf("loadtest: durations must not be negative")
 	}
 	c.ChurnDuration = min(c.ChurnDuration, MaxChurnDuration)
 	c.FanoutSessions = min(c.FanoutSessions, c.FanoutSockets)
+	c.UsageSubjects = min(c.UsageSubjects, c.UsageSockets)
 	if c.Scenarios == nil {
 		c.Scenarios = slices.Clone(AllScenarios)
 	}
 	for _, s := range c.Scenarios {
-		if !slices.Contains(AllScenarios, s) {
+		if !slices.Contains(AllScenarios, s) && s != ScenarioUsage {
 			return c, fmt.Errorf("loadtest: unknown scenario %q", s)
 		}
 	}

@@ -84,6 +84,7 @@ type Report struct {
 	// KeyRevoke is the keyrevoke scenario.
 	KeyRevoke *KeyRevokeResult `json:"key_revoke,omitempty"`
 	Fanout    *FanoutResult    `json:"fanout,omitempty"`
+	Usage     *UsageResult     `json:"usage,omitempty"`
 	Churn     *ChurnResult     `json:"churn,omitempty"`
 	// Problems lists what kept part of the run from measuring (a node without
 	// /metrics, a scenario cut short by the overall timeout).
@@ -328,6 +329,13 @@ func (r *Report) WriteTable(out io.Writer) error {
 				fbp(m.HeapPerSocket), fbp(m.StackPerSocket), fnp(m.GoroutinesPerSocket, "%.2f"), m.Settled, m.SettleSeconds)
 		}
 	}
+	if u := r.Usage; u != nil && u.IdleCalls != nil {
+		section()
+		p("usage, Redis commands/s per node	sockets	users	nodes	frames/s	silent	active	scripts (active)")
+		p("	%d	%d	%d	%.0f	%.1f	%.1f	%.1f", u.Connected, u.Subjects, u.Nodes, float64(u.FramesSent)/u.WindowSeconds,
+			u.IdlePerNode, u.ActivePerNode, u.ScriptsPerNode)
+		p("usage, busiest commands (active window)	%s", topCalls(u.ActiveCalls, 8))
+	}
 	if c := r.Churn; c != nil && len(c.Nodes) > 0 {
 		section()
 		p("churn, steady growth\tRSS\theap+stack\tgoroutines\tleft after drain: heap+stack\tgoroutines\tdrained")
@@ -366,6 +374,9 @@ func (r *Report) WriteTable(out io.Writer) error {
 	}
 	if r.Churn != nil {
 		add("churn", r.Churn.Errors)
+	}
+	if r.Usage != nil {
+		add("usage", r.Usage.Errors)
 	}
 	errs = append(errs, r.Problems...)
 	if len(errs) > 0 {

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -52,7 +53,11 @@ func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) 
 	hourExpiry := hour.Add(usage.Hour.Retention()).UnixMilli()
 	var scripts []rueidis.LuaExec
 	var cmds rueidis.Commands
-	for _, e := range entries {
+	rankings := map[string]struct{}{}
+	// off[i] is where the ranking commands of entries[i] start in cmds.
+	off := make([]int, len(entries)+1)
+	for i, e := range entries {
+		off[i] = len(cmds)
 		keys := make([]string, 0, len(usage.Steps))
 		args := make([]string, 0, len(usage.Steps)+1+2*len(e.Counts))
 		for _, st := range usage.Steps {
@@ -67,27 +72,58 @@ func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) 
 			}
 			args = append(args, m, strconv.FormatInt(n, 10))
 			tk := u.topKey(e.Subject.Kind, m, hour)
-			cmds = append(cmds,
-				u.b.client.B().Zincrby().Key(tk).Increment(float64(n)).Member(e.Subject.ID).Build(),
-				u.b.client.B().Pexpireat().Key(tk).MillisecondsTimestamp(hourExpiry).Build())
+			cmds = append(cmds, u.b.client.B().Zincrby().Key(tk).Increment(float64(n)).Member(e.Subject.ID).Build())
+			rankings[tk] = struct{}{}
 		}
 		scripts = append(scripts, rueidis.LuaExec{Keys: keys, Args: args})
+	}
+	off[len(entries)] = len(cmds)
+	// One expiry per ranking touched, not one per subject.
+	expiries := make(rueidis.Commands, 0, len(rankings))
+	for tk := range rankings {
+		expiries = append(expiries, u.b.client.B().Pexpireat().Key(tk).MillisecondsTimestamp(hourExpiry).Build())
 	}
 	ctx, cancel := u.b.opCtx(ctx)
 	defer cancel()
 	// Scripts first: a crash between the two leaves the series exact and
-	// only the ranking short.
-	for _, res := range u.add.ExecMulti(ctx, u.b.client, scripts...) {
+	// only the ranking short. Entries whose script failed are named in a
+	// usage.PartialError, so that the Recorder writes only those again.
+	var failed []int
+	var first error
+	for i, res := range u.add.ExecMulti(ctx, u.b.client, scripts...) {
 		if err := res.Error(); err != nil {
-			return u.b.fail("usage write", err)
+			failed = append(failed, i)
+			first = cmp.Or(first, err)
 		}
 	}
+	if len(failed) == len(entries) {
+		return u.b.fail("usage write", first)
+	}
+	if len(failed) > 0 {
+		// Rank only what was stored: the rest comes again.
+		kept := make(rueidis.Commands, 0, len(cmds))
+		next := 0
+		for i := range entries {
+			if next < len(failed) && failed[next] == i {
+				next++
+				continue
+			}
+			kept = append(kept, cmds[off[i]:off[i+1]]...)
+		}
+		cmds = kept
+	}
 	if len(cmds) > 0 {
-		for _, res := range u.b.client.DoMulti(ctx, cmds...) {
+		for _, res := range u.b.client.DoMulti(ctx, append(cmds, expiries...)...) {
 			if err := res.Error(); err != nil {
-				return u.b.fail("usage ranking", err)
+				// The series are written: failing the write would have
+				// them written twice. This flush's ranking stays short.
+				u.b.log.Warn("redis: usage ranking not updated", "err", shortErr(u.b.fail("usage ranking", err)))
+				break
 			}
 		}
+	}
+	if len(failed) > 0 {
+		return &usage.PartialError{Failed: failed, Err: u.b.fail("usage write", first)}
 	}
 	return nil
 }

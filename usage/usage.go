@@ -65,8 +65,25 @@ type Entry struct {
 
 // Sink stores flushed entries, adding them to the buckets of at.
 type Sink interface {
+	// Write stores entries. On failure the Recorder writes them again at
+	// its next flush; a sink that stored some of them returns a
+	// *PartialError naming the others, so that none is counted twice.
 	Write(ctx context.Context, at time.Time, entries []Entry) error
 }
+
+// PartialError is a Write that stored some entries and not others.
+type PartialError struct {
+	// Failed are the indexes, in the entries given to Write, of those not
+	// stored.
+	Failed []int
+	Err    error
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("%d entries not stored: %v", len(e.Failed), e.Err)
+}
+
+func (e *PartialError) Unwrap() error { return e.Err }
 
 // Step is the width of a bucket.
 type Step time.Duration
@@ -174,18 +191,36 @@ func CheckRange(from, to time.Time, step Step) ([]time.Time, error) {
 // DefaultFlushInterval is how often a Recorder flushes by default.
 const DefaultFlushInterval = time.Second
 
-// Recorder aggregates usage in memory and flushes it to Sink. Add and
-// SetConnections never block on I/O. Run it for the life of the node.
+// Recorder aggregates usage in memory and flushes it to Sink. Add, AddAll
+// and Connected never block on I/O. Run it for the life of the node.
 type Recorder struct {
 	sink     Sink
 	interval time.Duration
 	log      *slog.Logger
 	now      func() time.Time
 
-	mu         sync.Mutex
-	pending    map[Subject]*Entry
+	// fmu makes flushes take turns.
+	fmu sync.Mutex
+	// collectors are called at the start of every Flush (see Collect).
+	cmu        sync.Mutex
+	collectors []func(now time.Time)
+
+	mu      sync.Mutex
+	pending map[Subject]*Entry
+	// inflight is the batch a Flush is writing, until it is written or put
+	// back into pending.
+	inflight   map[Subject]*Entry
 	live       map[Subject]int64
 	lastMinute time.Time // the minute of the last flush
+	// totals are the sums of every count added since the Recorder was
+	// made, by kind of subject and metric, for Prometheus.
+	totals map[string]map[string]int64
+}
+
+// Delta is one metric's increment, for AddAll.
+type Delta struct {
+	Metric string
+	N      int64
 }
 
 // RecorderOptions configure a Recorder; the zero value works.
@@ -197,10 +232,13 @@ type RecorderOptions struct {
 	Now func() time.Time
 }
 
+// Interval returns the flush interval.
+func (r *Recorder) Interval() time.Duration { return r.interval }
+
 // NewRecorder returns a Recorder that flushes to sink.
 func NewRecorder(sink Sink, o RecorderOptions) *Recorder {
 	r := &Recorder{sink: sink, interval: o.FlushInterval, log: o.Logger, now: o.Now,
-		pending: make(map[Subject]*Entry), live: make(map[Subject]int64)}
+		pending: make(map[Subject]*Entry), live: make(map[Subject]int64), totals: make(map[string]map[string]int64)}
 	if r.interval <= 0 {
 		r.interval = DefaultFlushInterval
 	}
@@ -230,8 +268,68 @@ func (r *Recorder) Add(metric string, n int64, subjects ...Subject) {
 	r.mu.Lock()
 	for _, s := range subjects {
 		r.entry(s).Counts[metric] += n
+		r.totalLocked(s.Kind)[metric] += n
 	}
 	r.mu.Unlock()
+}
+
+// AddAll adds every delta to each subject, under one lock: a source that
+// hands over what it counted on its own (see Collect) pays one lock per
+// batch, not one per metric.
+func (r *Recorder) AddAll(deltas []Delta, subjects ...Subject) {
+	r.mu.Lock()
+	for _, s := range subjects {
+		var e *Entry
+		tot := r.totalLocked(s.Kind)
+		for _, d := range deltas {
+			if d.N == 0 {
+				continue
+			}
+			if e == nil {
+				e = r.entry(s)
+			}
+			e.Counts[d.Metric] += d.N
+			tot[d.Metric] += d.N
+		}
+	}
+	r.mu.Unlock()
+}
+
+func (r *Recorder) totalLocked(kind string) map[string]int64 {
+	t := r.totals[kind]
+	if t == nil {
+		t = make(map[string]int64)
+		r.totals[kind] = t
+	}
+	return t
+}
+
+// Totals returns the sums of every count added for subjects of kind since
+// the Recorder was made, by metric (peaks are not counts and are absent).
+// Every socket counts for its user, so the totals of KindUser are the
+// node's totals.
+func (r *Recorder) Totals(kind string) map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.totals[kind])
+}
+
+// Collect registers f to be called at the start of every Flush, with the
+// flush's time, before the pending counts are taken: a source that counts
+// on its own without the Recorder's lock (the gateway's per-connection
+// counters) hands its counts over there, with Add or AddAll, so that they
+// ride in that very flush. f must not call Flush.
+func (r *Recorder) Collect(f func(now time.Time)) {
+	r.cmu.Lock()
+	r.collectors = append(r.collectors, f)
+	r.cmu.Unlock()
+}
+
+// Live returns how many sockets s holds open, as Connected counted them.
+func (r *Recorder) Live(s Subject) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live[s]
 }
 
 // Connected records a socket opening (delta +1) or closing (-1) for each
@@ -253,14 +351,22 @@ func (r *Recorder) Connected(delta int64, subjects ...Subject) {
 }
 
 // Flush hands what was counted since the last flush to the sink, in one
-// Write. On failure the counts are kept for the next flush, so a Redis
+// Write; concurrent calls take turns. On failure the counts are kept for the next flush, so a Redis
 // outage delays usage but loses none of it (while the node lives).
 //
 // The first flush of each minute also carries the number of sockets every
 // connected subject holds, so that the peak of a quiet minute is its
 // steady count: that costs one write a minute per connected subject.
 func (r *Recorder) Flush(ctx context.Context) error {
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
 	now := r.now()
+	r.cmu.Lock()
+	collectors := r.collectors
+	r.cmu.Unlock()
+	for _, f := range collectors {
+		f(now)
+	}
 	r.mu.Lock()
 	if minute := now.UTC().Truncate(time.Minute); !minute.Equal(r.lastMinute) {
 		r.lastMinute = minute
@@ -274,24 +380,36 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	}
 	batch := r.pending
 	r.pending = make(map[Subject]*Entry, len(batch))
+	r.inflight = batch
 	r.mu.Unlock()
 	entries := make([]Entry, 0, len(batch))
 	for _, e := range batch {
 		entries = append(entries, *e)
 	}
 	err := r.sink.Write(ctx, now, entries)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inflight = nil
 	if err == nil {
 		return nil
 	}
-	r.mu.Lock()
-	for s, old := range batch {
-		e := r.entry(s)
+	keep := entries
+	if pe, ok := errors.AsType[*PartialError](err); ok {
+		// The entries the sink stored must not be written twice.
+		keep = make([]Entry, 0, len(pe.Failed))
+		for _, i := range pe.Failed {
+			if i >= 0 && i < len(entries) {
+				keep = append(keep, entries[i])
+			}
+		}
+	}
+	for _, old := range keep {
+		e := r.entry(old.Subject)
 		for m, n := range old.Counts {
 			e.Counts[m] += n
 		}
 		e.Peak = max(e.Peak, old.Peak)
 	}
-	r.mu.Unlock()
 	return fmt.Errorf("usage: flush: %w", err)
 }
 
@@ -317,13 +435,21 @@ func (r *Recorder) Run(ctx context.Context) error {
 	}
 }
 
-// Pending returns a copy of the counts not flushed yet, for tests and
-// diagnostics.
+// Pending returns the counts of s not written yet (waiting for the next
+// flush, or in a write under way), for tests and diagnostics.
 func (r *Recorder) Pending(s Subject) map[string]int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e := r.pending[s]; e != nil {
-		return maps.Clone(e.Counts)
+	var out map[string]int64
+	for _, batch := range []map[Subject]*Entry{r.pending, r.inflight} {
+		if e := batch[s]; e != nil {
+			if out == nil {
+				out = make(map[string]int64, len(e.Counts))
+			}
+			for m, n := range e.Counts {
+				out[m] += n
+			}
+		}
 	}
-	return nil
+	return out
 }

@@ -163,3 +163,111 @@ func TestParseStep(t *testing.T) {
 		}
 	}
 }
+
+// A collector hands its counts over inside the flush that calls it; AddAll
+// adds a batch under one lock; Totals keep the sums by kind.
+func TestRecorderCollectAndTotals(t *testing.T) {
+	s := &sink{}
+	r := usage.NewRecorder(s, usage.RecorderOptions{})
+	calls := 0
+	r.Collect(func(time.Time) {
+		calls++
+		r.AddAll([]usage.Delta{{Metric: usage.FramesIn, N: 3}, {Metric: usage.BytesIn, N: 0}}, key, user)
+	})
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 || s.count() != 1 {
+		t.Fatalf("%d collector calls, %d writes for one flush", calls, s.count())
+	}
+	e := s.last()[key]
+	if e.Counts[usage.FramesIn] != 3 || len(e.Counts) != 1 {
+		t.Fatalf("flushed %+v; a zero delta must not add a metric", e)
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Totals(usage.KindUser); got[usage.FramesIn] != 6 || len(got) != 1 {
+		t.Fatalf("user totals %v", got)
+	}
+	if got := r.Totals(usage.KindKey); got[usage.FramesIn] != 6 {
+		t.Fatalf("key totals %v", got)
+	}
+}
+
+// blockingSink holds every Write until released.
+type blockingSink struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingSink) Write(context.Context, time.Time, []usage.Entry) error {
+	b.entered <- struct{}{}
+	<-b.release
+	return errors.New("down")
+}
+
+// Counts being written are still pending until the write succeeds.
+func TestRecorderPendingIncludesTheWriteUnderWay(t *testing.T) {
+	b := &blockingSink{entered: make(chan struct{}), release: make(chan struct{})}
+	r := usage.NewRecorder(b, usage.RecorderOptions{})
+	r.Add(usage.Connects, 2, key)
+	done := make(chan error)
+	go func() { done <- r.Flush(context.Background()) }()
+	<-b.entered
+	if got := r.Pending(key)[usage.Connects]; got != 2 {
+		t.Fatalf("pending during the write = %d, want 2", got)
+	}
+	r.Add(usage.Connects, 1, key)
+	if got := r.Pending(key)[usage.Connects]; got != 3 {
+		t.Fatalf("pending = %d, want 3", got)
+	}
+	close(b.release)
+	if err := <-done; err == nil {
+		t.Fatal("the failed write was not reported")
+	}
+	if got := r.Pending(key)[usage.Connects]; got != 3 {
+		t.Fatalf("pending after the failed write = %d, want 3", got)
+	}
+}
+
+// partialSink stores every entry but those of one subject.
+type partialSink struct {
+	stored map[usage.Subject]int64
+	refuse usage.Subject
+}
+
+func (p *partialSink) Write(_ context.Context, _ time.Time, entries []usage.Entry) error {
+	var failed []int
+	for i, e := range entries {
+		if e.Subject == p.refuse {
+			failed = append(failed, i)
+			continue
+		}
+		p.stored[e.Subject] += e.Counts[usage.FramesIn]
+	}
+	if failed != nil {
+		return &usage.PartialError{Failed: failed, Err: errors.New("one slot down")}
+	}
+	return nil
+}
+
+// After a partial write only the entries not stored are written again.
+func TestRecorderPartialWrite(t *testing.T) {
+	p := &partialSink{stored: map[usage.Subject]int64{}, refuse: key}
+	r := usage.NewRecorder(p, usage.RecorderOptions{})
+	r.Add(usage.FramesIn, 4, key, user)
+	if err := r.Flush(context.Background()); err == nil {
+		t.Fatal("the partial write was not reported")
+	}
+	if got := r.Pending(user); got != nil {
+		t.Fatalf("the stored entry is pending again: %v", got)
+	}
+	p.refuse = usage.Subject{}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p.stored[key] != 4 || p.stored[user] != 4 {
+		t.Fatalf("stored %v; want 4 each, none twice", p.stored)
+	}
+}

@@ -55,9 +55,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		duration    = fs.Duration("duration", loadtest.DefaultChurnDuration, fmt.Sprintf("churn duration (at most %s)", loadtest.MaxChurnDuration))
 		churnRate   = fs.Int("churn-rate", loadtest.DefaultChurnRate, "churn connects per second")
 		churnHold   = fs.Duration("churn-hold", loadtest.DefaultChurnHold, "how long each churn socket stays open")
+		redisURL    = fs.String("redis-url", "", "the Redis the nodes share, for the usage scenario's INFO commandstats (loopback only unless --allow-remote)")
+		usageSocks  = fs.Int("usage-sockets", loadtest.DefaultUsageSockets, "sockets of the usage scenario, spread over all nodes, each sending a ping per --usage-frame-interval")
+		usageUsers  = fs.Int("usage-users", loadtest.DefaultUsageSubjects, "users the usage scenario's sockets belong to")
+		usageFor    = fs.Duration("usage-duration", loadtest.DefaultUsageDuration, "length of the usage scenario's silent and active windows")
+		usageEvery  = fs.Duration("usage-frame-interval", loadtest.DefaultUsageFrameInterval, "how often each socket of the usage scenario sends a frame")
 		connectRate = fs.Int("connect-rate", 0, "limit on new sockets per second while connecting (0: no limit)")
 		concurrency = fs.Int("concurrency", loadtest.DefaultConcurrency, "parallel admin calls and dials")
-		scenarios   = fs.String("scenarios", strings.Join(loadtest.AllScenarios, ","), "scenarios to run")
+		scenarios   = fs.String("scenarios", strings.Join(loadtest.AllScenarios, ","), "scenarios to run (besides these: usage, which needs --redis-url)")
 		jsonFile    = fs.String("json", "", "also write the report as JSON to this file")
 		allowRemote = fs.Bool("allow-remote", false, "allow targets that are not loopback addresses")
 		timeout     = fs.Duration("timeout", loadtest.DefaultTimeout, "bound on the whole run")
@@ -67,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		quiet       = fs.Bool("quiet", false, "no progress lines on stderr")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sessionbridge-bench [flags]\n       sessionbridge-bench summarize REPORT.json...\n\nDrives running sessionbridge nodes over HTTP and WebSocket and measures them;\nsummarize prints the median, minimum and maximum of each figure over saved reports.\nScenarios: %s.\n\nFlags:\n", strings.Join(loadtest.AllScenarios, ", "))
+		fmt.Fprintf(fs.Output(), "Usage: sessionbridge-bench [flags]\n       sessionbridge-bench summarize REPORT.json...\n\nDrives running sessionbridge nodes over HTTP and WebSocket and measures them;\nsummarize prints the median, minimum and maximum of each figure over saved reports.\nScenarios: %s; and, when asked for, usage (needs --redis-url).\n\nFlags:\n", strings.Join(loadtest.AllScenarios, ", "))
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -106,6 +111,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ConnectRate: *connectRate, Concurrency: *concurrency, Scenarios: sc,
 		AllowRemote: *allowRemote, Timeout: *timeout, OpTimeout: *opTimeout,
 		SampleInterval: *sampleEvery, SettleTimeout: *settle, Logger: logger,
+		RedisURL: *redisURL, UsageSockets: *usageSocks, UsageSubjects: *usageUsers,
+		UsageDuration: *usageFor, UsageFrameInterval: *usageEvery,
 	}
 	if !*quiet {
 		cfg.Progress = stderr

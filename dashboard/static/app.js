@@ -30,6 +30,7 @@ import { Client } from '/sessionbridge/index.js';
     keysBusy: false,
     keysAgain: false,     // a key list refresh was asked for while one was in flight
     keysNote: '',         // outcome of the last key action, shown with the list
+    myUsage: null,        // refreshes the user's own usage panel, once made
   };
 
   // ---------- HTTP API ----------
@@ -93,6 +94,7 @@ import { Client } from '/sessionbridge/index.js';
   function showSignin(message) {
     stopTimers();
     forgetKeys();
+    forgetUsage();
     state.session = null;
     show('signin');
     applyTheme('system');
@@ -110,6 +112,7 @@ import { Client } from '/sessionbridge/index.js';
     sb.close();
     stopTimers();
     forgetKeys();
+    forgetUsage();
     state.session = null;
     $('ended-title').textContent = title;
     $('ended-detail').textContent = detail;
@@ -123,6 +126,7 @@ import { Client } from '/sessionbridge/index.js';
     startTimers();
     refreshDevices();
     refreshKeys();
+    refreshMyUsage();
   }
 
   function setError(text) {
@@ -343,6 +347,188 @@ import { Client } from '/sessionbridge/index.js';
     refreshDevices();
   }
 
+  // ---------- usage ----------
+
+  // The periods a usage panel switches between, as the usage routes'
+  // steps: each step's default span is the period (an hour of minutes, a
+  // day of hours, 30 days).
+  const RANGES = {
+    hour: { step: '1m', label: 'last hour' },
+    day: { step: '1h', label: 'last day' },
+    month: { step: '1d', label: 'last month' },
+  };
+
+  // The charts of a panel: two stacked series each (a, b), or one.
+  const CHARTS = [
+    { metric: 'frames', title: 'Frames', a: ['frames_in', 'in'], b: ['frames_out', 'out'], fmt: fmtCount },
+    { metric: 'bytes', title: 'Bytes', a: ['bytes_in', 'in'], b: ['bytes_out', 'out'], fmt: fmtBytes },
+    { metric: 'connections', title: 'Connections', a: ['peak_connections', 'most at once'], fmt: fmtCount, peak: true },
+  ];
+
+  const SVG = 'http://www.w3.org/2000/svg';
+  const CHART_W = 300, CHART_H = 80;
+
+  function fmtCount(n) {
+    if (n >= 1e9) return (n / 1e9).toFixed(1) + ' G';
+    if (n >= 1e6) return (n / 1e6).toFixed(1) + ' M';
+    if (n >= 1e4) return (n / 1e3).toFixed(1) + ' k';
+    return String(n);
+  }
+
+  function fmtBytes(n) {
+    if (n >= 1 << 30) return (n / (1 << 30)).toFixed(1) + ' GiB';
+    if (n >= 1 << 20) return (n / (1 << 20)).toFixed(1) + ' MiB';
+    if (n >= 1 << 10) return (n / (1 << 10)).toFixed(1) + ' KiB';
+    return n + ' B';
+  }
+
+  function svgEl(name, attrs) {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+    return el;
+  }
+
+  // bucketLabel names a bucket for a bar's tooltip.
+  function bucketLabel(iso, step) {
+    const d = toDate(iso);
+    if (!d) return '';
+    if (step === '1d') return d.toLocaleDateString();
+    if (step === '1h') return d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+    return clock(d);
+  }
+
+  // drawChart draws one chart of the points as plain SVG bars (series b
+  // stacked on a). The SVG carries the totals in data attributes, and an
+  // accessible description in its label.
+  function drawChart(def, points, step, range) {
+    const wrap = document.createElement('figure');
+    wrap.className = 'chart';
+    wrap.dataset.metric = def.metric;
+    const h = document.createElement('h3');
+    h.textContent = def.title;
+    wrap.append(h);
+    const val = (p, name) => (p && p.counts && typeof p.counts[name] === 'number' ? p.counts[name] : 0);
+    let totalA = 0, totalB = 0, top = 0;
+    for (const p of points) {
+      const a = val(p, def.a[0]), b = def.b ? val(p, def.b[0]) : 0;
+      totalA = def.peak ? Math.max(totalA, a) : totalA + a;
+      totalB += b;
+      top = Math.max(top, a + b);
+    }
+    const svg = svgEl('svg', { viewBox: `0 0 ${CHART_W} ${CHART_H}`, preserveAspectRatio: 'none', role: 'img' });
+    svg.dataset.testid = 'usage-chart';
+    svg.dataset.metric = def.metric;
+    svg.dataset.total = String(totalA + totalB);
+    svg.dataset.points = String(points.length);
+    const sumText = def.b
+      ? `${def.fmt(totalA)} ${def.a[1]}, ${def.fmt(totalB)} ${def.b[1]}`
+      : `${def.fmt(totalA)} ${def.a[1]}`;
+    svg.setAttribute('aria-label', `${def.title}, ${range.label}: ${sumText}`);
+    svg.append(svgEl('line', { class: 'axis', x1: 0, y1: CHART_H - 0.5, x2: CHART_W, y2: CHART_H - 0.5 }));
+    const n = Math.max(points.length, 1);
+    const slot = CHART_W / n;
+    const scale = top > 0 ? (CHART_H - 4) / top : 0;
+    points.forEach((p, i) => {
+      const a = val(p, def.a[0]), b = def.b ? val(p, def.b[0]) : 0;
+      if (a + b === 0) return;
+      const g = svgEl('g');
+      g.dataset.value = String(a + b);
+      const title = svgEl('title');
+      title.textContent = bucketLabel(p.start, step) + ': ' +
+        (def.b ? `${def.fmt(a)} ${def.a[1]}, ${def.fmt(b)} ${def.b[1]}` : `${def.fmt(a)} ${def.a[1]}`);
+      g.append(title);
+      const x = i * slot + slot * 0.1, w = Math.max(slot * 0.8, 0.5);
+      // At least a pixel, so that a small count next to a big one shows.
+      const ha = a > 0 ? Math.max(a * scale, 1) : 0;
+      const hb = b > 0 ? Math.max(b * scale, 1) : 0;
+      if (ha) g.append(svgEl('rect', { class: 'bar-a', x, y: CHART_H - ha, width: w, height: ha }));
+      if (hb) g.append(svgEl('rect', { class: 'bar-b', x, y: CHART_H - ha - hb, width: w, height: hb }));
+      svg.append(g);
+    });
+    wrap.append(svg);
+    const sum = document.createElement('figcaption');
+    sum.className = 'chart-sum muted';
+    const ka = document.createElement('span');
+    ka.className = 'key-a';
+    ka.textContent = `${def.fmt(totalA)} ${def.a[1]}`;
+    sum.append(ka);
+    if (def.b) {
+      const kb = document.createElement('span');
+      kb.className = 'key-b';
+      kb.textContent = `${def.fmt(totalB)} ${def.b[1]}`;
+      sum.append(' · ', kb);
+    }
+    wrap.append(sum);
+    return wrap;
+  }
+
+  // mountUsage fills el with a usage panel reading path (/auth/usage or
+  // /auth/keys/{id}/usage) and returns a function that refreshes it.
+  function mountUsage(el, path) {
+    const panel = $('usage-template').content.firstElementChild.cloneNode(true);
+    el.replaceChildren(panel);
+    let range = 'hour', busy = false, again = false;
+    const buttons = panel.querySelectorAll('[data-range]');
+    async function refresh() {
+      if (!state.session) return;
+      if (busy) {
+        again = true;
+        return;
+      }
+      busy = true;
+      again = false;
+      const r = RANGES[range];
+      panel.setAttribute('aria-busy', 'true');
+      try {
+        const body = await api('GET', path + '?step=' + r.step);
+        const points = body && Array.isArray(body.points) ? body.points : [];
+        panel.querySelector('[data-testid=usage-charts]').replaceChildren(...CHARTS.map((d) => drawChart(d, points, body.step, r)));
+        const live = body && typeof body.live_connections === 'number' ? body.live_connections : 0;
+        const badge = panel.querySelector('[data-testid=usage-live]');
+        badge.textContent = live === 1 ? '1 live connection' : live + ' live connections';
+        badge.dataset.count = String(live);
+        const t = body && body.totals ? body.totals : {};
+        const connects = t.connects || 0;
+        let refused = 0;
+        for (const [m, n] of Object.entries(t)) if (m.startsWith('connects_refused:')) refused += n;
+        panel.querySelector('[data-testid=usage-msg]').textContent =
+          `${fmtCount(connects)} ${connects === 1 ? 'connection' : 'connections'} opened` +
+          (refused ? `, ${fmtCount(refused)} refused` : '') + ` in the ${r.label}.`;
+        panel.dataset.range = range;
+        panel.dataset.loaded = 'true';
+      } catch (e) {
+        if (e.status === 401) return sessionGone();
+        panel.querySelector('[data-testid=usage-msg]').textContent =
+          e.status === 404 ? 'Usage is not available here.' : 'Could not load usage: ' + e.message;
+      } finally {
+        panel.removeAttribute('aria-busy');
+        busy = false;
+        if (again) refresh();
+      }
+    }
+    for (const b of buttons) {
+      b.addEventListener('click', () => {
+        range = b.dataset.range;
+        for (const x of buttons) x.setAttribute('aria-pressed', String(x === b));
+        refresh();
+      });
+    }
+    refresh();
+    return refresh;
+  }
+
+  // refreshMyUsage loads the signed-in user's own panel, making it first.
+  function refreshMyUsage() {
+    if (!state.session) return;
+    if (!state.myUsage) state.myUsage = mountUsage($('usage-me'), '/auth/usage');
+    else state.myUsage();
+  }
+
+  function forgetUsage() {
+    state.myUsage = null;
+    $('usage-me').replaceChildren();
+  }
+
   // ---------- API keys ----------
 
   // A new key is shown once, in the read-only field of the key-new panel,
@@ -432,6 +618,13 @@ import { Client } from '/sessionbridge/index.js';
       revoke.setAttribute('aria-label', 'Revoke key ' + k.name);
       if (expired) roll.remove();
       else roll.addEventListener('click', () => rollKey(k, roll));
+      // A key's usage loads when its panel is first opened.
+      const details = li.querySelector('[data-testid=key-usage]');
+      details.addEventListener('toggle', () => {
+        if (!details.open) return;
+        if (details.refresh) details.refresh();
+        else details.refresh = mountUsage(details.querySelector('.key-usage-body'), '/auth/keys/' + encodeURIComponent(k.id) + '/usage');
+      });
       revoke.addEventListener('click', () => revokeKey(k, revoke));
       return li;
     });
@@ -660,7 +853,10 @@ import { Client } from '/sessionbridge/index.js';
     // looking: requests extend the session, and an abandoned tab must not
     // keep it alive.
     state.pollTimer = setInterval(() => {
-      if (document.visibilityState === 'visible' && Date.now() - state.lastInput < ACTIVE_MS) refreshDevices();
+      if (document.visibilityState === 'visible' && Date.now() - state.lastInput < ACTIVE_MS) {
+        refreshDevices();
+        refreshMyUsage();
+      }
     }, POLL_MS);
   }
 
@@ -750,6 +946,7 @@ import { Client } from '/sessionbridge/index.js';
     $('revoke-others').addEventListener('click', revokeOthers);
     $('devices-refresh').addEventListener('click', refreshDevices);
     $('keys-refresh').addEventListener('click', () => refreshKeys());
+    $('usage-refresh').addEventListener('click', refreshMyUsage);
     $('key-form').addEventListener('submit', createKey);
     $('key-copy').addEventListener('click', copyNewKey);
     $('key-dismiss').addEventListener('click', hideNewKey);

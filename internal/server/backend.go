@@ -12,6 +12,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/limit"
 	"github.com/sessionbridge/sessionbridge/memory"
 	"github.com/sessionbridge/sessionbridge/metrics"
+	"github.com/sessionbridge/sessionbridge/usage"
 )
 
 // ErrRedisNotBuilt is returned by New when a Redis URL is configured but this
@@ -34,6 +35,8 @@ type backend struct {
 	Limiter limit.Limiter
 	Conns   limit.Counter
 	Nodes   func() int
+	// Usage keeps the usage counts (docs/usage.md).
+	Usage usageStore
 	// Presence builds the presence the API reports (connection counts in
 	// device lists, GET /api/v1/connections) from this node's own; nil means
 	// the node's own, which is all there is without a cluster.
@@ -125,6 +128,7 @@ func newMemoryBackend() backend {
 		Keys:    memory.NewKeyStore(bus),
 		Limiter: &limit.Memory{},
 		Conns:   &limit.LocalCounter{},
+		Usage:   &usage.Memory{},
 		Ping:    store.Ping,
 	}
 }

@@ -44,6 +44,7 @@ func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger
 		Limiter: rb.Limiter(),
 		Conns:   conns,
 		Nodes:   conns.Nodes,
+		Usage:   rb.Usage(),
 		Presence: func(local sessionbridge.Presence) sessionbridge.Presence {
 			p := rb.Presence(local)
 			mu.Lock()

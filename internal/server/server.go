@@ -31,6 +31,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/jwt"
 	"github.com/sessionbridge/sessionbridge/keys"
 	"github.com/sessionbridge/sessionbridge/metrics"
+	"github.com/sessionbridge/sessionbridge/usage"
 )
 
 // Defaults of zero Config fields that the packages below do not default
@@ -152,6 +153,11 @@ type Config struct {
 	// Forward hands the frames of the application's own types to its HTTP
 	// endpoint (gateway mode; see docs/forwarding.md); off without a URL.
 	Forward ForwardConfig
+	// UsageFlushInterval is how often the node writes the usage it counted
+	// (docs/usage.md): one write per interval whatever the traffic, and at
+	// most one interval lost in a crash; zero means
+	// usage.DefaultFlushInterval (1s).
+	UsageFlushInterval time.Duration
 }
 
 // ForwardConfig says which client frames go to the application's HTTP
@@ -223,6 +229,8 @@ type Server struct {
 	jwt      *jwt.Verifier
 	users    *userSource
 	fwd      *forward.HTTP
+	usage    *usage.Recorder
+	usageCol *usageCollector
 	registry *prometheus.Registry
 	handler  http.Handler
 
@@ -257,6 +265,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("server: TLS needs both a certificate and a key file")
+	}
+	if cfg.UsageFlushInterval < 0 {
+		return nil, errors.New("server: the usage flush interval must not be negative")
 	}
 	if cfg.KeyMaxTTL < 0 {
 		return nil, errors.New("server: the maximum API key lifetime must not be negative")
@@ -319,6 +330,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		IdleTimeout: cfg.IdleTimeout, AbsoluteTimeout: cfg.AbsoluteTimeout, TouchInterval: cfg.TouchInterval,
 		MaxDataBytes: cfg.MaxSessionData, MaxDataDepth: cfg.MaxDataDepth,
 	}
+	s.usage = usage.NewRecorder(s.backend.Usage, usage.RecorderOptions{FlushInterval: cfg.UsageFlushInterval, Logger: logger})
+	s.usageCol = newUsageCollector(s.usage, s.backend.Usage, logger)
+	s.registry.MustRegister(s.usageCol)
 	s.keys = &keys.Manager{Store: s.backend.Keys, MaxTTL: cfg.KeyMaxTTL, Cache: &keys.Cache{}, NodeID: cfg.NodeID}
 	if cfg.KeyOwners != KeyOwnersAny {
 		s.keys.Owners = keyOwners{users: users, always: cfg.KeyOwners == KeyOwnersUsers}
@@ -363,6 +377,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		MaxConnsPerSession: cfg.MaxConnsPerSession, MaxConnsPerUser: cfg.MaxConnsPerUser,
 		Limits:    rl.gateway,
 		Forwarder: forwarder, ForwardTypes: cfg.Forward.Types, ForwardInFlight: cfg.Forward.InFlight,
+		Usage:  s.usage,
 		Logger: logger, Audit: auditLog, Metrics: m,
 	})
 	if err != nil {
@@ -383,6 +398,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			Audit: auditLog, Logger: logger,
 		},
 		Users: s.users, LoginLimiter: limiter, RequestLimits: rl.requests, LoginConcurrency: cfg.LoginConcurrency, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets, Keys: s.keys,
+		Usage: s.backend.Usage,
 		Ready: s.ready, ReadyDetails: s.backend.Details, Audit: auditLog, Logger: logger,
 	}
 	apiHandler := api.Handler()
@@ -432,6 +448,9 @@ func (s *Server) Manager() *sessionbridge.Manager { return s.manager }
 // Keys returns the API key manager, for tests and embedding programs.
 func (s *Server) Keys() *keys.Manager { return s.keys }
 
+// Usage returns the usage Recorder, for tests and embedding programs.
+func (s *Server) Usage() *usage.Recorder { return s.usage }
+
 // Gateway returns the WebSocket gateway, for SendToUser and the like.
 func (s *Server) Gateway() *gateway.Gateway { return s.gateway }
 
@@ -471,6 +490,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 			s.logger.Warn("claiming expired API keys failed", "err", err)
 		})
 	})
+	// The usage Recorder stops with the background work, after the drain:
+	// its last flush holds the sockets the drain closed.
+	wg.Go(func() { _ = s.usage.Run(bg) })
+	wg.Go(func() { s.usageCol.run(bg) })
 	if s.backend.Run != nil {
 		wg.Go(func() {
 			if err := s.backend.Run(bg); err != nil && bg.Err() == nil {
