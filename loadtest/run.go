@@ -91,6 +91,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.has(ScenarioChurn) && ctx.Err() == nil {
 		rep.Churn = r.churn(ctx, rep)
 	}
+	if cfg.has(ScenarioLimits) && ctx.Err() == nil {
+		rep.Limits = r.limits(ctx)
+	}
 	if ctx.Err() != nil {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("run cut short: %v (timeout %s)", context.Cause(ctx), cfg.Timeout))
 	}
