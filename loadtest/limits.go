@@ -159,11 +159,15 @@ type FrameLimitResult struct {
 	Sent          int     `json:"sent"`
 	Admitted      int     `json:"admitted"`
 	Refused       int     `json:"refused"`
-	// Unanswered are frames sent without an answer (a socket closed);
-	// Closed4429 counts sockets the server closed for sending past the
-	// limit.
+	// Unanswered are frames sent without an answer: those of sockets the
+	// server closed, Closed4429 of them with 4429 for sending past the
+	// limit (docs/rate-limits.md: more than 32 refused in a row). Such a
+	// socket sends no more, so its key sends less than twice its limit
+	// from then on.
 	Unanswered int `json:"unanswered"`
 	Closed4429 int `json:"closed_4429"`
+	// Nodes splits the frames by node: how the keys' tokens were shared.
+	Nodes []FrameNodeResult `json:"nodes"`
 	// Allowed is, summed over the keys, the most the rule may admit: the
 	// burst and the rate over each key's window, from its first frame sent
 	// to its last answer received (an upper bound of the time the servers
@@ -180,6 +184,16 @@ type FrameLimitResult struct {
 	Bound       int    `json:"bound"`
 	WithinBound bool   `json:"within_bound"`
 	Errors      Errors `json:"errors"`
+}
+
+// FrameNodeResult is one node's part of a FrameLimitResult.
+type FrameNodeResult struct {
+	Node       string `json:"node"`
+	Sockets    int    `json:"sockets"`
+	Sent       int    `json:"sent"`
+	Admitted   int    `json:"admitted"`
+	Refused    int    `json:"refused"`
+	Closed4429 int    `json:"closed_4429"`
 }
 
 // limits runs the limits scenario: the upgrade timings first (they charge
@@ -411,10 +425,13 @@ func frameAllowance(limit, burst int, window time.Duration) int {
 // a reader counts the answers.
 type frameSock struct {
 	key   int
+	node  int // index in the nodes driven
 	c     *websocket.Conn
 	done  chan struct{}
 	sent  int       // written by the sender, read after it returned
 	first time.Time // when the first frame was written
+	// closedByServer says the socket had ended before the scenario closed it.
+	closedByServer bool
 
 	pong, limited, other atomic.Int64
 	lastReply            atomic.Int64 // Unix ns of the last answer
@@ -520,14 +537,14 @@ func (r *runner) limitFrames(ctx context.Context, nodes []string) *FrameLimitRes
 			r.prog.step(fmt.Errorf("no key"))
 			return
 		}
-		node := nodes[(i%perKey)%len(nodes)]
-		c, err := r.ws.handshake(ctx, int(r.dials.Add(1)), wsURL(node), k.Key, r.cfg.OpTimeout)
+		node := (i % perKey) % len(nodes)
+		c, err := r.ws.handshake(ctx, int(r.dials.Add(1)), wsURL(nodes[node]), k.Key, r.cfg.OpTimeout)
 		r.prog.step(err)
 		if err != nil {
 			errs.add(err)
 			return
 		}
-		s := &frameSock{key: i / perKey, c: c, done: make(chan struct{})}
+		s := &frameSock{key: i / perKey, node: node, c: c, done: make(chan struct{})}
 		go s.read()
 		socks[i] = s
 	})
@@ -572,6 +589,9 @@ func (r *runner) limitFrames(ctx context.Context, nodes []string) *FrameLimitRes
 			}
 		}
 	}
+	for _, s := range socks {
+		s.closedByServer = s.ended()
+	}
 	// Once closed, every reader has returned: what they wrote is settled.
 	closeAll()
 
@@ -580,15 +600,35 @@ func (r *runner) limitFrames(ctx context.Context, nodes []string) *FrameLimitRes
 		first, last              time.Time
 	}
 	sums := make([]keySum, lc.Keys)
+	res.Nodes = make([]FrameNodeResult, len(nodes))
+	for j, node := range nodes {
+		res.Nodes[j].Node = node
+	}
+	lost := 0 // unanswered frames of sockets still open
 	for _, s := range socks {
-		k := &sums[s.key]
+		k, nr := &sums[s.key], &res.Nodes[s.node]
 		pong, limited, other := int(s.pong.Load()), int(s.limited.Load()), int(s.other.Load())
 		k.admitted += pong
 		k.sent += s.sent
 		res.Sent += s.sent
 		res.Admitted += pong
 		res.Refused += limited
-		res.Unanswered += max(0, s.sent-pong-limited-other)
+		nr.Sockets++
+		nr.Sent += s.sent
+		nr.Admitted += pong
+		nr.Refused += limited
+		unanswered := max(0, s.sent-pong-limited-other)
+		res.Unanswered += unanswered
+		if s.closedByServer {
+			if s.code == closeRateLimited {
+				res.Closed4429++
+				nr.Closed4429++
+			} else {
+				errs.add(fmt.Errorf("a frame socket closed by the server with code %d", s.code))
+			}
+		} else {
+			lost += unanswered
+		}
 		if other > 0 {
 			errs.add(fmt.Errorf("%d answers neither pong nor rate_limited by %s, first %s", other, ruleKeyFramesPerSecond, s.wrong))
 		}
@@ -597,9 +637,6 @@ func (r *runner) limitFrames(ctx context.Context, nodes []string) *FrameLimitRes
 		}
 		if last := time.Unix(0, s.lastReply.Load()); last.After(k.last) {
 			k.last = last
-		}
-		if s.code == closeRateLimited {
-			res.Closed4429++
 		}
 	}
 	res.MaxOver = math.MinInt
@@ -617,8 +654,8 @@ func (r *runner) limitFrames(ctx context.Context, nodes []string) *FrameLimitRes
 		res.Ratio = float64(res.Admitted) / float64(res.Allowed)
 	}
 	res.WithinBound = res.MaxOver <= res.Bound
-	if res.Unanswered > 0 {
-		errs.add(fmt.Errorf("%d frames unanswered (%d sockets closed 4429)", res.Unanswered, res.Closed4429))
+	if lost > 0 {
+		errs.add(fmt.Errorf("%d frames unanswered on sockets still open", lost))
 	}
 	res.Errors = errs.get()
 	return res
@@ -698,6 +735,9 @@ func (l *LimitsResult) writeTable(section func(), p func(format string, a ...any
 		}
 		p("key_frames_per_second %d\t%d keys × %d sockets, twice the limit for %.1f s (burst %d)", f.Limit, f.Keys, f.SocketsPerKey, f.DurationS, f.Burst)
 		p("frames\t%d sent, %d admitted, %d refused rate_limited, %d unanswered, %d sockets closed 4429", f.Sent, f.Admitted, f.Refused, f.Unanswered, f.Closed4429)
+		for _, n := range f.Nodes {
+			p("  on %s\t%d sockets: %d sent, %d admitted, %d refused, %d closed 4429", n.Node, n.Sockets, n.Sent, n.Admitted, n.Refused, n.Closed4429)
+		}
 		p("admitted / allowed\t%.4f (largest key %.4f) of %d allowed\tover-admission at most %d frames a key, bound %d: %s", f.Ratio, f.MaxKeyRatio, f.Allowed, f.MaxOver, f.Bound, verdict)
 	}
 }
@@ -771,5 +811,6 @@ func limitFigures() []Figure {
 		frames("limits: frames admitted / allowed, largest key", "ratio", func(f *FrameLimitResult) float64 { return f.MaxKeyRatio }),
 		frames("limits: frames over-admitted, largest key", "frames", func(f *FrameLimitResult) float64 { return float64(f.MaxOver) }),
 		frames("limits: frame over-admission bound", "frames", func(f *FrameLimitResult) float64 { return float64(f.Bound) }),
+		frames("limits: frame sockets closed 4429", "sockets", func(f *FrameLimitResult) float64 { return float64(f.Closed4429) }),
 	}
 }
