@@ -157,8 +157,14 @@ type FrameLimitResult struct {
 	Burst         int     `json:"burst"`
 	DurationS     float64 `json:"duration_s"`
 	Sent          int     `json:"sent"`
-	Admitted      int     `json:"admitted"`
-	Refused       int     `json:"refused"`
+	// Skipped counts frames not sent because they fell due while the
+	// client was late by more than one interval (on a loaded machine);
+	// SendRate is what was sent as a multiple of the keys' limits over
+	// DurationS (2 when nothing was skipped).
+	Skipped  int     `json:"skipped"`
+	SendRate float64 `json:"send_rate"`
+	Admitted int     `json:"admitted"`
+	Refused  int     `json:"refused"`
 	// Unanswered are frames sent without an answer: those of sockets the
 	// server closed, Closed4429 of them with 4429 for sending past the
 	// limit (docs/rate-limits.md: more than 32 refused in a row). Such a
@@ -424,12 +430,14 @@ func frameAllowance(limit, burst int, window time.Duration) int {
 // frameSock is one socket of the frames part: a sender paces ping frames,
 // a reader counts the answers.
 type frameSock struct {
-	key   int
-	node  int // index in the nodes driven
-	c     *websocket.Conn
-	done  chan struct{}
-	sent  int       // written by the sender, read after it returned
-	first time.Time // when the first frame was written
+	key  int
+	node int // index in the nodes driven
+	c    *websocket.Conn
+	done chan struct{}
+	sent int // written by the sender, read after it returned
+	// skipped counts the frames the sender was too late for.
+	skipped int
+	first   time.Time // when the first frame was written
 	// closedByServer says the socket had ended before the scenario closed it.
 	closedByServer bool
 
@@ -611,6 +619,7 @@ func (r *runner) limitFrames(ctx context.Context, nodes []string) *FrameLimitRes
 		k.admitted += pong
 		k.sent += s.sent
 		res.Sent += s.sent
+		res.Skipped += s.skipped
 		res.Admitted += pong
 		res.Refused += limited
 		nr.Sockets++
@@ -654,6 +663,9 @@ func (r *runner) limitFrames(ctx context.Context, nodes []string) *FrameLimitRes
 		res.Ratio = float64(res.Admitted) / float64(res.Allowed)
 	}
 	res.WithinBound = res.MaxOver <= res.Bound
+	if d := float64(lc.Keys*lc.FramesPerSecond) * lc.Duration.Seconds(); d > 0 {
+		res.SendRate = float64(res.Sent) / d
+	}
 	if lost > 0 {
 		errs.add(fmt.Errorf("%d frames unanswered on sockets still open", lost))
 	}
@@ -661,14 +673,22 @@ func (r *runner) limitFrames(ctx context.Context, nodes []string) *FrameLimitRes
 	return res
 }
 
-// sendFrames writes n ping frames on s, the k-th due at start + k × every;
-// a sender that falls behind catches up at once rather than sending fewer.
+// sendFrames writes up to n ping frames on s, the k-th due at start + k ×
+// every. A frame more than one interval late (the client was not
+// scheduled in time) is skipped and counted rather than sent in a burst
+// with the next: a burst of one socket's frames is refused in a row, and
+// more than 32 in a row close the socket.
 func (r *runner) sendFrames(ctx context.Context, s *frameSock, start time.Time, every time.Duration, n int, errs *errSink) {
 	t := time.NewTimer(time.Until(start))
 	defer t.Stop()
 	var buf []byte
 	for k := range n {
-		if d := time.Until(start.Add(time.Duration(k) * every)); d > 0 {
+		d := time.Until(start.Add(time.Duration(k) * every))
+		if d < -every {
+			s.skipped++
+			continue
+		}
+		if d > 0 {
 			t.Reset(d)
 			select {
 			case <-ctx.Done():
@@ -734,7 +754,8 @@ func (l *LimitsResult) writeTable(section func(), p func(format string, a ...any
 			verdict = "ABOVE"
 		}
 		p("key_frames_per_second %d\t%d keys × %d sockets, twice the limit for %.1f s (burst %d)", f.Limit, f.Keys, f.SocketsPerKey, f.DurationS, f.Burst)
-		p("frames\t%d sent, %d admitted, %d refused rate_limited, %d unanswered, %d sockets closed 4429", f.Sent, f.Admitted, f.Refused, f.Unanswered, f.Closed4429)
+		p("frames\t%d sent (%.2f × the limit, %d skipped), %d admitted, %d refused rate_limited, %d unanswered, %d sockets closed 4429",
+			f.Sent, f.SendRate, f.Skipped, f.Admitted, f.Refused, f.Unanswered, f.Closed4429)
 		for _, n := range f.Nodes {
 			p("  on %s\t%d sockets: %d sent, %d admitted, %d refused, %d closed 4429", n.Node, n.Sockets, n.Sent, n.Admitted, n.Refused, n.Closed4429)
 		}
@@ -811,6 +832,7 @@ func limitFigures() []Figure {
 		frames("limits: frames admitted / allowed, largest key", "ratio", func(f *FrameLimitResult) float64 { return f.MaxKeyRatio }),
 		frames("limits: frames over-admitted, largest key", "frames", func(f *FrameLimitResult) float64 { return float64(f.MaxOver) }),
 		frames("limits: frame over-admission bound", "frames", func(f *FrameLimitResult) float64 { return float64(f.Bound) }),
+		frames("limits: frames sent / limit", "ratio", func(f *FrameLimitResult) float64 { return f.SendRate }),
 		frames("limits: frame sockets closed 4429", "sockets", func(f *FrameLimitResult) float64 { return float64(f.Closed4429) }),
 	}
 }
