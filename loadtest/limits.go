@@ -205,7 +205,9 @@ type FrameNodeResult struct {
 // limits runs the limits scenario: the upgrade timings first (they charge
 // the client IP at a generous rate only), then the connection attempts
 // (which use the IP's whole burst at a small rate), then the frames (no
-// rule of the upgrade).
+// rule of the upgrade). The IP's state outlives the run by up to a minute,
+// and an earlier run's lowers what the attempts of the next may get: run
+// it on fresh nodes, or a minute apart.
 func (r *runner) limits(ctx context.Context) *LimitsResult {
 	nodes := distinct(r.all)
 	res := &LimitsResult{Nodes: len(nodes)}
