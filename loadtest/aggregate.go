@@ -145,7 +145,7 @@ func Figures() []Figure {
 		}
 		return &r.Fanout.Latency
 	}
-	return []Figure{
+	figs := []Figure{
 		{Name: "connect rate", Unit: "sockets/s", Get: func(r *Report) (float64, bool) {
 			return fieldOf(r.Connect != nil && r.Connect.Connected > 0, func() float64 { return r.Connect.SocketsPerSec })
 		}},
@@ -186,6 +186,7 @@ func Figures() []Figure {
 		churnFig("churn heap+stack left after drain", "B", func(n ChurnNode) *float64 { return n.HeapStackLeft }),
 		churnFig("churn goroutines left after drain", "", func(n ChurnNode) *float64 { return n.GoroutinesLeft }),
 	}
+	return append(figs, limitFigures()...)
 }
 
 func fieldOf(ok bool, get func() float64) (float64, bool) {
@@ -250,6 +251,8 @@ func fv(v float64, unit string) string {
 		return fb(v)
 	case "":
 		return fmt.Sprintf("%.2f", v)
+	case "ratio":
+		return fmt.Sprintf("%.4f", v)
 	default:
 		return fmt.Sprintf("%.0f %s", v, unit)
 	}

@@ -233,10 +233,33 @@ type wsConn struct {
 // errHandshake is a refused WebSocket upgrade or a missing welcome.
 var errHandshake = errors.New("websocket handshake")
 
+// upgradeRefused is an upgrade the server answered with an HTTP status
+// instead of switching protocols; dial's error wraps it, so that a caller
+// can look at the status and headers of a refusal.
+type upgradeRefused struct {
+	Status int
+	Header http.Header
+	Body   string // the start of the body
+}
+
+func (e *upgradeRefused) Error() string { return fmt.Sprintf("HTTP %d %s", e.Status, e.Body) }
+
 // dial opens an authenticated socket with token on wsu and waits for the
 // welcome frame. A session token travels in the X-Session-Token header, an
 // API key (sbk_...) as a bearer token.
 func (w *wsDialers) dial(ctx context.Context, i int, wsu, token string, timeout time.Duration) (*wsConn, error) {
+	c, err := w.handshake(ctx, i, wsu, token, timeout)
+	if err != nil {
+		return nil, err
+	}
+	wc := &wsConn{c: c, updates: make(chan updateSeen, 8), done: make(chan struct{}), code: websocket.CloseAbnormalClosure}
+	go wc.read()
+	return wc, nil
+}
+
+// handshake is dial without the reader: it returns the socket once the
+// welcome frame has arrived, for a caller that reads it itself.
+func (w *wsDialers) handshake(ctx context.Context, i int, wsu, token string, timeout time.Duration) (*websocket.Conn, error) {
 	d := w.dialers[i%len(w.dialers)]
 	h := http.Header{}
 	if strings.HasPrefix(token, apiKeyPrefix) {
@@ -249,7 +272,7 @@ func (w *wsDialers) dial(ctx context.Context, i int, wsu, token string, timeout 
 		if resp != nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 			resp.Body.Close()
-			return nil, fmt.Errorf("%w: HTTP %d %s", errHandshake, resp.StatusCode, strings.TrimSpace(string(b)))
+			return nil, fmt.Errorf("%w: %w", errHandshake, &upgradeRefused{Status: resp.StatusCode, Header: resp.Header, Body: strings.TrimSpace(string(b))})
 		}
 		return nil, fmt.Errorf("%w: %w", errHandshake, redactURLError(err))
 	}
@@ -266,9 +289,7 @@ func (w *wsDialers) dial(ctx context.Context, i int, wsu, token string, timeout 
 		return nil, fmt.Errorf("%w: first frame is %q, not welcome", errHandshake, f.Type)
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	wc := &wsConn{c: c, updates: make(chan updateSeen, 8), done: make(chan struct{}), code: websocket.CloseAbnormalClosure}
-	go wc.read()
-	return wc, nil
+	return c, nil
 }
 
 func (w *wsConn) read() {

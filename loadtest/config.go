@@ -22,10 +22,13 @@ const (
 	ScenarioKeyRevoke = "keyrevoke"
 	ScenarioFanout    = "fanout"
 	ScenarioChurn     = "churn"
+	// ScenarioLimits drives API keys at and above their rate limits across
+	// every node (LimitsConfig).
+	ScenarioLimits = "limits"
 )
 
 // AllScenarios lists every scenario in execution order.
-var AllScenarios = []string{ScenarioConnect, ScenarioMemory, ScenarioUpdate, ScenarioRevoke, ScenarioKeyRevoke, ScenarioFanout, ScenarioChurn}
+var AllScenarios = []string{ScenarioConnect, ScenarioMemory, ScenarioUpdate, ScenarioRevoke, ScenarioKeyRevoke, ScenarioFanout, ScenarioChurn, ScenarioLimits}
 
 // Defaults and bounds of a Config.
 const (
@@ -82,6 +85,8 @@ type Config struct {
 	// ConnectRate limits new sockets per second in the connect scenario; 0
 	// means as fast as Concurrency allows.
 	ConnectRate int
+	// Limits shapes the limits scenario.
+	Limits LimitsConfig
 	// Concurrency bounds parallel admin calls and dials.
 	Concurrency int
 	// Scenarios to run; nil means all.
@@ -192,6 +197,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("loadtest: durations must not be negative")
 	}
 	c.ChurnDuration = min(c.ChurnDuration, MaxChurnDuration)
+	var err error
+	if c.Limits, err = c.Limits.withDefaults(); err != nil {
+		return c, err
+	}
 	c.FanoutSessions = min(c.FanoutSessions, c.FanoutSockets)
 	c.UsageSubjects = min(c.UsageSubjects, c.UsageSockets)
 	if c.Scenarios == nil {

@@ -85,6 +85,7 @@ func TestEndToEndSingleNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReport(t, rep, 1, 20, 10, 12)
+	checkLimits(t, rep, 1)
 }
 
 // TestEndToEndRedisCluster runs every scenario against two real nodes that
@@ -99,6 +100,7 @@ func TestEndToEndRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReport(t, rep, 1, 20, 10, 12)
+	checkLimits(t, rep, 2)
 	if rep.NodeA != a || len(rep.NodesB) != 1 || rep.NodesB[0] != b {
 		t.Fatalf("nodes: A %s, B %v; want A %s, B [%s]", rep.NodeA, rep.NodesB, a, b)
 	}

@@ -27,7 +27,16 @@ type createdKey struct {
 // createKey issues an API key for userID that may open sockets and nothing
 // else.
 func (a *adminClient) createKey(ctx context.Context, base, userID string, ttl time.Duration) (createdKey, error) {
+	return a.createLimitedKey(ctx, base, userID, ttl, nil)
+}
+
+// createLimitedKey is createKey with the key's own rate limits (the
+// "limits" object of POST /api/v1/keys); nil means the server's defaults.
+func (a *adminClient) createLimitedKey(ctx context.Context, base, userID string, ttl time.Duration, limits map[string]any) (createdKey, error) {
 	in := map[string]any{"user_id": userID, "name": "bench", "scopes": []string{"ws:connect"}, "ttl_seconds": int(ttl / time.Second)}
+	if limits != nil {
+		in["limits"] = limits
+	}
 	var out createdKey
 	if err := a.do(ctx, http.MethodPost, base, "/api/v1/keys", in, &out); err != nil {
 		return createdKey{}, err

@@ -86,6 +86,8 @@ type Report struct {
 	Fanout    *FanoutResult    `json:"fanout,omitempty"`
 	Usage     *UsageResult     `json:"usage,omitempty"`
 	Churn     *ChurnResult     `json:"churn,omitempty"`
+	// Limits is the limits scenario.
+	Limits *LimitsResult `json:"limits,omitempty"`
 	// Problems lists what kept part of the run from measuring (a node without
 	// /metrics, a scenario cut short by the overall timeout).
 	Problems []string `json:"problems,omitempty"`
@@ -348,6 +350,9 @@ func (r *Report) WriteTable(out io.Writer) error {
 				fbp(n.HeapStackLeft), fnp(n.GoroutinesLeft, "%+.0f"), n.DrainedOK)
 		}
 	}
+	if l := r.Limits; l != nil {
+		l.writeTable(section, p)
+	}
 	var errs []string
 	add := func(name string, e Errors) {
 		for _, m := range e.First {
@@ -378,6 +383,9 @@ func (r *Report) WriteTable(out io.Writer) error {
 	if r.Usage != nil {
 		add("usage", r.Usage.Errors)
 	}
+	if l := r.Limits; l != nil {
+		l.addErrors(add)
+	}
 	errs = append(errs, r.Problems...)
 	if len(errs) > 0 {
 		section()
@@ -391,6 +399,8 @@ func (r *Report) WriteTable(out io.Writer) error {
 // fd formats a duration with three significant digits.
 func fd(d time.Duration) string {
 	switch {
+	case d < 0:
+		return "-" + fd(-d)
 	case d < time.Microsecond:
 		return fmt.Sprintf("%dns", d.Nanoseconds())
 	case d < time.Millisecond:

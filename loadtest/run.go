@@ -94,6 +94,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.has(ScenarioUsage) && ctx.Err() == nil {
 		rep.Usage = r.usage(ctx)
 	}
+	if cfg.has(ScenarioLimits) && ctx.Err() == nil {
+		rep.Limits = r.limits(ctx)
+	}
 	if ctx.Err() != nil {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("run cut short: %v (timeout %s)", context.Cause(ctx), cfg.Timeout))
 	}

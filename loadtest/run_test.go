@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +151,7 @@ func tinyConfig(nodes []string, token string) Config {
 		ChurnDuration: 2 * time.Second, ChurnRate: 50, ChurnHold: 200 * time.Millisecond,
 		SampleInterval: 500 * time.Millisecond, SettleTimeout: 20 * time.Second,
 		Concurrency: 8, Timeout: 2 * time.Minute, OpTimeout: 5 * time.Second,
+		Limits: tinyLimits,
 	}
 }
 
@@ -157,6 +159,8 @@ func TestRunAgainstFakeNode(t *testing.T) {
 	f := newFakeNode(t, "admin-secret")
 	var progress bytes.Buffer
 	cfg := tinyConfig([]string{f.srv.URL, f.srv.URL}, "admin-secret")
+	// The fake node has no rate limits; the real ones are driven end to end.
+	cfg.Scenarios = slices.DeleteFunc(slices.Clone(AllScenarios), func(s string) bool { return s == ScenarioLimits })
 	cfg.Progress, cfg.ProgressInterval = &syncWriter{w: &progress}, 100*time.Millisecond
 	rep, err := Run(context.Background(), cfg)
 	if err != nil {

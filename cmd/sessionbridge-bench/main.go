@@ -1,7 +1,7 @@
 // Command sessionbridge-bench drives a running sessionbridge node or cluster
 // over real HTTP and WebSocket connections and reports connect throughput,
 // memory per idle socket, cross-node revocation and update latency, user-wide
-// logout fan-out and stability under churn.
+// logout fan-out, stability under churn, and rate limits held across nodes.
 //
 // It refuses targets that are not loopback addresses unless --allow-remote is
 // given. See docs/benchmarks.md for how the published figures were measured.
@@ -61,6 +61,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		usageFor    = fs.Duration("usage-duration", loadtest.DefaultUsageDuration, "length of the usage scenario's silent and active windows")
 		usageEvery  = fs.Duration("usage-frame-interval", loadtest.DefaultUsageFrameInterval, "how often each socket of the usage scenario sends a frame")
 		connectRate = fs.Int("connect-rate", 0, "limit on new sockets per second while connecting (0: no limit)")
+		limKeys     = fs.Int("limit-keys", loadtest.DefaultLimitKeys, "limits: API keys sending frames at twice their key_frames_per_second")
+		limSockets  = fs.Int("limit-sockets", loadtest.DefaultLimitSocketsPerNode, "limits: sockets of each of those keys on every node")
+		limFrames   = fs.Int("limit-frames", loadtest.DefaultLimitFrames, "limits: their key_frames_per_second")
+		limDuration = fs.Duration("limit-duration", loadtest.DefaultLimitDuration, fmt.Sprintf("limits: how long they send (at most %s)", loadtest.MaxLimitDuration))
+		limConnects = fs.Int("limit-connects", loadtest.DefaultLimitConnects, "limits: connects_per_minute of the key making twice as many attempts")
+		limSamples  = fs.Int("limit-samples", loadtest.DefaultLimitSamples, "limits: upgrades timed with connects_per_minute, and as many without")
 		concurrency = fs.Int("concurrency", loadtest.DefaultConcurrency, "parallel admin calls and dials")
 		scenarios   = fs.String("scenarios", strings.Join(loadtest.AllScenarios, ","), "scenarios to run (besides these: usage, which needs --redis-url)")
 		jsonFile    = fs.String("json", "", "also write the report as JSON to this file")
@@ -83,6 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *duration > loadtest.MaxChurnDuration {
 		return fmt.Errorf("--duration %s is above the bound of %s", *duration, loadtest.MaxChurnDuration)
+	}
+	if *limDuration > loadtest.MaxLimitDuration {
+		return fmt.Errorf("--limit-duration %s is above the bound of %s", *limDuration, loadtest.MaxLimitDuration)
 	}
 	sc, err := loadtest.ParseScenarios(*scenarios)
 	if err != nil {
@@ -109,6 +118,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Samples: *samples, RevokeGap: *revokeGap, FanoutSockets: *fanout, FanoutSessions: *fanoutSess,
 		ChurnDuration: *duration, ChurnRate: *churnRate, ChurnHold: *churnHold,
 		ConnectRate: *connectRate, Concurrency: *concurrency, Scenarios: sc,
+		Limits: loadtest.LimitsConfig{
+			Keys: *limKeys, SocketsPerNode: *limSockets, FramesPerSecond: *limFrames,
+			Duration: *limDuration, Connects: *limConnects, Samples: *limSamples,
+		},
 		AllowRemote: *allowRemote, Timeout: *timeout, OpTimeout: *opTimeout,
 		SampleInterval: *sampleEvery, SettleTimeout: *settle, Logger: logger,
 		RedisURL: *redisURL, UsageSockets: *usageSocks, UsageSubjects: *usageUsers,

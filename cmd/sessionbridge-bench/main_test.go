@@ -19,6 +19,8 @@ func TestRunRefusesBadInvocations(t *testing.T) {
 	}{
 		{[]string{"--nodes", "http://10.0.0.1:8080", "--admin-token", "t"}, "not a loopback address"},
 		{[]string{"--duration", "11m", "--admin-token", "t"}, "above the bound"},
+		{[]string{"--limit-duration", "11m", "--admin-token", "t"}, "above the bound"},
+		{[]string{"--limit-frames", "-1", "--admin-token", "t"}, "must not be negative"},
 		{[]string{"--scenarios", "connect,nope", "--admin-token", "t"}, "unknown scenario"},
 		{[]string{"--sources", "127.0.0.300", "--admin-token", "t"}, "source address"},
 		{[]string{"--nodes", "127.0.0.1:8080", "--admin-token", "t"}, `node "127.0.0.1:8080"`},
@@ -42,7 +44,8 @@ func TestHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}
-	for _, f := range []string{"--nodes", "--admin-token", "--sockets", "--sources", "--samples", "--duration", "--connect-rate", "--scenarios", "--json", "--allow-remote", "--timeout"} {
+	for _, f := range []string{"--nodes", "--admin-token", "--sockets", "--sources", "--samples", "--duration", "--connect-rate", "--scenarios", "--json", "--allow-remote", "--timeout",
+		"--limit-keys", "--limit-sockets", "--limit-frames", "--limit-duration", "--limit-connects", "--limit-samples"} {
 		if !strings.Contains(errOut.String(), strings.TrimLeft(f, "-")) {
 			t.Errorf("usage lacks %s", f)
 		}
