@@ -35,9 +35,11 @@ type MultiCluster struct {
 // them as `redis-cli --cluster create --cluster-replicas` would (slots split
 // evenly, CLUSTER MEET, CLUSTER REPLICATE), and waits until every node
 // reports cluster_state:ok and every replica is in sync with its master.
-// Every process is stopped when the test ends. redis-cli must be on PATH
+// extraArgs go on every server's command line (e.g.
+// "--cluster-require-full-coverage", "no"). Every process is stopped when
+// the test ends. redis-cli must be on PATH
 // beside redis-server. Redis requires at least three masters.
-func StartMultiCluster(t testing.TB, masters, replicasPerMaster int) *MultiCluster {
+func StartMultiCluster(t testing.TB, masters, replicasPerMaster int, extraArgs ...string) *MultiCluster {
 	t.Helper()
 	if masters < 3 {
 		t.Fatalf("redistest: a Redis Cluster needs at least 3 masters, not %d", masters)
@@ -49,12 +51,12 @@ func StartMultiCluster(t testing.TB, masters, replicasPerMaster int) *MultiClust
 	c := &MultiCluster{t: t, cli: cli, replicas: map[string][]string{}}
 	n := masters * (1 + replicasPerMaster)
 	for range n {
-		s := Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		s := Start(t, append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", clusterNodeTimeout,
 			// A replica takes over whatever its replication offset.
 			"--cluster-replica-validity-factor", "0",
 			// A replica's first sync at once, not after the default 5 s.
-			"--repl-diskless-sync-delay", "0")
+			"--repl-diskless-sync-delay", "0"}, extraArgs...)...)
 		c.nodes = append(c.nodes, s)
 	}
 	// What redis-cli --cluster create does, without its one-second pauses:
@@ -254,6 +256,19 @@ func (c *MultiCluster) MasterOf(key string) *Server {
 // DoKey runs a command on the master that serves key's slot.
 func (c *MultiCluster) DoKey(key string, args ...string) (any, error) {
 	return c.MasterOf(key).Do(args...)
+}
+
+// KillReplicasOf kills (SIGKILL) every replica of the master with ID id,
+// so that nothing can take over its slots.
+func (c *MultiCluster) KillReplicasOf(id string) {
+	c.t.Helper()
+	tp, err := c.Topology()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, r := range tp.ReplicasOf(id) {
+		c.Server(r.Addr).Stop()
+	}
 }
 
 // KillMasterOf kills (SIGKILL) the master serving key's slot, as a crash
