@@ -107,7 +107,9 @@ func testFrameUpdateOnBVisibleOnA(t *testing.T, srv redisTarget) {
 	})
 }
 
-func TestDeleteUserClosesSocketsOnBothNodes(t *testing.T) { eachRedis(t, testDeleteUserClosesSocketsOnBothNodes) }
+func TestDeleteUserClosesSocketsOnBothNodes(t *testing.T) {
+	eachRedis(t, testDeleteUserClosesSocketsOnBothNodes)
+}
 
 func testDeleteUserClosesSocketsOnBothNodes(t *testing.T, srv redisTarget) {
 	a, b := twoNodes(t, srv, nodeOpts{})
@@ -176,7 +178,9 @@ func rawSubscriber(t *testing.T, srv *redistest.Server, channel string) (count f
 	}
 }
 
-func TestExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T) { eachRedis(t, testExpiryClosesOnBothNodesAndIsPublishedOnce) }
+func TestExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T) {
+	eachRedis(t, testExpiryClosesOnBothNodesAndIsPublishedOnce)
+}
 
 func testExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T, srv redisTarget) {
 	// Both nodes claim expiries every 20ms: they race for every session.
@@ -223,7 +227,9 @@ func testExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T, srv redisTarget
 	}
 }
 
-func TestSubscriptionKilledThenRevokeStillCloses(t *testing.T) { eachRedis(t, testSubscriptionKilledThenRevokeStillCloses) }
+func TestSubscriptionKilledThenRevokeStillCloses(t *testing.T) {
+	eachRedis(t, testSubscriptionKilledThenRevokeStillCloses)
+}
 
 func testSubscriptionKilledThenRevokeStillCloses(t *testing.T, srv redisTarget) {
 	a, b := twoNodes(t, srv, nodeOpts{})
@@ -301,7 +307,9 @@ func TestRedisDownThenBackEmpty(t *testing.T) {
 	c2.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
 }
 
-func TestConcurrentLogoutAndUpdateNeverResurrect(t *testing.T) { eachRedis(t, testConcurrentLogoutAndUpdateNeverResurrect) }
+func TestConcurrentLogoutAndUpdateNeverResurrect(t *testing.T) {
+	eachRedis(t, testConcurrentLogoutAndUpdateNeverResurrect)
+}
 
 func testConcurrentLogoutAndUpdateNeverResurrect(t *testing.T, srv redisTarget) {
 	a, b := twoNodes(t, srv, nodeOpts{})

@@ -203,7 +203,7 @@ func TestClusterReshardWhileRevoking(t *testing.T) {
 	}
 	checkAllRevoked(t, c, a, b, hs)
 	// The moved slots are served by their new master.
-	if got, _ := c.MasterOf("{" + sb.Shard(movers[0]) + "}").MustDo("CLUSTER", "MYID").(string); got != to {
+	if got, _ := c.MasterOf("{"+sb.Shard(movers[0])+"}").MustDo("CLUSTER", "MYID").(string); got != to {
 		t.Fatalf("a moved slot is served by %s, want %s", got, to)
 	}
 }
