@@ -360,10 +360,9 @@ func (g *Gateway) onMessage(ev sb.Event) bool {
 // the store, in batches of resyncBatch IDs per read. When the store cannot
 // be reached the sockets stay open and it reports false: Run tries again.
 func (g *Gateway) revalidate(ctx context.Context, trigger string) (ok bool) {
-	ok = true
 	g.metrics.Resync(trigger)
 	ids := g.reg.sessionIDs()
-	closed := g.revalidateKeys(ctx, trigger)
+	closed, ok := g.revalidateKeys(ctx, trigger)
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), resyncBatch)]
 		ids = ids[len(batch):]

@@ -98,6 +98,20 @@ func StartMultiCluster(t testing.TB, masters, replicasPerMaster int, extraArgs .
 				return false
 			}
 		}
+		// And every node knows every master's replicas.
+		for _, s := range c.nodes {
+			v, err := s.Do("CLUSTER", "NODES")
+			text, _ := v.(string)
+			tp, perr := parseNodes(text)
+			if err != nil || perr != nil {
+				return false
+			}
+			for _, id := range ids {
+				if len(tp.ReplicasOf(id)) < replicasPerMaster {
+					return false
+				}
+			}
+		}
 		return true
 	})
 	return c
