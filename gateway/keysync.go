@@ -226,15 +226,15 @@ func (g *Gateway) closeKeyLocked(ke *keyEntry, code int, reason, why string) int
 
 // revalidateKeys checks every local API key against the store, in batches
 // of resyncBatch IDs per GetKeys call, and returns how many keys' sockets it
-// closed. When the store cannot be reached the sockets stay open; the next
-// sweep tries again.
-func (g *Gateway) revalidateKeys(ctx context.Context, trigger string) int {
+// closed, and false if the store could not be read: the sockets then stay
+// open and Run tries again.
+func (g *Gateway) revalidateKeys(ctx context.Context, trigger string) (closed int, ok bool) {
 	ks := g.cfg.KeyStore
 	if ks == nil {
-		return 0
+		return 0, true
 	}
 	ids := g.reg.keyIDs()
-	closed := 0
+	ok = true
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), resyncBatch)]
 		ids = ids[len(batch):]
@@ -243,8 +243,9 @@ func (g *Gateway) revalidateKeys(ctx context.Context, trigger string) int {
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				g.log.Warn("gateway: re-validating api keys; keeping sockets open until the next sweep", "trigger", trigger, "err", err)
+				g.log.Warn("gateway: re-validating api keys; keeping sockets open and trying again", "trigger", trigger, "err", err)
 			}
+			ok = false
 			break
 		}
 		for _, id := range batch {
@@ -253,7 +254,7 @@ func (g *Gateway) revalidateKeys(ctx context.Context, trigger string) int {
 			}
 		}
 	}
-	return closed
+	return closed, ok
 }
 
 // scheduleKeyLocked (re)arms the key's timer for its current expiry: an

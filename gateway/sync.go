@@ -39,18 +39,41 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	t := time.NewTicker(g.sweep)
 	defer t.Stop()
+	// A re-validation that could not read the store is tried again with
+	// back-off, not left to the next sweep: after a gap the events it covers
+	// are lost, and the store is often still partly away then (a Cluster
+	// shard failing over while the subscription is already back).
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	backoff := minResyncRetry
 	for {
+		ok := true
 		select {
 		case <-ctx.Done():
 			<-subDone
 			return ctx.Err()
 		case <-t.C:
-			g.revalidate(ctx, "sweep")
+			ok = g.revalidate(ctx, "sweep")
 		case <-g.resync:
-			g.revalidate(ctx, "gap")
+			ok = g.revalidate(ctx, "gap")
+		case <-retry.C:
+			ok = g.revalidate(ctx, "gap")
 		}
+		if ok {
+			backoff = minResyncRetry
+			continue
+		}
+		retry.Reset(backoff)
+		backoff = min(backoff*2, maxResyncRetry)
 	}
 }
+
+// Back-off of a re-validation that could not read the store.
+const (
+	minResyncRetry = 100 * time.Millisecond
+	maxResyncRetry = 5 * time.Second
+)
 
 // HandleEvent applies one bus event to the local sockets. It implements
 // sb.EventHandler; it never blocks on a socket (frames go to bounded queues)
@@ -335,11 +358,11 @@ func (g *Gateway) onMessage(ev sb.Event) bool {
 
 // revalidate checks every local session, then every local API key, against
 // the store, in batches of resyncBatch IDs per read. When the store cannot
-// be reached the sockets stay open; the next sweep tries again.
-func (g *Gateway) revalidate(ctx context.Context, trigger string) {
+// be reached the sockets stay open and it reports false: Run tries again.
+func (g *Gateway) revalidate(ctx context.Context, trigger string) (ok bool) {
 	g.metrics.Resync(trigger)
 	ids := g.reg.sessionIDs()
-	closed := g.revalidateKeys(ctx, trigger)
+	closed, ok := g.revalidateKeys(ctx, trigger)
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), resyncBatch)]
 		ids = ids[len(batch):]
@@ -348,8 +371,9 @@ func (g *Gateway) revalidate(ctx context.Context, trigger string) {
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				g.log.Warn("gateway: re-validating sessions; keeping sockets open until the next sweep", "trigger", trigger, "err", err)
+				g.log.Warn("gateway: re-validating sessions; keeping sockets open and trying again", "trigger", trigger, "err", err)
 			}
+			ok = false
 			break
 		}
 		for _, id := range batch {
@@ -371,6 +395,7 @@ func (g *Gateway) revalidate(ctx context.Context, trigger string) {
 		g.metrics.ResyncClosed(closed)
 		g.log.Info("gateway: re-validation closed sessions and api keys", "trigger", trigger, "closed", closed)
 	}
+	return ok
 }
 
 // scheduleLocked (re)arms the session's timer for its current deadline: a

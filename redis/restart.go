@@ -164,10 +164,20 @@ var errNoRunID = errors.New("redis: the server reports no run_id")
 // runIDs returns the run ID of every server of the client, by address. A
 // server's run ID changes whenever its process starts; a promoted replica
 // has its own.
+//
+// In a Cluster, a node that cannot be reached keeps the run ID last seen at
+// its address, as long as one node answers: a dead master (or a shard that
+// is down) must not hold up, behind the restart check, reads that other
+// nodes serve. No read can have been served by the unreachable node; when it
+// comes back, its reconnection makes the watcher look again and a new run
+// ID at its address is a restart.
 func (b *Backend) runIDs(ctx context.Context) (map[string]string, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
+	cluster := b.client.Mode() == rueidis.ClientModeCluster
 	ids := map[string]string{}
+	var unreachable []string
+	var lastErr error
 	for addr, c := range b.client.Nodes() {
 		info, err := c.Do(ctx, c.B().Info().Section("server").Build()).ToString()
 		if err != nil {
@@ -175,6 +185,10 @@ func (b *Backend) runIDs(ctx context.Context) (map[string]string, error) {
 			if _, isReply := rueidis.IsRedisErr(err); isReply && !errors.Is(ferr, sessionbridge.ErrUnavailable) {
 				// INFO refused (ACL, renamed): no run ID to compare.
 				return nil, fmt.Errorf("%w: %w", errNoRunID, ferr)
+			}
+			if cluster && ctx.Err() == nil {
+				unreachable, lastErr = append(unreachable, addr), ferr
+				continue
 			}
 			return nil, ferr
 		}
@@ -191,7 +205,19 @@ func (b *Backend) runIDs(ctx context.Context) (map[string]string, error) {
 		ids[addr] = id
 	}
 	if len(ids) == 0 {
+		if lastErr != nil {
+			return nil, lastErr
+		}
 		return nil, fmt.Errorf("redis: info: %w: no server", sessionbridge.ErrUnavailable)
+	}
+	if len(unreachable) > 0 {
+		b.mu.Lock()
+		for _, addr := range unreachable {
+			if id, ok := b.serverIDs[addr]; ok {
+				ids[addr] = id
+			}
+		}
+		b.mu.Unlock()
 	}
 	return ids, nil
 }

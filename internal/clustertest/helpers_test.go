@@ -55,7 +55,7 @@ type nodeOpts struct {
 // startNode builds a node on srv and runs it until the test ends. Sweeps are
 // an hour apart, so that what a test sees comes from events and gaps, never
 // from the periodic sweep.
-func startNode(t *testing.T, name string, srv *redistest.Server, o nodeOpts) *node {
+func startNode(t *testing.T, name string, srv redisTarget, o nodeOpts) *node {
 	t.Helper()
 	if o.timeout == 0 {
 		o.timeout = 2 * time.Second
@@ -117,17 +117,79 @@ func startNode(t *testing.T, name string, srv *redistest.Server, o nodeOpts) *no
 // waitSubscribed waits until the node's subscription connection is open on
 // srv, so that a test's first event cannot be published before the node
 // listens.
-func waitSubscribed(t *testing.T, srv *redistest.Server, node string) {
+func waitSubscribed(t *testing.T, srv redisTarget, node string) {
 	t.Helper()
 	eventually(t, 10*time.Second, node+" to subscribe", func() bool {
-		list, err := srv.Do("CLIENT", "LIST", "TYPE", "pubsub")
-		s, _ := list.(string)
-		return err == nil && strings.Contains(s, " name=sessionbridge:"+node+" ")
+		for _, s := range serversOf(srv) {
+			list, err := s.Do("CLIENT", "LIST", "TYPE", "pubsub")
+			l, _ := list.(string)
+			if err == nil && strings.Contains(l, " name=sessionbridge:"+node+" ") {
+				return true
+			}
+		}
+		return false
 	})
 }
 
+// redisTarget is the Redis the nodes share: a standalone server
+// (*redistest.Server) or a Cluster (*redistest.MultiCluster).
+type redisTarget interface{ URL() string }
+
+// serversOf returns the servers of target.
+func serversOf(target redisTarget) []*redistest.Server {
+	switch r := target.(type) {
+	case *redistest.Server:
+		return []*redistest.Server{r}
+	case *redistest.MultiCluster:
+		return r.Nodes()
+	}
+	panic("clustertest: unknown redis target")
+}
+
+// doKey runs a command about key on the server that holds it.
+func doKey(t *testing.T, target redisTarget, key string, args ...string) any {
+	t.Helper()
+	var v any
+	var err error
+	switch r := target.(type) {
+	case *redistest.Server:
+		v, err = r.Do(args...)
+	case *redistest.MultiCluster:
+		v, err = r.DoKey(key, args...)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", strings.Join(args, " "), err)
+	}
+	return v
+}
+
+// doAll runs a command on every running server of target and ignores the
+// replies (a killed cluster node does not answer).
+func doAll(target redisTarget, args ...string) {
+	for _, s := range serversOf(target) {
+		_, _ = s.Do(args...)
+	}
+}
+
+// redisKinds are the deployments the cross-node tests run against: one
+// standalone server, and a Cluster of three masters with a replica each.
+var redisKinds = []struct {
+	name  string
+	start func(t *testing.T) redisTarget
+}{
+	{"standalone", func(t *testing.T) redisTarget { return redistest.Start(t) }},
+	{"cluster", func(t *testing.T) redisTarget { return redistest.StartMultiCluster(t, 3, 1) }},
+}
+
+// eachRedis runs test once per redisKinds, each on a fresh deployment.
+func eachRedis(t *testing.T, test func(t *testing.T, srv redisTarget)) {
+	for _, k := range redisKinds {
+		t.Run(k.name, func(t *testing.T) { test(t, k.start(t)) })
+	}
+}
+
 // twoNodes starts nodes A and B sharing srv under one prefix.
-func twoNodes(t *testing.T, srv *redistest.Server, o nodeOpts) (*node, *node) {
+func twoNodes(t *testing.T, srv redisTarget, o nodeOpts) (*node, *node) {
 	t.Helper()
 	if o.prefix == "" {
 		o.prefix = "sb:"

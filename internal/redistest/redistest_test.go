@@ -3,6 +3,7 @@ package redistest
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -151,4 +152,59 @@ func runIDOf(t *testing.T, s *Server) string {
 	}
 	t.Fatalf("no run_id in INFO server: %q", info)
 	return ""
+}
+
+func TestMultiClusterFailoverAndReshard(t *testing.T) {
+	start := time.Now()
+	c := StartMultiCluster(t, 3, 1)
+	t.Logf("3 masters + 3 replicas up in %v", time.Since(start))
+	if ids := c.MasterIDs(); len(ids) != 3 {
+		t.Fatalf("masters = %v, want 3", ids)
+	}
+	const key = "k:{x}"
+	if _, err := c.DoKey(key, "SET", key, "v"); err != nil {
+		t.Fatal(err)
+	}
+	// Replication is asynchronous: wait for the replica to have the key.
+	if v, err := c.DoKey(key, "WAIT", "1", "5000"); err != nil || v != int64(1) {
+		t.Fatalf("WAIT = %v, %v", v, err)
+	}
+	// The key's master dies; its replica takes over with the data.
+	killed, id := c.KillMasterOf(key)
+	start = time.Now()
+	promoted := c.WaitPromoted(id)
+	t.Logf("replica promoted in %v", time.Since(start))
+	if promoted == killed || c.MasterOf(key) != promoted {
+		t.Fatalf("the key's slot is served by %s, want the promoted %s", c.MasterOf(key).Addr(), promoted.Addr())
+	}
+	if v, err := c.DoKey(key, "GET", key); err != nil || v != "v" {
+		t.Fatalf("GET after failover = %v, %v", v, err)
+	}
+	// The old master comes back as a replica.
+	c.RestartNode(killed)
+	tp, err := c.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range tp {
+		if n.ID == id && n.Master {
+			t.Fatalf("the restarted node is a master again: %+v", n)
+		}
+	}
+	// Move the key's slot away with redis-cli --cluster reshard.
+	ids := c.MasterIDs()
+	from, _ := promoted.MustDo("CLUSTER", "MYID").(string)
+	to := ids[0]
+	if to == from {
+		to = ids[1]
+	}
+	slot := c.KeySlot(key)
+	c.Reshard(from, to, c.SlotsOf(from)) // all of them: the key's slot goes too
+	owner := c.MasterOf(key)
+	if got, _ := owner.MustDo("CLUSTER", "MYID").(string); got != to {
+		t.Fatalf("slot %d served by %s after reshard, want %s", slot, got, to)
+	}
+	if v, err := c.DoKey(key, "GET", key); err != nil || v != "v" {
+		t.Fatalf("GET after reshard = %v, %v", v, err)
+	}
 }
