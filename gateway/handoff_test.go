@@ -67,7 +67,8 @@ func TestSocketBehindMiddlewareAuthenticatesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Manager: mgr, Bus: bus, Auth: authn, SweepInterval: time.Hour})
+	subscribed := &gapSignalBus{Bus: bus}
+	gw, err := gateway.New(gateway.Config{Manager: mgr, Bus: subscribed, Auth: authn, SweepInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +91,15 @@ func TestSocketBehindMiddlewareAuthenticatesOnce(t *testing.T) {
 		}
 		srv.Close()
 	})
+	// Past the gap of the first subscription, which makes an upgrade in
+	// flight read its session again, every read counted is the upgrade's.
+	deadline := time.Now().Add(10 * time.Second)
+	for !subscribed.gapped.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway did not subscribe")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 	dial := func(h http.Header, query string) (string, int) {
 		t.Helper()
@@ -152,6 +162,10 @@ func TestSocketBehindMiddlewareAuthenticatesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	// The welcome comes after the first socket's own second read.
+	if _, _, err := conn.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
 	before := store.gets.Load()
 	if who, _ := dial(h, ""); who != "session alice" {
 		t.Fatalf("session socket: %q", who)
@@ -179,4 +193,24 @@ func TestSocketBehindMiddlewareAuthenticatesOnce(t *testing.T) {
 	if _, status := dial(h, "ticket="+url.QueryEscape(ticket)); status != http.StatusUnauthorized {
 		t.Fatalf("ticket of another session beside a header token: %d", status)
 	}
+}
+
+// gapSignalBus reports when its subscriber has handled its first gap.
+type gapSignalBus struct {
+	sb.Bus
+	gapped atomic.Bool
+}
+
+func (b *gapSignalBus) Subscribe(ctx context.Context, h sb.EventHandler) error {
+	return b.Bus.Subscribe(ctx, gapSignal{EventHandler: h, done: &b.gapped})
+}
+
+type gapSignal struct {
+	sb.EventHandler
+	done *atomic.Bool
+}
+
+func (g gapSignal) HandleGap() {
+	g.EventHandler.HandleGap()
+	g.done.Store(true)
 }

@@ -263,6 +263,9 @@ func newEnv(t *testing.T, tweak func(*Config)) *env {
 	runDone := make(chan error, 1)
 	go func() { runDone <- g.Run(ctx) }()
 	waitFor(t, "bus subscription", func() bool { return e.bus.Subscribers() == 1 })
+	// The gap of the first subscription moves every session's event mark;
+	// past it, an upgrade re-reads its session only for a real event.
+	waitFor(t, "the first gap", func() bool { return g.marks.all.Load() > 0 })
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
