@@ -17,6 +17,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/auth"
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/keys"
+	"github.com/sessionbridge/sessionbridge/limit"
 	"github.com/sessionbridge/sessionbridge/scope"
 	"github.com/sessionbridge/sessionbridge/usage"
 	"github.com/sessionbridge/sessionbridge/users"
@@ -80,8 +81,10 @@ type API struct {
 	// scopes of the keys they create from /auth/keys; nil means every scope.
 	SessionScopes []string
 	// LoginLimiter, if set, refuses sign-ins from a client IP or for a
-	// username with too many recent failures (429 rate_limited).
-	LoginLimiter *FailureLimiter
+	// username with too many recent failures (429 rate_limited): a
+	// *FailureLimiter counts for this node, the redis package's for the
+	// cluster. A sign-in it cannot count is refused (503 unavailable).
+	LoginLimiter limit.Failures
 	// RequestLimits, if set, limits the requests of one client IP to the
 	// login route and to the admin API (429 rate_limited).
 	RequestLimits *RequestLimits

@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/sessionbridge/sessionbridge/limit"
 )
 
 // Defaults of a zero FailureLimiter.
@@ -28,8 +30,9 @@ const (
 // concurrent attempts cannot pass the limit together. At most Max attempts
 // per key and window are ever evaluated.
 //
-// Counts live in this process: with several nodes behind a load balancer an
-// attacker gets Max attempts per node. Memory is bounded by MaxKeys; when it
+// It is the [limit.Failures] of a single node: counts live in this process,
+// so with several nodes behind a load balancer an attacker would get Max
+// attempts per node (a cluster on Redis counts in Redis instead). Memory is bounded by MaxKeys; when it
 // is full, entries whose window passed are dropped first, then arbitrary ones.
 // The zero value is ready to use, a nil *FailureLimiter limits nothing, and
 // it is safe for concurrent use.
@@ -47,6 +50,8 @@ type FailureLimiter struct {
 	mu   sync.Mutex
 	keys map[string]*failures
 }
+
+var _ limit.Failures = (*FailureLimiter)(nil)
 
 type failures struct {
 	count int
@@ -113,28 +118,29 @@ type Reservation struct {
 // ends, as Blocked does. The caller evaluates the attempt only when ok, and
 // calls Refund on the reservation if the attempt succeeded or was not
 // evaluated after all. A nil limiter reserves nothing and always allows.
-func (l *FailureLimiter) Reserve(keys ...string) (res *Reservation, retryAfter time.Duration, ok bool) {
+// It never fails: err is always nil.
+func (l *FailureLimiter) Reserve(_ context.Context, keys ...string) (r limit.Reservation, retryAfter time.Duration, ok bool, err error) {
 	if l == nil {
-		return nil, 0, true
+		return (*Reservation)(nil), 0, true, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	if wait, blocked := l.blocked(now, keys); blocked {
-		return nil, wait, false
+		return nil, wait, false, nil
 	}
-	res = &Reservation{l: l, entries: make(map[string]*failures, len(keys))}
+	res := &Reservation{l: l, entries: make(map[string]*failures, len(keys))}
 	for _, k := range keys {
 		res.entries[k] = l.fail(now, k)
 	}
-	return res, 0, true
+	return res, 0, true, nil
 }
 
 // Refund gives back the failure counted by Reserve under each key, unless the
 // key's window has passed or its count was reset meanwhile (there is nothing
 // left to give back then). Refund is idempotent; a nil Reservation does
 // nothing.
-func (r *Reservation) Refund() {
+func (r *Reservation) Refund(context.Context) {
 	if r == nil || r.l == nil {
 		return
 	}
@@ -180,14 +186,15 @@ func (l *FailureLimiter) fail(now time.Time, key string) *failures {
 	return f
 }
 
-// Reset forgets the failures under key.
-func (l *FailureLimiter) Reset(key string) {
+// Reset forgets the failures under key. It never fails.
+func (l *FailureLimiter) Reset(_ context.Context, key string) error {
 	if l == nil {
-		return
+		return nil
 	}
 	l.mu.Lock()
 	delete(l.keys, key)
 	l.mu.Unlock()
+	return nil
 }
 
 // makeRoom drops entries until one more fits under MaxKeys.

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionbridge/sessionbridge/limit"
 	"github.com/sessionbridge/sessionbridge/users"
 )
 
@@ -30,7 +33,7 @@ func TestFailureLimiter(t *testing.T) {
 	if _, blocked := l.Blocked("ip:b", "user:y"); blocked {
 		t.Error("unrelated keys blocked")
 	}
-	l.Reset("user:x")
+	_ = l.Reset(t.Context(), "user:x")
 	if _, blocked := l.Blocked("ip:b", "user:x"); blocked {
 		t.Error("user key blocked after Reset")
 	}
@@ -53,7 +56,7 @@ func TestFailureLimiter(t *testing.T) {
 
 	var none *FailureLimiter
 	none.Fail("k")
-	none.Reset("k")
+	_ = none.Reset(t.Context(), "k")
 	if _, blocked := none.Blocked("k"); blocked {
 		t.Error("nil limiter blocked")
 	}
@@ -90,16 +93,16 @@ func TestLoginThrottled(t *testing.T) {
 func TestFailureLimiterReserve(t *testing.T) {
 	c := &clock{t: time.Unix(1_000_000, 0)}
 	l := &FailureLimiter{Max: 3, Window: time.Minute, Now: c.Now}
-	var held []*Reservation
+	var held []limit.Reservation
 	for i := range 3 {
-		r, _, ok := l.Reserve("ip:a", "user:x")
+		r, _, ok, _ := l.Reserve(t.Context(), "ip:a", "user:x")
 		if !ok {
 			t.Fatalf("attempt %d refused", i)
 		}
 		held = append(held, r)
 	}
 	// The attempts in flight count: a fourth cannot start.
-	if _, wait, ok := l.Reserve("ip:b", "user:x"); ok || wait != time.Minute {
+	if _, wait, ok, _ := l.Reserve(t.Context(), "ip:b", "user:x"); ok || wait != time.Minute {
 		t.Fatalf("fourth attempt: ok=%v wait=%v, want refused for 1m", ok, wait)
 	}
 	if _, blocked := l.Blocked("user:x"); !blocked {
@@ -107,38 +110,38 @@ func TestFailureLimiterReserve(t *testing.T) {
 	}
 	// A refunded attempt (a success, or one never evaluated) makes room for
 	// exactly one more; refunding twice gives back nothing more.
-	held[0].Refund()
-	held[0].Refund()
-	if _, _, ok := l.Reserve("ip:a", "user:x"); !ok {
+	held[0].Refund(t.Context())
+	held[0].Refund(t.Context())
+	if _, _, ok, _ := l.Reserve(t.Context(), "ip:a", "user:x"); !ok {
 		t.Fatal("refused after a refund")
 	}
-	if _, _, ok := l.Reserve("ip:a", "user:y"); ok {
+	if _, _, ok, _ := l.Reserve(t.Context(), "ip:a", "user:y"); ok {
 		t.Fatal("a double refund gave back two attempts")
 	}
 	// A refund after the window passed leaves the new window's count alone.
 	c.Advance(time.Minute)
-	fresh, _, ok := l.Reserve("ip:a")
+	fresh, _, ok, _ := l.Reserve(t.Context(), "ip:a")
 	if !ok {
 		t.Fatal("refused in a new window")
 	}
-	held[1].Refund()
-	held[2].Refund()
+	held[1].Refund(t.Context())
+	held[2].Refund(t.Context())
 	for range 2 {
-		if _, _, ok := l.Reserve("ip:a"); !ok {
+		if _, _, ok, _ := l.Reserve(t.Context(), "ip:a"); !ok {
 			t.Fatal("refused below the limit in the new window")
 		}
 	}
-	if _, _, ok := l.Reserve("ip:a"); ok {
+	if _, _, ok, _ := l.Reserve(t.Context(), "ip:a"); ok {
 		t.Fatal("old refunds raised the new window's limit")
 	}
-	fresh.Refund()
+	fresh.Refund(t.Context())
 
 	var none *FailureLimiter
-	r, _, ok := none.Reserve("k")
+	r, _, ok, _ := none.Reserve(t.Context(), "k")
 	if !ok {
 		t.Error("nil limiter refused")
 	}
-	r.Refund()
+	r.Refund(t.Context())
 }
 
 // gatedUsers is a UserVerifier whose checks wait until the test releases
@@ -340,5 +343,35 @@ func TestLoginRefusedWhenHashesBusy(t *testing.T) {
 	expect(t, f.do(req{method: "POST", path: "/auth/login", body: `{"username":"bob","password":"wrong"}`}), http.StatusTooManyRequests)
 	if _, _, total := g.counts(); total != 2 {
 		t.Errorf("%d passwords checked, want 2", total)
+	}
+}
+
+// brokenFailures is a limit.Failures whose store is away.
+type brokenFailures struct{}
+
+func (brokenFailures) Reserve(context.Context, ...string) (limit.Reservation, time.Duration, bool, error) {
+	return nil, 0, false, errors.New("store unreachable")
+}
+func (brokenFailures) Reset(context.Context, string) error { return errors.New("store unreachable") }
+
+// TestLoginFailsClosedWhenFailuresCannotBeCounted: a sign-in whose attempt
+// cannot be counted is refused 503 without checking the password, even the
+// right one, so the limit does not fall with its store.
+func TestLoginFailsClosedWhenFailuresCannotBeCounted(t *testing.T) {
+	f, g := gatedFixture(t, func(a *API) { a.LoginLimiter = brokenFailures{} })
+	g.open()
+	resp := f.do(req{method: "POST", path: "/auth/login", body: `{"username":"alice","password":"alice-password"}`})
+	expect(t, resp, http.StatusServiceUnavailable)
+	if code := resp.errorCode(t); code != CodeUnavailable {
+		t.Errorf("code %q, want %q", code, CodeUnavailable)
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	if resp.cookie("sb_session") != nil {
+		t.Error("a sign-in that was not counted set a cookie")
+	}
+	if _, _, total := g.counts(); total != 0 {
+		t.Errorf("%d passwords checked without counting the attempt", total)
 	}
 }

@@ -1,10 +1,12 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/audit"
+	"github.com/sessionbridge/sessionbridge/limit"
 	"github.com/sessionbridge/sessionbridge/users"
 )
 
@@ -73,18 +76,43 @@ func (a *loginHandler) serve(w http.ResponseWriter, r *http.Request) {
 	// Keys carry a prefix so that a username cannot collide with an IP.
 	ipKey, userKey := "ip:"+f.IP, "user:"+truncate(req.Username, 128)
 	// The attempt counts before the password is checked, so that attempts
-	// made at once cannot all pass the limit.
-	attempt, wait, ok := a.LoginLimiter.Reserve(ipKey, userKey)
-	if !ok {
-		f.Reason = "rate_limited"
-		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
-		writeError(w, errorf(http.StatusTooManyRequests, CodeRateLimited, "too many failed sign-ins; retry later"))
-		return
+	// made at once cannot all pass the limit. Refunds and resets outlive a
+	// client that hangs up: an attempt left counted costs its user a try.
+	keep := context.WithoutCancel(r.Context())
+	var attempt limit.Reservation
+	if a.LoginLimiter != nil {
+		var (
+			wait time.Duration
+			ok   bool
+			err  error
+		)
+		attempt, wait, ok, err = a.LoginLimiter.Reserve(r.Context(), ipKey, userKey)
+		if err != nil {
+			// Fail closed: a sign-in that cannot be counted is not
+			// checked, or the limit would fall with the store.
+			a.logger().LogAttrs(r.Context(), slog.LevelWarn, "sign-in failures cannot be counted", logAttrErr(err))
+			f.Reason = "limit_unavailable"
+			a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
+			w.Header().Set("Retry-After", "1")
+			writeError(w, errorf(http.StatusServiceUnavailable, CodeUnavailable, "sign-in is temporarily unavailable; retry later"))
+			return
+		}
+		if !ok {
+			f.Reason = "rate_limited"
+			a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
+			writeError(w, errorf(http.StatusTooManyRequests, CodeRateLimited, "too many failed sign-ins; retry later"))
+			return
+		}
+	}
+	refund := func() {
+		if attempt != nil {
+			attempt.Refund(keep)
+		}
 	}
 	if !a.hashes.acquire(r.Context()) {
 		// Not evaluated: the attempt costs the client nothing.
-		attempt.Refund()
+		refund()
 		f.Reason = "login_busy"
 		a.Audit.Log(r.Context(), audit.AuthnLoginFail, f)
 		w.Header().Set("Retry-After", "1")
@@ -101,8 +129,14 @@ func (a *loginHandler) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusUnauthorized, CodeInvalidCredentials, "invalid username or password"))
 		return
 	}
-	attempt.Refund()
-	a.LoginLimiter.Reset(userKey)
+	refund()
+	if a.LoginLimiter != nil {
+		if err := a.LoginLimiter.Reset(keep, userKey); err != nil {
+			// The user is in; their earlier failures stay counted until
+			// the window passes.
+			a.logger().LogAttrs(r.Context(), slog.LevelWarn, "sign-in failures of a user cannot be reset", logAttrErr(err))
+		}
+	}
 	// The users file's scopes become the session's own; a user listed
 	// without any gets the configured default.
 	var scopes []string
