@@ -65,14 +65,22 @@ func (l *FailureLimiter) now() time.Time {
 	return time.Now()
 }
 
-func (l *FailureLimiter) max() int {
+func (l *FailureLimiter) max() int { return l.Limit() }
+
+func (l *FailureLimiter) window() time.Duration { return l.Period() }
+
+// Limit is the number of failures allowed per key and window: Max, or
+// DefaultMaxFailures when Max is not positive.
+func (l *FailureLimiter) Limit() int {
 	if l.Max > 0 {
 		return l.Max
 	}
 	return DefaultMaxFailures
 }
 
-func (l *FailureLimiter) window() time.Duration {
+// Period is how long a key's failures are remembered: Window, or
+// DefaultFailureWindow when Window is not positive.
+func (l *FailureLimiter) Period() time.Duration {
 	if l.Window > 0 {
 		return l.Window
 	}

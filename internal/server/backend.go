@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sessionbridge/sessionbridge"
 	"github.com/sessionbridge/sessionbridge/limit"
@@ -35,6 +36,10 @@ type backend struct {
 	Limiter limit.Limiter
 	Conns   limit.Counter
 	Nodes   func() int
+	// LoginFailures, if set, builds the counter of failed sign-ins (at most
+	// n per key and window) shared by every node; nil counts them in this
+	// node's memory.
+	LoginFailures func(n int, window time.Duration) limit.Failures
 	// Usage keeps the usage counts (docs/usage.md).
 	Usage usageStore
 	// Presence builds the presence the API reports (connection counts in

@@ -4,8 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/limit"
 	"github.com/sessionbridge/sessionbridge/metrics"
 	"github.com/sessionbridge/sessionbridge/redis"
 )
@@ -42,9 +44,12 @@ func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger
 		Tickets: rb.Tickets(),
 		Keys:    rb.Keys(),
 		Limiter: rb.Limiter(),
-		Conns:   conns,
-		Nodes:   conns.Nodes,
-		Usage:   rb.Usage(),
+		LoginFailures: func(n int, window time.Duration) limit.Failures {
+			return rb.LoginFailures(n, window)
+		},
+		Conns: conns,
+		Nodes: conns.Nodes,
+		Usage: rb.Usage(),
 		Presence: func(local sessionbridge.Presence) sessionbridge.Presence {
 			p := rb.Presence(local)
 			mu.Lock()

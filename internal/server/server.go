@@ -30,6 +30,7 @@ import (
 	"github.com/sessionbridge/sessionbridge/httpapi"
 	"github.com/sessionbridge/sessionbridge/jwt"
 	"github.com/sessionbridge/sessionbridge/keys"
+	"github.com/sessionbridge/sessionbridge/limit"
 	"github.com/sessionbridge/sessionbridge/metrics"
 	"github.com/sessionbridge/sessionbridge/usage"
 )
@@ -388,9 +389,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		presence = s.backend.Presence(s.gateway)
 	}
 
-	var limiter *httpapi.FailureLimiter
+	var limiter limit.Failures
 	if cfg.LoginMaxFailures >= 0 {
-		limiter = &httpapi.FailureLimiter{Max: cfg.LoginMaxFailures, Window: cfg.LoginFailureWindow}
+		fl := &httpapi.FailureLimiter{Max: cfg.LoginMaxFailures, Window: cfg.LoginFailureWindow}
+		limiter = fl
+		if s.backend.LoginFailures != nil {
+			// On Redis the count is the cluster's: N nodes must not make
+			// N times the limit.
+			limiter = s.backend.LoginFailures(fl.Limit(), fl.Period())
+		}
 	}
 	api := &httpapi.API{
 		Sessions: &httpapi.Sessions{
