@@ -463,16 +463,41 @@ func (m *Manager) ClaimExpired(ctx context.Context, limit int) ([]*Session, erro
 	return list, nil
 }
 
+// expiryTurns is implemented by stores shared by several nodes that can
+// hand the periodic expiry claim to one node per interval, so that the cost
+// of looking for due sessions does not grow with the number of nodes.
+// TakeExpiryTurn reports whether the caller claims this time; it keeps the
+// turn for ttl. Exactly-once does not depend on it: the claim itself is.
+type expiryTurns interface {
+	TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error)
+}
+
 // RunExpiry claims expired sessions every interval until ctx is done. Run it on
-// every node: the claim makes each expiry happen once.
+// every node: the claim makes each expiry happen once. When the store hands
+// out turns, only the node holding the turn looks for due sessions; the turn
+// lasts nine tenths of the interval, so the holder keeps it while it lives,
+// and another node takes over within about two intervals when it dies.
 func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	turns, _ := m.Store.(expiryTurns)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if turns != nil {
+			mine, err := turns.TakeExpiryTurn(ctx, interval*9/10)
+			if err != nil {
+				if onErr != nil && ctx.Err() == nil {
+					onErr(fmt.Errorf("sessionbridge: expiry turn: %w", err))
+				}
+				continue
+			}
+			if !mine {
+				continue
+			}
 		}
 		for {
 			list, err := m.ClaimExpired(ctx, 1000)

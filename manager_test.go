@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -510,5 +511,56 @@ func TestManagerClaimExpiredAndRunExpiry(t *testing.T) {
 	}
 	if _, err := f.m.Get(ctx, live.ID); err != nil {
 		t.Fatalf("bob's touched session: %v", err)
+	}
+}
+
+// turnStore hands the expiry turn out only while mine is set, and counts
+// the asks.
+type turnStore struct {
+	sessionbridge.Store
+	mine, asks atomic.Int64
+	lastTTL    atomic.Int64
+}
+
+func (s *turnStore) TakeExpiryTurn(_ context.Context, ttl time.Duration) (bool, error) {
+	s.asks.Add(1)
+	s.lastTTL.Store(int64(ttl))
+	return s.mine.Load() == 1, nil
+}
+
+func TestRunExpiryClaimsOnlyOnItsTurn(t *testing.T) {
+	f := newFixture(t)
+	f.m.IdleTimeout = time.Minute
+	ts := &turnStore{Store: f.st}
+	f.m.Store = ts
+	s, _ := f.create(t, "alice")
+	f.clock.Advance(2 * time.Minute)
+
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		f.m.RunExpiry(rctx, time.Millisecond, func(err error) { t.Errorf("RunExpiry: %v", err) })
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for ts.asks.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatal("RunExpiry never asked for the turn")
+		}
+		<-tick.C
+	}
+	if f.st.Len() != 1 {
+		t.Fatalf("store holds %d sessions after turns that were not ours, want 1", f.st.Len())
+	}
+	if got := time.Duration(ts.lastTTL.Load()); got <= 0 || got >= time.Millisecond {
+		t.Fatalf("turn asked for %v, want less than the interval", got)
+	}
+	ts.mine.Store(1)
+	evs := f.ev.waitCount(t, 1, func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventExpired })
+	if evs[0].SessionID != s.ID {
+		t.Fatalf("expired %s, want %s", evs[0].SessionID, s.ID)
 	}
 }

@@ -121,7 +121,6 @@ func (l *Logger) Log(ctx context.Context, event string, f Fields) {
 	add("user_id", f.UserID)
 	add("key_id", f.KeyID)
 	add("connection_id", f.ConnectionID)
-	add("key_id", f.KeyID)
 	add("ip", f.IP)
 	add("user_agent", f.UserAgent)
 	add("method", f.Method)

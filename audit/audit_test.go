@@ -262,3 +262,13 @@ func BenchmarkLog(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestLogWritesKeyIDOnce: a record names its API key once, not twice.
+func TestLogWritesKeyIDOnce(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(slog.New(slog.NewTextHandler(&buf, nil)))
+	l.Log(context.Background(), WSConnected, Fields{UserID: "alice", KeyID: "k1", ConnectionID: "c1"})
+	if n := strings.Count(buf.String(), "key_id="); n != 1 {
+		t.Fatalf("record %q names key_id %d times, want once", buf.String(), n)
+	}
+}

@@ -267,3 +267,76 @@ func (s *countingStore) marks() int {
 	defer s.mu.Unlock()
 	return s.n
 }
+
+// turnKeyStore hands the expiry turn out only while mine is set, and
+// records what is claimed through it.
+type turnKeyStore struct {
+	sb.KeyStore
+	mu      sync.Mutex
+	mine    bool
+	asks    int
+	lastTTL time.Duration
+	claimed []string
+}
+
+func (s *turnKeyStore) TakeExpiryTurn(_ context.Context, ttl time.Duration) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.asks++
+	s.lastTTL = ttl
+	return s.mine, nil
+}
+
+func (s *turnKeyStore) ClaimExpiredKeys(ctx context.Context, now time.Time, limit int, tmpl sb.Event) ([]*sb.APIKey, error) {
+	list, err := s.KeyStore.ClaimExpiredKeys(ctx, now, limit, tmpl)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range list {
+		s.claimed = append(s.claimed, k.ID)
+	}
+	return list, err
+}
+
+func (s *turnKeyStore) state() (asks int, ttl time.Duration, claimed []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.asks, s.lastTTL, slices.Clone(s.claimed)
+}
+
+func TestRunExpiryClaimsKeysOnlyOnItsTurn(t *testing.T) {
+	m, c, st := newManager()
+	ts := &turnKeyStore{KeyStore: st}
+	m.Store = ts
+	_, k, err := m.Create(bg, keys.NewKey{UserID: "alice", Name: "ci", Scopes: []string{"ws:connect"}, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(2 * time.Minute)
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan struct{})
+	go func() {
+		m.RunExpiry(ctx, time.Millisecond, func(err error) { t.Errorf("RunExpiry: %v", err) })
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	poll := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			<-tick.C
+		}
+	}
+	poll("five asks for the turn", func() bool { asks, _, _ := ts.state(); return asks >= 5 })
+	if _, ttl, claimed := ts.state(); len(claimed) != 0 || ttl <= 0 || ttl >= time.Millisecond {
+		t.Fatalf("without the turn: claimed %v, turn asked for %v; want nothing claimed, less than the interval", claimed, ttl)
+	}
+	ts.mu.Lock()
+	ts.mine = true
+	ts.mu.Unlock()
+	poll("the claim of the expired key", func() bool { _, _, claimed := ts.state(); return slices.Contains(claimed, k.ID) })
+}

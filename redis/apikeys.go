@@ -669,3 +669,9 @@ if last and last ~= '0' and lt(ARGV[2], last) then return 0 end
 redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1], 'last_ip', ARGV[3])
 return 1
 `
+
+// TakeExpiryTurn reports whether the caller holds the turn to run the
+// periodic key expiry claim for the next ttl; see Store.TakeExpiryTurn.
+func (ks *KeyStore) TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error) {
+	return ks.b.takeTurn(ctx, "kexpiry:turn", ttl)
+}

@@ -658,5 +658,28 @@ func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sess
 	return out, more, firstErr
 }
 
+// TakeExpiryTurn reports whether the caller holds the turn to run the
+// periodic expiry claim for the next ttl: one SET NX PX of one key per node
+// and interval, so that only one node reads the 256 expiry indexes each
+// interval instead of every node. Claims stay exactly-once without it.
+func (st *Store) TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error) {
+	return st.b.takeTurn(ctx, "expiry:turn", ttl)
+}
+
+// takeTurn sets the key name (under the prefix) to this node's ID for ttl
+// unless it is set: true if it was not.
+func (b *Backend) takeTurn(ctx context.Context, name string, ttl time.Duration) (bool, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	err := b.client.Do(ctx, b.client.B().Set().Key(b.prefix+name).Value(b.nodeID).Nx().Px(max(ttl, time.Millisecond)).Build()).Error()
+	if rueidis.IsRedisNil(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, b.fail("expiry_turn", err)
+	}
+	return true, nil
+}
+
 // Ping reports whether Redis answers.
 func (st *Store) Ping(ctx context.Context) error { return st.b.Ping(ctx) }

@@ -109,3 +109,41 @@ func TestEveryScriptOnCluster(t *testing.T) {
 		})
 	}
 }
+
+// TestExpiryTurnGoesToOneNodeAtATime: of two nodes sharing a prefix, one
+// holds the expiry turn until it lapses, then the other can take it.
+func TestExpiryTurnGoesToOneNodeAtATime(t *testing.T) {
+	srv := redistest.Start(t)
+	bg := t.Context()
+	a := newBackend(t, srv, func(o *Options) { o.NodeID = "a" })
+	b := newBackend(t, srv, func(o *Options) { o.NodeID, o.Prefix = "b", a.prefix })
+	const ttl = 300 * time.Millisecond
+	if mine, err := a.Store().TakeExpiryTurn(bg, ttl); err != nil || !mine {
+		t.Fatalf("a's first TakeExpiryTurn = %v, %v; want true", mine, err)
+	}
+	if mine, err := b.Store().TakeExpiryTurn(bg, ttl); err != nil || mine {
+		t.Fatalf("b's TakeExpiryTurn while a holds it = %v, %v; want false", mine, err)
+	}
+	if mine, err := a.Store().TakeExpiryTurn(bg, ttl); err != nil || mine {
+		t.Fatalf("a's second TakeExpiryTurn within the ttl = %v, %v; want false", mine, err)
+	}
+	eventually(t, 5*time.Second, "b to take the lapsed turn", func() bool {
+		mine, err := b.Store().TakeExpiryTurn(bg, ttl)
+		if err != nil {
+			t.Fatalf("b's TakeExpiryTurn: %v", err)
+		}
+		return mine
+	})
+	// The key claim has a turn of its own.
+	if mine, err := a.Keys().TakeExpiryTurn(bg, ttl); err != nil || !mine {
+		t.Fatalf("a's key TakeExpiryTurn = %v, %v; want true", mine, err)
+	}
+	if mine, err := b.Keys().TakeExpiryTurn(bg, ttl); err != nil || mine {
+		t.Fatalf("b's key TakeExpiryTurn while a holds it = %v, %v; want false", mine, err)
+	}
+	// Another prefix is another deployment with its own turn.
+	c := newBackend(t, srv)
+	if mine, err := c.Store().TakeExpiryTurn(bg, ttl); err != nil || !mine {
+		t.Fatalf("TakeExpiryTurn under another prefix = %v, %v; want true", mine, err)
+	}
+}

@@ -65,3 +65,16 @@ func (c countingStore) ClaimExpired(ctx context.Context, now time.Time, limit in
 	}
 	return list, err
 }
+
+// TakeExpiryTurn passes the expiry turn of a store that hands turns out
+// (see Manager.RunExpiry); a store that does not leaves every turn to the
+// caller.
+func (c countingStore) TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error) {
+	turns, ok := c.Store.(interface {
+		TakeExpiryTurn(context.Context, time.Duration) (bool, error)
+	})
+	if !ok {
+		return true, nil
+	}
+	return turns.TakeExpiryTurn(ctx, ttl)
+}

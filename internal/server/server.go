@@ -42,7 +42,13 @@ const (
 	DefaultUsersFile      = "users.json"
 	DefaultShutdownGrace  = 10 * time.Second
 	DefaultExpiryInterval = time.Second
-	DefaultReadTimeout    = 30 * time.Second
+	// DefaultKeyExpiryInterval is longer than the session one because the
+	// key claim enforces nothing: every node closes a key's sockets on its
+	// own timer and refuses an expired key at once, so the claim only
+	// publishes apikey:expired (at most this late) and costs 256 reads of
+	// Redis each time it runs.
+	DefaultKeyExpiryInterval = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
 	// minAdminToken is the admin token length below which New warns.
 	minAdminToken = 16
 )
@@ -137,6 +143,10 @@ type Config struct {
 	ReadTimeout time.Duration
 	// ExpiryInterval is how often expired sessions are claimed; default 1s.
 	ExpiryInterval time.Duration
+	// KeyExpiryInterval is how often expired API keys are claimed, which
+	// publishes apikey:expired at most this long after a key's expiry;
+	// default 10s.
+	KeyExpiryInterval time.Duration
 	// KeyMaxTTL caps the lifetime of API keys, including keys created
 	// without a TTL; zero means keys may live for ever.
 	KeyMaxTTL time.Duration
@@ -257,6 +267,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	if cfg.ExpiryInterval <= 0 {
 		cfg.ExpiryInterval = DefaultExpiryInterval
+	}
+	if cfg.KeyExpiryInterval <= 0 {
+		cfg.KeyExpiryInterval = DefaultKeyExpiryInterval
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
@@ -493,7 +506,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		})
 	})
 	wg.Go(func() {
-		s.keys.RunExpiry(bg, s.cfg.ExpiryInterval, func(err error) {
+		s.keys.RunExpiry(bg, s.cfg.KeyExpiryInterval, func(err error) {
 			s.logger.Warn("claiming expired API keys failed", "err", err)
 		})
 	})
