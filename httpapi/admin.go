@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -201,8 +202,10 @@ func (a *API) adminGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Public())
 }
 
-// adminPatchRequest is the body of PATCH /api/v1/sessions/{id}: a merge
-// patch of the session's data, new scopes, or both.
+// adminPatchRequest is the application/json body of PATCH
+// /api/v1/sessions/{id}: a merge patch of the session's data, new scopes, or
+// both. An application/merge-patch+json body is the merge patch of the data
+// itself, as in the original contract.
 type adminPatchRequest struct {
 	Data   json.RawMessage `json:"data"`
 	Scopes json.RawMessage `json:"scopes"`
@@ -229,7 +232,11 @@ func (a *API) adminPatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req adminPatchRequest
-	if e := decodeStrict(body, &req); e != nil {
+	if isMergePatch(r) {
+		// RFC 7386's media type says what the body is: a patch of the
+		// session's data, which is all the original contract knew.
+		req.Data = body
+	} else if e := decodeStrict(body, &req); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -269,6 +276,13 @@ func (a *API) adminPatch(w http.ResponseWriter, r *http.Request) {
 	a.Audit.Log(r.Context(), audit.SessionUpdated, a.Sessions.fields(r, f))
 	w.Header().Set("ETag", etag(s.Version))
 	writeJSON(w, http.StatusOK, s.Public())
+}
+
+// isMergePatch reports whether r's body is declared an RFC 7386 merge
+// patch (application/merge-patch+json).
+func isMergePatch(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && mt == "application/merge-patch+json"
 }
 
 // decodeScopes reads a list of scope patterns from a request body and checks

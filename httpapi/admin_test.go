@@ -89,6 +89,19 @@ func TestAdminSessionLifecycle(t *testing.T) {
 	})
 	expect(t, f.do(req{method: "PATCH", path: "/api/v1/sessions/" + cr.ID, header: h, body: `{"data":{"plan":"x"}}`}), http.StatusPreconditionFailed)
 
+	// A body declared a merge patch is the patch of the data itself, as in
+	// the original contract; a plain JSON body is the envelope, and a bare
+	// patch there is refused rather than read two ways.
+	mp := adminHeader()
+	mp["Content-Type"] = "application/merge-patch+json"
+	resp = f.do(req{method: "PATCH", path: "/api/v1/sessions/" + cr.ID, header: mp, body: `{"seats":null,"data":"kept as data"}`})
+	expect(t, resp, http.StatusOK)
+	resp.json(t, &ps)
+	if ps.Version != 3 || string(ps.Data) != `{"data":"kept as data","plan":"team"}` {
+		t.Errorf("merge-patch body: %s", resp.body)
+	}
+	expect(t, f.do(req{method: "PATCH", path: "/api/v1/sessions/" + cr.ID, header: adminHeader(), body: `{"plan":"bare"}`}), http.StatusBadRequest)
+
 	resp = f.do(req{method: "GET", path: "/api/v1/users/carol/sessions", header: adminHeader()})
 	expect(t, resp, http.StatusOK)
 	var list sessionList
