@@ -463,24 +463,32 @@ func (m *Manager) ClaimExpired(ctx context.Context, limit int) ([]*Session, erro
 	return list, nil
 }
 
-// expiryTurns is implemented by stores shared by several nodes that can
-// hand the periodic expiry claim to one node per interval, so that the cost
-// of looking for due sessions does not grow with the number of nodes.
+// ExpiryTurns is implemented by stores shared by several nodes that can
+// hand a periodic expiry claim to one node per interval, so that the cost of
+// looking for due records does not grow with the number of nodes.
 // TakeExpiryTurn reports whether the caller claims this time; it keeps the
 // turn for ttl. Exactly-once does not depend on it: the claim itself is.
-type expiryTurns interface {
+type ExpiryTurns interface {
 	TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error)
 }
 
-// RunExpiry claims expired sessions every interval until ctx is done. Run it on
-// every node: the claim makes each expiry happen once. When the store hands
-// out turns, only the node holding the turn looks for due sessions; the turn
-// lasts nine tenths of the interval, so the holder keeps it while it lives,
-// and another node takes over within about two intervals when it dies.
-func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr func(error)) {
+// ExpiryBatch is how many expiries one claim of RunClaims asks for.
+const ExpiryBatch = 1000
+
+// RunClaims calls claim every interval until ctx is done, again at once
+// while a claim comes back with a full batch of ExpiryBatch. With turns
+// (nil: none), only the node holding the turn claims; the turn lasts nine
+// tenths of the interval, so the holder keeps it while it lives, and another
+// node takes over within about two intervals when it dies. Errors go to
+// onErr (which may be nil), never while ctx is ending.
+func RunClaims(ctx context.Context, interval time.Duration, turns ExpiryTurns, claim func(ctx context.Context, limit int) (int, error), onErr func(error)) {
+	report := func(err error) {
+		if onErr != nil && ctx.Err() == nil {
+			onErr(err)
+		}
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	turns, _ := m.Store.(expiryTurns)
 	for {
 		select {
 		case <-ctx.Done():
@@ -490,9 +498,7 @@ func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr f
 		if turns != nil {
 			mine, err := turns.TakeExpiryTurn(ctx, interval*9/10)
 			if err != nil {
-				if onErr != nil && ctx.Err() == nil {
-					onErr(fmt.Errorf("sessionbridge: expiry turn: %w", err))
-				}
+				report(fmt.Errorf("expiry turn: %w", err))
 				continue
 			}
 			if !mine {
@@ -500,18 +506,26 @@ func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr f
 			}
 		}
 		for {
-			list, err := m.ClaimExpired(ctx, 1000)
+			n, err := claim(ctx, ExpiryBatch)
 			if err != nil {
-				if onErr != nil && ctx.Err() == nil {
-					onErr(err)
-				}
+				report(err)
 				break
 			}
-			if len(list) < 1000 {
+			if n < ExpiryBatch {
 				break
 			}
 		}
 	}
+}
+
+// RunExpiry claims expired sessions every interval until ctx is done (see
+// RunClaims). Run it on every node: the claim makes each expiry happen once.
+func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr func(error)) {
+	turns, _ := m.Store.(ExpiryTurns)
+	RunClaims(ctx, interval, turns, func(ctx context.Context, limit int) (int, error) {
+		list, err := m.ClaimExpired(ctx, limit)
+		return len(list), err
+	}, onErr)
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -406,54 +406,14 @@ func (m *Manager) ClaimExpired(ctx context.Context, limit int) ([]*sb.APIKey, er
 	return list, nil
 }
 
-// expiryTurns is implemented by key stores shared by several nodes that can
-// hand the periodic expiry claim to one node per interval (as the session
-// store does, see sessionbridge.Manager.RunExpiry). Exactly-once does not
-// depend on it: the claim itself is.
-type expiryTurns interface {
-	TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error)
-}
-
-// RunExpiry claims expired keys every interval until ctx is done. Run it on
-// every node: the claim makes each expiry happen once. When the store hands
-// out turns, only the node holding the turn (for nine tenths of the
-// interval) looks for due keys.
+// RunExpiry claims expired keys every interval until ctx is done (see
+// sessionbridge.RunClaims). Run it on every node: the claim makes each
+// expiry happen once; when the store hands out turns, only the node holding
+// the turn looks for due keys.
 func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	turns, _ := m.Store.(expiryTurns)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if turns != nil {
-			mine, err := turns.TakeExpiryTurn(ctx, interval*9/10)
-			if err != nil {
-				if onErr != nil && ctx.Err() == nil {
-					onErr(fmt.Errorf("keys: expiry turn: %w", err))
-				}
-				continue
-			}
-			if !mine {
-				continue
-			}
-		}
-		for {
-			list, err := m.ClaimExpired(ctx, claimBatch)
-			if err != nil {
-				if onErr != nil && ctx.Err() == nil {
-					onErr(err)
-				}
-				break
-			}
-			if len(list) < claimBatch {
-				break
-			}
-		}
-	}
+	turns, _ := m.Store.(sb.ExpiryTurns)
+	sb.RunClaims(ctx, interval, turns, func(ctx context.Context, limit int) (int, error) {
+		list, err := m.ClaimExpired(ctx, limit)
+		return len(list), err
+	}, onErr)
 }
-
-// claimBatch is how many expiries RunExpiry claims per call.
-const claimBatch = 1000
