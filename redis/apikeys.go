@@ -232,33 +232,13 @@ func (ks *KeyStore) GetKey(ctx context.Context, id string) (*sessionbridge.APIKe
 // trip. A key whose hash cannot be decoded is logged and left out, as if it
 // did not exist: its sockets close (fail closed).
 func (ks *KeyStore) GetKeys(ctx context.Context, ids []string) (map[string]*sessionbridge.APIKey, error) {
-	b := ks.b
-	out := make(map[string]*sessionbridge.APIKey, len(ids))
-	cmds := make(rueidis.Commands, 0, len(ids))
-	valid := make([]string, 0, len(ids))
-	for _, id := range ids {
-		if sessionbridge.ValidAPIKeyID(id) {
-			valid = append(valid, id)
-			cmds = append(cmds, b.client.B().Hgetall().Key(b.apiKeyKey(id)).Build())
-		}
+	out, err := readHashes(ctx, ks.b, "get api keys", "api key", ids, sessionbridge.ValidAPIKeyID, ks.b.apiKeyKey, decodeKey)
+	if err != nil {
+		return nil, err
 	}
-	if len(cmds) == 0 {
-		return out, nil
-	}
-	ctx, cancel := b.opCtx(ctx)
-	defer cancel()
-	for i, r := range b.client.DoMulti(ctx, cmds...) {
-		m, err := r.AsStrMap()
-		if err != nil {
-			return nil, b.fail("get api keys", err)
-		}
-		k, err := decodeKey(m)
-		if err != nil {
-			b.log.Error("redis: skipping an undecodable api key", "key_id", valid[i], "err", err)
-			continue
-		}
-		if k != nil && k.ID == valid[i] {
-			out[valid[i]] = k
+	for id, k := range out {
+		if k.ID != id {
+			delete(out, id)
 		}
 	}
 	return out, nil

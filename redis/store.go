@@ -88,14 +88,32 @@ func (st *Store) Get(ctx context.Context, id string) (*sessionbridge.Session, er
 // gap, so it reads the truth. A session whose hash cannot be decoded is
 // logged and left out, as if it did not exist.
 func (st *Store) GetMany(ctx context.Context, ids []string) (map[string]*sessionbridge.Session, error) {
-	out := make(map[string]*sessionbridge.Session, len(ids))
-	b := st.b
+	out, err := readHashes(ctx, st.b, "get_many", "session", ids, sessionbridge.ValidID, st.b.sessionKey, decodeSession)
+	if err != nil {
+		return nil, err
+	}
+	for id, s := range out {
+		if st.journal.has(s.ID) {
+			st.b.wantReapply()
+			delete(out, id)
+		}
+	}
+	return out, nil
+}
+
+// readHashes reads the hashes of the valid ones among ids in one pipelined
+// round trip and decodes them, keyed by ID; missing ones are absent. One
+// damaged hash must not stop the reading of all the others (a re-validation
+// reads hundreds): it is logged and left out, as if it did not exist, so
+// whatever rests on it fails closed.
+func readHashes[T any](ctx context.Context, b *Backend, op, what string, ids []string, valid func(string) bool, key func(string) string, decode func(map[string]string) (*T, error)) (map[string]*T, error) {
+	out := make(map[string]*T, len(ids))
 	cmds := make(rueidis.Commands, 0, len(ids))
-	valid := make([]string, 0, len(ids))
+	read := make([]string, 0, len(ids))
 	for _, id := range ids {
-		if sessionbridge.ValidID(id) {
-			valid = append(valid, id)
-			cmds = append(cmds, b.client.B().Hgetall().Key(b.sessionKey(id)).Build())
+		if valid(id) {
+			read = append(read, id)
+			cmds = append(cmds, b.client.B().Hgetall().Key(key(id)).Build())
 		}
 	}
 	if len(cmds) == 0 {
@@ -106,23 +124,16 @@ func (st *Store) GetMany(ctx context.Context, ids []string) (map[string]*session
 	for i, r := range b.client.DoMulti(ctx, cmds...) {
 		m, err := r.AsStrMap()
 		if err != nil {
-			return nil, b.fail("get_many", err)
+			return nil, b.fail(op, err)
 		}
-		s, err := decodeSession(m)
+		v, err := decode(m)
 		if err != nil {
-			// One damaged hash must not stop the re-validation of all the
-			// others; it is left out, so its sockets close (fail closed).
-			b.log.Error("redis: skipping an undecodable session", "session_id", valid[i], "err", err)
+			b.log.Error("redis: skipping an undecodable "+what, "id", read[i], "err", err)
 			continue
 		}
-		if s == nil {
-			continue
+		if v != nil {
+			out[read[i]] = v
 		}
-		if st.journal.has(s.ID) {
-			b.wantReapply()
-			continue
-		}
-		out[valid[i]] = s
 	}
 	return out, nil
 }
