@@ -114,6 +114,14 @@ func (a *API) keyError(r *http.Request, err error) *apiError {
 	return errorf(http.StatusInternalServerError, CodeInternal, "internal error")
 }
 
+// pathKeyID is keyID on a route that needs the key manager.
+func (a *API) pathKeyID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if !a.keysEnabled(w) {
+		return "", false
+	}
+	return keyID(w, r)
+}
+
 // keyID returns the {id} of the path when it has the layout of a key ID;
 // anything else cannot name a key and answers 404 without a lookup.
 func keyID(w http.ResponseWriter, r *http.Request) (string, bool) {
@@ -204,10 +212,7 @@ func (a *API) adminCreateKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) adminGetKey(w http.ResponseWriter, r *http.Request) {
-	if !a.keysEnabled(w) {
-		return
-	}
-	id, ok := keyID(w, r)
+	id, ok := a.pathKeyID(w, r)
 	if !ok {
 		return
 	}
@@ -247,10 +252,7 @@ func patchField(name string, raw json.RawMessage, v any) (bool, *apiError) {
 }
 
 func (a *API) adminPatchKey(w http.ResponseWriter, r *http.Request) {
-	if !a.keysEnabled(w) {
-		return
-	}
-	id, ok := keyID(w, r)
+	id, ok := a.pathKeyID(w, r)
 	if !ok {
 		return
 	}
@@ -325,10 +327,7 @@ func (a *API) adminPatchKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) adminDeleteKey(w http.ResponseWriter, r *http.Request) {
-	if !a.keysEnabled(w) {
-		return
-	}
-	id, ok := keyID(w, r)
+	id, ok := a.pathKeyID(w, r)
 	if !ok {
 		return
 	}
@@ -394,10 +393,7 @@ func (a *API) graceOf(w http.ResponseWriter, r *http.Request) (time.Duration, bo
 }
 
 func (a *API) adminRollKey(w http.ResponseWriter, r *http.Request) {
-	if !a.keysEnabled(w) {
-		return
-	}
-	id, ok := keyID(w, r)
+	id, ok := a.pathKeyID(w, r)
 	if !ok {
 		return
 	}
