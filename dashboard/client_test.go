@@ -133,8 +133,8 @@ func TestReconnectAfterNodeRestart(t *testing.T) {
 
 	srv.stop()
 	a.waitJS("1001 server_shutdown logged", stepTimeout,
-		`(() => { const e = document.querySelector('#event-log li[data-kind="close"] .log-body');
-			return e && e.textContent.includes('"code":1001') && e.textContent.includes('server_shutdown'); })()`)
+		`[...document.querySelectorAll('#event-log li[data-kind="close"] .log-body')].some(
+			(e) => e.textContent.includes('"code":1001') && e.textContent.includes('server_shutdown'))`)
 	a.waitJS("reconnecting", stepTimeout, `document.getElementById('ws-status').dataset.state === 'reconnecting'`)
 
 	// The node comes back at the same address; the session lives in Redis,

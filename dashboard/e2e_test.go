@@ -436,8 +436,8 @@ func TestServerShutdownReconnects(t *testing.T) {
 	a.signIn(srv.URL)
 	srv.stop()
 	a.waitJS("1001 server_shutdown logged", stepTimeout,
-		`(() => { const e = document.querySelector('#event-log li[data-kind="close"] .log-body');
-			return e && e.textContent.includes('"code":1001') && e.textContent.includes('server_shutdown'); })()`)
+		`[...document.querySelectorAll('#event-log li[data-kind="close"] .log-body')].some(
+			(e) => e.textContent.includes('"code":1001') && e.textContent.includes('server_shutdown'))`)
 	// The page keeps the session on screen and tries again, with backoff.
 	a.waitJS("reconnecting", stepTimeout,
 		`document.getElementById('ws-status').dataset.state === 'reconnecting' && !document.getElementById('app').hidden`)
