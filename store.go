@@ -66,3 +66,63 @@ type Bus interface {
 	// first, and whenever events may have been lost.
 	Subscribe(ctx context.Context, h EventHandler) error
 }
+
+// TopicKind says what a Topic follows.
+type TopicKind uint8
+
+// Topic kinds.
+const (
+	// TopicSession follows one session: its updates, touches, deletion,
+	// expiry and the messages sent to it.
+	TopicSession TopicKind = iota + 1
+	// TopicUser follows the messages sent to a user (SendToUser) and the
+	// creation of the user's sessions.
+	TopicUser
+)
+
+// Topic is what a node follows on a [Router]: one session or one user.
+type Topic struct {
+	Kind TopicKind
+	// ID is the session ID or the user ID.
+	ID string
+}
+
+// SessionTopic returns the topic of session id.
+func SessionTopic(id string) Topic { return Topic{Kind: TopicSession, ID: id} }
+
+// UserTopic returns the topic of user id.
+func UserTopic(id string) Topic { return Topic{Kind: TopicUser, ID: id} }
+
+// A Router is a [Bus] that delivers the events of a session, and the
+// messages of a user, only to the nodes that follow them, so that a node
+// receives events in proportion to the sockets it holds. API key events, if
+// the bus carries them, reach every node. A Bus that is not a Router
+// delivers every event to every subscriber.
+//
+// Follow and Unfollow return at once; the subscription follows in the
+// background. Once it is in place, Subscribe's handler is told through
+// [FollowHandler] if it implements it: events published before that moment
+// may have been missed, so the handler re-reads what it holds of those
+// topics. Calls are counted: a topic followed twice needs two Unfollows.
+type Router interface {
+	Bus
+	// Follow asks for the events of topic from now on.
+	Follow(topic Topic)
+	// Unfollow says this node no longer needs the events of topic. The bus
+	// may keep delivering them for a while, so that a socket reconnecting
+	// soon after costs no new subscription.
+	Unfollow(topic Topic)
+}
+
+// A FollowHandler is an [EventHandler] told when a [Router]'s subscriptions
+// take effect.
+type FollowHandler interface {
+	EventHandler
+	// HandleFollowed is called once every event of topics published from
+	// now on will be delivered: after the first subscription to them and
+	// after each re-subscription (a reconnect, a moved slot). Events
+	// published before may have been missed: the handler re-validates the
+	// sessions among topics against the store. Like HandleEvent, it must
+	// not block for long.
+	HandleFollowed(topics []Topic)
+}

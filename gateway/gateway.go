@@ -225,6 +225,12 @@ type Gateway struct {
 	cancelConns context.CancelFunc
 
 	resync chan struct{} // capacity 1: a re-validation is due
+	// followed holds sessions whose events the bus delivers from now on
+	// (see HandleFollowed), to be re-validated; followKick (capacity 1)
+	// tells Run.
+	followMu   sync.Mutex
+	followed   []string
+	followKick chan struct{}
 
 	usageColl usageCollector
 }
@@ -253,7 +259,12 @@ func New(cfg Config) (*Gateway, error) {
 		readLimit: cfg.ReadLimit, pingInterval: cfg.PingInterval, pongTimeout: cfg.PongTimeout,
 		writeTimeout: cfg.WriteTimeout, sendQueue: cfg.SendQueue, warning: cfg.ExpiryWarning,
 		sweep: cfg.SweepInterval, handlers: map[string]route{}, fwd: fwd, resync: make(chan struct{}, 1),
+		followKick: make(chan struct{}, 1),
 	}
+	// A routing bus delivers only the events of what this node follows:
+	// the registry follows each session and user from its first local
+	// socket to its last.
+	g.reg.router, _ = cfg.Bus.(sb.Router)
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}

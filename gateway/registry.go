@@ -27,6 +27,9 @@ type registry struct {
 	// under concurrent upgrades. Empty at rest, so idle sockets pay nothing.
 	pendingUsers    map[string]int
 	pendingSessions map[string]int
+	// router, if the bus routes events, is told when a session or user
+	// gets its first local connection and loses its last.
+	router sb.Router
 }
 
 // Errors of registry.reserve: which cap an upgrade would pass.
@@ -203,6 +206,9 @@ func (r *registry) addLocked(c *Conn, sess *sb.Session) (e *sessionEntry, create
 		if u == nil {
 			u = &userEntry{}
 			r.users[uid] = u
+			if r.router != nil {
+				r.router.Follow(sb.UserTopic(uid))
+			}
 		}
 		c.uNext = u.head
 		if u.head != nil {
@@ -220,6 +226,9 @@ func (r *registry) addLocked(c *Conn, sess *sb.Session) (e *sessionEntry, create
 			e = &sessionEntry{id: sid, sess: sess}
 			r.sessions[sid] = e
 			created = true
+			if r.router != nil {
+				r.router.Follow(sb.SessionTopic(sid))
+			}
 		}
 		// An existing entry keeps its session even if sess is newer: the
 		// event that made it newer is on its way and will reach every
@@ -280,6 +289,9 @@ func (r *registry) remove(c *Conn) {
 			u.n--
 			if u.n == 0 {
 				delete(r.users, uid)
+				if r.router != nil {
+					r.router.Unfollow(sb.UserTopic(uid))
+				}
 			}
 		}
 	}
@@ -303,6 +315,9 @@ func (r *registry) remove(c *Conn) {
 			}
 			if r.sessions[e.id] == e {
 				delete(r.sessions, e.id)
+				if r.router != nil {
+					r.router.Unfollow(sb.SessionTopic(e.id))
+				}
 			}
 		}
 		e.mu.Unlock()

@@ -58,7 +58,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		case <-g.resync:
 			ok = g.revalidate(ctx, "gap")
 		case <-retry.C:
-			ok = g.revalidate(ctx, "gap")
+			ok = g.revalidate(ctx, "gap") && g.revalidateFollowed(ctx)
+		case <-g.followKick:
+			ok = g.revalidateFollowed(ctx)
 		}
 		if ok {
 			backoff = minResyncRetry
@@ -131,7 +133,53 @@ func (g *Gateway) HandleGap() {
 	}
 }
 
-var _ sb.EventHandler = (*Gateway)(nil)
+// HandleFollowed re-validates the local sessions among topics against the
+// store: the bus delivers their events from now on, and may have missed
+// some before (an event published between a socket's authentication and the
+// subscription, or during a reconnect). It implements sb.FollowHandler and
+// returns at once; Run does the reading, in batches.
+func (g *Gateway) HandleFollowed(topics []sb.Topic) {
+	g.followMu.Lock()
+	for _, t := range topics {
+		if t.Kind == sb.TopicSession {
+			// An upgrade of this session in progress re-reads it, as if an
+			// event had arrived (see eventMarks).
+			g.marks.note(t.ID)
+			g.followed = append(g.followed, t.ID)
+		}
+	}
+	g.followMu.Unlock()
+	select {
+	case g.followKick <- struct{}{}:
+	default:
+	}
+}
+
+var _ sb.FollowHandler = (*Gateway)(nil)
+
+// revalidateFollowed re-validates the sessions HandleFollowed queued; those
+// it could not read stay queued for the retry.
+func (g *Gateway) revalidateFollowed(ctx context.Context) bool {
+	g.followMu.Lock()
+	ids := g.followed
+	g.followed = nil
+	g.followMu.Unlock()
+	if len(ids) == 0 {
+		return true
+	}
+	g.metrics.Resync("follow")
+	closed, rest := g.revalidateSessions(ctx, "follow", ids)
+	if closed > 0 {
+		g.metrics.ResyncClosed(closed)
+	}
+	if len(rest) == 0 {
+		return true
+	}
+	g.followMu.Lock()
+	g.followed = append(g.followed, rest...)
+	g.followMu.Unlock()
+	return false
+}
 
 func (g *Gateway) onUpdated(ev sb.Event) bool {
 	e := g.reg.session(ev.SessionID)
@@ -361,11 +409,23 @@ func (g *Gateway) onMessage(ev sb.Event) bool {
 // be reached the sockets stay open and it reports false: Run tries again.
 func (g *Gateway) revalidate(ctx context.Context, trigger string) (ok bool) {
 	g.metrics.Resync(trigger)
-	ids := g.reg.sessionIDs()
 	closed, ok := g.revalidateKeys(ctx, trigger)
+	n, rest := g.revalidateSessions(ctx, trigger, g.reg.sessionIDs())
+	closed += n
+	ok = ok && len(rest) == 0
+	if closed > 0 {
+		g.metrics.ResyncClosed(closed)
+		g.log.Info("gateway: re-validation closed sessions and api keys", "trigger", trigger, "closed", closed)
+	}
+	return ok
+}
+
+// revalidateSessions reconciles the local sessions among ids with the store,
+// resyncBatch IDs per read. It returns how many connections it closed and
+// the IDs it could not read (the store was away): their sockets stay open.
+func (g *Gateway) revalidateSessions(ctx context.Context, trigger string, ids []string) (closed int, rest []string) {
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), resyncBatch)]
-		ids = ids[len(batch):]
 		cctx, cancel := context.WithTimeout(ctx, g.writeTimeout)
 		found, err := g.cfg.Manager.Store.GetMany(cctx, batch)
 		cancel()
@@ -373,9 +433,9 @@ func (g *Gateway) revalidate(ctx context.Context, trigger string) (ok bool) {
 			if ctx.Err() == nil {
 				g.log.Warn("gateway: re-validating sessions; keeping sockets open and trying again", "trigger", trigger, "err", err)
 			}
-			ok = false
-			break
+			return closed, ids
 		}
+		ids = ids[len(batch):]
 		for _, id := range batch {
 			e := g.reg.session(id)
 			if e == nil {
@@ -391,11 +451,7 @@ func (g *Gateway) revalidate(ctx context.Context, trigger string) (ok bool) {
 			}
 		}
 	}
-	if closed > 0 {
-		g.metrics.ResyncClosed(closed)
-		g.log.Info("gateway: re-validation closed sessions and api keys", "trigger", trigger, "closed", closed)
-	}
-	return ok
+	return closed, nil
 }
 
 // scheduleLocked (re)arms the session's timer for its current deadline: a

@@ -36,7 +36,7 @@ var (
 	connectResults = []string{"ok", "unauthorized", "forbidden", "rate_limited", "too_many_connections", "unavailable", "bad_request"}
 	eventTypes     = []string{"created", "updated", "deleted", "expired", "message", "apikey_updated", "apikey_deleted", "apikey_expired"}
 	eventStages    = []string{"published", "received", "applied"}
-	resyncTriggers = []string{"reconnect", "sweep", "gap"}
+	resyncTriggers = []string{"reconnect", "sweep", "gap", "follow"}
 	sessionChanges = []string{"created", "updated", "deleted", "expired", "touched"}
 	// jwtReasons are the labels of jwt.Reason.
 	// rateRules are the rate limit rules (see sessionbridge.Limits) and the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,71 +21,109 @@ const (
 	maxBackoff = 2 * time.Second
 )
 
-// Bus is a [sessionbridge.Bus] on Redis pub/sub: one channel per event type,
-// "<prefix>session:updates|created|deleted|expired|messages" and
-// "<prefix>apikey:updated|deleted|expired", carrying the event's JSON (the
-// type is the channel's).
+// Bus is a [sessionbridge.Router] on Redis pub/sub. The events of a session
+// go to its shard channel "<prefix>e:{<shard>}:s:<session id>", and a user's
+// messages and the creation of the user's sessions to
+// "<prefix>e:{<shard>}:u:<user id>", published with SPUBLISH by the write
+// scripts themselves; a node subscribes (SSUBSCRIBE) to the channels of the
+// sessions and users it follows, that is it holds sockets of. API key events
+// go to the broadcast channels "<prefix>apikey:updated|deleted|expired",
+// which every node subscribes to: every node caches key verifications.
 //
 // Pub/sub is at-most-once: events published while a subscriber is cut off
-// are lost to it. So Subscribe calls HandleGap after every (re)subscription,
-// the first one included, whenever it drops events for a handler that does
-// not keep up, and when a session event cannot be decoded; the handler then
-// re-validates what it holds against the store.
+// are lost to it. So Subscribe calls HandleGap after every (re)subscription
+// to the broadcast channels, the first one included, whenever it drops
+// events for a handler that does not keep up, and when an event cannot be
+// decoded; and HandleFollowed (see [sessionbridge.FollowHandler]) after
+// every (re)subscription to shard channels. The handler then re-validates
+// what it holds against the store.
 type Bus struct {
 	b *Backend
 }
 
-var _ sessionbridge.Bus = (*Bus)(nil)
+var _ sessionbridge.Router = (*Bus)(nil)
 
-// Publish sends ev to every subscriber on every node. Store writes publish
-// their own events; Publish is for events that change no session (messages).
+// Publish sends ev, an event that changes no session (a message): to the
+// channel of its session if it names one, else of its user. API key event
+// types go to their broadcast channel. Store writes publish their own events.
 func (bus *Bus) Publish(ctx context.Context, ev sessionbridge.Event) error {
 	b := bus.b
-	ch := b.channel(ev.Type)
-	if ch == "" {
-		return fmt.Errorf("redis: publish: unknown event type %q", ev.Type)
-	}
 	payload, err := marshalEvent(ev)
 	if err != nil {
 		return fmt.Errorf("redis: publish: %w", err)
 	}
+	var cmd rueidis.Completed
+	switch {
+	case ev.Type.Channel() == "":
+		return fmt.Errorf("redis: publish: unknown event type %q", ev.Type)
+	case ev.Type.IsKey():
+		cmd = b.client.B().Publish().Channel(b.channel(ev.Type)).Message(payload).Build()
+	case ev.SessionID != "":
+		if !sessionbridge.ValidID(ev.SessionID) {
+			return fmt.Errorf("redis: publish: invalid session id")
+		}
+		cmd = b.client.B().Spublish().Channel(b.sessionChannel(ev.SessionID)).Message(payload).Build()
+	case ev.UserID != "":
+		cmd = b.client.B().Spublish().Channel(b.userChannel(ev.UserID)).Message(payload).Build()
+	default:
+		return fmt.Errorf("redis: publish: event names no session and no user")
+	}
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	if err := b.client.Do(ctx, b.client.B().Publish().Channel(ch).Message(payload).Build()).Error(); err != nil {
+	if err := b.client.Do(ctx, cmd).Error(); err != nil {
 		return b.fail("publish", err)
 	}
 	b.metrics.EventPublished(string(ev.Type))
 	return nil
 }
 
-// Subscribe delivers every event to h until ctx is done, then returns
-// ctx.Err(); it returns ErrClosed if the Backend is closed first. It holds
-// one dedicated connection and re-subscribes with back-off whenever that
-// connection drops (Redis restarted, the connection was killed, or Redis cut
-// a slow subscriber), calling h.HandleGap after each subscription is
-// confirmed. HandleEvent and HandleGap are called from one goroutine, never
+// Follow subscribes this node to the events of topic, in the background and
+// batched with other follows; see [sessionbridge.Router].
+func (bus *Bus) Follow(topic sessionbridge.Topic) { bus.b.router.follow(topic) }
+
+// Unfollow drops one interest in topic; the channel is unsubscribed
+// Options.UnfollowDelay after the last one, in a batch.
+func (bus *Bus) Unfollow(topic sessionbridge.Topic) { bus.b.router.unfollow(topic) }
+
+// Followed reports how many shard channels this node has subscribed and how
+// many it wants, for diagnostics and tests.
+func (bus *Bus) Followed() (subscribed, wanted int) { return bus.b.router.followedCount() }
+
+// Subscribe delivers events to h until ctx is done, then returns ctx.Err();
+// it returns ErrClosed if the Backend is closed first. It holds one
+// dedicated connection for the broadcast channels and re-subscribes with
+// back-off whenever that connection drops (Redis restarted, the connection
+// was killed, or Redis cut a slow subscriber), calling h.HandleGap after
+// each subscription is confirmed; meanwhile the shard channels of followed
+// topics are subscribed on one connection per master. HandleEvent,
+// HandleGap and HandleFollowed are called from one goroutine, never
 // concurrently.
 func (bus *Bus) Subscribe(ctx context.Context, h sessionbridge.EventHandler) error {
 	b := bus.b
 	d := &delivery{
-		b:     b,
-		h:     h,
-		queue: make(chan sessionbridge.Event, b.opts.EventBuffer),
-		gap:   make(chan struct{}, 1),
-		done:  make(chan struct{}),
+		b:      b,
+		h:      h,
+		queue:  make(chan sessionbridge.Event, b.opts.EventBuffer),
+		gap:    make(chan struct{}, 1),
+		follow: make(chan struct{}, 1),
+		done:   make(chan struct{}),
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
+		b.router.detach(d)
 		cancel()
 		<-d.done
 	}()
 	go d.run(ctx)
 
-	channels := make([]string, len(sessionbridge.EventTypes))
-	d.types = make(map[string]sessionbridge.EventType, len(channels))
-	for i, t := range sessionbridge.EventTypes {
-		channels[i] = b.channel(t)
-		d.types[channels[i]] = t
+	var channels []string
+	d.types = map[string]sessionbridge.EventType{}
+	for _, t := range sessionbridge.EventTypes {
+		if t.IsKey() {
+			ch := b.channel(t)
+			channels = append(channels, ch)
+			d.types[ch] = t
+		}
 	}
 	backoff := minBackoff
 	for attempt := 0; ; attempt++ {
@@ -158,6 +197,9 @@ func (bus *Bus) subscribeOnce(ctx context.Context, d *delivery, channels []strin
 	if again {
 		b.metrics.Reconnect()
 		b.log.Info("redis: event subscription restored")
+	} else {
+		// The shard channels: from now on this handler receives them too.
+		b.router.attach(d)
 	}
 	// Anything published before this point may have been missed.
 	d.signalGap()
@@ -184,51 +226,57 @@ type delivery struct {
 	queue chan sessionbridge.Event
 	gap   chan struct{}
 	done  chan struct{}
+
+	// follow signals that followedTopics has topics for HandleFollowed.
+	follow         chan struct{}
+	mu             sync.Mutex
+	followedTopics []sessionbridge.Topic
 }
 
-// receive runs on the connection's reader goroutine: decode, enqueue, never
-// block.
+// receive runs on the broadcast connection's reader goroutine: decode,
+// enqueue, never block.
 func (d *delivery) receive(m rueidis.PubSubMessage) {
 	t, ok := d.types[m.Channel]
 	if !ok {
 		return
 	}
-	var ev sessionbridge.Event
+	var te typedEvent
 	// Strict like every input: an event whose fields could be read two ways
 	// (duplicate names, invalid UTF-8) is dropped, and a revocation among
 	// them is caught by the re-validation the gap triggers. Unknown members
 	// are skipped, so that a newer node's events still decode.
-	if err := strictjson.DecodeOpen([]byte(m.Message), &ev); err != nil {
+	if err := strictjson.DecodeOpen([]byte(m.Message), &te); err != nil {
 		// Payloads carry no secrets by design, but log only the channel:
 		// application data in updates is not ours to copy into logs.
 		d.b.log.Warn("redis: dropping undecodable event", "channel", m.Channel, "bytes", len(m.Message), "err", shortErr(err))
 		d.b.metrics.RedisError("decode_event")
-		if t != sessionbridge.EventMessage {
-			// It may have been a revocation: have the handler re-validate.
-			d.signalGap()
-		}
+		d.signalGap()
 		return
 	}
+	ev := te.Event
 	ev.Type = t
-	if t == sessionbridge.EventDeleted {
-		// Before the handler sees it: from now on this node refuses the
-		// session even if a Redis restart brings it back. The event does not
-		// carry the deadline, so the longest lifetime stands in for it; an
-		// entry made by this node's own delete keeps its exact deadline.
-		d.b.store.remember(ev.SessionID, time.Time{}, true)
-	}
-	if t != sessionbridge.EventMessage && ev.SessionID != "" {
-		// The event may outrun the cache invalidation, which Redis sends on
-		// another connection: read this session from Redis for a while, so
-		// that this node never reads a session older than an event it has
-		// received.
-		d.b.store.recent.mark(ev.SessionID)
-	}
+	d.enqueue(ev)
+}
+
+// enqueue queues ev for the handler without blocking: when the queue is
+// full the event is dropped and the handler re-validates everything.
+func (d *delivery) enqueue(ev sessionbridge.Event) {
 	select {
 	case d.queue <- ev:
 	default:
 		d.b.metrics.RedisError("event_overflow")
 		d.signalGap()
+	}
+}
+
+// followed queues topics for HandleFollowed.
+func (d *delivery) followed(topics []sessionbridge.Topic) {
+	d.mu.Lock()
+	d.followedTopics = append(d.followedTopics, topics...)
+	d.mu.Unlock()
+	select {
+	case d.follow <- struct{}{}:
+	default:
 	}
 }
 
@@ -241,15 +289,47 @@ func (d *delivery) signalGap() {
 
 func (d *delivery) run(ctx context.Context) {
 	defer close(d.done)
+	fh, _ := d.h.(sessionbridge.FollowHandler)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.gap:
 			d.h.HandleGap()
+		case <-d.follow:
+			d.mu.Lock()
+			topics := d.followedTopics
+			d.followedTopics = nil
+			d.mu.Unlock()
+			if fh != nil {
+				fh.HandleFollowed(topics)
+			} else {
+				// A handler that cannot re-validate some sessions
+				// re-validates all of them.
+				d.h.HandleGap()
+			}
 		case ev := <-d.queue:
 			d.h.HandleEvent(ev)
 		}
+	}
+}
+
+// noteReceived records what a received session event means for this node's
+// reads, before any handler sees it.
+func (b *Backend) noteReceived(ev sessionbridge.Event) {
+	if ev.Type == sessionbridge.EventDeleted {
+		// From now on this node refuses the session even if a Redis
+		// restart brings it back. The event does not carry the deadline,
+		// so the longest lifetime stands in for it; an entry made by this
+		// node's own delete keeps its exact deadline.
+		b.store.remember(ev.SessionID, time.Time{}, true)
+	}
+	if ev.Type != sessionbridge.EventMessage && ev.SessionID != "" {
+		// The event may outrun the cache invalidation, which Redis sends on
+		// another connection: read this session from Redis for a while, so
+		// that this node never reads a session older than an event it has
+		// received.
+		b.store.recent.mark(ev.SessionID)
 	}
 }
 

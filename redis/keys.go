@@ -32,6 +32,37 @@ func (b *Backend) expiryKey(shard string) string { return b.prefix + "x:{" + sha
 
 func (b *Backend) ticketKey(hashHex string) string { return b.prefix + "t:" + hashHex }
 
+// sessionChannel is the shard channel that carries the events of one
+// session, and userChannel the one that carries a user's messages and the
+// creation of the user's sessions: the same hash tag as their keys, so that a
+// write script publishes on its own slot (SPUBLISH).
+func (b *Backend) sessionChannel(id string) string {
+	return b.sessionChannelPrefix(sessionbridge.ShardOfID(id)) + id
+}
+
+func (b *Backend) sessionChannelPrefix(shard string) string { return b.prefix + "e:{" + shard + "}:s:" }
+
+func (b *Backend) userChannel(userID string) string {
+	return b.prefix + "e:{" + sessionbridge.Shard(userID) + "}:u:" + userID
+}
+
+// topicChannel is the shard channel of a topic, "" for none.
+func (b *Backend) topicChannel(t sessionbridge.Topic) string {
+	switch t.Kind {
+	case sessionbridge.TopicSession:
+		if sessionbridge.ValidID(t.ID) {
+			return b.sessionChannel(t.ID)
+		}
+	case sessionbridge.TopicUser:
+		if t.ID != "" {
+			return b.userChannel(t.ID)
+		}
+	}
+	return ""
+}
+
+// channel is the broadcast channel of an API key event type: every node
+// receives those (see docs/redis.md).
 func (b *Backend) channel(t sessionbridge.EventType) string {
 	c := t.Channel()
 	if c == "" {

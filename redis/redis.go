@@ -95,6 +95,10 @@ type Options struct {
 	// PresenceInterval is how often Presence.Run writes this node's
 	// connection counts; records live for three intervals. Default 5s.
 	PresenceInterval time.Duration
+	// UnfollowDelay is how long a session's or user's channel stays
+	// subscribed after its last local socket left; default
+	// DefaultUnfollowDelay.
+	UnfollowDelay time.Duration
 	// EventBuffer is how many received events may wait for a slow handler
 	// before the bus drops them and calls HandleGap; default 4096.
 	EventBuffer int
@@ -136,6 +140,7 @@ type Backend struct {
 
 	store   *Store
 	bus     *Bus
+	router  *router
 	tickets *Tickets
 	keys    *KeyStore
 	limiter *Limiter
@@ -202,6 +207,9 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	if o.PresenceInterval <= 0 {
 		o.PresenceInterval = DefaultPresenceInterval
 	}
+	if o.UnfollowDelay <= 0 {
+		o.UnfollowDelay = DefaultUnfollowDelay
+	}
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = DefaultEventBuffer
 	}
@@ -248,6 +256,7 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	b.client = client
 	b.store = &Store{b: b, sc: newScripts(), journal: newJournal(o.RevocationJournal)}
 	b.bus = &Bus{b: b}
+	b.router = newRouter(b)
 	b.tickets = &Tickets{b: b}
 	b.keys = &KeyStore{b: b, sc: newKeyScripts()}
 	b.limiter = newLimiter(b)

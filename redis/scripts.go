@@ -3,8 +3,11 @@ package redis
 import "github.com/redis/rueidis"
 
 // Every session write is one of these scripts, so that the write, its index
-// updates and the PUBLISH of its event happen in one atomic step: no crash can
-// separate a change from its event. docs/redis.md states each contract.
+// updates and the SPUBLISH of its event happen in one atomic step: no crash can
+// separate a change from its event. The event goes to the session's shard
+// channel (the user's, for created), whose hash tag is the one of the keys
+// the script writes, so that it stays on the script's slot. docs/redis.md
+// states each contract.
 //
 // Time fields are Unix nanoseconds as decimal strings; lt compares two of them
 // without turning them into Lua numbers (doubles, which would lose precision).
@@ -71,7 +74,7 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('SADD', KEYS[2], ARGV[3])
 extend(KEYS[2], tonumber(ARGV[5]))
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call('SPUBLISH', ARGV[1], ARGV[2])
 return 1
 `
 
@@ -92,7 +95,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 extend(KEYS[2], tonumber(ARGV[6]))
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call('SPUBLISH', ARGV[1], ARGV[2])
 return {1}
 `
 
@@ -112,7 +115,7 @@ local at = dl + tonumber(ARGV[7])
 redis.call('PEXPIREAT', KEYS[1], at)
 redis.call('ZADD', KEYS[2], dl, ARGV[8])
 extend(ARGV[9] .. cur[5], at)
-redis.call('PUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], ARGV[8], cur[5], cur[4]))
+redis.call('SPUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], ARGV[8], cur[5], cur[4]))
 return 1
 `
 
@@ -126,7 +129,7 @@ local m = hmap(h)
 redis.call('DEL', KEYS[1])
 redis.call('SREM', ARGV[5] .. m['user_id'], ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], ARGV[4], m['user_id'], m['version']))
+redis.call('SPUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], ARGV[4], m['user_id'], m['version']))
 return h
 `
 
@@ -154,13 +157,14 @@ redis.call('PEXPIREAT', KEYS[2], ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[6])
 extend(KEYS[3], tonumber(ARGV[8]))
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('SPUBLISH', ARGV[1], ARGV[2])
+redis.call('SPUBLISH', ARGV[3], ARGV[4])
 return 1
 `
 
 // claim: KEYS expiry index of one shard.
-// ARGV channel, payload template, fill flags, now (ns), now (ms), session key
+// ARGV channel prefix (the session ID completes it), payload template, fill
+// flags, now (ns), now (ms), session key
 // prefix, user index key prefix, candidate ids...
 // Claims each candidate still in the index whose deadline is at or before
 // now: removes it from every index, deletes it and publishes its expired
@@ -177,14 +181,14 @@ for i = 8, #ARGV do
     local h = redis.call('HGETALL', skey)
     if #h == 0 then
       redis.call('ZREM', KEYS[1], id)
-      redis.call('PUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], id, '', '0'))
+      redis.call('SPUBLISH', ARGV[1] .. id, fill(ARGV[2], ARGV[3], id, '', '0'))
     else
       local m = hmap(h)
       if not lt(ARGV[4], minns(m['expires_at'], m['absolute_expires_at'])) then
         redis.call('ZREM', KEYS[1], id)
         redis.call('DEL', skey)
         redis.call('SREM', ARGV[7] .. m['user_id'], id)
-        redis.call('PUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], id, m['user_id'], m['version']))
+        redis.call('SPUBLISH', ARGV[1] .. id, fill(ARGV[2], ARGV[3], id, m['user_id'], m['version']))
         table.insert(out, h)
       end
     end

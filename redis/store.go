@@ -166,8 +166,15 @@ func placeholders(ev sessionbridge.Event, sid, version bool) (sessionbridge.Even
 	return ev, flags
 }
 
+// typedEvent is an event's payload: its JSON with its type, since a shard
+// channel carries events of every type about its session or user.
+type typedEvent struct {
+	Type sessionbridge.EventType `json:"type"`
+	sessionbridge.Event
+}
+
 func marshalEvent(ev sessionbridge.Event) (string, error) {
-	p, err := json.Marshal(ev)
+	p, err := json.Marshal(typedEvent{Type: ev.Type, Event: ev})
 	if err != nil {
 		return "", fmt.Errorf("encode event: %w", err)
 	}
@@ -197,7 +204,7 @@ func (st *Store) Create(ctx context.Context, s *sessionbridge.Session, ev sessio
 		return fmt.Errorf("redis: create session: %w", err)
 	}
 	shard := sessionbridge.ShardOfID(s.ID)
-	args := append([]string{b.channel(sessionbridge.EventCreated), payload, s.ID, millis(s.Deadline()), st.keyExpiry(s)}, fields...)
+	args := append([]string{b.userChannel(s.UserID), payload, s.ID, millis(s.Deadline()), st.keyExpiry(s)}, fields...)
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	st.recent.mark(s.ID)
@@ -239,7 +246,7 @@ func (st *Store) Update(ctx context.Context, s *sessionbridge.Session, prevVersi
 			return fmt.Errorf("redis: update session: %w", err)
 		}
 		args := append([]string{
-			b.channel(sessionbridge.EventUpdated), payload, strconv.FormatUint(prevVersion, 10),
+			b.sessionChannel(s.ID), payload, strconv.FormatUint(prevVersion, 10),
 			nanos(next.LastSeenAt), millis(next.Deadline()), st.keyExpiry(next), next.ID, next.UserID,
 		}, fields...)
 		st.recent.mark(s.ID)
@@ -301,7 +308,7 @@ func (st *Store) Touch(ctx context.Context, id string, seen, expiresAt, ifSeenBe
 	}
 	shard := sessionbridge.ShardOfID(id)
 	args := []string{
-		b.channel(sessionbridge.EventUpdated), payload, flags,
+		b.sessionChannel(id), payload, flags,
 		nanos(seen), nanos(expiresAt), nanos(ifSeenBefore),
 		strconv.FormatInt(b.grace.Milliseconds(), 10), id, b.userKeyPrefix(shard),
 	}
@@ -342,7 +349,7 @@ func (st *Store) Delete(ctx context.Context, id string, ev sessionbridge.Event) 
 	st.recent.mark(id)
 	kv, err := st.sc.del.Exec(ctx, b.client,
 		[]string{b.sessionKey(id), b.expiryKey(shard)},
-		[]string{b.channel(sessionbridge.EventDeleted), payload, flags, id, b.userKeyPrefix(shard)},
+		[]string{b.sessionChannel(id), payload, flags, id, b.userKeyPrefix(shard)},
 	).AsStrSlice()
 	if err != nil {
 		err = b.fail("delete", err)
@@ -411,7 +418,7 @@ func (st *Store) reapply(ctx context.Context) (int, error) {
 			shard := sessionbridge.ShardOfID(id)
 			stmts[i] = rueidis.LuaExec{
 				Keys: []string{b.sessionKey(id), b.expiryKey(shard)},
-				Args: []string{b.channel(sessionbridge.EventDeleted), payload, flags, id, b.userKeyPrefix(shard)},
+				Args: []string{b.sessionChannel(id), payload, flags, id, b.userKeyPrefix(shard)},
 			}
 		}
 		cctx, cancel := b.opCtx(ctx)
@@ -469,7 +476,7 @@ func (st *Store) Rotate(ctx context.Context, oldID string, s *sessionbridge.Sess
 		return fmt.Errorf("redis: rotate session: %w", err)
 	}
 	args := append([]string{
-		b.channel(sessionbridge.EventDeleted), pDel, b.channel(sessionbridge.EventCreated), pCreated,
+		b.sessionChannel(oldID), pDel, b.userChannel(s.UserID), pCreated,
 		oldID, s.ID, millis(s.Deadline()), st.keyExpiry(s), s.UserID,
 		strconv.FormatUint(s.Version-1, 10), nanos(s.LastSeenAt),
 	}, fields...)
@@ -633,7 +640,7 @@ func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sess
 	stmts := make([]rueidis.LuaExec, 0, len(order))
 	for _, sh := range order {
 		args := append([]string{
-			b.channel(sessionbridge.EventExpired), payload, flags, nanos(now), millis(now),
+			b.sessionChannelPrefix(sh), payload, flags, nanos(now), millis(now),
 			b.sessionKeyPrefix(sh), b.userKeyPrefix(sh),
 		}, byShard[sh]...)
 		stmts = append(stmts, rueidis.LuaExec{Keys: []string{b.expiryKey(sh)}, Args: args})

@@ -24,10 +24,11 @@ const timePrecision = time.Millisecond
 
 // recorder is an EventHandler that records every event and gap.
 type recorder struct {
-	mu      sync.Mutex
-	events  []sessionbridge.Event
-	gaps    int
-	changed chan struct{}
+	mu       sync.Mutex
+	events   []sessionbridge.Event
+	gaps     int
+	followed map[sessionbridge.Topic]bool
+	changed  chan struct{}
 }
 
 func (r *recorder) HandleEvent(ev sessionbridge.Event) {
@@ -124,6 +125,17 @@ func watch(t *testing.T, bus sessionbridge.Bus) *recorder {
 		}
 	})
 	r.wait(t, "initial HandleGap from Subscribe", func(_ []sessionbridge.Event, gaps int) bool { return gaps >= 1 })
+	if fb, ok := bus.(*followingBus); ok {
+		fb.f.mu.Lock()
+		fb.f.rec = r
+		fb.f.mu.Unlock()
+		t.Cleanup(func() {
+			fb.f.mu.Lock()
+			fb.f.rec = nil
+			fb.f.mu.Unlock()
+		})
+		r.awaitFollowed(t, fb.f.all())
+	}
 	return r
 }
 
@@ -136,6 +148,9 @@ const sentinelPrefix = "storetest-sentinel-"
 func sentinel(t *testing.T, bus sessionbridge.Bus, r *recorder) []sessionbridge.Event {
 	t.Helper()
 	marker := sentinelPrefix + randomHex(t)
+	if fb, ok := bus.(*followingBus); ok {
+		return routedSentinel(t, fb, r, marker)
+	}
 	for _, typ := range sessionbridge.EventTypes {
 		err := bus.Publish(context.Background(), sessionbridge.Event{
 			Type: typ, SessionID: marker, UserID: marker, Source: sessionbridge.SourceSystem,
@@ -151,6 +166,38 @@ func sentinel(t *testing.T, bus sessionbridge.Bus, r *recorder) []sessionbridge.
 	out := evs[:0]
 	for _, ev := range evs {
 		if !strings.HasPrefix(ev.SessionID, sentinelPrefix) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// routedSentinel is sentinel on a routing bus, which keeps publish order per
+// session and per user: one marker message on every followed topic.
+func routedSentinel(t *testing.T, fb *followingBus, r *recorder, marker string) []sessionbridge.Event {
+	t.Helper()
+	topics := fb.f.all()
+	r.awaitFollowed(t, topics)
+	for _, tp := range topics {
+		ev := sessionbridge.Event{
+			Type: sessionbridge.EventMessage, Source: sessionbridge.SourceSystem,
+			Timestamp: time.Now(), NodeID: marker,
+		}
+		if tp.Kind == sessionbridge.TopicSession {
+			ev.SessionID = tp.ID
+		} else {
+			ev.UserID = tp.ID
+		}
+		if err := fb.Publish(context.Background(), ev); err != nil {
+			t.Fatalf("Publish sentinel: %v", err)
+		}
+	}
+	evs := r.wait(t, "sentinel on every followed topic", func(evs []sessionbridge.Event, _ int) bool {
+		return countWhere(evs, func(ev sessionbridge.Event) bool { return ev.NodeID == marker }) == len(topics)
+	})
+	out := evs[:0]
+	for _, ev := range evs {
+		if ev.NodeID != marker {
 			out = append(out, ev)
 		}
 	}

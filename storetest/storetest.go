@@ -72,7 +72,12 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 			if st == nil {
 				t.Fatal("storetest: newStore returned a nil Store")
 			}
-			tc.run(t, &harness{st: st, bus: bus})
+			h := &harness{st: st, bus: bus}
+			if r, ok := bus.(sessionbridge.Router); ok {
+				f := &follower{t: t, router: r, topics: map[sessionbridge.Topic]bool{}}
+				h.st, h.bus = &followingStore{Store: st, f: f}, &followingBus{Router: r, f: f}
+			}
+			tc.run(t, h)
 		})
 	}
 }
