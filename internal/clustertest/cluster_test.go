@@ -185,7 +185,6 @@ func TestExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T) {
 func testExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T, srv redisTarget) {
 	// Both nodes claim expiries every 20ms: they race for every session.
 	a, b := twoNodes(t, srv, nodeOpts{expiry: 20 * time.Millisecond})
-	count := rawSubscriber(t, serversOf(srv)[0], "sb:session:expired")
 
 	const n = 8
 	var clients []*client
@@ -202,6 +201,13 @@ func testExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T, srv redisTarget
 		}
 		clients = append(clients, dial(t, on, tok))
 	}
+	// Every event of a session goes to its own shard channel; one user's
+	// sessions share a slot.
+	channels := make([]string, len(ids))
+	for i, id := range ids {
+		channels[i] = "sb:e:{" + sb.ShardOfID(id) + "}:s:" + id
+	}
+	count := rawShardSubscriber(t, srv, channels)
 	for _, c := range clients {
 		c.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionExpired, eventWait)
 	}
@@ -215,15 +221,66 @@ func testExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T, srv redisTarget
 			t.Fatalf("ClaimExpired on %s after the fact = %d, %v", nd.name, len(got), err)
 		}
 	}
-	// Pub/sub keeps order on one connection: once a marker published after
-	// every claim arrives, every expired event has too.
-	// (In a Cluster, a PUBLISH on any node reaches the subscribers of all.)
-	serversOf(srv)[0].MustDo("PUBLISH", "sb:session:expired", `{"session_id":"marker"}`)
-	eventually(t, eventWait, "the marker", func() bool { return count("marker") == 1 })
+	// Pub/sub keeps order per channel: once a marker published after every
+	// claim arrives on each session's channel, every expired event has too.
+	for _, ch := range channels {
+		doKey(t, srv, ch, "SPUBLISH", ch, `{"marker":true}`)
+	}
+	eventually(t, eventWait, "the markers", func() bool { return count(`"marker"`) == len(channels) })
 	for _, id := range ids {
-		if got := count(`"session_id":"` + id + `"`); got != 1 {
+		if got := count(`"type":"expired","session_id":"` + id + `"`); got != 1 {
 			t.Fatalf("session %s: %d expired events, want exactly 1", id, got)
 		}
+	}
+}
+
+// rawShardSubscriber subscribes, outside any node, to shard channels of one
+// slot and counts the messages that contain a string.
+func rawShardSubscriber(t *testing.T, target redisTarget, channels []string) (count func(match string) int) {
+	t.Helper()
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{serversOf(target)[0].Addr()}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var msgs []string
+	subscribed := make(chan struct{})
+	var confirmed atomic.Int64
+	ctx, cancel := newCancel()
+	ctx = rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
+		if s.Kind == "ssubscribe" && confirmed.Add(1) == int64(len(channels)) {
+			close(subscribed)
+		}
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = client.Receive(ctx, client.B().Ssubscribe().Channel(channels...).Build(), func(m rueidis.PubSubMessage) {
+			mu.Lock()
+			msgs = append(msgs, m.Message)
+			mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		client.Close()
+	})
+	select {
+	case <-subscribed:
+	case <-time.After(eventWait):
+		t.Fatal("raw subscriber did not subscribe")
+	}
+	return func(match string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, m := range msgs {
+			if strings.Contains(m, match) {
+				n++
+			}
+		}
+		return n
 	}
 }
 
