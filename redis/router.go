@@ -66,7 +66,10 @@ type router struct {
 	routes   map[string]*route // by channel
 	handlers []*delivery
 	conns    map[string]*shardConn // by master address
-	slots    map[uint16]string     // slot -> master address; nil: to be read
+	slots    map[uint16]string     // slot -> master address, as last read
+	// slotsFresh: slots is complete and no redirect or moved channel
+	// was seen since it was read; else the next flush reads it again.
+	slotsFresh bool
 	tagSlot  map[string]uint16     // hash tag (shard) -> slot, in Cluster mode
 	running  bool
 	stop     context.CancelFunc
@@ -229,9 +232,12 @@ type batch struct {
 // pipelined round trip per master, and tells the handlers which topics are
 // now followed.
 func (r *router) flush(ctx context.Context) error {
+	// A slot without a master (a shard down) holds up only its own
+	// channels: the others are subscribed, and the flush is tried again.
+	var slotErr error
 	if r.cluster {
-		if err := r.loadSlots(ctx); err != nil {
-			return err
+		if slotErr = r.loadSlots(ctx); slotErr != nil && !r.haveSlots() {
+			return slotErr
 		}
 	}
 	now := time.Now()
@@ -268,9 +274,10 @@ func (r *router) flush(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	if len(work) == 0 {
-		return nil
+		return slotErr
 	}
-	errs := make(chan error, len(work))
+	errs := make(chan error, len(work)+1)
+	errs <- slotErr
 	var wg sync.WaitGroup
 	for addr, w := range work {
 		wg.Add(1)
@@ -475,7 +482,7 @@ func (r *router) onSubscription(sc *shardConn, s rueidis.PubSubSubscription) {
 		if rt.refs == 0 {
 			delete(r.routes, s.Channel)
 		}
-		r.slots = nil
+		r.slotsFresh = false
 	}
 	r.mu.Unlock()
 	if moved {
@@ -513,19 +520,25 @@ func (r *router) receive(m rueidis.PubSubMessage) {
 	}
 }
 
+func (r *router) haveSlots() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.slots) > 0
+}
+
 // forgetSlots has the next flush read the slot map again.
 func (r *router) forgetSlots() {
 	r.mu.Lock()
-	r.slots = nil
+	r.slotsFresh = false
 	r.mu.Unlock()
 }
 
 // loadSlots reads which master serves each of the 256 hash tags' slots.
 func (r *router) loadSlots(ctx context.Context) error {
 	r.mu.Lock()
-	known := r.slots != nil
+	fresh := r.slotsFresh
 	r.mu.Unlock()
-	if known {
+	if fresh {
 		return nil
 	}
 	ctx, cancel := r.b.opCtx(ctx)
@@ -565,6 +578,8 @@ func (r *router) loadSlots(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	r.slots = slots
+	// Read again on the next flush until every slot has a master.
+	r.slotsFresh = len(slots) == len(want)
 	r.mu.Unlock()
 	if len(slots) < len(want) {
 		return fmt.Errorf("redis: shard subscriptions: %d of %d slots have no master: %w", len(want)-len(slots), len(want), sessionbridge.ErrUnavailable)
