@@ -70,11 +70,11 @@ type router struct {
 	// slotsFresh: slots is complete and no redirect or moved channel
 	// was seen since it was read; else the next flush reads it again.
 	slotsFresh bool
-	tagSlot  map[string]uint16     // hash tag (shard) -> slot, in Cluster mode
-	running  bool
-	stop     context.CancelFunc
-	stopped  chan struct{}
-	kick     chan struct{}
+	tagSlot    map[string]uint16 // hash tag (shard) -> slot, in Cluster mode
+	running    bool
+	stop       context.CancelFunc
+	stopped    chan struct{}
+	kick       chan struct{}
 }
 
 func newRouter(b *Backend) *router {
