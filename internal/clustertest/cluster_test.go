@@ -311,11 +311,12 @@ func TestSlowSubscriberCutByRedisRecovers(t *testing.T) {
 	srv.MustDo("CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 32kb 1")
 	// One script overflows every subscriber's output buffer, so Redis cuts
 	// them, then removes the session: its deleted event is certainly lost.
-	script := `redis.call('PUBLISH', ARGV[1], ARGV[2]); redis.call('DEL', KEYS[1]); redis.call('PUBLISH', ARGV[3], ARGV[4]); return 1`
-	big := `{"user_id":"nobody","data":"` + strings.Repeat("x", 256<<10) + `"}`
+	// Both go to the session's own channel, which B follows.
+	ch := "sb:e:{" + sb.ShardOfID(s.ID) + "}:s:" + s.ID
+	script := `redis.call('SPUBLISH', ARGV[1], ARGV[2]); redis.call('DEL', KEYS[1]); redis.call('SPUBLISH', ARGV[1], ARGV[3]); return 1`
+	big := `{"type":"message","session_id":"` + s.ID + `","data":"` + strings.Repeat("x", 256<<10) + `"}`
 	srv.MustDo("EVAL", script, "1", "sb:s:{"+sb.ShardOfID(s.ID)+"}"+s.ID,
-		"sb:session:messages", big,
-		"sb:session:deleted", `{"session_id":"`+s.ID+`","reason":"revoked"}`)
+		ch, big, `{"type":"deleted","session_id":"`+s.ID+`","reason":"revoked"}`)
 	c.expectClose(gateway.CloseReauthenticate, gateway.ReasonSessionRevoked, eventWait)
 	// The cluster works on: a new session revoked on A closes on B.
 	s2, tok2 := create(t, a, "grace")
