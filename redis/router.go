@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -65,8 +66,11 @@ type router struct {
 	mu       sync.Mutex
 	routes   map[string]*route // by channel
 	handlers []*delivery
-	conns    map[string]*shardConn // by master address
-	slots    map[uint16]string     // slot -> master address, as last read
+	// deliver is handlers as the readers see it: replaced, never changed,
+	// so that a received event costs no lock and no copy.
+	deliver atomic.Pointer[[]*delivery]
+	conns   map[string]*shardConn // by master address
+	slots   map[uint16]string     // slot -> master address, as last read
 	// slotsFresh: slots is complete and no redirect or moved channel
 	// was seen since it was read; else the next flush reads it again.
 	slotsFresh bool
@@ -158,7 +162,8 @@ func shardOfTopic(t sessionbridge.Topic) string {
 // first; detach removes it and stops the router with the last one.
 func (r *router) attach(d *delivery) {
 	r.mu.Lock()
-	r.handlers = append(r.handlers, d)
+	r.handlers = append(slices.Clone(r.handlers), d)
+	r.deliver.Store(&r.handlers)
 	start := !r.running
 	if start {
 		r.running = true
@@ -173,7 +178,8 @@ func (r *router) attach(d *delivery) {
 
 func (r *router) detach(d *delivery) {
 	r.mu.Lock()
-	r.handlers = slices.DeleteFunc(r.handlers, func(x *delivery) bool { return x == d })
+	r.handlers = slices.DeleteFunc(slices.Clone(r.handlers), func(x *delivery) bool { return x == d })
+	r.deliver.Store(&r.handlers)
 	var stop context.CancelFunc
 	var stopped chan struct{}
 	if len(r.handlers) == 0 && r.running {
@@ -500,9 +506,10 @@ func (r *router) receive(m rueidis.PubSubMessage) {
 	if err == nil && (te.Type == "" || te.Type.IsKey() || te.Type.Channel() == "") {
 		err = fmt.Errorf("unexpected event type %q", te.Type)
 	}
-	r.mu.Lock()
-	handlers := slices.Clone(r.handlers)
-	r.mu.Unlock()
+	var handlers []*delivery
+	if p := r.deliver.Load(); p != nil {
+		handlers = *p
+	}
 	if err != nil {
 		r.b.log.Warn("redis: dropping undecodable event", "channel", m.Channel, "bytes", len(m.Message), "err", shortErr(err))
 		r.b.metrics.RedisError("decode_event")
