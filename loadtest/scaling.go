@@ -153,8 +153,13 @@ type ScalingResult struct {
 	// event published; BusMessagesPerEvent the
 	// pub/sub messages the servers received over the cluster bus per event
 	// published (a plain PUBLISH goes to every server of a Redis Cluster).
-	RedisCPUPerEventUS  float64 `json:"redis_cpu_per_event_us"`
-	BusMessagesPerEvent float64 `json:"bus_messages_per_event"`
+	RedisCPUPerEventUS float64 `json:"redis_cpu_per_event_us"`
+	// NodeCPUPerEventUS is the process CPU of every node in the event
+	// phases, less their idle background, per event published: the admin
+	// call that made the event and its handling on every node that
+	// received it.
+	NodeCPUPerEventUS float64 `json:"node_cpu_per_event_us"`
+	BusMessagesPerEvent  float64 `json:"bus_messages_per_event"`
 	// Calibration is what one subscription costs this Redis.
 	Calibration *SubscriptionCalibration `json:"calibration,omitempty"`
 	Errors      Errors                   `json:"errors"`
@@ -172,6 +177,8 @@ type ScalingPhase struct {
 	// type, in the order of ScalingResult.Nodes.
 	Published map[string]float64   `json:"published"`
 	Received  []map[string]float64 `json:"received"`
+	// NodeCPUSeconds is the process CPU of each node.
+	NodeCPUSeconds []float64 `json:"node_cpu_s"`
 	// Touched is the session touches the nodes recorded.
 	Touched float64       `json:"touched"`
 	Redis   []RedisPhase  `json:"redis"`
@@ -505,8 +512,17 @@ func (res *ScalingResult) summarize(created, connected, idle *measured, events [
 	if idle.Seconds > 0 {
 		res.RedisIdleCPU = idle.Totals.CPUSeconds / idle.Seconds
 	}
-	var cpu, bus float64
+	var cpu, bus, nodeCPU float64
 	for _, p := range events {
+		for j := range nodes {
+			idleRate := 0.0
+			if idle.Seconds > 0 && j < len(idle.NodeCPUSeconds) {
+				idleRate = idle.NodeCPUSeconds[j] / idle.Seconds
+			}
+			if j < len(p.NodeCPUSeconds) {
+				nodeCPU += p.NodeCPUSeconds[j] - idleRate*p.Seconds
+			}
+		}
 		res.EventsPublished += sumValues(p.Published)
 		for j := range nodes {
 			res.ReceivedPerNode[j] += sumValues(p.Received[j])
@@ -522,6 +538,7 @@ func (res *ScalingResult) summarize(created, connected, idle *measured, events [
 			res.MeanRatio += res.RatioPerNode[j] / float64(nodes)
 		}
 		res.RedisCPUPerEventUS = cpu * 1e6 / res.EventsPublished
+		res.NodeCPUPerEventUS = nodeCPU * 1e6 / res.EventsPublished
 		res.BusMessagesPerEvent = bus / res.EventsPublished
 	}
 	if deleted != nil {
@@ -601,6 +618,7 @@ type nodeCounters struct {
 	events      map[string]float64 // "type/stage"
 	touched     float64
 	connections float64
+	cpu         float64
 }
 
 // redisCounters is what the scenario reads from a Redis server.
@@ -676,6 +694,7 @@ func (m *scaleMeter) phase(ctx context.Context, name string, before *scaleSnap, 
 			}
 		}
 		p.Received = append(p.Received, recv)
+		p.NodeCPUSeconds = append(p.NodeCPUSeconds, a.cpu-b.cpu)
 		p.Touched += a.touched - b.touched
 	}
 	for i, a := range after.redis {
@@ -816,7 +835,7 @@ func scrapeCounters(ctx context.Context, hc *http.Client, base string) (nodeCoun
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		return nodeCounters{}, fmt.Errorf("loadtest: metrics of %s: HTTP %d", base, resp.StatusCode)
 	}
-	samples, err := ParseLabeledMetrics(io.LimitReader(resp.Body, maxMetricsBody), metricEvents, metricSessionChanges, metricConnections)
+	samples, err := ParseLabeledMetrics(io.LimitReader(resp.Body, maxMetricsBody), metricEvents, metricSessionChanges, metricConnections, metricCPU)
 	if err != nil {
 		return nodeCounters{}, fmt.Errorf("loadtest: metrics of %s: %w", base, err)
 	}
@@ -831,6 +850,8 @@ func scrapeCounters(ctx context.Context, hc *http.Client, base string) (nodeCoun
 			}
 		case metricConnections:
 			nc.connections += s.Value
+		case metricCPU:
+			nc.cpu += s.Value
 		}
 	}
 	return nc, nil
@@ -1136,6 +1157,7 @@ func (res *ScalingResult) writeTable(section func(), p func(string, ...any)) {
 	p("subscribe commands per connect\t%.3f\t%.2f µs Redis time", res.SubscribesPerConnect, res.SubscribeUSPerConnect)
 	p("unsubscribe commands per disconnect\t%.3f\t%.2f µs Redis time", res.UnsubscribesPerDisconnect, res.UnsubscribeUSPerDisconnect)
 	p("Redis CPU per event published\t%.1f µs\t(every server, less the idle %.1f %% of a core)", res.RedisCPUPerEventUS, res.RedisIdleCPU*100)
+	p("node CPU per event published\t%.1f µs\t(every node, less the idle CPU; the admin call that made it included)", res.NodeCPUPerEventUS)
 	p("cluster bus pub/sub messages per event\t%.2f", res.BusMessagesPerEvent)
 	p("Redis used_memory (masters)\t%s before, %s with the sessions, %s with the sockets", fb(res.RedisMemoryBefore), fb(res.RedisMemorySessions), fb(res.RedisMemoryConnected))
 	p("Redis memory per session, per socket\t%s\t%s", fb(res.MemoryPerSession), fb(res.MemoryPerSocket))
@@ -1176,6 +1198,7 @@ func scalingFigures() []Figure {
 		fig("scaling unsubscribe commands per disconnect", "", func(s *ScalingResult) float64 { return s.UnsubscribesPerDisconnect }),
 		fig("scaling unsubscribe Redis time per disconnect", "µs", func(s *ScalingResult) float64 { return s.UnsubscribeUSPerDisconnect }),
 		fig("scaling Redis CPU per event", "µs", func(s *ScalingResult) float64 { return s.RedisCPUPerEventUS }),
+		fig("scaling node CPU per event", "µs", func(s *ScalingResult) float64 { return s.NodeCPUPerEventUS }),
 		fig("scaling cluster bus messages per event", "", func(s *ScalingResult) float64 { return s.BusMessagesPerEvent }),
 		fig("scaling Redis memory per session", "B", func(s *ScalingResult) float64 { return s.MemoryPerSession }),
 		fig("scaling Redis memory per socket", "B", func(s *ScalingResult) float64 { return s.MemoryPerSocket }),
