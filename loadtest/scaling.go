@@ -158,8 +158,8 @@ type ScalingResult struct {
 	// phases, less their idle background, per event published: the admin
 	// call that made the event and its handling on every node that
 	// received it.
-	NodeCPUPerEventUS float64 `json:"node_cpu_per_event_us"`
-	BusMessagesPerEvent  float64 `json:"bus_messages_per_event"`
+	NodeCPUPerEventUS   float64 `json:"node_cpu_per_event_us"`
+	BusMessagesPerEvent float64 `json:"bus_messages_per_event"`
 	// Calibration is what one subscription costs this Redis.
 	Calibration *SubscriptionCalibration `json:"calibration,omitempty"`
 	Errors      Errors                   `json:"errors"`
