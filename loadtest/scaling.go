@@ -153,13 +153,13 @@ type ScalingResult struct {
 	// event published; BusMessagesPerEvent the
 	// pub/sub messages the servers received over the cluster bus per event
 	// published (a plain PUBLISH goes to every server of a Redis Cluster).
-	RedisCPUPerEventUS float64 `json:"redis_cpu_per_event_us"`
+	RedisCPUPerEventUS  float64 `json:"redis_cpu_per_event_us"`
+	BusMessagesPerEvent float64 `json:"bus_messages_per_event"`
 	// NodeCPUPerEventUS is the process CPU of every node in the event
 	// phases, less their idle background, per event published: the admin
 	// call that made the event and its handling on every node that
 	// received it.
-	NodeCPUPerEventUS   float64 `json:"node_cpu_per_event_us"`
-	BusMessagesPerEvent float64 `json:"bus_messages_per_event"`
+	NodeCPUPerEventUS float64 `json:"node_cpu_per_event_us"`
 	// Calibration is what one subscription costs this Redis.
 	Calibration *SubscriptionCalibration `json:"calibration,omitempty"`
 	Errors      Errors                   `json:"errors"`
