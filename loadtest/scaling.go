@@ -337,7 +337,7 @@ func (r *runner) scaling(ctx context.Context) *ScalingResult {
 	res.Phases = append(res.Phases, connected.ScalingPhase)
 	res.Connected = connected.Ops
 
-	// live returns the sockets still open, from index from, at most k.
+	// live returns up to k sockets still open, from the first or the last.
 	live := func(k int, fromEnd bool) []int {
 		var out []int
 		for j := range n {
