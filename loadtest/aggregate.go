@@ -186,7 +186,8 @@ func Figures() []Figure {
 		churnFig("churn heap+stack left after drain", "B", func(n ChurnNode) *float64 { return n.HeapStackLeft }),
 		churnFig("churn goroutines left after drain", "", func(n ChurnNode) *float64 { return n.GoroutinesLeft }),
 	}
-	return append(figs, limitFigures()...)
+	figs = append(figs, limitFigures()...)
+	return append(figs, scalingFigures()...)
 }
 
 func fieldOf(ok bool, get func() float64) (float64, bool) {

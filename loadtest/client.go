@@ -56,7 +56,8 @@ func (e *apiError) Error() string {
 }
 
 // do sends a JSON request to base+path and decodes a JSON answer into out
-// (when out is not nil). Any status but 200, 201 and 204 is an *apiError.
+// (when out is not nil). Any status but 200, 201, 202 and 204 is an
+// *apiError.
 func (a *adminClient) do(ctx context.Context, method, base, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -80,7 +81,7 @@ func (a *adminClient) do(ctx context.Context, method, base, path string, in, out
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
-	case http.StatusOK, http.StatusCreated, http.StatusNoContent:
+	case http.StatusOK, http.StatusCreated, http.StatusAccepted, http.StatusNoContent:
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 		return &apiError{Method: method, Path: path, Status: resp.StatusCode, Body: strings.TrimSpace(string(b))}
@@ -147,6 +148,12 @@ func (a *adminClient) patchSession(ctx context.Context, base, id string, patch a
 		return out.Session.Version, nil
 	}
 	return out.Version, nil
+}
+
+// publishToUser sends data to every socket of the user
+// (POST /api/v1/publish).
+func (a *adminClient) publishToUser(ctx context.Context, base, userID string, data any) error {
+	return a.do(ctx, http.MethodPost, base, "/api/v1/publish", map[string]any{"user_id": userID, "data": data}, nil)
 }
 
 func (a *adminClient) deleteUserSessions(ctx context.Context, base, userID string) error {

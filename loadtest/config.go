@@ -30,6 +30,9 @@ const (
 // AllScenarios lists every scenario in execution order.
 var AllScenarios = []string{ScenarioConnect, ScenarioMemory, ScenarioUpdate, ScenarioRevoke, ScenarioKeyRevoke, ScenarioFanout, ScenarioChurn, ScenarioLimits}
 
+// optInScenarios run only when asked for by name: they need to read Redis.
+var optInScenarios = []string{ScenarioUsage, ScenarioScaling}
+
 // Defaults and bounds of a Config.
 const (
 	DefaultSockets          = 1000
@@ -121,6 +124,12 @@ type Config struct {
 	UsageSubjects      int
 	UsageDuration      time.Duration
 	UsageFrameInterval time.Duration
+	// RedisNodes are the addresses (host:port) of every Redis server the
+	// nodes use, masters and replicas, read (INFO, CLUSTER INFO) by the
+	// scaling scenario; loopback only unless AllowRemote.
+	RedisNodes []string
+	// Scaling shapes the scaling scenario.
+	Scaling ScalingConfig
 }
 
 // ParseScenarios parses a comma-separated scenario list; "" or "all" means
@@ -136,7 +145,7 @@ func ParseScenarios(s string) ([]string, error) {
 		if f == "" {
 			continue
 		}
-		if !slices.Contains(AllScenarios, f) && f != ScenarioUsage {
+		if !slices.Contains(AllScenarios, f) && !slices.Contains(optInScenarios, f) {
 			return nil, fmt.Errorf("loadtest: unknown scenario %q (want %s)", f, strings.Join(AllScenarios, ","))
 		}
 		if !slices.Contains(out, f) {
@@ -201,13 +210,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Limits, err = c.Limits.withDefaults(); err != nil {
 		return c, err
 	}
+	if c.Scaling, err = c.Scaling.withDefaults(); err != nil {
+		return c, err
+	}
 	c.FanoutSessions = min(c.FanoutSessions, c.FanoutSockets)
 	c.UsageSubjects = min(c.UsageSubjects, c.UsageSockets)
 	if c.Scenarios == nil {
 		c.Scenarios = slices.Clone(AllScenarios)
 	}
 	for _, s := range c.Scenarios {
-		if !slices.Contains(AllScenarios, s) && s != ScenarioUsage {
+		if !slices.Contains(AllScenarios, s) && !slices.Contains(optInScenarios, s) {
 			return c, fmt.Errorf("loadtest: unknown scenario %q", s)
 		}
 	}

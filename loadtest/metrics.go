@@ -82,11 +82,28 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, baseURL string) (NodeMe
 // each of names that appears, the sum of its samples over all label sets.
 // Comments and other metrics are skipped.
 func ParseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
+	out := make(map[string]float64)
+	err := eachSample(r, names, func(name, _, value string) error {
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return fmt.Errorf("sample of %s: %w", name, err)
+		}
+		out[name] += v
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachSample calls fn with the name, the label text ("{...}" or "") and the
+// value text of every sample line of names in the Prometheus text format.
+func eachSample(r io.Reader, names []string, fn func(name, labels, value string) error) error {
 	want := make(map[string]bool, len(names))
 	for _, n := range names {
 		want[n] = true
 	}
-	out := make(map[string]float64)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -101,26 +118,22 @@ func ParseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
 		if !want[name] {
 			continue
 		}
+		labels := ""
 		if strings.HasPrefix(rest, "{") {
 			// Label values may hold spaces but the value never holds '}'.
 			j := strings.LastIndexByte(rest, '}')
 			if j < 0 {
-				return nil, fmt.Errorf("malformed sample line for %s", name)
+				return fmt.Errorf("malformed sample line for %s", name)
 			}
-			rest = rest[j+1:]
+			labels, rest = rest[:j+1], rest[j+1:]
 		}
 		fields := strings.Fields(rest)
 		if len(fields) == 0 {
-			return nil, fmt.Errorf("sample of %s without value", name)
+			return fmt.Errorf("sample of %s without value", name)
 		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("sample of %s: %w", name, err)
+		if err := fn(name, labels, fields[0]); err != nil {
+			return err
 		}
-		out[name] += v
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return sc.Err()
 }

@@ -88,6 +88,8 @@ type Report struct {
 	Churn     *ChurnResult     `json:"churn,omitempty"`
 	// Limits is the limits scenario.
 	Limits *LimitsResult `json:"limits,omitempty"`
+	// Scaling is the scaling scenario.
+	Scaling *ScalingResult `json:"scaling,omitempty"`
 	// Problems lists what kept part of the run from measuring (a node without
 	// /metrics, a scenario cut short by the overall timeout).
 	Problems []string `json:"problems,omitempty"`
@@ -238,8 +240,12 @@ func (r *Report) WriteTable(out io.Writer) error {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
 	section()
 	p("sessionbridge bench\t%s, %.1f s", r.Started.UTC().Format(time.RFC3339), r.ElapsedSeconds)
-	p("node A\t%s", r.NodeA)
-	p("nodes B\t%s (%d sockets each)", strings.Join(r.NodesB, ", "), r.SocketsPerNode)
+	if r.Connect != nil || r.Memory != nil || r.Update != nil || r.Revoke != nil {
+		p("node A\t%s", r.NodeA)
+		p("nodes B\t%s (%d sockets each)", strings.Join(r.NodesB, ", "), r.SocketsPerNode)
+	} else {
+		p("nodes\t%s", strings.Join(append([]string{r.NodeA}, r.NodesB...), ", "))
+	}
 	if len(r.Sources) > 0 {
 		p("sources\t%s", strings.Join(r.Sources, ", "))
 	}
@@ -353,6 +359,9 @@ func (r *Report) WriteTable(out io.Writer) error {
 	if l := r.Limits; l != nil {
 		l.writeTable(section, p)
 	}
+	if sc := r.Scaling; sc != nil {
+		sc.writeTable(section, p)
+	}
 	var errs []string
 	add := func(name string, e Errors) {
 		for _, m := range e.First {
@@ -385,6 +394,12 @@ func (r *Report) WriteTable(out io.Writer) error {
 	}
 	if l := r.Limits; l != nil {
 		l.addErrors(add)
+	}
+	if sc := r.Scaling; sc != nil {
+		add("scaling", sc.Errors)
+		if sc.Revoke != nil {
+			add("scaling revoke", sc.Revoke.Errors)
+		}
 	}
 	errs = append(errs, r.Problems...)
 	if len(errs) > 0 {

@@ -59,6 +59,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	sources := cfg.Sources
 	if sources == nil {
 		peak := cfg.Sockets*len(r.b) + cfg.FanoutSockets + cfg.ChurnRate*int(max(cfg.ChurnHold, time.Second)/time.Second)*2
+		if cfg.has(ScenarioScaling) {
+			peak = max(peak, cfg.Scaling.Sockets)
+		}
 		sources = DefaultSources(ctx, cfg.Resolver, nodes, peak, defaultPerSource)
 	}
 	r.hc = newHTTPClient(cfg.Concurrency, cfg.OpTimeout)
@@ -96,6 +99,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.has(ScenarioLimits) && ctx.Err() == nil {
 		rep.Limits = r.limits(ctx)
+	}
+	if cfg.has(ScenarioScaling) && ctx.Err() == nil {
+		rep.Scaling = r.scaling(ctx)
 	}
 	if ctx.Err() != nil {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("run cut short: %v (timeout %s)", context.Cause(ctx), cfg.Timeout))

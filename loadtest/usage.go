@@ -1,14 +1,11 @@
 package loadtest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,80 +60,25 @@ func redisInfo(ctx context.Context, rawURL string, allowRemote bool, timeout tim
 	if err != nil || (u.Scheme != "redis") || u.Host == "" {
 		return nil, fmt.Errorf("loadtest: redis URL must be redis://host:port")
 	}
-	if !allowRemote {
-		if a, err := netip.ParseAddr(u.Hostname()); err != nil || !a.IsLoopback() {
-			if u.Hostname() != "localhost" {
-				return nil, fmt.Errorf("%w: redis %s", ErrRemoteTarget, u.Hostname())
-			}
-		}
-	}
 	host := u.Host
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), "6379")
 	}
-	d := net.Dialer{Timeout: timeout}
-	c, err := d.DialContext(ctx, "tcp", host)
+	pw, _ := u.User.Password()
+	rc, err := dialRedis(ctx, host, pw, allowRemote, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("loadtest: redis: %w", err)
+		return nil, err
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	var cmd strings.Builder
-	if pw, ok := u.User.Password(); ok {
-		fmt.Fprintf(&cmd, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(pw), pw)
-	}
-	cmd.WriteString("*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
-	if _, err := c.Write([]byte(cmd.String())); err != nil {
-		return nil, fmt.Errorf("loadtest: redis: %w", err)
-	}
-	br := bufio.NewReader(c)
-	if _, ok := u.User.Password(); ok {
-		line, err := br.ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, "+") {
-			return nil, fmt.Errorf("loadtest: redis: AUTH refused")
-		}
-	}
-	line, err := br.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "$") {
-		return nil, fmt.Errorf("loadtest: redis: unexpected INFO answer %q", strings.TrimSpace(line))
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
-	if err != nil || n < 0 || n > 1<<20 {
-		return nil, fmt.Errorf("loadtest: redis: bad INFO length")
-	}
-	body := make([]byte, n+2)
-	if _, err := ioReadFull(br, body); err != nil {
-		return nil, fmt.Errorf("loadtest: redis: %w", err)
+	defer rc.Close()
+	info, err := rc.doString("INFO", "commandstats")
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: redis: INFO: %w", err)
 	}
 	out := map[string]int64{}
-	for _, l := range strings.Split(string(body), "\r\n") {
-		// cmdstat_get:calls=1,usec=...
-		name, rest, ok := strings.Cut(l, ":")
-		name, isCmd := strings.CutPrefix(name, "cmdstat_")
-		if !ok || !isCmd {
-			continue
-		}
-		for _, kv := range strings.Split(rest, ",") {
-			if v, ok := strings.CutPrefix(kv, "calls="); ok {
-				if calls, err := strconv.ParseInt(v, 10, 64); err == nil {
-					out[name] = calls
-				}
-			}
-		}
+	for name, cs := range commandStats(infoFields(info)) {
+		out[name] = cs.Calls
 	}
 	return out, nil
-}
-
-func ioReadFull(br *bufio.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := br.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 func deltaCalls(before, after map[string]int64) map[string]int64 {
@@ -291,8 +233,14 @@ func (r *runner) usage(ctx context.Context) *UsageResult {
 // ping writes a ping frame; the socket's reader drops the pong. One
 // goroutine per socket calls it.
 func (w *wsConn) ping(timeout time.Duration) error {
+	return w.write(timeout, `{"type":"ping"}`)
+}
+
+// write sends one text frame. One goroutine at a time may call it (or
+// ping) for a socket.
+func (w *wsConn) write(timeout time.Duration, frame string) error {
 	_ = w.c.SetWriteDeadline(time.Now().Add(timeout))
-	return w.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`))
+	return w.c.WriteMessage(websocket.TextMessage, []byte(frame))
 }
 
 // topCalls formats the commands with the most calls, for the text report.

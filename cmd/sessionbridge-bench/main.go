@@ -67,8 +67,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		limDuration = fs.Duration("limit-duration", loadtest.DefaultLimitDuration, fmt.Sprintf("limits: how long they send (at most %s)", loadtest.MaxLimitDuration))
 		limConnects = fs.Int("limit-connects", loadtest.DefaultLimitConnects, "limits: connects_per_minute of the key making twice as many attempts")
 		limSamples  = fs.Int("limit-samples", loadtest.DefaultLimitSamples, "limits: upgrades timed with connects_per_minute, and as many without")
+		redisNodes  = fs.String("redis-nodes", "", "scaling: comma-separated host:port of every Redis server the nodes use, masters and replicas (loopback only unless --allow-remote)")
+		scSockets   = fs.Int("scaling-sockets", loadtest.DefaultScalingSockets, "scaling: sockets spread over every node, one session and user each")
+		scUpdates   = fs.Int("scaling-updates", loadtest.DefaultScalingUpdates, "scaling: session updates (admin PATCH)")
+		scMessages  = fs.Int("scaling-messages", loadtest.DefaultScalingMessages, "scaling: messages to users (admin publish)")
+		scTouches   = fs.Int("scaling-touches", loadtest.DefaultScalingTouches, "scaling: session touches (a frame once the touch interval has passed)")
+		scRevokes   = fs.Int("scaling-revokes", loadtest.DefaultScalingRevokes, "scaling: revocations, timed one at a time")
+		scTouchInt  = fs.Duration("scaling-touch-interval", 0, "scaling: the nodes' --touch-interval (default the nodes' default, 1m)")
+		scSettle    = fs.Duration("scaling-settle-timeout", loadtest.DefaultScalingSettle, "scaling: bound on waiting for subscriptions to follow connects and disconnects")
+		scIdle      = fs.Duration("scaling-idle", loadtest.DefaultScalingIdle, "scaling: idle window (sockets open, no events) that measures the background")
+		scCalib     = fs.Int("scaling-calibration", loadtest.DefaultScalingCalibration, "scaling: sharded channels the tool subscribes itself on each master to measure one subscription (negative: none)")
 		concurrency = fs.Int("concurrency", loadtest.DefaultConcurrency, "parallel admin calls and dials")
-		scenarios   = fs.String("scenarios", strings.Join(loadtest.AllScenarios, ","), "scenarios to run (besides these: usage, which needs --redis-url)")
+		scenarios   = fs.String("scenarios", strings.Join(loadtest.AllScenarios, ","), "scenarios to run (besides these: usage, which needs --redis-url, and scaling, which needs --redis-nodes)")
 		jsonFile    = fs.String("json", "", "also write the report as JSON to this file")
 		allowRemote = fs.Bool("allow-remote", false, "allow targets that are not loopback addresses")
 		timeout     = fs.Duration("timeout", loadtest.DefaultTimeout, "bound on the whole run")
@@ -78,7 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		quiet       = fs.Bool("quiet", false, "no progress lines on stderr")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sessionbridge-bench [flags]\n       sessionbridge-bench summarize REPORT.json...\n\nDrives running sessionbridge nodes over HTTP and WebSocket and measures them;\nsummarize prints the median, minimum and maximum of each figure over saved reports.\nScenarios: %s; and, when asked for, usage (needs --redis-url).\n\nFlags:\n", strings.Join(loadtest.AllScenarios, ", "))
+		fmt.Fprintf(fs.Output(), "Usage: sessionbridge-bench [flags]\n       sessionbridge-bench summarize REPORT.json...\n\nDrives running sessionbridge nodes over HTTP and WebSocket and measures them;\nsummarize prints the median, minimum and maximum of each figure over saved reports.\nScenarios: %s; and, when asked for, usage (needs --redis-url)\nand scaling (needs --redis-nodes).\n\nFlags:\n", strings.Join(loadtest.AllScenarios, ", "))
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -101,12 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var nodeList []string
-	for n := range strings.SplitSeq(*nodes, ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			nodeList = append(nodeList, n)
-		}
-	}
+	nodeList := splitList(*nodes)
 
 	limit, err := loadtest.RaiseFileLimit()
 	if err != nil {
@@ -126,6 +131,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SampleInterval: *sampleEvery, SettleTimeout: *settle, Logger: logger,
 		RedisURL: *redisURL, UsageSockets: *usageSocks, UsageSubjects: *usageUsers,
 		UsageDuration: *usageFor, UsageFrameInterval: *usageEvery,
+		RedisNodes: splitList(*redisNodes),
+		Scaling: loadtest.ScalingConfig{
+			Sockets: *scSockets, Updates: *scUpdates, Messages: *scMessages, Touches: *scTouches, Revokes: *scRevokes,
+			TouchInterval: *scTouchInt, SettleTimeout: *scSettle, IdleWindow: *scIdle, CalibrationChannels: *scCalib,
+		},
 	}
 	if !*quiet {
 		cfg.Progress = stderr
@@ -153,6 +163,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "done in %s\n", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // summarize prints the median and spread of each figure over the reports in
