@@ -197,8 +197,10 @@ func (bus *Bus) subscribeOnce(ctx context.Context, d *delivery, channels []strin
 	if again {
 		b.metrics.Reconnect()
 		b.log.Info("redis: event subscription restored")
-	} else {
+	}
+	if !d.attached {
 		// The shard channels: from now on this handler receives them too.
+		d.attached = true
 		b.router.attach(d)
 	}
 	// Anything published before this point may have been missed.
@@ -226,6 +228,9 @@ type delivery struct {
 	queue chan sessionbridge.Event
 	gap   chan struct{}
 	done  chan struct{}
+	// attached: the router delivers to this handler (set once, by the
+	// Subscribe loop).
+	attached bool
 
 	// follow signals that followedTopics has topics for HandleFollowed.
 	follow         chan struct{}
