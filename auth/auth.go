@@ -96,8 +96,8 @@ type Authenticator struct {
 // New checks cfg, fills its defaults and returns its Authenticator. It
 // refuses a missing Manager and a malformed allowed origin.
 func New(cfg Config) (*Authenticator, error) {
-	if cfg.Sessions == nil {
-		return nil, errors.New("auth: Config.Sessions is required")
+	if cfg.Sessions == nil || cfg.Sessions.Backend().Store == nil {
+		return nil, errors.New("auth: Config.Sessions is required, built with sessionbridge.NewManager")
 	}
 	origins, err := ParseOrigins(cfg.AllowedOrigins)
 	if err != nil {

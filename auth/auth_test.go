@@ -420,6 +420,9 @@ func TestNew(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Fatal("no Manager accepted")
 	}
+	if _, err := New(Config{Sessions: &sb.Manager{}}); err == nil {
+		t.Fatal("a Manager without a backend accepted")
+	}
 	f := newFixture(t, nil)
 	if f.a.CookieName() != DefaultCookieName || !f.a.AdminEnabled() || f.a.JWT() != nil {
 		t.Fatal("defaults")

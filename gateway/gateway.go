@@ -239,6 +239,9 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, errors.New("gateway: Config.Manager is required")
 	}
 	node := cfg.Manager.Backend()
+	if node.Bus == nil {
+		return nil, errors.New("gateway: Config.Manager has no backend: build it with sessionbridge.NewManager")
+	}
 	authn, err := newAuthenticator(cfg)
 	if err != nil {
 		return nil, err

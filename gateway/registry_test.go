@@ -78,6 +78,7 @@ func TestNewValidatesConfig(t *testing.T) {
 	base := Config{Manager: ok.mgr}
 	for _, bad := range []Config{
 		{},
+		{Manager: &sb.Manager{}},
 		{Manager: ok.mgr, AllowedOrigins: []string{"https://*.com"}},
 		{Manager: ok.mgr, AllowedOrigins: []string{"https://a.*.example.com"}},
 		{Manager: ok.mgr, AllowedOrigins: []string{"null"}},
