@@ -11,7 +11,10 @@ import (
 // BenchmarkAuthenticate measures token verification through the Manager on the
 // memory store: parse, one store read, constant-time hash compare.
 func BenchmarkAuthenticate(b *testing.B) {
-	m := &sessionbridge.Manager{Store: memory.NewStore(nil)}
+	m, err := sessionbridge.NewManager(memory.New())
+	if err != nil {
+		b.Fatal(err)
+	}
 	s, token, err := m.Create(ctx, sessionbridge.NewSession{UserID: "alice", Data: json.RawMessage(`{"role":"admin","theme":"dark"}`)}, sessionbridge.Change{})
 	if err != nil {
 		b.Fatal(err)
@@ -27,7 +30,10 @@ func BenchmarkAuthenticate(b *testing.B) {
 }
 
 func BenchmarkAuthenticateParallel(b *testing.B) {
-	m := &sessionbridge.Manager{Store: memory.NewStore(nil)}
+	m, err := sessionbridge.NewManager(memory.New())
+	if err != nil {
+		b.Fatal(err)
+	}
 	_, token, err := m.Create(ctx, sessionbridge.NewSession{UserID: "alice"}, sessionbridge.Change{})
 	if err != nil {
 		b.Fatal(err)

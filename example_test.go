@@ -10,11 +10,20 @@ import (
 	"github.com/sessionbridge/sessionbridge/memory"
 )
 
-// A Manager on the in-process store: create a session, authenticate its
+// A Manager on the in-process backend: create a session, authenticate its
 // token, change its data, log it out.
 func ExampleManager() {
 	ctx := context.Background()
-	m := &sessionbridge.Manager{Store: memory.NewStore(memory.NewBus()), NodeID: "node-1"}
+	backend := memory.New()
+	backend.NodeID = "node-1"
+	m, err := sessionbridge.NewManager(backend)
+	if err != nil {
+		panic(err)
+	}
+	// Run claims expired sessions (and API keys) until ctx is done.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go m.Run(runCtx)
 
 	s, token, err := m.Create(ctx, sessionbridge.NewSession{UserID: "alice", Data: json.RawMessage(`{"theme":"dark"}`)},
 		sessionbridge.Change{Source: sessionbridge.SourceHTTP})

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
@@ -23,20 +25,28 @@ const (
 	// DefaultMaxDataDepth caps the nesting of a session's data at 32 levels
 	// of arrays and objects ({} is one level).
 	DefaultMaxDataDepth = 32
-	maxUpdateRetries    = 16
+	// DefaultExpiryInterval is how often Run claims expired sessions.
+	DefaultExpiryInterval = time.Second
+	// DefaultKeyExpiryInterval is how often Run claims expired API keys:
+	// longer than the session one because the key claim enforces nothing
+	// (every node closes a key's sockets on its own timer and refuses an
+	// expired key at once), so it only publishes apikey:expired, at most
+	// this late, and each look for due keys costs reads of the store.
+	DefaultKeyExpiryInterval = 10 * time.Second
+	maxUpdateRetries         = 16
 )
 
-// Manager applies the session rules on top of a Store: token issue and
-// verification, idle and absolute timeouts, throttled touches, merge-patch
-// updates with version checks, deletion and ID rotation. Every change it makes
-// emits an event through the store.
+// Manager is a node's session side: it owns the node's Backend and applies
+// the session rules on top of its Store: token issue and verification, idle
+// and absolute timeouts, throttled touches, merge-patch updates with version
+// checks, deletion and ID rotation. Every change it makes emits an event
+// through the store. Run does its background work (expiry claims).
 //
-// A Manager needs a Store; every other field has a working zero value. It is
-// safe for concurrent use once configured.
+// Create it with NewManager; every exported field has a working zero value
+// and may be set before the Manager is first used. It is safe for concurrent
+// use once configured.
 type Manager struct {
-	Store Store
-	// NodeID names this node in the events it emits.
-	NodeID string
+	backend Backend
 	// IdleTimeout is how long a session lives without activity.
 	IdleTimeout time.Duration
 	// AbsoluteTimeout is the longest a session can live, whatever its activity.
@@ -55,9 +65,57 @@ type Manager struct {
 	// ErrDataTooDeep. Data that comes in over HTTP or WebSocket frames is
 	// refused beyond 128 levels whatever this says.
 	MaxDataDepth int
+	// ExpiryInterval is how often Run claims expired sessions; zero or
+	// negative means DefaultExpiryInterval.
+	ExpiryInterval time.Duration
+	// KeyExpiryInterval is how often Run claims expired API keys; zero or
+	// negative means DefaultKeyExpiryInterval.
+	KeyExpiryInterval time.Duration
+	// Logger receives the failures of Run's background work; nil discards
+	// them.
+	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. Tests inject a clock.
 	Now func() time.Time
 }
+
+// NewManager returns the Manager of a node running on b. It refuses a
+// Backend without a Store or a Bus, and fills in b's NodeID (NewNodeID) when
+// it is empty, once, so that every part of the node names it alike.
+func NewManager(b Backend) (*Manager, error) {
+	if b.Store == nil || b.Bus == nil {
+		return nil, errors.New("sessionbridge: a Backend needs a Store and a Bus")
+	}
+	if b.NodeID == "" {
+		b.NodeID = NewNodeID()
+	}
+	return &Manager{backend: b}, nil
+}
+
+// Backend returns the backend the Manager runs on, with its node ID filled
+// in. The gateway and the HTTP API take their bus, tickets, key store and
+// presence from it.
+func (m *Manager) Backend() Backend { return m.backend }
+
+// NodeID returns the ID of this node, which names it in events, presence
+// records and connection lists.
+func (m *Manager) NodeID() string { return m.backend.NodeID }
+
+// Stored returns the session with id as the store holds it: unlike Get, it
+// does not check id's form and may return a session past its deadline that
+// no node has claimed as expired yet, so that the caller can tell an expiry
+// from a revocation. ErrNotFound if it is gone.
+func (m *Manager) Stored(ctx context.Context, id string) (*Session, error) {
+	return m.backend.Store.Get(ctx, id)
+}
+
+// StoredMany returns the sessions that exist among ids as Stored would, in
+// one round trip, keyed by ID; missing IDs are absent from the map.
+func (m *Manager) StoredMany(ctx context.Context, ids []string) (map[string]*Session, error) {
+	return m.backend.Store.GetMany(ctx, ids)
+}
+
+// Ping reports whether the node's store can be reached: the readiness check.
+func (m *Manager) Ping(ctx context.Context) error { return m.backend.Store.Ping(ctx) }
 
 func (m *Manager) now() time.Time {
 	if m.Now != nil {
@@ -122,7 +180,7 @@ type Change struct {
 }
 
 func (m *Manager) event(t EventType, s *Session, c Change, now time.Time) Event {
-	ev := Event{Type: t, Source: c.Source, ConnectionID: c.ConnectionID, NodeID: m.NodeID, Timestamp: now}
+	ev := Event{Type: t, Source: c.Source, ConnectionID: c.ConnectionID, NodeID: m.backend.NodeID, Timestamp: now}
 	if s != nil {
 		ev.SessionID, ev.UserID, ev.Version = s.ID, s.UserID, s.Version
 		if t == EventCreated || t == EventUpdated {
@@ -190,7 +248,7 @@ func (m *Manager) Create(ctx context.Context, ns NewSession, c Change) (*Session
 		Scopes: slices.Clone(ns.Scopes), CreatedAt: now, LastSeenAt: now, AbsoluteExpiresAt: now.Add(abs), Version: 1,
 	}
 	s.ExpiresAt = minTime(now.Add(m.idle()), s.AbsoluteExpiresAt)
-	if err := m.Store.Create(ctx, s, m.event(EventCreated, s, c, now)); err != nil {
+	if err := m.backend.Store.Create(ctx, s, m.event(EventCreated, s, c, now)); err != nil {
 		return nil, "", fmt.Errorf("sessionbridge: create session: %w", err)
 	}
 	return s, FormatToken(id, secret), nil
@@ -205,7 +263,7 @@ func (m *Manager) Authenticate(ctx context.Context, token string) (*Session, err
 	if err != nil {
 		return nil, err
 	}
-	s, err := m.Store.Get(ctx, id)
+	s, err := m.backend.Store.Get(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return nil, ErrInvalidToken
 	}
@@ -226,7 +284,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*Session, error) {
 	if !ValidID(id) {
 		return nil, ErrNotFound
 	}
-	s, err := m.Store.Get(ctx, id)
+	s, err := m.backend.Store.Get(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("sessionbridge: get session: %w", err)
 	}
@@ -317,7 +375,7 @@ func (m *Manager) update(ctx context.Context, id string, patch json.RawMessage, 
 			next.Scopes = slices.Clone(scopes)
 			ev.Scopes = slices.Clone(scopes)
 		}
-		err = m.Store.Update(ctx, next, prev, ev)
+		err = m.backend.Store.Update(ctx, next, prev, ev)
 		if err == nil {
 			return next, nil
 		}
@@ -347,7 +405,7 @@ func (m *Manager) Touch(ctx context.Context, s *Session, c Change) (*Session, er
 	next.LastSeenAt = now
 	next.ExpiresAt = minTime(now.Add(m.idle()), s.AbsoluteExpiresAt)
 	ev := m.event(EventUpdated, next, c, now)
-	wrote, err := m.Store.Touch(ctx, s.ID, now, next.ExpiresAt, now.Add(-m.TouchEvery()).Add(time.Nanosecond), ev)
+	wrote, err := m.backend.Store.Touch(ctx, s.ID, now, next.ExpiresAt, now.Add(-m.TouchEvery()).Add(time.Nanosecond), ev)
 	if err != nil {
 		return nil, fmt.Errorf("sessionbridge: touch: %w", err)
 	}
@@ -366,7 +424,7 @@ func (m *Manager) Delete(ctx context.Context, id, reason string, c Change) (*Ses
 	}
 	ev := m.event(EventDeleted, nil, c, m.now())
 	ev.SessionID, ev.Reason = id, reason
-	s, err := m.Store.Delete(ctx, id, ev)
+	s, err := m.backend.Store.Delete(ctx, id, ev)
 	if err != nil {
 		return nil, fmt.Errorf("sessionbridge: delete: %w", err)
 	}
@@ -376,7 +434,7 @@ func (m *Manager) Delete(ctx context.Context, id, reason string, c Change) (*Ses
 // DeleteUser removes every session of userID except the one with ID except
 // (which may be empty), and returns the IDs it removed.
 func (m *Manager) DeleteUser(ctx context.Context, userID, except, reason string, c Change) ([]string, error) {
-	list, err := m.Store.ListUser(ctx, userID)
+	list, err := m.backend.Store.ListUser(ctx, userID)
 	if err != nil {
 		return nil, fmt.Errorf("sessionbridge: delete user sessions: %w", err)
 	}
@@ -387,7 +445,7 @@ func (m *Manager) DeleteUser(ctx context.Context, userID, except, reason string,
 		}
 		ev := m.event(EventDeleted, nil, c, m.now())
 		ev.SessionID, ev.UserID, ev.Reason = s.ID, userID, reason
-		if _, err := m.Store.Delete(ctx, s.ID, ev); err != nil {
+		if _, err := m.backend.Store.Delete(ctx, s.ID, ev); err != nil {
 			if errors.Is(err, ErrNotFound) {
 				continue
 			}
@@ -400,7 +458,7 @@ func (m *Manager) DeleteUser(ctx context.Context, userID, except, reason string,
 
 // List returns the live sessions of userID.
 func (m *Manager) List(ctx context.Context, userID string) ([]*Session, error) {
-	list, err := m.Store.ListUser(ctx, userID)
+	list, err := m.backend.Store.ListUser(ctx, userID)
 	if err != nil {
 		return nil, fmt.Errorf("sessionbridge: list sessions: %w", err)
 	}
@@ -441,7 +499,7 @@ func (m *Manager) Rotate(ctx context.Context, id string, c Change) (*Session, st
 		del := m.event(EventDeleted, cur, c, now)
 		del.Reason = ReasonRotated
 		created := m.event(EventCreated, next, c, now)
-		err = m.Store.Rotate(ctx, id, next, del, created)
+		err = m.backend.Store.Rotate(ctx, id, next, del, created)
 		if err == nil {
 			return next, FormatToken(newID, secret), nil
 		}
@@ -456,9 +514,26 @@ func (m *Manager) Rotate(ctx context.Context, id string, c Change) (*Session, st
 // and publishes one expired event for each, cluster-wide exactly once.
 func (m *Manager) ClaimExpired(ctx context.Context, limit int) ([]*Session, error) {
 	tmpl := m.event(EventExpired, nil, Change{Source: SourceSystem}, m.now())
-	list, err := m.Store.ClaimExpired(ctx, tmpl.Timestamp, limit, tmpl)
+	list, err := m.backend.Store.ClaimExpired(ctx, tmpl.Timestamp, limit, tmpl)
 	if err != nil {
 		return nil, fmt.Errorf("sessionbridge: claim expired: %w", err)
+	}
+	return list, nil
+}
+
+// ClaimExpiredKeys claims up to limit API keys past their expiry (all if
+// limit is not positive) and publishes one apikey_expired event for each,
+// cluster-wide exactly once, so that every node closes their sockets. The
+// keys stay, shown as expired, until the store drops them. A backend without
+// a key store has none to claim.
+func (m *Manager) ClaimExpiredKeys(ctx context.Context, limit int) ([]*APIKey, error) {
+	if m.backend.Keys == nil {
+		return nil, nil
+	}
+	tmpl := m.event(EventKeyExpired, nil, Change{Source: SourceSystem}, m.now())
+	list, err := m.backend.Keys.ClaimExpiredKeys(ctx, tmpl.Timestamp, limit, tmpl)
+	if err != nil {
+		return list, fmt.Errorf("sessionbridge: claim expired api keys: %w", err)
 	}
 	return list, nil
 }
@@ -472,18 +547,51 @@ type ExpiryTurns interface {
 	TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error)
 }
 
-// ExpiryBatch is how many expiries one claim of RunClaims asks for.
+// ExpiryBatch is how many expiries one claim of Run asks for.
 const ExpiryBatch = 1000
 
-// RunClaims calls claim every interval until ctx is done, again at once
+// Run does the Manager's background work until ctx is done, then returns
+// ctx.Err(): it claims expired sessions every ExpiryInterval and, when the
+// backend keeps API keys, expired keys every KeyExpiryInterval. Run it on
+// every node, once: the claims make each expiry happen once in the cluster,
+// and a store that hands out turns (ExpiryTurns) lets only one node a turn
+// look for due records. Failures go to Logger and are tried again at the
+// next interval.
+func (m *Manager) Run(ctx context.Context) error {
+	log := m.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		turns, _ := m.backend.Store.(ExpiryTurns)
+		runClaims(ctx, positiveOr(m.ExpiryInterval, DefaultExpiryInterval), turns, func(ctx context.Context, limit int) (int, error) {
+			list, err := m.ClaimExpired(ctx, limit)
+			return len(list), err
+		}, func(err error) { log.Warn("claiming expired sessions failed", "err", err) })
+	})
+	if m.backend.Keys != nil {
+		wg.Go(func() {
+			turns, _ := m.backend.Keys.(ExpiryTurns)
+			runClaims(ctx, positiveOr(m.KeyExpiryInterval, DefaultKeyExpiryInterval), turns, func(ctx context.Context, limit int) (int, error) {
+				list, err := m.ClaimExpiredKeys(ctx, limit)
+				return len(list), err
+			}, func(err error) { log.Warn("claiming expired API keys failed", "err", err) })
+		})
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// runClaims calls claim every interval until ctx is done, again at once
 // while a claim comes back with a full batch of ExpiryBatch. With turns
 // (nil: none), only the node holding the turn claims; the turn lasts nine
 // tenths of the interval, so the holder keeps it while it lives, and another
 // node takes over within about two intervals when it dies. Errors go to
-// onErr (which may be nil), never while ctx is ending.
-func RunClaims(ctx context.Context, interval time.Duration, turns ExpiryTurns, claim func(ctx context.Context, limit int) (int, error), onErr func(error)) {
+// report, never while ctx is ending.
+func runClaims(ctx context.Context, interval time.Duration, turns ExpiryTurns, claim func(ctx context.Context, limit int) (int, error), onErr func(error)) {
 	report := func(err error) {
-		if onErr != nil && ctx.Err() == nil {
+		if ctx.Err() == nil {
 			onErr(err)
 		}
 	}
@@ -518,14 +626,11 @@ func RunClaims(ctx context.Context, interval time.Duration, turns ExpiryTurns, c
 	}
 }
 
-// RunExpiry claims expired sessions every interval until ctx is done (see
-// RunClaims). Run it on every node: the claim makes each expiry happen once.
-func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr func(error)) {
-	turns, _ := m.Store.(ExpiryTurns)
-	RunClaims(ctx, interval, turns, func(ctx context.Context, limit int) (int, error) {
-		list, err := m.ClaimExpired(ctx, limit)
-		return len(list), err
-	}, onErr)
+func positiveOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -89,6 +90,7 @@ func (e *events) waitCount(t *testing.T, n int, match func(sessionbridge.Event) 
 type fixture struct {
 	m     *sessionbridge.Manager
 	st    *memory.Store
+	keys  *memory.KeyStore
 	clock *clock
 	ev    *events
 }
@@ -98,8 +100,17 @@ type fixture struct {
 // subscribed to its bus.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith is newFixture with change, if set, applied to the backend
+// (node ID "n1", memory store, bus and key store) before the Manager is
+// built on it.
+func newFixtureWith(t *testing.T, change func(*sessionbridge.Backend)) *fixture {
+	t.Helper()
 	bus := memory.NewBus()
 	st := memory.NewStore(bus)
+	ks := memory.NewKeyStore(bus)
 	c := newClock()
 	ev := &events{changed: make(chan struct{}, 1)}
 	sctx, cancel := context.WithCancel(ctx)
@@ -112,7 +123,44 @@ func newFixture(t *testing.T) *fixture {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no initial HandleGap from Subscribe")
 	}
-	return &fixture{m: &sessionbridge.Manager{Store: st, NodeID: "n1", Now: c.Now}, st: st, clock: c, ev: ev}
+	b := sessionbridge.Backend{NodeID: "n1", Store: st, Bus: bus, Keys: ks}
+	if change != nil {
+		change(&b)
+	}
+	m, err := sessionbridge.NewManager(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Now = c.Now
+	return &fixture{m: m, st: st, keys: ks, clock: c, ev: ev}
+}
+
+// failLogger returns a logger that fails t for anything logged: Run's loops
+// log only their failures.
+func failLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(failWriter{t}, nil))
+}
+
+type failWriter struct{ t *testing.T }
+
+func (w failWriter) Write(p []byte) (int, error) {
+	w.t.Errorf("logged: %s", p)
+	return len(p), nil
+}
+
+// run starts f.m.Run and returns a function that stops it and waits for it.
+func (f *fixture) run(t *testing.T) (stop func()) {
+	t.Helper()
+	f.m.Logger = failLogger(t)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.m.Run(rctx) }()
+	return func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+	}
 }
 
 func (f *fixture) create(t *testing.T, user string) (*sessionbridge.Session, string) {
@@ -260,7 +308,10 @@ func TestManagerAuthenticate(t *testing.T) {
 		t.Fatalf("wrong secret of an expired session = %v, want ErrInvalidToken", err)
 	}
 
-	down := &sessionbridge.Manager{Store: failingStore{f.st}}
+	down, err := sessionbridge.NewManager(sessionbridge.Backend{Store: failingStore{f.st}, Bus: memory.NewBus()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := down.Authenticate(ctx, token); !errors.Is(err, sessionbridge.ErrUnavailable) || errors.Is(err, sessionbridge.ErrInvalidToken) {
 		t.Fatalf("Authenticate with the store down = %v, want ErrUnavailable (fail closed, not a bad token)", err)
 	}
@@ -469,7 +520,7 @@ func TestManagerListFiltersExpired(t *testing.T) {
 	}
 }
 
-func TestManagerClaimExpiredAndRunExpiry(t *testing.T) {
+func TestManagerClaimExpiredAndRun(t *testing.T) {
 	f := newFixture(t)
 	f.m.IdleTimeout = 10 * time.Minute
 	var ids []string
@@ -485,15 +536,10 @@ func TestManagerClaimExpiredAndRunExpiry(t *testing.T) {
 	f.m.Touch(ctx, live, sessionbridge.Change{}) // bob's deadline moves to +19m
 	f.clock.Advance(time.Minute)
 
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		f.m.RunExpiry(rctx, time.Millisecond, func(err error) { t.Errorf("RunExpiry: %v", err) })
-		close(done)
-	}()
+	f.m.ExpiryInterval = time.Millisecond
+	stop := f.run(t)
 	evs := f.ev.waitCount(t, 3, func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventExpired })
-	cancel()
-	<-done
+	stop()
 	var got []string
 	for _, ev := range evs {
 		if ev.UserID != "alice" || ev.Source != sessionbridge.SourceSystem || ev.NodeID != "n1" || ev.Version != 1 {
@@ -528,27 +574,24 @@ func (s *turnStore) TakeExpiryTurn(_ context.Context, ttl time.Duration) (bool, 
 	return s.mine.Load() == 1, nil
 }
 
-func TestRunExpiryClaimsOnlyOnItsTurn(t *testing.T) {
-	f := newFixture(t)
+func TestRunClaimsOnlyOnItsTurn(t *testing.T) {
+	var ts *turnStore
+	f := newFixtureWith(t, func(b *sessionbridge.Backend) {
+		ts = &turnStore{Store: b.Store}
+		b.Store = ts
+	})
 	f.m.IdleTimeout = time.Minute
-	ts := &turnStore{Store: f.st}
-	f.m.Store = ts
+	f.m.ExpiryInterval = time.Millisecond
 	s, _ := f.create(t, "alice")
 	f.clock.Advance(2 * time.Minute)
 
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		f.m.RunExpiry(rctx, time.Millisecond, func(err error) { t.Errorf("RunExpiry: %v", err) })
-		close(done)
-	}()
-	defer func() { cancel(); <-done }()
+	defer f.run(t)()
 	deadline := time.Now().Add(5 * time.Second)
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for ts.asks.Load() < 5 {
 		if time.Now().After(deadline) {
-			t.Fatal("RunExpiry never asked for the turn")
+			t.Fatal("Run never asked for the turn")
 		}
 		<-tick.C
 	}
@@ -562,5 +605,142 @@ func TestRunExpiryClaimsOnlyOnItsTurn(t *testing.T) {
 	evs := f.ev.waitCount(t, 1, func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventExpired })
 	if evs[0].SessionID != s.ID {
 		t.Fatalf("expired %s, want %s", evs[0].SessionID, s.ID)
+	}
+}
+
+func TestNewManager(t *testing.T) {
+	bus := memory.NewBus()
+	for name, b := range map[string]sessionbridge.Backend{
+		"no store": {Bus: bus},
+		"no bus":   {Store: memory.NewStore(bus)},
+	} {
+		if m, err := sessionbridge.NewManager(b); err == nil || m != nil {
+			t.Errorf("NewManager(%s) = %v, %v; want an error", name, m, err)
+		}
+	}
+	a, err := sessionbridge.NewManager(memory.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := sessionbridge.NewManager(memory.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One default, chosen once: every part of the node reads the same ID.
+	if a.NodeID() == "" || a.NodeID() != a.Backend().NodeID || a.NodeID() != a.NodeID() {
+		t.Fatalf("NodeID() = %q, Backend().NodeID = %q", a.NodeID(), a.Backend().NodeID)
+	}
+	if a.NodeID() == b.NodeID() {
+		t.Fatalf("two nodes were both named %q", a.NodeID())
+	}
+	if err := a.Ping(ctx); err != nil {
+		t.Fatalf("Ping = %v", err)
+	}
+}
+
+func TestManagerStoredSeesExpiredSessions(t *testing.T) {
+	f := newFixture(t)
+	s, _ := f.create(t, "alice")
+	f.clock.Advance(sessionbridge.DefaultIdleTimeout)
+	if _, err := f.m.Get(ctx, s.ID); !errors.Is(err, sessionbridge.ErrNotFound) {
+		t.Fatalf("Get past the deadline = %v, want ErrNotFound", err)
+	}
+	// The gateway tells an expiry from a revocation by what is stored.
+	got, err := f.m.Stored(ctx, s.ID)
+	if err != nil || got.ID != s.ID || !got.Expired(f.clock.Now()) {
+		t.Fatalf("Stored past the deadline = %v, %v; want the expired session", got, err)
+	}
+	many, err := f.m.StoredMany(ctx, []string{s.ID, "gone"})
+	if err != nil || len(many) != 1 || many[s.ID] == nil {
+		t.Fatalf("StoredMany = %v, %v; want only %s", many, err, s.ID)
+	}
+	if _, err := f.m.Delete(ctx, s.ID, sessionbridge.ReasonRevoked, sessionbridge.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.Stored(ctx, s.ID); !errors.Is(err, sessionbridge.ErrNotFound) {
+		t.Fatalf("Stored after delete = %v, want ErrNotFound", err)
+	}
+}
+
+// newKey stores an API key of alice's that expires at exp.
+func (f *fixture) newKey(t *testing.T, exp time.Time) *sessionbridge.APIKey {
+	t.Helper()
+	_, id, hash, err := sessionbridge.NewAPIKey("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &sessionbridge.APIKey{ID: id, UserID: "alice", SecretHash: hash, CreatedAt: f.clock.Now(), ExpiresAt: exp, Version: 1}
+	if err := f.keys.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestManagerRunClaimsExpiredKeys(t *testing.T) {
+	f := newFixture(t)
+	k := f.newKey(t, f.clock.Now().Add(time.Minute))
+	later := f.newKey(t, f.clock.Now().Add(time.Hour))
+	if got, err := f.m.ClaimExpiredKeys(ctx, 0); err != nil || len(got) != 0 {
+		t.Fatalf("ClaimExpiredKeys before the expiry = %v, %v", got, err)
+	}
+	f.clock.Advance(time.Minute)
+	// Session claims every hour: the key claim runs on its own interval.
+	f.m.ExpiryInterval, f.m.KeyExpiryInterval = time.Hour, time.Millisecond
+	stop := f.run(t)
+	evs := f.ev.waitCount(t, 1, func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventKeyExpired })
+	stop()
+	if ev := evs[0]; ev.KeyID != k.ID || ev.UserID != "alice" || ev.NodeID != "n1" || ev.Source != sessionbridge.SourceSystem {
+		t.Fatalf("expired event %+v, want key %s of alice from n1", ev, k.ID)
+	}
+	if got, err := f.m.ClaimExpiredKeys(ctx, 0); err != nil || len(got) != 0 {
+		t.Fatalf("a second claim = %v, %v; want nothing (claimed once)", got, err)
+	}
+	if _, err := f.keys.GetKey(ctx, later.ID); err != nil {
+		t.Fatalf("the key that expires later: %v", err)
+	}
+}
+
+// turnKeys hands the key expiry turn out only while mine is set, and counts
+// the asks.
+type turnKeys struct {
+	sessionbridge.KeyStore
+	mine, asks atomic.Int64
+}
+
+func (s *turnKeys) TakeExpiryTurn(context.Context, time.Duration) (bool, error) {
+	s.asks.Add(1)
+	return s.mine.Load() == 1, nil
+}
+
+func TestRunClaimsKeysOnlyOnTheirTurn(t *testing.T) {
+	var tk *turnKeys
+	f := newFixtureWith(t, func(b *sessionbridge.Backend) {
+		tk = &turnKeys{KeyStore: b.Keys}
+		b.Keys = tk
+	})
+	k := f.newKey(t, f.clock.Now().Add(time.Minute))
+	f.clock.Advance(time.Minute)
+	f.m.ExpiryInterval, f.m.KeyExpiryInterval = time.Hour, time.Millisecond
+	defer f.run(t)()
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for tk.asks.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatal("Run never asked for the key turn")
+		}
+		<-tick.C
+	}
+	f.ev.mu.Lock()
+	for _, ev := range f.ev.list {
+		if ev.Type == sessionbridge.EventKeyExpired {
+			t.Errorf("key claimed on turns that were not ours: %+v", ev)
+		}
+	}
+	f.ev.mu.Unlock()
+	tk.mine.Store(1)
+	evs := f.ev.waitCount(t, 1, func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventKeyExpired })
+	if evs[0].KeyID != k.ID {
+		t.Fatalf("expired key %s, want %s", evs[0].KeyID, k.ID)
 	}
 }

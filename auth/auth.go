@@ -52,10 +52,10 @@ type KeyVerifier interface {
 // field has a working zero value, which refuses the credential it is about.
 type Config struct {
 	// Sessions authenticates session tokens and reads the sessions JWTs and
-	// tickets are bound to.
+	// tickets are bound to. Tickets (?ticket= on upgrades) are redeemed in
+	// its backend's TicketStore, where the node issues them; a backend
+	// without one refuses them.
 	Sessions *sb.Manager
-	// Tickets redeems ?ticket= credentials on upgrades; nil refuses them.
-	Tickets sb.TicketStore
 	// JWT verifies bearer JWTs; nil refuses them.
 	JWT sb.TokenVerifier
 	// Keys verifies bearer API keys; nil refuses them.
@@ -96,15 +96,15 @@ type Authenticator struct {
 // New checks cfg, fills its defaults and returns its Authenticator. It
 // refuses a missing Manager and a malformed allowed origin.
 func New(cfg Config) (*Authenticator, error) {
-	if cfg.Sessions == nil || cfg.Sessions.Store == nil {
-		return nil, errors.New("auth: Config.Sessions with a Store is required")
+	if cfg.Sessions == nil || cfg.Sessions.Backend().Store == nil {
+		return nil, errors.New("auth: Config.Sessions is required, built with sessionbridge.NewManager")
 	}
 	origins, err := ParseOrigins(cfg.AllowedOrigins)
 	if err != nil {
 		return nil, err
 	}
 	a := &Authenticator{
-		sessions: cfg.Sessions, tickets: cfg.Tickets, jwt: cfg.JWT, keys: cfg.Keys,
+		sessions: cfg.Sessions, tickets: cfg.Sessions.Backend().Tickets, jwt: cfg.JWT, keys: cfg.Keys,
 		cookieName: cfg.CookieName, allowQuery: cfg.AllowQueryToken,
 		sessionScopes: slices.Clone(cfg.SessionScopes), origins: origins, now: cfg.Now,
 	}

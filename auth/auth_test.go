@@ -38,21 +38,29 @@ func (k *countingKeys) GetKey(ctx context.Context, id string) (*sb.APIKey, error
 }
 
 type fixture struct {
-	mgr   *sb.Manager
-	store *countingKeys
-	keys  *keys.Manager
-	a     *Authenticator
-	now   time.Time
+	mgr     *sb.Manager
+	tickets *memory.Tickets
+	store   *countingKeys
+	keys    *keys.Manager
+	a       *Authenticator
+	now     time.Time
 }
 
 func newFixture(t *testing.T, tweak func(*Config)) *fixture {
 	t.Helper()
 	f := &fixture{now: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
 	clock := func() time.Time { return f.now }
-	f.mgr = &sb.Manager{Store: memory.NewStore(memory.NewBus()), NodeID: "test", Now: clock}
+	bus := memory.NewBus()
+	f.tickets = &memory.Tickets{Now: clock}
+	mgr, err := sb.NewManager(sb.Backend{NodeID: "test", Store: memory.NewStore(bus), Bus: bus, Tickets: f.tickets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mgr = mgr
+	f.mgr.Now = clock
 	f.store = &countingKeys{KeyStore: memory.NewKeyStore(nil)}
 	f.keys = &keys.Manager{Store: f.store, Now: clock}
-	cfg := Config{Sessions: f.mgr, Keys: f.keys, Tickets: &memory.Tickets{Now: clock}, AdminToken: testAdminToken, Now: clock}
+	cfg := Config{Sessions: f.mgr, Keys: f.keys, AdminToken: testAdminToken, Now: clock}
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -298,8 +306,8 @@ func TestAuthenticateAPIKey(t *testing.T) {
 }
 
 func TestAPIKeyTicketReadsTheKey(t *testing.T) {
-	var tickets *memory.Tickets
-	f := newFixture(t, func(c *Config) { tickets = c.Tickets.(*memory.Tickets) })
+	f := newFixture(t, nil)
+	tickets := f.tickets
 	ctx := context.Background()
 	_, k, err := f.keys.Create(ctx, keys.NewKey{UserID: "svc", Name: "ci", Scopes: []string{"a.b"}})
 	if err != nil {
@@ -411,6 +419,9 @@ func TestHanded(t *testing.T) {
 func TestNew(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Fatal("no Manager accepted")
+	}
+	if _, err := New(Config{Sessions: &sb.Manager{}}); err == nil {
+		t.Fatal("a Manager without a backend accepted")
 	}
 	f := newFixture(t, nil)
 	if f.a.CookieName() != DefaultCookieName || !f.a.AdminEnabled() || f.a.JWT() != nil {

@@ -34,7 +34,11 @@ func FuzzExtract(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s.auth, s.header, s.cookie, s.query, s.upgrade)
 	}
-	a, err := New(Config{Sessions: &sb.Manager{Store: memory.NewStore(memory.NewBus())}, AdminToken: testAdminToken, AllowQueryToken: true})
+	mgr, err := sb.NewManager(memory.New())
+	if err != nil {
+		f.Fatal(err)
+	}
+	a, err := New(Config{Sessions: mgr, AdminToken: testAdminToken, AllowQueryToken: true})
 	if err != nil {
 		f.Fatal(err)
 	}

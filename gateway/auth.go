@@ -18,14 +18,14 @@ const CookieName = auth.DefaultCookieName
 // mistake that would silently ignore one of them, so it is refused.
 func newAuthenticator(cfg Config) (*auth.Authenticator, error) {
 	if cfg.Auth != nil {
-		if cfg.Tickets != nil || cfg.JWT != nil || cfg.APIKeys != nil || len(cfg.AllowedOrigins) > 0 ||
+		if cfg.JWT != nil || cfg.APIKeys != nil || len(cfg.AllowedOrigins) > 0 ||
 			cfg.AllowQueryToken || cfg.SessionScopes != nil {
-			return nil, errors.New("gateway: Config.Auth decides credentials and origins: leave Tickets, JWT, APIKeys, AllowedOrigins, AllowQueryToken and SessionScopes unset")
+			return nil, errors.New("gateway: Config.Auth decides credentials and origins: leave JWT, APIKeys, AllowedOrigins, AllowQueryToken and SessionScopes unset")
 		}
 		return cfg.Auth, nil
 	}
 	a, err := auth.New(auth.Config{
-		Sessions: cfg.Manager, Tickets: cfg.Tickets, JWT: cfg.JWT, Keys: cfg.APIKeys,
+		Sessions: cfg.Manager, JWT: cfg.JWT, Keys: cfg.APIKeys,
 		AllowedOrigins: cfg.AllowedOrigins, AllowQueryToken: cfg.AllowQueryToken,
 		SessionScopes: cfg.SessionScopes, Now: cfg.Now,
 	})

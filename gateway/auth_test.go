@@ -205,7 +205,7 @@ func TestNotAnUpgrade(t *testing.T) {
 }
 
 func TestDisabledVerifiers(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.JWT, c.APIKeys, c.Tickets = nil, nil, nil })
+	e := newEnvWith(t, func(b *sb.Backend) { b.Tickets = nil }, func(c *Config) { c.JWT, c.APIKeys = nil, nil })
 	expectRefusal(t, e, bearer("a.b.c"), "", 401, "unauthorized")
 	expectRefusal(t, e, bearer("sbk_whatever"), "", 401, "unauthorized")
 	expectRefusal(t, e, nil, "ticket=abc", 401, "unauthorized")
@@ -554,10 +554,10 @@ func TestAdminTokenOpensNoSocket(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Auth, c.Tickets, c.JWT, c.APIKeys = a, nil, nil, nil
+		c.Auth, c.JWT, c.APIKeys = a, nil, nil
 	})
 	expectRefusal(t, e, bearer(admin), "", 403, "forbidden")
-	if _, err := New(Config{Manager: e.mgr, Bus: e.bus, Auth: e.g.auth, AllowedOrigins: []string{"https://app.example.com"}}); err == nil {
+	if _, err := New(Config{Manager: e.mgr, Auth: e.g.auth, AllowedOrigins: []string{"https://app.example.com"}}); err == nil {
 		t.Fatal("New accepted allowed origins beside a shared authenticator")
 	}
 }

@@ -212,8 +212,8 @@ func measureIdleSockets(b *testing.B, n int) (perSocket, raw, tcpPair float64) {
 	clients, servers = nil, nil
 
 	bus := memory.NewBus()
-	mgr := &sb.Manager{Store: memory.NewStore(bus)}
-	g, err := New(Config{Manager: mgr, Bus: bus, SweepInterval: time.Hour})
+	mgr := newManager(b, sb.Backend{Store: memory.NewStore(bus), Bus: bus})
+	g, err := New(Config{Manager: mgr, SweepInterval: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func BenchmarkApplyUpdate(b *testing.B) {
 	for _, n := range []int{1, 10, 100} {
 		b.Run(fmt.Sprint("conns=", n), func(b *testing.B) {
 			bus := memory.NewBus()
-			g, err := New(Config{Manager: &sb.Manager{Store: memory.NewStore(bus)}, Bus: bus, SendQueue: 1 << 20})
+			g, err := New(Config{Manager: newManager(b, sb.Backend{Store: memory.NewStore(bus), Bus: bus}), SendQueue: 1 << 20})
 			if err != nil {
 				b.Fatal(err)
 			}

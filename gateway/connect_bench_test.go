@@ -33,11 +33,11 @@ import (
 func BenchmarkConnectAuth(b *testing.B) {
 	bus := memory.NewBus()
 	store := memory.NewStore(bus)
-	mgr := &sb.Manager{Store: store, NodeID: "bench"}
+	mgr := newManager(b, sb.Backend{NodeID: "bench", Store: store, Bus: bus})
 	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	g, err := New(Config{
-		Manager: mgr, Bus: bus, NodeID: "bench",
-		Logger: logger, Audit: audit.New(logger), Metrics: metrics.New(prometheus.NewRegistry()),
+		Manager: mgr,
+		Logger:  logger, Audit: audit.New(logger), Metrics: metrics.New(prometheus.NewRegistry()),
 	})
 	if err != nil {
 		b.Fatal(err)

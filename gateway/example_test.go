@@ -11,12 +11,15 @@ import (
 	"github.com/sessionbridge/sessionbridge/memory"
 )
 
-// A gateway on the in-process store and bus, with one application frame type
+// A gateway on the in-process backend, with one application frame type
 // that needs the "chat" scope besides a pattern allowing "chat.send" itself.
+// The gateway takes the node's bus, tickets and ID from the Manager.
 func Example() {
-	bus := memory.NewBus()
-	mgr := &sb.Manager{Store: memory.NewStore(bus)}
-	gw, err := gateway.New(gateway.Config{Manager: mgr, Bus: bus, Tickets: memory.NewTickets()})
+	mgr, err := sb.NewManager(memory.New())
+	if err != nil {
+		log.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Manager: mgr})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -31,7 +34,8 @@ func Example() {
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	go func() { _ = gw.Run(ctx) }() // apply session events to the sockets
+	go func() { _ = mgr.Run(ctx) }() // claim expired sessions and keys
+	go func() { _ = gw.Run(ctx) }()  // apply session events to the sockets
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", gw)

@@ -44,10 +44,10 @@ func (b *routingBus) count(t sb.Topic) int {
 
 func newRoutingEnv(t *testing.T) (*env, *routingBus) {
 	var rb *routingBus
-	e := newEnv(t, func(c *Config) {
-		rb = newRoutingBus(c.Bus.(*lossyBus))
-		c.Bus = rb
-	})
+	e := newEnvWith(t, func(b *sb.Backend) {
+		rb = newRoutingBus(b.Bus.(*lossyBus))
+		b.Bus = rb
+	}, nil)
 	return e, rb
 }
 

@@ -43,8 +43,8 @@ func BenchmarkFrameRoundTrip(b *testing.B) {
 	}
 	defer fw.Close()
 	bus := memory.NewBus()
-	mgr := &sb.Manager{Store: memory.NewStore(bus)}
-	g, err := New(Config{Manager: mgr, Bus: bus, PingInterval: time.Hour, Forwarder: fw, ForwardTypes: []string{"bench.forwarded"}})
+	mgr := newManager(b, sb.Backend{Store: memory.NewStore(bus), Bus: bus})
+	g, err := New(Config{Manager: mgr, PingInterval: time.Hour, Forwarder: fw, ForwardTypes: []string{"bench.forwarded"}})
 	if err != nil {
 		b.Fatal(err)
 	}

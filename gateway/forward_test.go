@@ -359,9 +359,8 @@ func TestForwardRevokedSessionSendsNothing(t *testing.T) {
 }
 
 func TestForwardConfig(t *testing.T) {
-	base := func() Config {
-		return Config{Manager: &sb.Manager{Store: failingStoreForConfig()}, Bus: &lossyBus{}}
-	}
+	mgr := newManager(t, sb.Backend{Store: &failingStore{}, Bus: &lossyBus{}})
+	base := func() Config { return Config{Manager: mgr} }
 	bad := map[string]func(*Config){
 		"types without forwarder": func(c *Config) { c.ForwardTypes = []string{"chat.*"} },
 		"bad pattern":             func(c *Config) { c.Forwarder, c.ForwardTypes = newFakeForwarder(false), []string{"chat.**.x"} },
@@ -385,8 +384,6 @@ func TestForwardConfig(t *testing.T) {
 		t.Fatalf("default bound %d", g.fwd.inFlight)
 	}
 }
-
-func failingStoreForConfig() sb.Store { return &failingStore{} }
 
 // TestForwardBuiltinsCoverTheProtocol: every frame type of the protocol is
 // one forward.Builtin refuses to forward or relay.

@@ -57,22 +57,21 @@ const (
 	resyncBatch = 1000
 )
 
-// Config configures a Gateway. Manager and Bus are required; every other
-// field has a working zero value.
+// Config configures a Gateway. Manager is required; every other field has a
+// working zero value.
 type Config struct {
-	// Manager applies the session rules; its Store is the store sessions
-	// live in.
+	// Manager is the node's session side. The gateway takes everything else
+	// of the node from it: its backend's Bus (Run subscribes to it, and
+	// messages are published on it), its Tickets (redeemed on upgrades), its
+	// Presence (see Gateway.Presence) and its node ID, so that none of them
+	// can belong to another node.
 	Manager *sb.Manager
-	// Bus is the bus the store publishes on; Run subscribes to it.
-	Bus sb.Bus
 	// Auth authenticates upgrades and decides their origins; share it with
 	// the HTTP API (httpapi.Sessions.Auth) so that both doors read
-	// credentials one way. When it is set, Tickets, JWT, APIKeys,
-	// AllowedOrigins, AllowQueryToken and SessionScopes must be left unset;
-	// when it is nil, New builds one from them.
+	// credentials one way. When it is set, JWT, APIKeys, AllowedOrigins,
+	// AllowQueryToken and SessionScopes must be left unset; when it is nil,
+	// New builds one from them.
 	Auth *auth.Authenticator
-	// Tickets redeems ?ticket= credentials; nil disables them.
-	Tickets sb.TicketStore
 	// JWT verifies bearer JWTs (and auth.refresh); nil refuses them.
 	JWT sb.TokenVerifier
 	// APIKeys verifies bearer API keys (*keys.Manager); nil refuses them.
@@ -125,8 +124,6 @@ type Config struct {
 	// SweepInterval is how often Run re-validates every local session
 	// against the store; default 30s.
 	SweepInterval time.Duration
-	// NodeID names this node in events and presence; default "local".
-	NodeID string
 	// Limits are the rate limits: connection attempts and concurrent
 	// sockets per IP, user and API key at the upgrade (429), frames and
 	// bytes per connection, per key and per user on every frame (error
@@ -192,6 +189,13 @@ type Gateway struct {
 	up      websocket.Upgrader
 	reg     *registry
 	marks   eventMarks
+	// bus and nodeID are the Manager's backend's; presence answers for the
+	// cluster (the gateway itself without a cluster presence), and cluster
+	// is the same presence when Run must keep it current, else nil.
+	bus      sb.Bus
+	nodeID   string
+	presence sb.Presence
+	cluster  sb.ClusterPresence
 
 	readLimit    int64
 	pingInterval time.Duration
@@ -237,11 +241,12 @@ type Gateway struct {
 
 // New returns a Gateway for cfg.
 func New(cfg Config) (*Gateway, error) {
-	if cfg.Manager == nil || cfg.Manager.Store == nil {
-		return nil, errors.New("gateway: Config.Manager with a Store is required")
+	if cfg.Manager == nil {
+		return nil, errors.New("gateway: Config.Manager is required")
 	}
-	if cfg.Bus == nil {
-		return nil, errors.New("gateway: Config.Bus is required")
+	node := cfg.Manager.Backend()
+	if node.Bus == nil {
+		return nil, errors.New("gateway: Config.Manager has no backend: build it with sessionbridge.NewManager")
 	}
 	authn, err := newAuthenticator(cfg)
 	if err != nil {
@@ -260,11 +265,17 @@ func New(cfg Config) (*Gateway, error) {
 		writeTimeout: cfg.WriteTimeout, sendQueue: cfg.SendQueue, warning: cfg.ExpiryWarning,
 		sweep: cfg.SweepInterval, handlers: map[string]route{}, fwd: fwd, resync: make(chan struct{}, 1),
 		followKick: make(chan struct{}, 1),
+		bus:        node.Bus, nodeID: node.NodeID,
+	}
+	g.presence = g
+	if node.Presence != nil {
+		g.cluster = node.Presence(g)
+		g.presence = g.cluster
 	}
 	// A routing bus delivers only the events of what this node follows:
 	// the registry follows each session and user from its first local
 	// socket to its last.
-	g.reg.router, _ = cfg.Bus.(sb.Router)
+	g.reg.router, _ = node.Bus.(sb.Router)
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -275,9 +286,6 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if err := g.compileSessionDefault(); err != nil {
 		return nil, err
-	}
-	if g.cfg.NodeID == "" {
-		g.cfg.NodeID = "local"
 	}
 	if g.readLimit <= 0 {
 		g.readLimit = DefaultReadLimit
@@ -587,7 +595,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// arriving from now on finds the entry (HandleEvent notes the mark
 		// before it looks the session up), and one published before that read
 		// is reflected in it.
-		s, err := g.cfg.Manager.Store.Get(ctx, e.id)
+		s, err := g.cfg.Manager.Stored(ctx, e.id)
 		g.reconcile(e, s, err, sb.SourceSystem)
 	}
 	g.joinKey(ctx, c, keyMarkID != "" && keyMarkID == p.KeyID, keyMark)
@@ -775,8 +783,8 @@ func (g *Gateway) publishMessage(ctx context.Context, ev sb.Event, data json.Raw
 		return errors.New("gateway: message data must be valid JSON")
 	}
 	ev.Type, ev.Data = sb.EventMessage, data
-	ev.Source, ev.NodeID, ev.Timestamp = sb.SourceAPI, g.cfg.NodeID, g.clock.Now()
-	if err := g.cfg.Bus.Publish(ctx, ev); err != nil {
+	ev.Source, ev.NodeID, ev.Timestamp = sb.SourceAPI, g.nodeID, g.clock.Now()
+	if err := g.bus.Publish(ctx, ev); err != nil {
 		return fmt.Errorf("gateway: publish message: %w", err)
 	}
 	return nil
@@ -836,7 +844,7 @@ func (g *Gateway) SessionCounts(ctx context.Context, ids []string) (map[string]i
 // empty userID lists all of them.
 func (g *Gateway) UserConnections(ctx context.Context, userID string) ([]sb.ConnInfo, error) {
 	var out []sb.ConnInfo
-	add := func(c *Conn) { out = append(out, c.info(g.cfg.NodeID)) }
+	add := func(c *Conn) { out = append(out, c.info(g.nodeID)) }
 	if userID == "" {
 		g.reg.forAll(add)
 	} else {
@@ -846,3 +854,25 @@ func (g *Gateway) UserConnections(ctx context.Context, userID string) ([]sb.Conn
 }
 
 var _ sb.Presence = (*Gateway)(nil)
+
+// Presence answers who is connected: on every node when the Manager's
+// backend has a cluster presence (which Run keeps current for this node),
+// else this node's connections alone (the Gateway itself).
+func (g *Gateway) Presence() sb.Presence { return g.presence }
+
+// runPresence starts keeping this node's share of the cluster presence
+// current until ctx is done, and returns a function that waits for it to
+// have ended; without a cluster presence there is nothing to run.
+func (g *Gateway) runPresence(ctx context.Context) (wait func()) {
+	if g.cluster == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := g.cluster.Run(ctx); err != nil && ctx.Err() == nil {
+			g.log.Error("gateway: presence stopped", "err", err)
+		}
+	}()
+	return func() { <-done }
+}

@@ -59,16 +59,19 @@ func TestSocketBehindMiddlewareAuthenticatesOnce(t *testing.T) {
 	bus := memory.NewBus()
 	store := &countingStore{Store: memory.NewStore(bus)}
 	keyStore := &countingKeyStore{KeyStore: memory.NewKeyStore(nil)}
-	mgr := &sb.Manager{Store: store, NodeID: "test"}
-	km := &keys.Manager{Store: keyStore}
-	verifier := &countingJWT{}
+	subscribed := &gapSignalBus{Bus: bus}
 	tickets := memory.NewTickets()
-	authn, err := auth.New(auth.Config{Sessions: mgr, Keys: km, JWT: verifier, Tickets: tickets})
+	mgr, err := sb.NewManager(sb.Backend{NodeID: "test", Store: store, Bus: subscribed, Tickets: tickets})
 	if err != nil {
 		t.Fatal(err)
 	}
-	subscribed := &gapSignalBus{Bus: bus}
-	gw, err := gateway.New(gateway.Config{Manager: mgr, Bus: subscribed, Auth: authn, SweepInterval: time.Hour})
+	km := &keys.Manager{Store: keyStore}
+	verifier := &countingJWT{}
+	authn, err := auth.New(auth.Config{Sessions: mgr, Keys: km, JWT: verifier})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Manager: mgr, Auth: authn, SweepInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

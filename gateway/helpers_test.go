@@ -232,20 +232,42 @@ type env struct {
 	url      string
 }
 
+// newManager returns the Manager of a node on b.
+func newManager(t testing.TB, b sb.Backend) *sb.Manager {
+	t.Helper()
+	m, err := sb.NewManager(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func newEnv(t *testing.T, tweak func(*Config)) *env {
+	t.Helper()
+	return newEnvWith(t, nil, tweak)
+}
+
+// newEnvWith is newEnv with node, if set, applied to the node's backend
+// before its Manager is built.
+func newEnvWith(t *testing.T, node func(*sb.Backend), tweak func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, clock: newFakeClock(), jwt: &fakeVerifier{}, keyStore: &countingKeys{KeyStore: memory.NewKeyStore(nil)}}
 	e.keys = &keys.Manager{Store: e.keyStore, Now: e.clock.Now}
 	e.bus = &lossyBus{Bus: memory.NewBus()}
 	e.store = &failingStore{Store: memory.NewStore(e.bus.Bus)}
-	e.mgr = &sb.Manager{Store: e.store, NodeID: "test", Now: e.clock.Now, IdleTimeout: 30 * time.Minute}
 	e.tickets = &memory.Tickets{Now: e.clock.Now}
+	b := sb.Backend{NodeID: "test", Store: e.store, Bus: e.bus, Tickets: e.tickets}
+	if node != nil {
+		node(&b)
+	}
+	e.mgr = newManager(t, b)
+	e.mgr.Now, e.mgr.IdleTimeout = e.clock.Now, 30*time.Minute
 	e.logs = &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.reg = prometheus.NewRegistry()
 	cfg := Config{
-		Manager: e.mgr, Bus: e.bus, Tickets: e.tickets, JWT: e.jwt, APIKeys: e.keys,
-		NodeID: "test", Now: e.clock.Now, SweepInterval: time.Hour, PingInterval: time.Hour,
+		Manager: e.mgr, JWT: e.jwt, APIKeys: e.keys,
+		Now: e.clock.Now, SweepInterval: time.Hour, PingInterval: time.Hour,
 		Logger: logger, Audit: audit.New(logger), Metrics: metrics.New(e.reg),
 	}
 	if tweak != nil {

@@ -30,11 +30,13 @@ func newKeyEnvWith(t *testing.T, wrap func(auth.KeyVerifier, *keys.Manager) auth
 	ke := &keyEnv{}
 	var clock *fakeClock
 	now := func() time.Time { return clock.Now() }
-	e := newEnv(t, func(c *Config) {
-		// The env's bus is made before tweak runs; the key store publishes
-		// on it.
-		st := memory.NewKeyStore(c.Bus.(*lossyBus).Bus)
-		ke.km = &keys.Manager{Store: st, Cache: &keys.Cache{}, NodeID: "test", Now: now}
+	var st *memory.KeyStore
+	e := newEnvWith(t, func(b *sb.Backend) {
+		// The key store publishes on the node's bus.
+		st = memory.NewKeyStore(b.Bus.(*lossyBus).Bus)
+		b.Keys = st
+	}, func(c *Config) {
+		ke.km = &keys.Manager{Store: st, Cache: &keys.Cache{}, NodeID: c.Manager.NodeID(), Now: now}
 		c.APIKeys = ke.km
 		if wrap != nil {
 			c.APIKeys = wrap(c.APIKeys, ke.km)

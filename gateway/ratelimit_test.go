@@ -306,7 +306,7 @@ func TestInvalidDefaultLimitsAreRefused(t *testing.T) {
 		{DryRun: []string{"frames_per_minute"}},
 	} {
 		bus := memory.NewBus()
-		_, err := New(Config{Manager: &sb.Manager{Store: memory.NewStore(bus)}, Bus: bus, Limits: RateLimits{Defaults: l}})
+		_, err := New(Config{Manager: newManager(t, sb.Backend{Store: memory.NewStore(bus), Bus: bus}), Limits: RateLimits{Defaults: l}})
 		if !errors.Is(err, sb.ErrInvalidLimits) {
 			t.Fatalf("limits %+v: New said %v", l, err)
 		}

@@ -75,14 +75,14 @@ func TestRegistryIndexes(t *testing.T) {
 
 func TestNewValidatesConfig(t *testing.T) {
 	ok := newEnv(t, nil)
-	base := Config{Manager: ok.mgr, Bus: ok.bus}
+	base := Config{Manager: ok.mgr}
 	for _, bad := range []Config{
-		{Bus: ok.bus},
-		{Manager: ok.mgr},
-		{Manager: ok.mgr, Bus: ok.bus, AllowedOrigins: []string{"https://*.com"}},
-		{Manager: ok.mgr, Bus: ok.bus, AllowedOrigins: []string{"https://a.*.example.com"}},
-		{Manager: ok.mgr, Bus: ok.bus, AllowedOrigins: []string{"null"}},
-		{Manager: ok.mgr, Bus: ok.bus, AllowedOrigins: []string{"https://app.example.com/path"}},
+		{},
+		{Manager: &sb.Manager{}},
+		{Manager: ok.mgr, AllowedOrigins: []string{"https://*.com"}},
+		{Manager: ok.mgr, AllowedOrigins: []string{"https://a.*.example.com"}},
+		{Manager: ok.mgr, AllowedOrigins: []string{"null"}},
+		{Manager: ok.mgr, AllowedOrigins: []string{"https://app.example.com/path"}},
 	} {
 		if _, err := New(bad); err == nil {
 			t.Errorf("New(%+v) accepted", bad)

@@ -317,7 +317,7 @@ func TestSessionDefaultScopes(t *testing.T) {
 	if d := errorOf(t, c.read()); d.Code != CodeForbidden {
 		t.Fatalf("session.update under the default: %+v", d)
 	}
-	if _, err := New(Config{Manager: e.mgr, Bus: e.bus, SessionScopes: []string{"a**"}}); err == nil {
+	if _, err := New(Config{Manager: e.mgr, SessionScopes: []string{"a**"}}); err == nil {
 		t.Fatal("New accepted an invalid default scope")
 	}
 }

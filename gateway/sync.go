@@ -16,13 +16,15 @@ import (
 // each SweepInterval. It
 // returns when ctx is done, with every goroutine it started ended. Call it
 // once per Gateway: a second concurrent Run would deliver messages twice.
+// With a cluster presence, Run keeps this node's share of it current too.
 func (g *Gateway) Run(ctx context.Context) error {
+	defer g.runPresence(ctx)()
 	subDone := make(chan struct{})
 	go func() {
 		defer close(subDone)
 		backoff := 100 * time.Millisecond
 		for {
-			err := g.cfg.Bus.Subscribe(ctx, g)
+			err := g.bus.Subscribe(ctx, g)
 			if ctx.Err() != nil {
 				return
 			}
@@ -243,7 +245,7 @@ func (g *Gateway) refreshLocked(e *sessionEntry, src sb.Source) {
 		defer g.wg.Done()
 		for {
 			ctx, cancel := context.WithTimeout(g.baseCtx, g.writeTimeout)
-			s, err := g.cfg.Manager.Store.Get(ctx, e.id)
+			s, err := g.cfg.Manager.Stored(ctx, e.id)
 			cancel()
 			g.reconcile(e, s, err, src)
 			e.mu.Lock()
@@ -427,7 +429,7 @@ func (g *Gateway) revalidateSessions(ctx context.Context, trigger string, ids []
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), resyncBatch)]
 		cctx, cancel := context.WithTimeout(ctx, g.writeTimeout)
-		found, err := g.cfg.Manager.Store.GetMany(cctx, batch)
+		found, err := g.cfg.Manager.StoredMany(cctx, batch)
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
@@ -497,7 +499,7 @@ func (g *Gateway) onSessionTimer(e *sessionEntry, deadline time.Time, warn bool)
 		return
 	}
 	ctx, cancel := context.WithTimeout(g.baseCtx, g.writeTimeout)
-	s, err := g.cfg.Manager.Store.Get(ctx, e.id)
+	s, err := g.cfg.Manager.Stored(ctx, e.id)
 	cancel()
 	now := g.clock.Now()
 	switch {

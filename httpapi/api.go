@@ -50,8 +50,9 @@ type Publisher interface {
 // /auth/, the admin routes under /api/v1/ and the health probes. See
 // docs/http-api.md for every route, body and error code.
 //
-// An API needs Sessions (with its Manager). Users, Presence, Publisher,
-// Tickets and Keys are optional: the routes that need a missing one answer 404. The
+// An API needs Sessions (with its Manager). Users, Presence, Publisher and
+// Keys are optional, and so are the Manager's backend's Tickets: the routes
+// that need a missing one answer 404. The
 // admin routes answer 404 unless some credential could call them: an admin
 // token, or JWTs or API keys (which need an admin scope).
 //
@@ -69,8 +70,6 @@ type API struct {
 	Presence sessionbridge.Presence
 	// Publisher sends POST /api/v1/publish messages.
 	Publisher Publisher
-	// Tickets issues the single-use WebSocket tickets of POST /auth/ws-ticket.
-	Tickets sessionbridge.TicketStore
 	// Keys manages the API keys of /api/v1/keys and /auth/keys.
 	Keys *keys.Manager
 	// Usage answers the usage routes (/api/v1/keys/{id}/usage,

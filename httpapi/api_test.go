@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/memory"
 )
 
 func TestGetAndPatchSession(t *testing.T) {
@@ -165,14 +166,29 @@ func TestWSTicket(t *testing.T) {
 	if tr.Ticket == "" || tr.ExpiresAt.IsZero() {
 		t.Fatalf("ticket answer %s", resp.body)
 	}
-	tk, err := f.api.Tickets.Redeem(context.Background(), tr.Ticket)
+	tk, err := f.tickets.Redeem(context.Background(), tr.Ticket)
 	if err != nil || tk.UserID != "alice" || tk.SessionID != ps.ID || tk.Method != sessionbridge.AuthSession {
 		t.Fatalf("redeemed %+v, %v", tk, err)
 	}
-	if _, err := f.api.Tickets.Redeem(context.Background(), tr.Ticket); err == nil {
+	if _, err := f.tickets.Redeem(context.Background(), tr.Ticket); err == nil {
 		t.Error("ticket redeemed twice")
 	}
 	expect(t, f.do(req{method: "POST", path: "/auth/ws-ticket"}), http.StatusUnauthorized)
+}
+
+// Tickets are issued in the node's backend, where the authenticator
+// redeems them: a backend without a ticket store has no ticket route.
+func TestWSTicketWithoutTicketStore(t *testing.T) {
+	f := newFixture(t, func(f *fixture) {
+		mgr, err := sessionbridge.NewManager(sessionbridge.Backend{NodeID: "test", Store: f.store, Bus: memory.NewBus()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.mgr, f.sessions.Manager = mgr, mgr
+	})
+	tok, _ := f.login("alice")
+	resp := f.do(req{method: "POST", path: "/auth/ws-ticket", cookie: tok, header: map[string]string{"Sec-Fetch-Site": "same-origin"}})
+	expect(t, resp, http.StatusNotFound)
 }
 
 func TestCrossOriginRefused(t *testing.T) {

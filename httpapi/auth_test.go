@@ -79,8 +79,8 @@ func TestAPIKeyOnHTTP(t *testing.T) {
 func TestTicketOfAKey(t *testing.T) {
 	ks := &flakyKeys{KeyStore: memory.NewKeyStore(nil)}
 	var km *keys.Manager
-	tickets := memory.NewTickets()
-	f := newFixture(t, withKeys(ks, &km), func(f *fixture) { f.api.Tickets = tickets })
+	f := newFixture(t, withKeys(ks, &km))
+	tickets := f.tickets
 	key, k, err := km.Create(context.Background(), keys.NewKey{UserID: "svc", Name: "k", Scopes: []string{"chat.**"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,10 @@ import (
 // with a valid session cookie on the memory store: token parsing, the store
 // read, the secret check and a throttled (write-free) touch.
 func BenchmarkMiddlewareCookie(b *testing.B) {
-	mgr := &sessionbridge.Manager{Store: memory.NewStore(memory.NewBus())}
+	mgr, err := sessionbridge.NewManager(memory.New())
+	if err != nil {
+		b.Fatal(err)
+	}
 	_, tok, err := mgr.Create(context.Background(), sessionbridge.NewSession{UserID: "alice"}, sessionbridge.Change{})
 	if err != nil {
 		b.Fatal(err)

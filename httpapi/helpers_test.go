@@ -201,6 +201,7 @@ type fixture struct {
 	t         *testing.T
 	clock     *clock
 	store     *flakyStore
+	tickets   *memory.Tickets
 	mgr       *sessionbridge.Manager
 	sessions  *Sessions
 	api       *API
@@ -220,19 +221,24 @@ func newFixture(t *testing.T, opts ...func(*fixture)) *fixture {
 		t:         t,
 		clock:     &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 		store:     &flakyStore{Store: memory.NewStore(bus)},
+		tickets:   memory.NewTickets(),
 		presence:  &fakePresence{counts: map[string]int{}},
 		publisher: &fakePublisher{},
 		events:    &recorder{ch: make(chan struct{}, 1)},
 	}
 	f.ready.Store(true)
-	f.mgr = &sessionbridge.Manager{Store: f.store, NodeID: "test", Now: f.clock.Now}
+	mgr, err := sessionbridge.NewManager(sessionbridge.Backend{NodeID: "test", Store: f.store, Bus: bus, Tickets: f.tickets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mgr = mgr
+	f.mgr.Now = f.clock.Now
 	f.sessions = &Sessions{Manager: f.mgr}
 	f.api = &API{
 		Sessions:   f.sessions,
 		Users:      fakeUsers{"alice": "alice-password", "bob": "bob-password"},
 		Presence:   f.presence,
 		Publisher:  f.publisher,
-		Tickets:    memory.NewTickets(),
 		AdminToken: adminToken,
 		Ready: func(ctx context.Context) error {
 			if !f.ready.Load() {

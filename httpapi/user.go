@@ -257,7 +257,10 @@ type ticketResponse struct {
 }
 
 func (a *API) wsTicket(w http.ResponseWriter, r *http.Request) {
-	if a.Tickets == nil {
+	// Issued where the node's authenticator redeems them: the Manager's
+	// backend.
+	tickets := a.Sessions.Manager.Backend().Tickets
+	if tickets == nil {
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "WebSocket tickets are not configured"))
 		return
 	}
@@ -272,7 +275,7 @@ func (a *API) wsTicket(w http.ResponseWriter, r *http.Request) {
 	// Taken before issuing, so that the announced deadline is never later
 	// than the real one.
 	expires := time.Now().Add(sessionbridge.TicketTTL).UTC()
-	ticket, err := a.Tickets.Issue(r.Context(), t, sessionbridge.TicketTTL)
+	ticket, err := tickets.Issue(r.Context(), t, sessionbridge.TicketTTL)
 	if err != nil {
 		writeError(w, a.changeError(r, err))
 		return

@@ -325,27 +325,6 @@ func (r *recorder) all() []sb.Event {
 	return append([]sb.Event(nil), r.evs...)
 }
 
-func TestClaimExpired(t *testing.T) {
-	m, c, _, _ := cachedManager(t)
-	key, k, err := m.Create(bg, keys.NewKey{UserID: "alice", Name: "k", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Verify(bg, key, ""); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := m.ClaimExpired(bg, 0); err != nil || len(got) != 0 {
-		t.Fatalf("claim before expiry = %v, %v", got, err)
-	}
-	c.Advance(time.Minute)
-	if got, err := m.ClaimExpired(bg, 0); err != nil || len(got) != 1 || got[0].ID != k.ID {
-		t.Fatalf("claim at expiry = %v, %v", got, err)
-	}
-	if m.Cache.Len() != 0 {
-		t.Fatal("a claimed key stayed cached")
-	}
-}
-
 // BenchmarkVerifyWarm is the cost of verifying a key whose record is cached:
 // no store round trip, one SHA-256 and a constant-time compare, and the copy
 // handed to the caller.

@@ -389,31 +389,3 @@ func (m *Manager) DeleteUser(ctx context.Context, userID string) ([]*sb.APIKey, 
 	}
 	return gone, nil
 }
-
-// ClaimExpired claims up to limit keys past their expiry (all if limit is
-// not positive) and publishes one expired event for each, cluster-wide
-// exactly once, so that every node closes their sockets.
-func (m *Manager) ClaimExpired(ctx context.Context, limit int) ([]*sb.APIKey, error) {
-	tmpl := m.event(ctx, m.now())
-	tmpl.Source = sb.SourceSystem
-	list, err := m.Store.ClaimExpiredKeys(ctx, tmpl.Timestamp, limit, tmpl)
-	for _, k := range list {
-		m.Cache.Invalidate(k.ID)
-	}
-	if err != nil {
-		return list, fmt.Errorf("keys: claim expired: %w", err)
-	}
-	return list, nil
-}
-
-// RunExpiry claims expired keys every interval until ctx is done (see
-// sessionbridge.RunClaims). Run it on every node: the claim makes each
-// expiry happen once; when the store hands out turns, only the node holding
-// the turn looks for due keys.
-func (m *Manager) RunExpiry(ctx context.Context, interval time.Duration, onErr func(error)) {
-	turns, _ := m.Store.(sb.ExpiryTurns)
-	sb.RunClaims(ctx, interval, turns, func(ctx context.Context, limit int) (int, error) {
-		list, err := m.ClaimExpired(ctx, limit)
-		return len(list), err
-	}, onErr)
-}

@@ -144,7 +144,10 @@ func TestStorePublishesInWriteOrder(t *testing.T) {
 	st := memory.NewStore(bus)
 	rec := newRecorder()
 	subscribe(t, bus, rec)
-	m := &sessionbridge.Manager{Store: st}
+	m, err := sessionbridge.NewManager(sessionbridge.Backend{Store: st, Bus: bus})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, _, err := m.Create(bg, sessionbridge.NewSession{UserID: "u"}, sessionbridge.Change{})
 	if err != nil {
 		t.Fatal(err)

@@ -104,7 +104,7 @@ func TestUnavailableWhileRedisIsDown(t *testing.T) {
 	if err := a.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
 		t.Fatal(err)
 	}
-	m := &sessionbridge.Manager{Store: a.Store()}
+	m := nodeManager(t, a)
 	srv.Stop()
 	eventually(t, 10*time.Second, "Ping to fail", func() bool { return a.Ping(bg) != nil })
 	if err := a.Ping(bg); !errors.Is(err, sessionbridge.ErrUnavailable) {

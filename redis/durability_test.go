@@ -34,7 +34,7 @@ func startDNode(t *testing.T, srv *redistest.Server, prefix, name string) *dnode
 	t.Helper()
 	met := newCountingMetrics()
 	b := newBackend(t, srv, func(o *Options) { o.Prefix, o.NodeID, o.Metrics = prefix, name, met })
-	n := &dnode{name: name, b: b, m: &sessionbridge.Manager{Store: b.Store(), NodeID: name}, rec: &recorder{}, met: met}
+	n := &dnode{name: name, b: b, m: nodeManager(t, b), rec: &recorder{}, met: met}
 	subscribe(t, b, n.rec)
 	return n
 }
@@ -393,7 +393,7 @@ func TestNodeThatMissedTheRevocationWaits(t *testing.T) {
 	srv := redistest.Start(t, redistest.RDBSnapshots()...)
 	const prefix = "sbd:"
 	ab := newBackend(t, srv, func(o *Options) { o.Prefix, o.NodeID = prefix, "node-a" })
-	a := &dnode{name: "node-a", b: ab, m: &sessionbridge.Manager{Store: ab.Store(), NodeID: "node-a"}}
+	a := &dnode{name: "node-a", b: ab, m: nodeManager(t, ab)}
 	b := startDNode(t, srv, prefix, "node-b")
 	s, tok := create(t, b, "ivy")
 	srv.MustDo("SAVE")

@@ -137,7 +137,7 @@ func TestDamagedHashFailsClosed(t *testing.T) {
 	if _, err := b.Store().Get(bg, bad.ID); err == nil {
 		t.Fatal("Get of a damaged hash: want an error")
 	}
-	m := &sessionbridge.Manager{Store: b.Store()}
+	m := nodeManager(t, b)
 	if _, err := m.Get(bg, bad.ID); err == nil {
 		t.Fatal("Manager.Get of a damaged hash: want an error")
 	}

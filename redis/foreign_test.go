@@ -51,7 +51,7 @@ func TestForeignApplicationRecipe(t *testing.T) {
 	srv.MustDo("ZADD", xkey, ms(deadline), id)
 	srv.MustDo("PUBLISH", "sb:session:created", `{"session_id":"`+id+`","user_id":"`+user+`","source":"api","timestamp":"`+now.UTC().Format(time.RFC3339Nano)+`","node_id":"billing-app","version":1}`)
 
-	m := &sessionbridge.Manager{Store: b.Store()}
+	m := nodeManager(t, b)
 	s, err := m.Authenticate(bg, token)
 	if err != nil {
 		t.Fatalf("Authenticate a hand-made session: %v", err)

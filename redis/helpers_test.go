@@ -136,3 +136,13 @@ func newSession(t testing.TB, user string) *sessionbridge.Session {
 
 // The metrics package's collector plugs in as it is.
 var _ Metrics = (*metrics.Metrics)(nil)
+
+// nodeManager returns the Manager of a node on b.
+func nodeManager(t testing.TB, b *Backend) *sessionbridge.Manager {
+	t.Helper()
+	m, err := sessionbridge.NewManager(b.Node())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}

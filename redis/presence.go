@@ -28,7 +28,7 @@ type LocalPresence interface {
 }
 
 // Presence is cluster-wide presence: a [sessionbridge.Presence] that answers
-// for every node. Each node runs Presence.Run, which every interval brings
+// for every node. Each node runs Presence.Run (the gateway does), which every interval brings
 // the node's record up to date, the hash <prefix>p:node:<node id> (field
 // "s:<session id>" = connection count, field "u:<user id>" = JSON array of
 // ConnInfo), writing only what changed, with a TTL of three intervals, and scores the node in the zset
@@ -49,10 +49,11 @@ type Presence struct {
 	written map[string]string // the record as last written; nil = unknown
 }
 
-var _ sessionbridge.Presence = (*Presence)(nil)
+var _ sessionbridge.ClusterPresence = (*Presence)(nil)
 
 // Presence returns the cluster presence of this node, whose own connections
-// local answers for. Start its Run on every node.
+// local answers for. Its Run must run on every node: the gateway runs it
+// when it takes the presence from Node's backend.
 func (b *Backend) Presence(local LocalPresence) *Presence {
 	return &Presence{b: b, local: local, interval: b.opts.PresenceInterval}
 }

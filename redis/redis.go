@@ -5,8 +5,10 @@
 // A [Backend] owns one rueidis client and hands out the pieces:
 // [Backend.Store] (a [sessionbridge.Store] whose every write and its event are
 // one Lua script), [Backend.Bus] (a [sessionbridge.Bus] on the session:*
-// channels), [Backend.Tickets] (single-use WebSocket tickets) and
-// [Backend.Presence] (cluster-wide connection counts).
+// channels), [Backend.Tickets] (single-use WebSocket tickets),
+// [Backend.Keys] (API keys) and [Backend.Presence] (cluster-wide connection
+// counts). [Backend.Node] returns them as one sessionbridge.Backend, the
+// value a node's sessionbridge.Manager is built on.
 //
 // Reads of single sessions go through rueidis' server-assisted client-side
 // cache (RESP3 client tracking): a warm Get costs no round trip, and Redis
@@ -23,8 +25,6 @@ package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,7 +75,8 @@ type Options struct {
 	// Prefix is put before every key and channel name; default "sb:". It
 	// must not contain '{' or '}', which would break the hash tags.
 	Prefix string
-	// NodeID names this node in presence records; default a random ID.
+	// NodeID names this node in presence records, in its Redis client name
+	// and, through Node, everywhere else; default sessionbridge.NewNodeID.
 	NodeID string
 	// DisableClientCache turns off the client-side cache of Get, for Redis
 	// services without RESP3 client tracking. The URL option
@@ -189,11 +190,7 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 		return nil, fmt.Errorf("redis: prefix %q must not contain braces", o.Prefix)
 	}
 	if o.NodeID == "" {
-		var b [6]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("redis: node id: %w", err)
-		}
-		o.NodeID = "node-" + hex.EncodeToString(b[:])
+		o.NodeID = sessionbridge.NewNodeID()
 	}
 	if o.CacheTTL <= 0 {
 		o.CacheTTL = DefaultCacheTTL
@@ -286,6 +283,23 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 	return b, nil
 }
 
+// Node returns the backend of a node of the cluster: this Backend's Store,
+// the Bus it publishes on, Tickets, the API key store, cluster-wide Presence,
+// and the node ID of Options, for sessionbridge.NewManager. Use each
+// Backend for one node.
+func (b *Backend) Node() sessionbridge.Backend {
+	return sessionbridge.Backend{
+		NodeID:  b.nodeID,
+		Store:   b.store,
+		Bus:     b.bus,
+		Tickets: b.tickets,
+		Keys:    b.keys,
+		Presence: func(local sessionbridge.Presence) sessionbridge.ClusterPresence {
+			return b.Presence(local)
+		},
+	}
+}
+
 // Store returns the session store.
 func (b *Backend) Store() *Store { return b.store }
 
@@ -304,7 +318,7 @@ func (b *Backend) Limiter() *Limiter { return b.limiter }
 // Usage returns the usage store.
 func (b *Backend) Usage() *Usage { return b.usage }
 
-// NodeID returns the node ID used in presence records.
+// NodeID returns the ID of this node (Options.NodeID or its default).
 func (b *Backend) NodeID() string { return b.nodeID }
 
 // Client returns the underlying rueidis client, for diagnostics and tests.

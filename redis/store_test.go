@@ -64,7 +64,8 @@ func TestEveryScriptOnCluster(t *testing.T) {
 	}
 	rec := &recorder{}
 	subscribe(t, b, rec)
-	m := &sessionbridge.Manager{Store: b.Store(), NodeID: "n", TouchInterval: time.Nanosecond}
+	m := nodeManager(t, b)
+	m.TouchInterval = time.Nanosecond
 	var ids []string
 	for i := range 40 { // many users: many shards, so many slots
 		user := "cluster-user-" + strconv.Itoa(i)

@@ -69,8 +69,8 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			st, bus := newStore(t)
-			if st == nil {
-				t.Fatal("storetest: newStore returned a nil Store")
+			if st == nil || bus == nil {
+				t.Fatal("storetest: newStore returned a nil Store or Bus")
 			}
 			h := &harness{st: st, bus: bus}
 			if r, ok := bus.(sessionbridge.Router); ok {
@@ -88,10 +88,11 @@ type harness struct {
 }
 
 func (h *harness) manager(c *clock) *sessionbridge.Manager {
-	m := &sessionbridge.Manager{
-		Store: h.st, NodeID: "node-a",
-		IdleTimeout: 30 * time.Minute, AbsoluteTimeout: time.Hour, TouchInterval: time.Minute,
+	m, err := sessionbridge.NewManager(sessionbridge.Backend{NodeID: "node-a", Store: h.st, Bus: h.bus})
+	if err != nil {
+		panic("storetest: " + err.Error())
 	}
+	m.IdleTimeout, m.AbsoluteTimeout, m.TouchInterval = 30*time.Minute, time.Hour, time.Minute
 	if c != nil {
 		m.Now = c.Now
 	}

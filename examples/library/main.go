@@ -4,8 +4,9 @@
 // a scope, and messages pushed to every socket of a user.
 //
 // Run it with `go run ./examples/library` and follow the curl lines printed at
-// start. Everything lives in this process (memory store and bus); with the
-// redis package the same code runs on many nodes.
+// start. Everything lives in this process (memory.New); with the redis
+// package's backend ((*redis.Backend).Node) in its place, the same code runs
+// on many nodes.
 package main
 
 import (
@@ -40,16 +41,21 @@ func main() {
 }
 
 func run(ctx context.Context, addr string) error {
-	// The embedded backend: a store that publishes every change on a bus.
-	bus := memory.NewBus()
-	mgr := &sessionbridge.Manager{Store: memory.NewStore(bus), IdleTimeout: 30 * time.Minute}
+	// The node: its backend (a store that publishes every change on a bus,
+	// tickets, API keys), owned by the Manager.
+	mgr, err := sessionbridge.NewManager(memory.New())
+	if err != nil {
+		return err
+	}
+	mgr.IdleTimeout = 30 * time.Minute
 
 	// HTTP side: cookie sessions. Insecure only because this example serves
 	// plain HTTP; drop it behind TLS.
 	sessions := &httpapi.Sessions{Manager: mgr, Insecure: true}
 
-	// WebSocket side: the same sessions, kept in step through the bus.
-	gw, err := gateway.New(gateway.Config{Manager: mgr, Bus: bus, Tickets: memory.NewTickets()})
+	// WebSocket side: the same sessions, kept in step through the node's bus,
+	// which the gateway takes from the Manager.
+	gw, err := gateway.New(gateway.Config{Manager: mgr})
 	if err != nil {
 		return err
 	}
@@ -124,8 +130,8 @@ func run(ctx context.Context, addr string) error {
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
-	go gw.Run(bg)                          // applies session events to the sockets
-	go mgr.RunExpiry(bg, time.Second, nil) // expires sessions, closing their sockets
+	go mgr.Run(bg) // expires sessions, closing their sockets
+	go gw.Run(bg)  // applies session events to the sockets
 
 	fmt.Printf(`listening on http://%[1]s
   curl -c jar -H 'Content-Type: application/json' -d '{"user":"alice","password":"wonderland"}' http://%[1]s/login

@@ -42,8 +42,11 @@ func benchConnectRedis(b *testing.B, noCache bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := &sb.Manager{Store: be.Store(), NodeID: "bench"}
-	gw, err := gateway.New(gateway.Config{Manager: m, Bus: be.Bus(), NodeID: "bench"})
+	m, err := sb.NewManager(be.Node())
+	if err != nil {
+		b.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Manager: m})
 	if err != nil {
 		b.Fatal(err)
 	}

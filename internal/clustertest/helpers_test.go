@@ -40,7 +40,8 @@ type node struct {
 type nodeOpts struct {
 	prefix  string
 	timeout time.Duration
-	// expiry, if set, runs Manager.RunExpiry at that interval.
+	// expiry, if set, runs Manager.Run, claiming expired sessions and keys
+	// at that interval.
 	expiry time.Duration
 	idle   time.Duration
 	// warning is the gateway's ExpiryWarning (default: the gateway's).
@@ -48,7 +49,7 @@ type nodeOpts struct {
 	// logs, if set, receives every log line of the node.
 	logs io.Writer
 	// limits, if set, are the node's default rate limits, decided on the
-	// shared Redis; the node then also runs its presence heartbeat.
+	// shared Redis.
 	limits *sb.Limits
 }
 
@@ -68,8 +69,12 @@ func startNode(t *testing.T, name string, srv redisTarget, o nodeOpts) *node {
 	if err != nil {
 		t.Fatalf("redis.New(%s): %v", name, err)
 	}
-	m := &sb.Manager{Store: b.Store(), NodeID: name, IdleTimeout: o.idle}
-	km := &keys.Manager{Store: b.Keys(), Cache: &keys.Cache{}, NodeID: name}
+	m, err := sb.NewManager(b.Node())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.IdleTimeout, m.ExpiryInterval, m.KeyExpiryInterval = o.idle, o.expiry, o.expiry
+	km := &keys.Manager{Store: b.Keys(), Cache: &keys.Cache{}, NodeID: m.NodeID()}
 	var rl gateway.RateLimits
 	if o.limits != nil {
 		conns := b.Counter()
@@ -79,7 +84,7 @@ func startNode(t *testing.T, name string, srv redisTarget, o nodeOpts) *node {
 		}
 	}
 	gw, err := gateway.New(gateway.Config{
-		Manager: m, Bus: b.Bus(), Tickets: b.Tickets(), NodeID: name,
+		Manager: m,
 		APIKeys: km, KeyStore: b.Keys(), KeyEvents: km.Cache,
 		SweepInterval: time.Hour, PingInterval: time.Hour, ExpiryWarning: o.warning,
 		Limits: rl, Logger: logger, Audit: audit.New(logger),
@@ -93,14 +98,10 @@ func startNode(t *testing.T, name string, srv redisTarget, o nodeOpts) *node {
 
 	ctx, cancel := context.WithCancel(bg)
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = gw.Run(ctx) })
-	if o.limits != nil {
-		wg.Go(func() { _ = b.Presence(gw).Run(ctx) })
-	}
+	wg.Go(func() { _ = gw.Run(ctx) }) // events, sweeps and the presence heartbeat
 	waitSubscribed(t, srv, name)
 	if o.expiry > 0 {
-		wg.Go(func() { m.RunExpiry(ctx, o.expiry, nil) })
-		wg.Go(func() { km.RunExpiry(ctx, o.expiry, nil) })
+		wg.Go(func() { _ = m.Run(ctx) })
 	}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(bg, 10*time.Second)

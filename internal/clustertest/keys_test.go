@@ -206,8 +206,8 @@ func TestKeyExpiryPublishedOnceWithTwoClaimers(t *testing.T) {
 		return true
 	})
 	for _, nd := range []*node{a, b} {
-		if got, err := nd.keys.ClaimExpired(bg, 0); err != nil || len(got) != 0 {
-			t.Fatalf("ClaimExpired on %s after the fact = %d, %v", nd.name, len(got), err)
+		if got, err := nd.manager.ClaimExpiredKeys(bg, 0); err != nil || len(got) != 0 {
+			t.Fatalf("ClaimExpiredKeys on %s after the fact = %d, %v", nd.name, len(got), err)
 		}
 	}
 	// Pub/sub keeps order on one connection: once a marker published after

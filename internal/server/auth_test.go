@@ -334,7 +334,7 @@ func TestAPIKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	if err := r.srv.backend.Keys.CreateKey(ctx, &sessionbridge.APIKey{ID: expiredID, UserID: "svc", Name: "old", SecretHash: hash,
+	if err := r.srv.manager.Backend().Keys.CreateKey(ctx, &sessionbridge.APIKey{ID: expiredID, UserID: "svc", Name: "old", SecretHash: hash,
 		CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour), Version: 1}); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/url"
 	"strconv"
@@ -16,18 +15,13 @@ import (
 	"github.com/sessionbridge/sessionbridge/usage"
 )
 
-// ErrRedisNotBuilt is returned by New when a Redis URL is configured but this
-// build has no Redis backend.
-var ErrRedisNotBuilt = errors.New("server: redis support not built")
-
-// backend is the storage and messaging a node runs on: the embedded memory
-// backend by default, Redis when Config.RedisURL is set.
+// backend is what a node runs on: the node's own backend (store, bus,
+// tickets, API keys, presence), which its Manager owns, and what only the
+// server uses besides: the embedded memory backend by default, Redis when
+// Config.RedisURL is set.
 type backend struct {
-	Store   sessionbridge.Store
-	Bus     sessionbridge.Bus
-	Tickets sessionbridge.TicketStore
-	// Keys keeps the API keys.
-	Keys sessionbridge.KeyStore
+	// Node is the backend of the node's Manager.
+	Node sessionbridge.Backend
 	// Limiter decides rate limits (connects_per_minute, the request rates,
 	// and the leases of the cluster frame rules) and Conns counts
 	// max_connections; exact for the cluster on Redis, for the node in
@@ -42,51 +36,27 @@ type backend struct {
 	LoginFailures func(n int, window time.Duration) limit.Failures
 	// Usage keeps the usage counts (docs/usage.md).
 	Usage usageStore
-	// Presence builds the presence the API reports (connection counts in
-	// device lists, GET /api/v1/connections) from this node's own; nil means
-	// the node's own, which is all there is without a cluster.
-	Presence func(local sessionbridge.Presence) sessionbridge.Presence
-	// Ping reports whether the store and the bus are reachable (/readyz).
-	Ping func(ctx context.Context) error
 	// Details, if set, adds fields to a ready /readyz answer.
 	Details func() map[string]any
-	// Run, if set, does the backend's background work (such as presence
-	// heartbeats) until ctx is done.
-	Run func(ctx context.Context) error
+	// Run, if set, does the server's own background work on the backend
+	// (such as counting the live nodes) until ctx is done.
+	Run func(ctx context.Context)
 	// Close releases the backend's connections; nil means nothing to release.
 	Close func()
 }
 
-// backendFactory is the seam through which optional backends plug in. A file
-// of this package may give it a method
-//
-//	func (backendFactory) redis(ctx context.Context, cfg Config, logger *slog.Logger, m *metrics.Metrics) (backend, error)
-//
-// and newBackend uses it for a configured Redis URL; without that method the
-// build has no Redis support and such a configuration is refused with
-// ErrRedisNotBuilt. The method lives in its own file so that the Redis wiring
-// can be added without touching this one.
-type backendFactory struct{}
-
-type redisFactory interface {
-	redis(ctx context.Context, cfg Config, logger *slog.Logger, m *metrics.Metrics) (backend, error)
-}
-
 // newBackend returns the backend cfg asks for: Redis when RedisURL is set,
-// the in-process memory backend otherwise.
+// the in-process memory backend otherwise. The node is named cfg.NodeID,
+// or by the Manager's default when it is empty.
 func newBackend(ctx context.Context, cfg Config, logger *slog.Logger, m *metrics.Metrics) (backend, error) {
-	if cfg.RedisURL != "" {
-		f, ok := any(backendFactory{}).(redisFactory)
-		if !ok {
-			return backend{}, ErrRedisNotBuilt
-		}
-		b, err := f.redis(ctx, cfg, logger, m)
-		if err != nil {
-			return backend{}, redactURL(err, cfg.RedisURL)
-		}
-		return b, nil
+	if cfg.RedisURL == "" {
+		return newMemoryBackend(cfg.NodeID), nil
 	}
-	return newMemoryBackend(), nil
+	b, err := newRedisBackend(ctx, cfg, logger, m)
+	if err != nil {
+		return backend{}, redactURL(err, cfg.RedisURL)
+	}
+	return b, nil
 }
 
 // redactedError is an error whose text hides a URL that may hold a password;
@@ -123,17 +93,13 @@ func redactURL(err error, rawURL string) error {
 }
 
 // newMemoryBackend returns the embedded default: everything in this process.
-func newMemoryBackend() backend {
-	bus := memory.NewBus()
-	store := memory.NewStore(bus)
+func newMemoryBackend(nodeID string) backend {
+	node := memory.New()
+	node.NodeID = nodeID
 	return backend{
-		Store:   store,
-		Bus:     bus,
-		Tickets: memory.NewTickets(),
-		Keys:    memory.NewKeyStore(bus),
+		Node:    node,
 		Limiter: &limit.Memory{},
 		Conns:   &limit.LocalCounter{},
 		Usage:   &usage.Memory{},
-		Ping:    store.Ping,
 	}
 }

@@ -67,7 +67,7 @@ func (c countingStore) ClaimExpired(ctx context.Context, now time.Time, limit in
 }
 
 // TakeExpiryTurn passes the expiry turn of a store that hands turns out
-// (see Manager.RunExpiry); a store that does not leaves every turn to the
+// (see Manager.Run); a store that does not leaves every turn to the
 // caller.
 func (c countingStore) TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error) {
 	turns, ok := c.Store.(interface {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -38,17 +37,10 @@ import (
 // Defaults of zero Config fields that the packages below do not default
 // themselves.
 const (
-	DefaultRedisPrefix    = "sb:"
-	DefaultUsersFile      = "users.json"
-	DefaultShutdownGrace  = 10 * time.Second
-	DefaultExpiryInterval = time.Second
-	// DefaultKeyExpiryInterval is longer than the session one because the
-	// key claim enforces nothing: every node closes a key's sockets on its
-	// own timer and refuses an expired key at once, so the claim only
-	// publishes apikey:expired (at most this late) and costs 256 reads of
-	// Redis each time it runs.
-	DefaultKeyExpiryInterval = 10 * time.Second
-	DefaultReadTimeout       = 30 * time.Second
+	DefaultRedisPrefix   = "sb:"
+	DefaultUsersFile     = "users.json"
+	DefaultShutdownGrace = 10 * time.Second
+	DefaultReadTimeout   = 30 * time.Second
 	// minAdminToken is the admin token length below which New warns.
 	minAdminToken = 16
 )
@@ -67,7 +59,7 @@ type Config struct {
 	// redis.DefaultRevocationJournal.
 	RedisRevocationJournal int
 	// NodeID names this node in events and presence; default
-	// "<hostname>-<random>".
+	// sessionbridge.NewNodeID's "<hostname>-<random>".
 	NodeID string
 	// AdminToken enables the admin API under /api/v1/ for bearers of it;
 	// empty disables the admin API.
@@ -141,11 +133,12 @@ type Config struct {
 	// connection (and the drain) indefinitely. WebSockets are not affected:
 	// the deadline is cleared on the upgrade.
 	ReadTimeout time.Duration
-	// ExpiryInterval is how often expired sessions are claimed; default 1s.
+	// ExpiryInterval is how often expired sessions are claimed; zero means
+	// sessionbridge.DefaultExpiryInterval (1s).
 	ExpiryInterval time.Duration
 	// KeyExpiryInterval is how often expired API keys are claimed, which
 	// publishes apikey:expired at most this long after a key's expiry;
-	// default 10s.
+	// zero means sessionbridge.DefaultKeyExpiryInterval (10s).
 	KeyExpiryInterval time.Duration
 	// KeyMaxTTL caps the lifetime of API keys, including keys created
 	// without a TTL; zero means keys may live for ever.
@@ -265,17 +258,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = DefaultShutdownGrace
 	}
-	if cfg.ExpiryInterval <= 0 {
-		cfg.ExpiryInterval = DefaultExpiryInterval
-	}
-	if cfg.KeyExpiryInterval <= 0 {
-		cfg.KeyExpiryInterval = DefaultKeyExpiryInterval
-	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
-	}
-	if cfg.NodeID == "" {
-		cfg.NodeID = defaultNodeID()
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return nil, errors.New("server: TLS needs both a certificate and a key file")
@@ -339,15 +323,23 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		}
 	}()
 
-	s.manager = &sessionbridge.Manager{
-		Store: countingStore{Store: s.backend.Store, m: m}, NodeID: cfg.NodeID,
-		IdleTimeout: cfg.IdleTimeout, AbsoluteTimeout: cfg.AbsoluteTimeout, TouchInterval: cfg.TouchInterval,
-		MaxDataBytes: cfg.MaxSessionData, MaxDataDepth: cfg.MaxDataDepth,
+	// The node: one backend, owned by the Manager, from which the
+	// authenticator, the gateway and the API take their pieces. Session
+	// writes are counted on their way to the store.
+	node := s.backend.Node
+	node.Store = countingStore{Store: node.Store, m: m}
+	if s.manager, err = sessionbridge.NewManager(node); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
+	s.manager.IdleTimeout, s.manager.AbsoluteTimeout, s.manager.TouchInterval = cfg.IdleTimeout, cfg.AbsoluteTimeout, cfg.TouchInterval
+	s.manager.MaxDataBytes, s.manager.MaxDataDepth = cfg.MaxSessionData, cfg.MaxDataDepth
+	s.manager.ExpiryInterval, s.manager.KeyExpiryInterval = cfg.ExpiryInterval, cfg.KeyExpiryInterval
+	s.manager.Logger = logger
+	node = s.manager.Backend()
 	s.usage = usage.NewRecorder(s.backend.Usage, usage.RecorderOptions{FlushInterval: cfg.UsageFlushInterval, Logger: logger})
 	s.usageCol = newUsageCollector(s.usage, s.backend.Usage, logger)
 	s.registry.MustRegister(s.usageCol)
-	s.keys = &keys.Manager{Store: s.backend.Keys, MaxTTL: cfg.KeyMaxTTL, Cache: &keys.Cache{}, NodeID: cfg.NodeID}
+	s.keys = &keys.Manager{Store: node.Keys, MaxTTL: cfg.KeyMaxTTL, Cache: &keys.Cache{}, NodeID: node.NodeID}
 	if cfg.KeyOwners != KeyOwnersAny {
 		s.keys.Owners = keyOwners{users: users, always: cfg.KeyOwners == KeyOwnersUsers}
 	}
@@ -375,7 +367,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	// One authenticator for both doors: the same credentials, precedence,
 	// conflict rule and origin policy on HTTP and on /ws.
 	s.auth, err = auth.New(auth.Config{
-		Sessions: s.manager, Tickets: s.backend.Tickets, JWT: jwtVerifier, Keys: s.keys,
+		Sessions: s.manager, JWT: jwtVerifier, Keys: s.keys,
 		AdminToken: cfg.AdminToken, AllowedOrigins: cfg.AllowedOrigins, AllowQueryToken: cfg.AllowQueryToken,
 		SessionScopes: cfg.SessionScopes,
 	})
@@ -384,10 +376,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	rl := newRateLimits(cfg, s.backend, m, logger)
 	s.gateway, err = gateway.New(gateway.Config{
-		Manager: s.manager, Bus: s.backend.Bus, Auth: s.auth, TrustedProxies: trusted,
+		Manager: s.manager, Auth: s.auth, TrustedProxies: trusted,
 		KeyStore: s.keys, KeyEvents: s.keys.Cache,
 		ReadLimit: cfg.ReadLimit, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
-		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval, NodeID: cfg.NodeID,
+		ExpiryWarning: cfg.ExpiryWarning, SweepInterval: cfg.SweepInterval,
 		MaxConnsPerSession: cfg.MaxConnsPerSession, MaxConnsPerUser: cfg.MaxConnsPerUser,
 		Limits:    rl.gateway,
 		Forwarder: forwarder, ForwardTypes: cfg.Forward.Types, ForwardInFlight: cfg.Forward.InFlight,
@@ -396,10 +388,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: gateway: %w", err)
-	}
-	var presence sessionbridge.Presence = s.gateway
-	if s.backend.Presence != nil {
-		presence = s.backend.Presence(s.gateway)
 	}
 
 	var limiter limit.Failures
@@ -417,9 +405,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			Manager: s.manager, Auth: s.auth, Insecure: cfg.InsecureCookies, TrustedProxies: trusted,
 			Audit: auditLog, Logger: logger,
 		},
-		Users: s.users, LoginLimiter: limiter, RequestLimits: rl.requests, LoginConcurrency: cfg.LoginConcurrency, Presence: presence, Publisher: s.gateway, Tickets: s.backend.Tickets, Keys: s.keys,
+		Users: s.users, LoginLimiter: limiter, RequestLimits: rl.requests, LoginConcurrency: cfg.LoginConcurrency, Presence: s.gateway.Presence(), Publisher: s.gateway, Keys: s.keys,
 		Usage: s.backend.Usage,
-		Ready: s.ready, ReadyDetails: s.backend.Details, Audit: auditLog, Logger: logger,
+		Ready: s.manager.Ping, ReadyDetails: s.backend.Details, Audit: auditLog, Logger: logger,
 	}
 	apiHandler := api.Handler()
 	mux := http.NewServeMux()
@@ -434,28 +422,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	s.handler = mux
 	ok = true
 	return s, nil
-}
-
-// defaultNodeID is "<hostname>-<4 random hex digits>": readable in logs,
-// distinct for two nodes on one host.
-func defaultNodeID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "node"
-	}
-	id, err := sessionbridge.NewSessionID(host)
-	if err != nil {
-		return host
-	}
-	return host + "-" + id[len(id)-4:]
-}
-
-// ready reports whether the backend answers, for /readyz.
-func (s *Server) ready(ctx context.Context) error {
-	if s.backend.Ping == nil {
-		return nil
-	}
-	return s.backend.Ping(ctx)
 }
 
 // Handler returns the server's routes: /ws, /metrics, /healthz, /readyz,
@@ -475,10 +441,11 @@ func (s *Server) Usage() *usage.Recorder { return s.usage }
 func (s *Server) Gateway() *gateway.Gateway { return s.gateway }
 
 // NodeID returns the node's ID.
-func (s *Server) NodeID() string { return s.cfg.NodeID }
+func (s *Server) NodeID() string { return s.manager.NodeID() }
 
-// Run serves on ln until ctx is done, together with the gateway's event
-// subscription and sweeps, the expiry claims and the backend's own work.
+// Run serves on ln until ctx is done, together with the node's background
+// work: the Manager's (expiry claims), the gateway's (event subscription,
+// sweeps, presence) and the server's own.
 // When ctx is done it drains: it stops accepting, closes every WebSocket with
 // 1001 server_shutdown, waits for HTTP requests in flight, all within
 // ShutdownGrace, and returns nil after a clean drain. If serving fails it
@@ -500,26 +467,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 			s.logger.Error("gateway stopped", "err", err)
 		}
 	})
-	wg.Go(func() {
-		s.manager.RunExpiry(bg, s.cfg.ExpiryInterval, func(err error) {
-			s.logger.Warn("claiming expired sessions failed", "err", err)
-		})
-	})
-	wg.Go(func() {
-		s.keys.RunExpiry(bg, s.cfg.KeyExpiryInterval, func(err error) {
-			s.logger.Warn("claiming expired API keys failed", "err", err)
-		})
-	})
+	wg.Go(func() { _ = s.manager.Run(bg) })
 	// The usage Recorder stops with the background work, after the drain:
 	// its last flush holds the sockets the drain closed.
 	wg.Go(func() { _ = s.usage.Run(bg) })
 	wg.Go(func() { s.usageCol.run(bg) })
 	if s.backend.Run != nil {
-		wg.Go(func() {
-			if err := s.backend.Run(bg); err != nil && bg.Err() == nil {
-				s.logger.Error("backend stopped", "err", err)
-			}
-		})
+		wg.Go(func() { s.backend.Run(bg) })
 	}
 	defer func() {
 		stopBG()

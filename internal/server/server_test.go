@@ -433,14 +433,6 @@ func TestNewRefusesBadConfig(t *testing.T) {
 			t.Errorf("%s: New accepted %+v", name, cfg)
 		}
 	}
-	// A build without the Redis backend refuses a Redis URL; with it, the
-	// Redis branch is tested beside the backend.
-	if _, hasRedis := any(backendFactory{}).(redisFactory); !hasRedis {
-		_, err := New(context.Background(), Config{UsersFile: users, RedisURL: "redis://127.0.0.1:1/0"}, slog.New(slog.DiscardHandler))
-		if !errors.Is(err, ErrRedisNotBuilt) {
-			t.Errorf("redis URL without redis support: %v", err)
-		}
-	}
 }
 
 // TestRedisURLNeverEchoed: a Redis URL may hold a password, so an error
@@ -502,9 +494,28 @@ func TestStalledBodyCutOff(t *testing.T) {
 }
 
 func TestNodeIDAndCheckOrigin(t *testing.T) {
-	a, b := defaultNodeID(), defaultNodeID()
-	if a == b || !strings.Contains(a, "-") {
-		t.Errorf("node IDs %q %q", a, b)
+	users := filepath.Join(t.TempDir(), "users.json")
+	named, err := New(context.Background(), Config{UsersFile: users, NodeID: "node-7"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer named.Close()
+	if named.NodeID() != "node-7" || named.Manager().NodeID() != "node-7" {
+		t.Errorf("configured node ID: server %q, manager %q", named.NodeID(), named.Manager().NodeID())
+	}
+	a, err := New(context.Background(), Config{UsersFile: users}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := New(context.Background(), Config{UsersFile: users}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// The one default: the Manager's, which every part of the node reads.
+	if a.NodeID() == b.NodeID() || !strings.Contains(a.NodeID(), "-") || a.NodeID() != a.Manager().NodeID() {
+		t.Errorf("default node IDs %q %q (manager %q)", a.NodeID(), b.NodeID(), a.Manager().NodeID())
 	}
 	for o, ok := range map[string]bool{
 		"https://app.example.com": true, "http://localhost:3000": true, "https://*.example.com": true,
