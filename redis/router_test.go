@@ -134,11 +134,15 @@ func TestRouterDeliversOnlyFollowedTopics(t *testing.T) {
 	}
 	sent(t, writer, rec, mine[len(mine)-1].ID)
 	for _, s := range mine {
-		created := rec.count(func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventCreated && ev.SessionID == s.ID })
+		created := rec.count(func(ev sessionbridge.Event) bool {
+			return ev.Type == sessionbridge.EventCreated && ev.SessionID == s.ID
+		})
 		updated := rec.count(func(ev sessionbridge.Event) bool {
 			return ev.Type == sessionbridge.EventUpdated && ev.SessionID == s.ID && ev.Version == 2
 		})
-		messages := rec.count(func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventMessage && ev.UserID == s.UserID })
+		messages := rec.count(func(ev sessionbridge.Event) bool {
+			return ev.Type == sessionbridge.EventMessage && ev.UserID == s.UserID
+		})
 		if created != 1 || updated != 1 || messages != 1 {
 			t.Errorf("followed session %s: %d created, %d updated, %d user messages; want 1 each", s.ID, created, updated, messages)
 		}
