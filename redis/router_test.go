@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -360,4 +361,310 @@ func TestRouterBoundsSubscribeCommands(t *testing.T) {
 	if len(v) != n {
 		t.Fatalf("PUBSUB SHARDCHANNELS = %d channels, want %d", len(v), n)
 	}
+}
+
+// newClusterBackend is newBackend on a MultiCluster.
+func newClusterBackend(t testing.TB, c *redistest.MultiCluster, mod ...func(*Options)) *Backend {
+	t.Helper()
+	return newBackend(t, c.Nodes()[0], append([]func(*Options){func(o *Options) { o.URL = c.URL() }}, mod...)...)
+}
+
+// keepUpdating writes new versions of s until ctx ends or s is gone, riding
+// out failures (a failover, a moved slot) by reading the session again. The
+// returned channel is closed when it has stopped.
+func keepUpdating(ctx context.Context, b *Backend, s *sessionbridge.Session) <-chan struct{} {
+	done := make(chan struct{})
+	cur := s.Clone()
+	go func() {
+		defer close(done)
+		pace := time.NewTicker(5 * time.Millisecond)
+		defer pace.Stop()
+		for {
+			err := bump(ctx, b, cur)
+			if errors.Is(err, sessionbridge.ErrNotFound) {
+				return
+			}
+			if err != nil {
+				// The outcome may be unknown: learn the version that stands.
+				got, gerr := b.Store().Get(ctx, cur.ID)
+				if errors.Is(gerr, sessionbridge.ErrNotFound) {
+					return
+				}
+				if gerr == nil {
+					cur = got
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-pace.C:
+			}
+		}
+	}()
+	return done
+}
+
+// updatedVersions returns the versions of the updated events of session id
+// that rec received, in the order it received them.
+func updatedVersions(rec *recorder, id string) []uint64 {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out []uint64
+	for _, ev := range rec.events {
+		if ev.Type == sessionbridge.EventUpdated && ev.SessionID == id {
+			out = append(out, ev.Version)
+		}
+	}
+	return out
+}
+
+// inOrder checks that the updated events of session id reached rec in
+// strictly increasing versions, and returns how many there were.
+func inOrder(t testing.TB, rec *recorder, id string) int {
+	t.Helper()
+	vs := updatedVersions(rec, id)
+	for i := 1; i < len(vs); i++ {
+		if vs[i] <= vs[i-1] {
+			t.Errorf("session %s: updated event of version %d received after version %d (versions %v)", id, vs[i], vs[i-1], vs)
+			break
+		}
+	}
+	return len(vs)
+}
+
+// lastVersion returns the highest version among the updated events of
+// session id that rec received.
+func lastVersion(rec *recorder, id string) uint64 {
+	var top uint64
+	for _, v := range updatedVersions(rec, id) {
+		top = max(top, v)
+	}
+	return top
+}
+
+// revokeOnCluster deletes session id, trying again while the cluster
+// settles, and waits until rec receives its deleted event.
+func revokeOnCluster(t testing.TB, b *Backend, rec *recorder, id string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "the revocation of "+id+" to be written", func() bool {
+		_, err := b.Store().Delete(bg, id, sessionbridge.Event{Reason: sessionbridge.ReasonRevoked})
+		// A try whose reply was lost may have deleted it.
+		return err == nil || errors.Is(err, sessionbridge.ErrNotFound)
+	})
+	eventually(t, 10*time.Second, "the deleted event of "+id, func() bool {
+		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.Type == sessionbridge.EventDeleted && ev.SessionID == id })
+		return ok
+	})
+}
+
+// TestRouterOnMultiCluster runs the router against three masters with a
+// replica each: the events of followed sessions on every master arrive and
+// those of the others do not; a master killed and its replica promoted, the
+// router subscribes on the new master and reports the topics again; a slot
+// moved by resharding (Redis then unsubscribes its channels), the same on
+// the new owner; a revocation after each arrives; and all the while the
+// updates of every session arrive in version order.
+func TestRouterOnMultiCluster(t *testing.T) {
+	c := redistest.StartMultiCluster(t, 3, 1)
+	m := newCountingMetrics()
+	node := newClusterBackend(t, c, func(o *Options) { o.Metrics = m })
+	writer := newClusterBackend(t, c, func(o *Options) { o.Prefix = node.prefix })
+	rec := &recorder{}
+	subscribe(t, node, rec)
+
+	masters := c.MasterIDs()
+	tp, err := c.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slotOf := func(shard string) int { return int(node.router.tagSlot[shard]) }
+	byMaster := map[string][]string{}
+	lowest := "00"
+	for i := range 256 {
+		sh := fmt.Sprintf("%02x", i)
+		n, ok := tp.OwnerOf(slotOf(sh))
+		if !ok {
+			t.Fatalf("no master serves slot %d", slotOf(sh))
+		}
+		byMaster[n.ID] = append(byMaster[n.ID], sh)
+		if slotOf(sh) < slotOf(lowest) {
+			lowest = sh
+		}
+	}
+	// The session of the lowest slot is the one a reshard of the first
+	// master's first slots moves.
+	moved := sessionIn(t, lowest)
+	followed := []*sessionbridge.Session{moved}
+	var others []*sessionbridge.Session
+	onMaster := map[string][]*sessionbridge.Session{}
+	for _, id := range masters {
+		var shards []string
+		for _, sh := range byMaster[id] {
+			if sh != lowest {
+				shards = append(shards, sh)
+			}
+		}
+		if len(shards) < 3 {
+			t.Fatalf("master %s serves %d shards", id, len(shards))
+		}
+		a, b := sessionIn(t, shards[0]), sessionIn(t, shards[1])
+		followed = append(followed, a, b)
+		onMaster[id] = []*sessionbridge.Session{a, b}
+		others = append(others, sessionIn(t, shards[2]))
+	}
+	var followedIDs []string
+	for _, s := range append(append([]*sessionbridge.Session{}, followed...), others...) {
+		if err := writer.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range followed {
+		followedIDs = append(followedIDs, s.ID)
+	}
+	followSessions(t, node, rec, followedIDs...)
+
+	// Every master: the unfollowed session's update first, then the
+	// followed ones', then a marker on each followed session.
+	for _, s := range append(append([]*sessionbridge.Session{}, others...), followed...) {
+		if err := bump(bg, writer, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range followed {
+		sent(t, writer, rec, s.ID)
+		if v := updatedVersions(rec, s.ID); len(v) != 1 || v[0] != 2 {
+			t.Errorf("followed session %s: updated versions %v, want [2]", s.ID, v)
+		}
+		if n := shardSubscribers(t, c.MasterOf(node.sessionChannel(s.ID)), node.sessionChannel(s.ID)); n != 1 {
+			t.Errorf("subscribers of followed %s on its master = %d, want 1", s.ID, n)
+		}
+	}
+	for _, s := range others {
+		if n := about(rec, s.ID); n != 0 {
+			t.Errorf("received %d events of unfollowed session %s", n, s.ID)
+		}
+		if n := shardSubscribers(t, c.MasterOf(node.sessionChannel(s.ID)), node.sessionChannel(s.ID)); n != 0 {
+			t.Errorf("subscribers of unfollowed %s on its master = %d, want 0", s.ID, n)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	ctx, cancel := context.WithCancel(bg)
+	var writers []<-chan struct{}
+	for _, s := range followed {
+		writers = append(writers, keepUpdating(ctx, writer, s))
+	}
+	stopWriters := func() {
+		cancel()
+		for _, w := range writers {
+			<-w
+		}
+	}
+	defer stopWriters()
+	eventually(t, 10*time.Second, "updates of every followed session", func() bool {
+		for _, s := range followed {
+			if lastVersion(rec, s.ID) < 4 {
+				return false
+			}
+		}
+		return true
+	})
+
+	// A master killed under traffic, its replica promoted.
+	victim := onMaster[masters[1]][0]
+	var victimTopics []sessionbridge.Topic
+	for _, s := range onMaster[masters[1]] {
+		victimTopics = append(victimTopics, sessionbridge.SessionTopic(s.ID))
+	}
+	counts := rec.followCounts(victimTopics)
+	_, deadID := c.KillMasterOf(node.sessionChannel(victim.ID))
+	promoted := c.WaitPromoted(deadID)
+	eventually(t, 30*time.Second, "the failed-over master's sessions reported followed again", func() bool { return rec.refollowed(counts) })
+	for _, s := range onMaster[masters[1]] {
+		if n := shardSubscribers(t, promoted, node.sessionChannel(s.ID)); n != 1 {
+			t.Fatalf("subscribers of %s on the promoted master = %d, want 1", s.ID, n)
+		}
+	}
+	revokeOnCluster(t, writer, rec, victim.ID)
+	other := onMaster[masters[1]][1]
+	since := lastVersion(rec, other.ID)
+	eventually(t, 30*time.Second, "updates from the promoted master", func() bool { return lastVersion(rec, other.ID) > since+3 })
+
+	// A slot moved: its old owner unsubscribes the node from its channels.
+	ch := node.sessionChannel(moved.ID)
+	from := c.MasterOf(ch)
+	fromID, _ := from.MustDo("CLUSTER", "MYID").(string)
+	var to string
+	for _, id := range c.MasterIDs() {
+		if id != fromID {
+			to = id
+			break
+		}
+	}
+	movedTopic := sessionbridge.SessionTopic(moved.ID)
+	reported := rec.followedCount(movedTopic)
+	reconnects := m.get(func(m *countingMetrics) int { return m.reconnects })
+	c.Reshard(fromID, to, slotOf(lowest)+1)
+	owner := c.MasterOf(ch)
+	if owner == from {
+		t.Fatalf("the reshard of %d slots did not move slot %d", slotOf(lowest)+1, slotOf(lowest))
+	}
+	eventually(t, 30*time.Second, "the moved session reported followed again", func() bool { return rec.followedCount(movedTopic) > reported })
+	if n := shardSubscribers(t, owner, ch); n != 1 {
+		t.Fatalf("subscribers of the moved channel on its new master = %d, want 1", n)
+	}
+	if n := shardSubscribers(t, from, ch); n != 0 {
+		t.Fatalf("subscribers of the moved channel on its old master = %d, want 0", n)
+	}
+	if got := m.get(func(m *countingMetrics) int { return m.reconnects }); got != reconnects {
+		t.Fatalf("reconnects went from %d to %d over the reshard: the moved channel should be re-subscribed without a new connection", reconnects, got)
+	}
+	since = lastVersion(rec, moved.ID)
+	eventually(t, 30*time.Second, "updates of the moved session from its new master", func() bool { return lastVersion(rec, moved.ID) > since+3 })
+	revokeOnCluster(t, writer, rec, moved.ID)
+
+	stopWriters()
+	for _, s := range followed {
+		if n := inOrder(t, rec, s.ID); n < 4 {
+			t.Errorf("session %s: %d updated events, want several", s.ID, n)
+		}
+	}
+}
+
+// TestRouterKeepsVersionOrderUnderFailover updates one session without
+// pause while its master is killed and its replica promoted: the updated
+// events the node's handler receives never go back in version, and updates
+// written after the failover arrive.
+func TestRouterKeepsVersionOrderUnderFailover(t *testing.T) {
+	c := redistest.StartMultiCluster(t, 3, 1)
+	node := newClusterBackend(t, c)
+	writer := newClusterBackend(t, c, func(o *Options) { o.Prefix = node.prefix })
+	rec := &recorder{}
+	subscribe(t, node, rec)
+	s := newSession(t, "ordered")
+	if err := writer.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
+		t.Fatal(err)
+	}
+	topic := sessionbridge.SessionTopic(s.ID)
+	follow(t, node, rec, topic)
+
+	ctx, cancel := context.WithCancel(bg)
+	done := keepUpdating(ctx, writer, s)
+	defer func() {
+		cancel()
+		<-done
+	}()
+	eventually(t, 10*time.Second, "updates before the failover", func() bool { return len(updatedVersions(rec, s.ID)) >= 20 })
+	reported := rec.followedCount(topic)
+	_, id := c.KillMasterOf(node.sessionChannel(s.ID))
+	c.WaitPromoted(id)
+	eventually(t, 30*time.Second, "the session reported followed again", func() bool { return rec.followedCount(topic) > reported })
+	since := lastVersion(rec, s.ID)
+	eventually(t, 30*time.Second, "updates after the failover", func() bool { return lastVersion(rec, s.ID) >= since+20 })
+	cancel()
+	<-done
+	n := inOrder(t, rec, s.ID)
+	t.Logf("%d updated events received in version order, last version %d", n, lastVersion(rec, s.ID))
 }
