@@ -20,8 +20,12 @@ func TestBusDeliversEveryTypeWithGapFirst(t *testing.T) {
 	if got := rec.gapCount(); got != 1 {
 		t.Fatalf("gaps after the first subscription = %d, want 1", got)
 	}
+	// Session events reach a node that follows the session; API key events
+	// every node.
+	const sid = "00AAAAAAAAAAAAAAAA"
+	followSessions(t, b, rec, sid)
 	for _, typ := range sessionbridge.EventTypes {
-		ev := sessionbridge.Event{Type: typ, SessionID: "00AAAAAAAAAAAAAAAA", UserID: "u-" + string(typ), NodeID: "n1", Source: sessionbridge.SourceAPI, Timestamp: time.Now()}
+		ev := sessionbridge.Event{Type: typ, SessionID: sid, UserID: "u-" + string(typ), NodeID: "n1", Source: sessionbridge.SourceAPI, Timestamp: time.Now()}
 		if typ == sessionbridge.EventMessage {
 			ev.Data = json.RawMessage(`{"hello":"world"}`)
 		}
@@ -52,6 +56,9 @@ func TestBusPrefixIsolates(t *testing.T) {
 	a, other := newBackend(t, srv), newBackend(t, srv)
 	rec := &recorder{}
 	subscribe(t, a, rec)
+	// a follows both users under its prefix; the other prefix's channels
+	// are others.
+	follow(t, a, rec, sessionbridge.UserTopic("x"), sessionbridge.UserTopic("mine"))
 	if err := other.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage, UserID: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -75,13 +82,17 @@ func TestBusResubscribesAfterKillWithGap(t *testing.T) {
 	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
 	rec := &recorder{}
 	subscribe(t, b, rec)
+	after := sessionbridge.UserTopic("after")
+	follow(t, b, rec, after)
 
-	// Kill the subscriber's connection and publish at once: the event is lost
-	// to it, and the re-subscription must report a gap.
-	if n, err := srv.Do("CLIENT", "KILL", "TYPE", "pubsub"); err != nil || n.(int64) != 1 {
-		t.Fatalf("CLIENT KILL TYPE pubsub = %v, %v; want 1 killed", n, err)
+	// Kill the subscriber's connections, the broadcast one and the shard
+	// one: events published meanwhile are lost to it, and each
+	// re-subscription must say so, with a gap and with HandleFollowed.
+	if n, err := srv.Do("CLIENT", "KILL", "TYPE", "pubsub"); err != nil || n.(int64) != 2 {
+		t.Fatalf("CLIENT KILL TYPE pubsub = %v, %v; want 2 killed", n, err)
 	}
 	eventually(t, 10*time.Second, "a gap after the kill", func() bool { return rec.gapCount() >= 2 })
+	eventually(t, 10*time.Second, "the followed user reported again after the kill", func() bool { return rec.followedCount(after) >= 2 })
 	if got := m.get(func(m *countingMetrics) int { return m.reconnects }); got < 1 {
 		t.Fatalf("reconnects = %d, want >= 1", got)
 	}
@@ -99,8 +110,9 @@ func TestBusSurvivesRedisRestart(t *testing.T) {
 	b := newBackend(t, srv, func(o *Options) { o.Timeout = 500 * time.Millisecond })
 	rec := &recorder{}
 	subscribe(t, b, rec)
+	follow(t, b, rec, sessionbridge.UserTopic("back"))
 	srv.Stop()
-	if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage}); err == nil {
+	if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage, UserID: "back"}); err == nil {
 		t.Fatal("Publish with Redis down: want an error")
 	}
 	srv.Restart()
@@ -118,14 +130,17 @@ func TestBusUndecodablePayloadIsCountedNotFatal(t *testing.T) {
 	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
 	rec := &recorder{}
 	subscribe(t, b, rec)
+	id := sessionIDIn(t, "5a")
+	followSessions(t, b, rec, id)
 	gaps := rec.gapCount()
-	srv.MustDo("PUBLISH", b.prefix+"session:deleted", "{not json")
-	srv.MustDo("PUBLISH", b.prefix+"session:deleted", `{"session_id":["wrong type"]}`)
-	if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventDeleted, SessionID: "ok"}); err != nil {
+	ch := b.sessionChannel(id)
+	srv.MustDo("SPUBLISH", ch, "{not json")
+	srv.MustDo("SPUBLISH", ch, `{"type":"deleted","session_id":["wrong type"]}`)
+	if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventDeleted, SessionID: id}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "the good event", func() bool {
-		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.SessionID == "ok" })
+		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.SessionID == id })
 		return ok
 	})
 	if got := m.get(func(m *countingMetrics) int { return m.errors["decode_event"] }); got != 2 {
@@ -145,8 +160,9 @@ func TestBusOverflowBecomesGap(t *testing.T) {
 	b := newBackend(t, srv, func(o *Options) { o.Metrics = m; o.EventBuffer = 2 })
 	rec := &recorder{block: make(chan struct{})}
 	subscribe(t, b, rec)
+	follow(t, b, rec, sessionbridge.UserTopic("flood"))
 	for range 10 {
-		if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage}); err != nil {
+		if err := b.Bus().Publish(bg, sessionbridge.Event{Type: sessionbridge.EventMessage, UserID: "flood"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -163,7 +179,8 @@ func TestBusOverflowBecomesGap(t *testing.T) {
 // TestBusSlowSubscriberCutByRedisResyncs has Redis cut the subscriber for
 // exceeding its pub/sub output buffer limit in the middle of a script that
 // then deletes a session: the deleted event is lost for sure, and the
-// re-subscription's gap is what tells the handler to re-validate.
+// re-subscription's HandleFollowed is what tells the handler to
+// re-validate the session.
 func TestBusSlowSubscriberCutByRedisResyncs(t *testing.T) {
 	srv := redistest.Start(t)
 	m := newCountingMetrics()
@@ -174,13 +191,15 @@ func TestBusSlowSubscriberCutByRedisResyncs(t *testing.T) {
 	}
 	rec := &recorder{}
 	subscribe(t, b, rec)
+	topic := sessionbridge.SessionTopic(s.ID)
+	follow(t, b, rec, topic)
 	srv.MustDo("CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 32kb 1")
 	big := strings.Repeat("x", 256<<10)
-	script := `redis.call('PUBLISH', ARGV[1], ARGV[2]); redis.call('DEL', KEYS[1]); redis.call('PUBLISH', ARGV[3], ARGV[4]); return 1`
-	srv.MustDo("EVAL", script, "1", b.sessionKey(s.ID),
-		b.prefix+"session:messages", `{"data":"`+big+`"}`,
-		b.prefix+"session:deleted", `{"session_id":"`+s.ID+`","reason":"revoked"}`)
-	eventually(t, 10*time.Second, "the gap after the cut", func() bool { return rec.gapCount() >= 2 })
+	script := `redis.call('SPUBLISH', ARGV[1], ARGV[2]); redis.call('DEL', KEYS[1]); redis.call('SPUBLISH', ARGV[1], ARGV[3]); return 1`
+	srv.MustDo("EVAL", script, "1", b.sessionKey(s.ID), b.sessionChannel(s.ID),
+		`{"type":"message","session_id":"`+s.ID+`","data":"`+big+`"}`,
+		`{"type":"deleted","session_id":"`+s.ID+`","reason":"revoked"}`)
+	eventually(t, 10*time.Second, "the session reported followed again after the cut", func() bool { return rec.followedCount(topic) >= 2 })
 	if _, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.SessionID == s.ID }); ok {
 		t.Fatal("the deleted event arrived although Redis cut the subscriber before it")
 	}

@@ -139,8 +139,10 @@ func TestGetNeverBehindReceivedEvents(t *testing.T) {
 	other := newBackend(t, srv, func(o *Options) { o.Prefix = a.prefix })
 	rec := &recorder{}
 	subscribe(t, a, rec)
+	follow(t, a, rec, sessionbridge.UserTopic("event-user"))
 	for i := range 20 {
 		s := newSession(t, "event-user")
+		followSessions(t, a, rec, s.ID)
 		if err := other.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
 			t.Fatal(err)
 		}

@@ -39,6 +39,13 @@ func startDNode(t *testing.T, srv *redistest.Server, prefix, name string) *dnode
 	return n
 }
 
+// follows has n follow the sessions ids, as a node holding sockets of them
+// does, and waits until their events reach it.
+func (n *dnode) follows(t *testing.T, ids ...string) {
+	t.Helper()
+	followSessions(t, n.b, n.rec, ids...)
+}
+
 // sawDeleted waits until n has received the deleted event of id.
 func (n *dnode) sawDeleted(t *testing.T, id string) {
 	t.Helper()
@@ -138,6 +145,7 @@ func TestRevocationSurvivesRDBRestart(t *testing.T) {
 			const prefix = "sbd:"
 			a, b := startDNode(t, srv, prefix, "node-a"), startDNode(t, srv, prefix, "node-b")
 			s, tok := create(t, a, "alice")
+			b.follows(t, s.ID)
 			srv.MustDo("SAVE")
 			switch how {
 			case "delete":
@@ -164,6 +172,7 @@ func TestDeleteAllOfUserSurvivesRDBRestart(t *testing.T) {
 	a, b := startDNode(t, srv, prefix, "node-a"), startDNode(t, srv, prefix, "node-b")
 	s1, tok1 := create(t, a, "bob")
 	s2, tok2 := create(t, b, "bob")
+	a.follows(t, s1.ID, s2.ID)
 	srv.MustDo("SAVE")
 	gone, err := b.m.DeleteUser(bg, "bob", "", sessionbridge.ReasonRevoked, sessionbridge.Change{Source: sessionbridge.SourceAPI})
 	if err != nil || len(gone) != 2 {
@@ -192,6 +201,7 @@ func TestRevocationSurvivesLostAOFWrite(t *testing.T) {
 			const prefix = "sbd:"
 			a, b := startDNode(t, srv, prefix, "node-a"), startDNode(t, srv, prefix, "node-b")
 			s, tok := create(t, a, "carol")
+			a.follows(t, s.ID)
 			eventually(t, 10*time.Second, "the session in the AOF", func() bool { return aofHas(t, srv, s.ID) })
 			disk := srv.CopyDisk()
 			revoke(t, b, s.ID)
@@ -224,6 +234,7 @@ func TestRevocationSurvivesWhenTheRevokingNodeIsGone(t *testing.T) {
 	const prefix = "sbd:"
 	a, b := startDNode(t, srv, prefix, "node-a"), startDNode(t, srv, prefix, "node-b")
 	s, tok := create(t, a, "dave")
+	b.follows(t, s.ID)
 	srv.MustDo("SAVE")
 	revoke(t, a, s.ID)
 	b.sawDeleted(t, s.ID)
@@ -264,6 +275,7 @@ func TestRevivedSessionFoundWithoutRestart(t *testing.T) {
 	const prefix = "sbd:"
 	a, b := startDNode(t, srv, prefix, "node-a"), startDNode(t, srv, prefix, "node-b")
 	s, tok := create(t, a, "frank")
+	b.follows(t, s.ID)
 	raw, err := srv.Do("HGETALL", a.b.sessionKey(s.ID))
 	fields, _ := raw.([]any)
 	if err != nil || len(fields) == 0 {

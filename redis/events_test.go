@@ -21,6 +21,8 @@ func TestScriptFilledEventsKeepAwkwardUserIDs(t *testing.T) {
 	user := `a"b\c/é😀 @@sb:user_id@@`
 
 	s := newSession(t, user)
+	s2 := newSession(t, user)
+	followSessions(t, b, rec, s.ID, s2.ID)
 	s.Data = json.RawMessage(`{"x":"@@sb:user_id@@","version":18446744073709551615}`)
 	s.Version = 5
 	if err := b.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
@@ -34,7 +36,6 @@ func TestScriptFilledEventsKeepAwkwardUserIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s2 := newSession(t, user)
 	s2.ExpiresAt = time.Now().Add(-time.Second)
 	if err := b.Store().Create(bg, s2, sessionbridge.Event{}); err != nil {
 		t.Fatal(err)
@@ -93,6 +94,7 @@ func TestIndexesHealWhenASessionKeyVanishes(t *testing.T) {
 	rec := &recorder{}
 	subscribe(t, b, rec)
 	s := newSession(t, "vanish-user")
+	followSessions(t, b, rec, s.ID)
 	s.ExpiresAt = time.Now().Add(-time.Minute)
 	if err := b.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
 		t.Fatal(err)

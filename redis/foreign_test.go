@@ -49,7 +49,10 @@ func TestForeignApplicationRecipe(t *testing.T) {
 	srv.MustDo("SADD", ukey, id)
 	srv.MustDo("PEXPIREAT", ukey, ms(deadline.Add(time.Hour)))
 	srv.MustDo("ZADD", xkey, ms(deadline), id)
-	srv.MustDo("PUBLISH", "sb:session:created", `{"session_id":"`+id+`","user_id":"`+user+`","source":"api","timestamp":"`+now.UTC().Format(time.RFC3339Nano)+`","node_id":"billing-app","version":1}`)
+	// The node holds sockets of the user and, once it has one, of the
+	// session: it follows both channels.
+	follow(t, b, rec, sessionbridge.UserTopic(user), sessionbridge.SessionTopic(id))
+	srv.MustDo("SPUBLISH", "sb:e:{"+shard+"}:u:"+user, `{"type":"created","session_id":"`+id+`","user_id":"`+user+`","source":"api","timestamp":"`+now.UTC().Format(time.RFC3339Nano)+`","node_id":"billing-app","version":1}`)
 
 	m := nodeManager(t, b)
 	s, err := m.Authenticate(bg, token)
@@ -68,8 +71,8 @@ func TestForeignApplicationRecipe(t *testing.T) {
 	})
 
 	// Revoke with the delete script, as documented.
-	payload := `{"session_id":"` + id + `","user_id":"@@sb:user_id@@","source":"api","timestamp":"` + now.UTC().Format(time.RFC3339Nano) + `","node_id":"billing-app","reason":"revoked"}`
-	if got := srv.MustDo("EVAL", luaDelete, "2", skey, xkey, "sb:session:deleted", payload, "u", id, "sb:u:{"+shard+"}"); len(got.([]any)) == 0 {
+	payload := `{"type":"deleted","session_id":"` + id + `","user_id":"@@sb:user_id@@","source":"api","timestamp":"` + now.UTC().Format(time.RFC3339Nano) + `","node_id":"billing-app","reason":"revoked"}`
+	if got := srv.MustDo("EVAL", luaDelete, "2", skey, xkey, "sb:e:{"+shard+"}:s:"+id, payload, "u", id, "sb:u:{"+shard+"}"); len(got.([]any)) == 0 {
 		t.Fatal("delete script found nothing")
 	}
 	// This node's cached copy goes with the invalidation Redis pushes.

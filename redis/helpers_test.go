@@ -2,6 +2,8 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"sync"
 	"testing"
 	"time"
@@ -46,13 +48,18 @@ func (m *countingMetrics) get(f func(m *countingMetrics) int) int {
 	return f(m)
 }
 
-// recorder is an EventHandler that keeps what it got.
+// recorder is an EventHandler that keeps what it got, and a
+// sessionbridge.FollowHandler that counts how often each topic was reported
+// followed.
 type recorder struct {
-	mu     sync.Mutex
-	events []sessionbridge.Event
-	gaps   int
-	block  chan struct{} // if not nil, HandleEvent waits on it
+	mu       sync.Mutex
+	events   []sessionbridge.Event
+	gaps     int
+	followed map[sessionbridge.Topic]int
+	block    chan struct{} // if not nil, HandleEvent waits on it
 }
+
+var _ sessionbridge.FollowHandler = (*recorder)(nil)
 
 func (r *recorder) HandleEvent(ev sessionbridge.Event) {
 	if r.block != nil {
@@ -67,6 +74,61 @@ func (r *recorder) HandleGap() {
 	r.mu.Lock()
 	r.gaps++
 	r.mu.Unlock()
+}
+
+func (r *recorder) HandleFollowed(topics []sessionbridge.Topic) {
+	r.mu.Lock()
+	if r.followed == nil {
+		r.followed = map[sessionbridge.Topic]int{}
+	}
+	for _, tp := range topics {
+		r.followed[tp]++
+	}
+	r.mu.Unlock()
+}
+
+// followedCount returns how many times topic was reported followed.
+func (r *recorder) followedCount(tp sessionbridge.Topic) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.followed[tp]
+}
+
+// allFollowed reports whether every topic was reported followed at least
+// min times.
+func (r *recorder) allFollowed(min int, topics []sessionbridge.Topic) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, tp := range topics {
+		if r.followed[tp] < min {
+			return false
+		}
+	}
+	return true
+}
+
+// followCounts returns how many times each topic was reported followed.
+func (r *recorder) followCounts(topics []sessionbridge.Topic) map[sessionbridge.Topic]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[sessionbridge.Topic]int, len(topics))
+	for _, tp := range topics {
+		out[tp] = r.followed[tp]
+	}
+	return out
+}
+
+// refollowed reports whether every topic was reported followed again since
+// before was taken by followCounts.
+func (r *recorder) refollowed(before map[sessionbridge.Topic]int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for tp, n := range before {
+		if r.followed[tp] <= n {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *recorder) gapCount() int {
@@ -114,6 +176,38 @@ func subscribe(t *testing.T, b *Backend, h *recorder) {
 		}
 	})
 	eventually(t, 10*time.Second, "the first HandleGap", func() bool { return h.gapCount() >= 1 })
+}
+
+// follow has b's bus follow topics and waits until rec, subscribed to that
+// bus, was told that they are: from then on their events reach it.
+func follow(t testing.TB, b *Backend, rec *recorder, topics ...sessionbridge.Topic) {
+	t.Helper()
+	for _, tp := range topics {
+		b.Bus().Follow(tp)
+	}
+	eventually(t, 20*time.Second, "the bus to follow the topics", func() bool { return rec.allFollowed(1, topics) })
+}
+
+// followSessions is follow for the topics of session IDs.
+func followSessions(t testing.TB, b *Backend, rec *recorder, ids ...string) {
+	t.Helper()
+	topics := make([]sessionbridge.Topic, len(ids))
+	for i, id := range ids {
+		topics[i] = sessionbridge.SessionTopic(id)
+	}
+	follow(t, b, rec, topics...)
+}
+
+// sessionIDIn returns a fresh random session ID of shard.
+func sessionIDIn(t testing.TB, shard string) string {
+	t.Helper()
+	var r [12]byte
+	_, _ = rand.Read(r[:])
+	id := shard + base64.RawURLEncoding.EncodeToString(r[:])
+	if !sessionbridge.ValidID(id) {
+		t.Fatalf("made an invalid session ID %q", id)
+	}
+	return id
 }
 
 // newSession makes a session for user with a deadline an hour away.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -200,10 +201,6 @@ func (r *router) run(ctx context.Context, stopped chan struct{}) {
 	defer r.closeAll()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	backoff := minBackoff
 	for {
 		select {
 		case <-ctx.Done():
@@ -212,18 +209,33 @@ func (r *router) run(ctx context.Context, stopped chan struct{}) {
 			return
 		case <-r.kick:
 		case <-tick.C:
-		case <-retry.C:
 		}
-		if err := r.flush(ctx); err != nil {
+		// A failed flush retries after its back-off only: the failure
+		// itself kicks (a dropped connection, a forgotten slot map), and
+		// waiting for kicks here would retry at once, in a busy loop
+		// against a master that is down.
+		backoff := minBackoff
+		for {
+			err := r.flush(ctx)
+			if err == nil {
+				break
+			}
 			if ctx.Err() != nil {
 				return
 			}
 			r.b.log.Warn("redis: shard subscriptions; retrying", "err", err, "retry_in", backoff)
-			retry.Reset(backoff)
+			retry := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				retry.Stop()
+				return
+			case <-r.b.done:
+				retry.Stop()
+				return
+			case <-retry.C:
+			}
 			backoff = min(backoff*2, maxBackoff)
-			continue
 		}
-		backoff = minBackoff
 	}
 }
 
@@ -550,11 +562,24 @@ func (r *router) loadSlots(ctx context.Context) error {
 	}
 	ctx, cancel := r.b.opCtx(ctx)
 	defer cancel()
-	c := r.b.client
-	ranges, err := c.Do(ctx, c.B().ClusterSlots().Build()).ToArray()
+	// Asked of one node directly, as the client itself does: a node that
+	// does not know its own address (a one-node cluster) names itself with
+	// an empty host, meaning the address the question was sent to.
+	var (
+		ranges []rueidis.RedisMessage
+		asked  string
+		err    = fmt.Errorf("redis: no cluster node known: %w", sessionbridge.ErrUnavailable)
+	)
+	for addr, c := range r.b.client.Nodes() {
+		if ranges, err = c.Do(ctx, c.B().ClusterSlots().Build()).ToArray(); err == nil {
+			asked = addr
+			break
+		}
+	}
 	if err != nil {
 		return r.b.fail("cluster_slots", err)
 	}
+	askedHost, _, _ := net.SplitHostPort(asked)
 	want := map[uint16]bool{}
 	for _, s := range r.tagSlot {
 		want[s] = true
@@ -572,11 +597,17 @@ func (r *router) loadSlots(ctx context.Context) error {
 			continue
 		}
 		host, err1 := node[0].ToString()
+		if node[0].IsNil() {
+			host, err1 = "", nil // unknown endpoint: the node asked
+		}
 		port, err2 := node[1].AsInt64()
-		if errors.Join(err1, err2) != nil {
+		if errors.Join(err1, err2) != nil || host == "?" {
 			continue
 		}
-		addr := host + ":" + strconv.FormatInt(port, 10)
+		if host == "" {
+			host = askedHost
+		}
+		addr := net.JoinHostPort(host, strconv.FormatInt(port, 10))
 		for s := range want {
 			if int64(s) >= lo && int64(s) <= hi {
 				slots[s] = addr

@@ -22,6 +22,7 @@ func TestThroughSentinel(t *testing.T) {
 	t.Cleanup(b.Close)
 	rec := &recorder{}
 	subscribe(t, b, rec)
+	follow(t, b, rec, sessionbridge.UserTopic("sentinel-user"))
 	s := newSession(t, "sentinel-user")
 	if err := b.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
 		t.Fatal(err)

@@ -98,6 +98,7 @@ func TestEveryScriptOnCluster(t *testing.T) {
 	if err != nil || len(got) != len(ids) {
 		t.Fatalf("GetMany = %d, %v; want %d", len(got), err, len(ids))
 	}
+	followSessions(t, b, rec, ids...)
 	// Claim them all as expired, a day from now.
 	claimed, err := b.Store().ClaimExpired(bg, time.Now().Add(48*time.Hour), 0, sessionbridge.Event{Source: sessionbridge.SourceSystem})
 	if err != nil || len(claimed) != len(ids) {

@@ -18,14 +18,17 @@ func TestBusRefusesAmbiguousPayloads(t *testing.T) {
 	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
 	rec := &recorder{}
 	subscribe(t, b, rec)
+	id := sessionIDIn(t, "c3")
+	followSessions(t, b, rec, id)
 	gaps := rec.gapCount()
-	srv.MustDo("PUBLISH", b.prefix+"session:deleted", `{"session_id":"a","session_id":"b","source":"api","node_id":"n"}`)
-	srv.MustDo("PUBLISH", b.prefix+"session:deleted", "{\"session_id\":\"\xffroot\",\"source\":\"api\",\"node_id\":\"n\"}")
+	ch := b.sessionChannel(id)
+	srv.MustDo("SPUBLISH", ch, `{"type":"deleted","session_id":"`+id+`","session_id":"b","source":"api","node_id":"n"}`)
+	srv.MustDo("SPUBLISH", ch, "{\"type\":\"deleted\",\"session_id\":\"\xffroot\",\"source\":\"api\",\"node_id\":\"n\"}")
 	// Member names match exactly: a case variant is an unknown member,
-	// skipped, so this event is about "exact" only.
-	srv.MustDo("PUBLISH", b.prefix+"session:deleted", `{"SESSION_ID":"variant","session_id":"exact","source":"api","node_id":"n"}`)
+	// skipped, so this event is about the exact name's session only.
+	srv.MustDo("SPUBLISH", ch, `{"type":"deleted","SESSION_ID":"variant","session_id":"`+id+`","source":"api","node_id":"n"}`)
 	eventually(t, 5*time.Second, "the exact-name event", func() bool {
-		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.SessionID == "exact" })
+		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.SessionID == id })
 		return ok
 	})
 	if got := m.get(func(m *countingMetrics) int { return m.errors["decode_event"] }); got != 2 {
