@@ -121,8 +121,11 @@ func TestScalingSummary(t *testing.T) {
 func TestScalingScenario(t *testing.T) {
 	rs := redistest.Start(t)
 	touch := 300 * time.Millisecond
-	a := startNode(t, server.Config{NodeID: "a", RedisURL: rs.URL(), TouchInterval: touch})
-	b := startNode(t, server.Config{NodeID: "b", RedisURL: rs.URL(), TouchInterval: touch})
+	// Unsubscribed soon after the sockets leave, so that the disconnect
+	// phase settles well within its timeout.
+	unfollow := 300 * time.Millisecond
+	a := startNode(t, server.Config{NodeID: "a", RedisURL: rs.URL(), TouchInterval: touch, RedisUnfollowDelay: unfollow})
+	b := startNode(t, server.Config{NodeID: "b", RedisURL: rs.URL(), TouchInterval: touch, RedisUnfollowDelay: unfollow})
 	cfg := Config{
 		Nodes: []string{a, b}, AdminToken: e2eAdminToken, Scenarios: []string{ScenarioScaling},
 		RedisNodes: []string{rs.Addr()}, Timeout: 2 * time.Minute, OpTimeout: 10 * time.Second,

@@ -163,8 +163,9 @@ func shardOfTopic(t sessionbridge.Topic) string {
 // first; detach removes it and stops the router with the last one.
 func (r *router) attach(d *delivery) {
 	r.mu.Lock()
-	r.handlers = append(slices.Clone(r.handlers), d)
-	r.deliver.Store(&r.handlers)
+	hs := append(slices.Clone(r.handlers), d)
+	r.handlers = hs
+	r.deliver.Store(&hs)
 	start := !r.running
 	if start {
 		r.running = true
@@ -179,8 +180,9 @@ func (r *router) attach(d *delivery) {
 
 func (r *router) detach(d *delivery) {
 	r.mu.Lock()
-	r.handlers = slices.DeleteFunc(slices.Clone(r.handlers), func(x *delivery) bool { return x == d })
-	r.deliver.Store(&r.handlers)
+	hs := slices.DeleteFunc(slices.Clone(r.handlers), func(x *delivery) bool { return x == d })
+	r.handlers = hs
+	r.deliver.Store(&hs)
 	var stop context.CancelFunc
 	var stopped chan struct{}
 	if len(r.handlers) == 0 && r.running {

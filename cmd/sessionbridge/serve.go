@@ -47,6 +47,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL for cluster mode (redis://host:6379/0); empty runs on the in-process memory backend")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", server.DefaultRedisPrefix, "prefix of every Redis key and channel")
 	fs.IntVar(&c.RedisRevocationJournal, "redis-revocation-journal", 0, "revocations each node remembers, so that a Redis restart that lost them cannot undo them (default 100000, about 64 bytes each)")
+	fs.DurationVar(&c.RedisUnfollowDelay, "redis-unfollow-delay", 0, "how long a node stays subscribed to a session's or user's events after its last socket there left (default 10s)")
 	fs.StringVar(&c.NodeID, "node-id", "", "name of this node in events and presence (default <hostname>-<random>)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token of the admin API; empty disables the admin API (prefer the environment variable: flags show in ps)")
 	fs.StringVar(&c.UsersFile, "users", server.DefaultUsersFile, "users file for password login (see `sessionbridge user add`)")

@@ -26,6 +26,7 @@ func newRedisBackend(ctx context.Context, cfg Config, logger *slog.Logger, m *me
 		// long as a session can live.
 		MaxSessionLifetime: cfg.AbsoluteTimeout,
 		RevocationJournal:  cfg.RedisRevocationJournal,
+		UnfollowDelay:      cfg.RedisUnfollowDelay,
 	})
 	if err != nil {
 		return backend{}, err

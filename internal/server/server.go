@@ -58,6 +58,10 @@ type Config struct {
 	// that a Redis restart that lost them cannot undo them; zero means
 	// redis.DefaultRevocationJournal.
 	RedisRevocationJournal int
+	// RedisUnfollowDelay is how long a node stays subscribed to the events
+	// of a session or user after its last local socket left; zero: the
+	// redis package's default.
+	RedisUnfollowDelay time.Duration
 	// NodeID names this node in events and presence; default
 	// sessionbridge.NewNodeID's "<hostname>-<random>".
 	NodeID string
