@@ -68,7 +68,8 @@ type Conn struct {
 	ws *websocket.Conn
 	// br is the WebSocket reader's buffer and rc the raw socket, when the
 	// transport allows parking the read loop outside the reader (see
-	// waitReadable); rc is nil otherwise.
+	// waitReadable); rc is nil otherwise. While parked, br lends its buffer
+	// back (see readbuf.go).
 	br    *bufio.Reader
 	rc    syscall.RawConn
 	id    string
@@ -443,7 +444,12 @@ func (c *Conn) readLoop(parent context.Context) {
 	var err error
 	for {
 		if c.rc != nil && c.br.Buffered() == 0 {
-			if err = waitReadable(c.rc); err != nil {
+			// Nothing is buffered: the buffer goes back to the pool while
+			// the socket waits (see readbuf.go).
+			releaseReadBuffer(c.br)
+			err = waitReadable(c.rc)
+			lendReadBuffer(c.br, ws.NetConn())
+			if err != nil {
 				break
 			}
 		}
@@ -509,6 +515,10 @@ func (c *Conn) finish(readErr error) {
 	c.mu.Unlock()
 	_ = c.ws.Close()
 	c.lim.release(context.Background())
+	if c.rc != nil {
+		// The read loop has ended: nothing reads from the buffer again.
+		releaseReadBuffer(c.br)
+	}
 	// After the close, so that no frame is written after its count is
 	// taken but one the writer was finishing just then.
 	g.usageClosed(c)

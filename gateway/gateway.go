@@ -655,7 +655,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		// handshake completed.
 		return conn, brw, err
 	}
-	h.br = bufio.NewReaderSize(conn, readBufferSize)
+	h.br = newReadBuffer(conn)
 	return conn, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
