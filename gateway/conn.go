@@ -76,9 +76,9 @@ type Conn struct {
 	entry *sessionEntry // nil for a connection bound to no session
 	// kentry is the API key's entry, for a connection opened with a key.
 	kentry *keyEntry
-	// use counts what the connection does for usage; nil when usage is not
-	// recorded (see usage.go).
-	use *connUsage
+	// use counts what the connection does for usage, when counting (usage
+	// is recorded; see usage.go).
+	use connUsage
 
 	connectedAt time.Time
 	device      sb.Device
@@ -89,6 +89,7 @@ type Conn struct {
 	// sessionScopes is set for a session principal: its scopes are its
 	// session's and follow the session's changes.
 	sessionScopes bool
+	counting      bool
 
 	// Intrusive list links, guarded by the registry (and the entry's mu for
 	// the session and key lists).

@@ -529,7 +529,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.p = cp
 	c.scopes.Store(scopes)
 	c.sessionScopes = sessionScopes
-	c.use = g.usageOf(p, c.connectedAt)
+	c.counting = g.cfg.Usage != nil
 
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := g.up.Upgrade(hj, r, nil)
