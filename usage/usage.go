@@ -240,6 +240,9 @@ type Recorder struct {
 	// steady writes are spread (see phaseOf): a flush must come after the
 	// last point within the minute.
 	spread time.Duration
+	// lastSlot is the point of the minute steadyLocked last visited the
+	// live subjects at.
+	lastSlot int64
 	// totals are the sums of every count added since the Recorder was
 	// made, by kind of subject and metric, for Prometheus.
 	totals map[string]map[string]int64
@@ -474,6 +477,18 @@ func (r *Recorder) steadyLocked(now time.Time, entries []Entry) []Entry {
 	hour := minute - minute%60
 	into := now.Sub(time.Unix(int64(minute)*60, 0))
 	hourStart := time.Unix(int64(hour)*60, 0)
+	// Phases fall on steadySlots points of the minute: nothing new can be
+	// due until the next one, so the live subjects are visited six times a
+	// minute, not at every flush. (A subject that opens in between is
+	// written by its connect, in that minute.)
+	slot := int64(minute) * (steadySlots + 1)
+	if r.spread > 0 {
+		slot += min(int64(into/(r.spread/steadySlots)), steadySlots)
+	}
+	if slot == r.lastSlot {
+		return entries
+	}
+	r.lastSlot = slot
 	for s, l := range r.live {
 		due := into >= time.Duration(l.phase)*time.Millisecond
 		changed := false
