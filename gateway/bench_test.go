@@ -30,7 +30,7 @@ import (
 func benchConns(n int) []*Conn {
 	conns := make([]*Conn, n)
 	for i := range conns {
-		conns[i] = &Conn{id: newConnID(), p: sb.Principal{
+		conns[i] = &Conn{id: newConnID(), p: connPrincipal{
 			Method: sb.AuthSession, UserID: fmt.Sprintf("user-%d", i%(n/4+1)),
 			SessionID: fmt.Sprintf("sess-%d", i%(n/2+1)),
 		}}
@@ -372,7 +372,7 @@ func BenchmarkApplyUpdate(b *testing.B) {
 			conns := make([]*Conn, n)
 			for i := range conns {
 				// held: the frames stay queued, no writer runs.
-				conns[i] = &Conn{g: g, id: newConnID(), held: true, p: sb.Principal{UserID: sess.UserID, SessionID: sess.ID}}
+				conns[i] = &Conn{g: g, id: newConnID(), held: true, p: connPrincipal{UserID: sess.UserID, SessionID: sess.ID}}
 				g.reg.add(conns[i], sess)
 			}
 			ev := sb.Event{Type: sb.EventUpdated, SessionID: sess.ID, UserID: sess.UserID,

@@ -45,17 +45,18 @@ type connUsage struct {
 	errs atomic.Pointer[[len(usageCodes)]atomic.Int64]
 }
 
-// usageSubjects returns whom a connection of p counts for: its user, and
-// its key for a connection opened with an API key.
-func usageSubjects(p *sb.Principal) ([2]usage.Subject, int) {
+// usageSubjects returns whom a connection of a principal with method, user
+// and key counts for: its user, and its key for a connection opened with an
+// API key.
+func usageSubjects(method sb.AuthMethod, userID, keyID string) ([2]usage.Subject, int) {
 	var out [2]usage.Subject
 	n := 0
-	if p.UserID != "" {
-		out[n] = usage.Subject{Kind: usage.KindUser, ID: p.UserID}
+	if userID != "" {
+		out[n] = usage.Subject{Kind: usage.KindUser, ID: userID}
 		n++
 	}
-	if p.Method == sb.AuthAPIKey && p.KeyID != "" {
-		out[n] = usage.Subject{Kind: usage.KindKey, ID: p.KeyID}
+	if method == sb.AuthAPIKey && keyID != "" {
+		out[n] = usage.Subject{Kind: usage.KindKey, ID: keyID}
 		n++
 	}
 	return out, n
@@ -63,11 +64,13 @@ func usageSubjects(p *sb.Principal) ([2]usage.Subject, int) {
 
 // subjects returns whom c counts for. The user, method and key of a
 // connection's principal never change, so they are read without c.mu.
-func (c *Conn) subjects() ([2]usage.Subject, int) { return usageSubjects(&c.p) }
+func (c *Conn) subjects() ([2]usage.Subject, int) {
+	return usageSubjects(c.p.Method, c.p.UserID, c.p.KeyID)
+}
 
 // principalSubjects returns whom an upgrade of p counts for.
 func principalSubjects(p *sb.Principal) []usage.Subject {
-	s, n := usageSubjects(p)
+	s, n := usageSubjects(p.Method, p.UserID, p.KeyID)
 	return s[:n]
 }
 
