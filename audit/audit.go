@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"log/slog"
+	"time"
 )
 
 // Audit event names, from the OWASP logging vocabulary.
@@ -107,25 +108,35 @@ func (l *Logger) Log(ctx context.Context, event string, f Fields) {
 		ctx = context.Background()
 	}
 	level := Level(event)
-	if !l.l.Enabled(ctx, level) {
+	h := l.l.Handler()
+	if !h.Enabled(ctx, level) {
 		return
 	}
+	// The record goes to the handler directly: Logger.LogAttrs would also
+	// walk the stack for the caller's PC, which an audit record never shows
+	// (and which would name this function anyway).
+	r := slog.NewRecord(time.Now(), level, Message, 0)
 	var buf [12]slog.Attr
 	attrs := append(buf[:0], slog.Bool("audit", true), slog.String("event", Clean(event)))
-	add := func(key, v string) {
-		if v != "" {
-			attrs = append(attrs, slog.String(key, Clean(v)))
-		}
+	attrs = appendField(attrs, "session_id", f.SessionID)
+	attrs = appendField(attrs, "user_id", f.UserID)
+	attrs = appendField(attrs, "key_id", f.KeyID)
+	attrs = appendField(attrs, "connection_id", f.ConnectionID)
+	attrs = appendField(attrs, "ip", f.IP)
+	attrs = appendField(attrs, "user_agent", f.UserAgent)
+	attrs = appendField(attrs, "method", f.Method)
+	attrs = appendField(attrs, "source", f.Source)
+	attrs = appendField(attrs, "reason", f.Reason)
+	attrs = appendField(attrs, "detail", f.Detail)
+	r.AddAttrs(attrs...)
+	// Like Logger.LogAttrs, a handler's error is not reported.
+	_ = h.Handle(ctx, r)
+}
+
+// appendField appends key=Clean(v) to attrs unless v is empty.
+func appendField(attrs []slog.Attr, key, v string) []slog.Attr {
+	if v == "" {
+		return attrs
 	}
-	add("session_id", f.SessionID)
-	add("user_id", f.UserID)
-	add("key_id", f.KeyID)
-	add("connection_id", f.ConnectionID)
-	add("ip", f.IP)
-	add("user_agent", f.UserAgent)
-	add("method", f.Method)
-	add("source", f.Source)
-	add("reason", f.Reason)
-	add("detail", f.Detail)
-	l.l.LogAttrs(ctx, level, Message, attrs...)
+	return append(attrs, slog.String(key, Clean(v)))
 }

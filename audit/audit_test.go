@@ -272,3 +272,38 @@ func TestLogWritesKeyIDOnce(t *testing.T) {
 		t.Fatalf("record %q names key_id %d times, want once", buf.String(), n)
 	}
 }
+
+// connectFields are the facts of a WebSocket connect record as the gateway
+// writes them.
+var connectFields = Fields{
+	SessionID: "s7Qx2mK9pL4vN8rT1wZ3", UserID: "user-4711", ConnectionID: "c9f2a7d41b3e8c05",
+	IP: "192.0.2.17", UserAgent: "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0",
+	Method: "session", Source: "header",
+}
+
+// BenchmarkLogConnectText is a ws_connected and a ws_disconnected record
+// written as the server writes them by default: the text handler at info.
+func BenchmarkLogConnectText(b *testing.B) {
+	l := New(slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	closed := connectFields
+	closed.Source, closed.Reason, closed.Detail = "", "normal", "close code 1000"
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Log(ctx, WSConnected, connectFields)
+		l.Log(ctx, WSDisconnected, closed)
+	}
+}
+
+// BenchmarkLogConnectJSON is BenchmarkLogConnectText with the JSON handler.
+func BenchmarkLogConnectJSON(b *testing.B) {
+	l := New(slog.New(slog.NewJSONHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	closed := connectFields
+	closed.Source, closed.Reason, closed.Detail = "", "normal", "close code 1000"
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Log(ctx, WSConnected, connectFields)
+		l.Log(ctx, WSDisconnected, closed)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -559,5 +561,23 @@ func TestAdminTokenOpensNoSocket(t *testing.T) {
 	expectRefusal(t, e, bearer(admin), "", 403, "forbidden")
 	if _, err := New(Config{Manager: e.mgr, Auth: e.g.auth, AllowedOrigins: []string{"https://app.example.com"}}); err == nil {
 		t.Fatal("New accepted allowed origins beside a shared authenticator")
+	}
+}
+
+// A connection keeps its API key's own limits apart from the rest of its
+// principal, and Principal returns them; a session connection has none.
+func TestPrincipalKeepsKeyLimits(t *testing.T) {
+	e := newEnv(t, nil)
+	limits := sb.Limits{FramesPerSecond: 7, MaxConnections: 3, DryRun: []string{sb.RuleFramesPerSecond}}
+	key := e.rawKey(sb.APIKey{UserID: "svc", Name: "limited", Scopes: []string{"ws:connect"}, Limits: limits})
+	_, w := e.dial(bearer(key), "")
+	got := e.g.reg.conn(w.ConnectionID).Principal().Limits
+	if got.FramesPerSecond != 7 || got.MaxConnections != 3 || !slices.Equal(got.DryRun, limits.DryRun) {
+		t.Fatalf("key connection's limits %+v, want %+v", got, limits)
+	}
+	_, tok := e.session("alice")
+	_, w = e.dial(bearer(tok), "")
+	if got := e.g.reg.conn(w.ConnectionID).Principal().Limits; !reflect.ValueOf(got).IsZero() {
+		t.Fatalf("session connection's limits %+v, want none", got)
 	}
 }

@@ -6,22 +6,31 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http/httptest"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	sb "github.com/sessionbridge/sessionbridge"
+	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/memory"
+	"github.com/sessionbridge/sessionbridge/metrics"
+	"github.com/sessionbridge/sessionbridge/usage"
 )
 
 func benchConns(n int) []*Conn {
 	conns := make([]*Conn, n)
 	for i := range conns {
-		conns[i] = &Conn{id: newConnID(), p: sb.Principal{
+		conns[i] = &Conn{id: newConnID(), p: connPrincipal{
 			Method: sb.AuthSession, UserID: fmt.Sprintf("user-%d", i%(n/4+1)),
 			SessionID: fmt.Sprintf("sess-%d", i%(n/2+1)),
 		}}
@@ -150,12 +159,39 @@ func BenchmarkDecodeFrame(b *testing.B) {
 func BenchmarkIdleSockets(b *testing.B) {
 	const idleSockets = 2000
 	for range b.N {
-		perSocket, raw, tcp := measureIdleSockets(b, idleSockets)
+		perSocket, raw, tcp := measureIdleSockets(b, idleSockets, func(*Config) {})
 		b.ReportMetric(perSocket, "B/socket")
 		b.ReportMetric(raw, "B/socket-incl-clients")
 		b.ReportMetric(tcp, "B/tcp-pair")
 	}
 }
+
+// BenchmarkIdleSocketsServer is BenchmarkIdleSockets with the gateway set up
+// as the server sets it up by default: usage recorded, the default frame
+// rate limits, audit and logs at info, metrics. With IDLE_HEAP_PROFILE set
+// to a file name, it writes a heap profile (every allocation sampled) there
+// while the sockets are open.
+func BenchmarkIdleSocketsServer(b *testing.B) {
+	const idleSockets = 2000
+	for range b.N {
+		perSocket, raw, tcp := measureIdleSockets(b, idleSockets, func(cfg *Config) {
+			logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			cfg.Logger, cfg.Audit = logger, audit.New(logger)
+			cfg.Metrics = metrics.New(prometheus.NewRegistry())
+			cfg.Usage = usage.NewRecorder(discardSink{}, usage.RecorderOptions{FlushInterval: time.Hour})
+			cfg.Limits.Defaults = sb.Limits{FramesPerSecond: 100, BytesPerSecond: 1 << 20}
+		})
+		b.ReportMetric(perSocket, "B/socket")
+		b.ReportMetric(raw, "B/socket-incl-clients")
+		b.ReportMetric(tcp, "B/tcp-pair")
+	}
+}
+
+// discardSink is a usage sink that stores nothing: what the store keeps is
+// not the node's memory.
+type discardSink struct{}
+
+func (discardSink) Write(context.Context, time.Time, []usage.Entry) error { return nil }
 
 func heapStack() uint64 {
 	h, s := heapAndStack()
@@ -171,7 +207,7 @@ func heapAndStack() (heap, stack uint64) {
 	return ms.HeapInuse, ms.StackInuse
 }
 
-func measureIdleSockets(b *testing.B, n int) (perSocket, raw, tcpPair float64) {
+func measureIdleSockets(b *testing.B, n int, configure func(*Config)) (perSocket, raw, tcpPair float64) {
 	ctx := context.Background()
 
 	// Cost of the TCP connections alone: a client and an accepted socket.
@@ -213,9 +249,15 @@ func measureIdleSockets(b *testing.B, n int) (perSocket, raw, tcpPair float64) {
 
 	bus := memory.NewBus()
 	mgr := newManager(b, sb.Backend{Store: memory.NewStore(bus), Bus: bus})
-	g, err := New(Config{Manager: mgr, SweepInterval: time.Hour})
+	cfg := Config{Manager: mgr, SweepInterval: time.Hour}
+	configure(&cfg)
+	g, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
+	}
+	profile := os.Getenv("IDLE_HEAP_PROFILE")
+	if profile != "" {
+		runtime.MemProfileRate = 1
 	}
 	srv := httptest.NewServer(g)
 	runCtx, cancel := context.WithCancel(ctx)
@@ -241,8 +283,25 @@ func measureIdleSockets(b *testing.B, n int) (perSocket, raw, tcpPair float64) {
 	if g.Len() != n {
 		b.Fatalf("%d live connections, want %d", g.Len(), n)
 	}
+	if cfg.Usage != nil {
+		// Connects and peaks wait in the Recorder until its next flush (a
+		// second in a server); an idle socket's cost is what stays after.
+		if err := cfg.Usage.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
 	h1, s1 := heapAndStack()
 	total := float64(h1+s1-base) / float64(n-1)
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
 	b.Logf("per socket: heap %d B, stack %d B (clients included)", (h1-h0)/uint64(n-1), (s1-s0)/uint64(n-1))
 	runtime.KeepAlive(conns)
 
@@ -313,7 +372,7 @@ func BenchmarkApplyUpdate(b *testing.B) {
 			conns := make([]*Conn, n)
 			for i := range conns {
 				// held: the frames stay queued, no writer runs.
-				conns[i] = &Conn{g: g, id: newConnID(), held: true, p: sb.Principal{UserID: sess.UserID, SessionID: sess.ID}}
+				conns[i] = &Conn{g: g, id: newConnID(), held: true, p: connPrincipal{UserID: sess.UserID, SessionID: sess.ID}}
 				g.reg.add(conns[i], sess)
 			}
 			ev := sb.Event{Type: sb.EventUpdated, SessionID: sess.ID, UserID: sess.UserID,

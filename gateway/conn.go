@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -68,36 +69,45 @@ type Conn struct {
 	ws *websocket.Conn
 	// br is the WebSocket reader's buffer and rc the raw socket, when the
 	// transport allows parking the read loop outside the reader (see
-	// waitReadable); rc is nil otherwise.
+	// waitReadable); rc is nil otherwise. While parked, br lends its buffer
+	// back (see readbuf.go).
 	br    *bufio.Reader
 	rc    syscall.RawConn
 	id    string
 	entry *sessionEntry // nil for a connection bound to no session
 	// kentry is the API key's entry, for a connection opened with a key.
 	kentry *keyEntry
-	// use counts what the connection does for usage; nil when usage is not
-	// recorded (see usage.go).
-	use *connUsage
+	// use counts what the connection does for usage, when counting (usage
+	// is recorded; see usage.go).
+	use connUsage
 
 	connectedAt time.Time
-	device      sb.Device
-	metadata    map[string]string
+	// ua and ip are the client's cleaned User-Agent and address; the
+	// browser, OS and device type are parsed from ua only when Context
+	// asks.
+	ua, ip   string
+	metadata map[string]string
 	// scopes is p.Scopes compiled, replaced whole by replaceScopes; every
 	// client frame is checked against it without a lock.
 	scopes atomic.Pointer[scope.Set]
 	// sessionScopes is set for a session principal: its scopes are its
 	// session's and follow the session's changes.
 	sessionScopes bool
+	counting      bool
 
 	// Intrusive list links, guarded by the registry (and the entry's mu for
 	// the session and key lists).
 	sPrev, sNext, uPrev, uNext, kPrev, kNext *Conn
 
 	mu sync.Mutex
-	// p is the principal without its Session (which lives in entry); its
-	// Scopes change with replaceScopes, its ExpiresAt on auth.refresh.
-	p     sb.Principal
-	queue [][]byte
+	// p is the principal without its Session (which lives in entry) and its
+	// key's limits (in limits); its Scopes change with replaceScopes, its
+	// ExpiresAt on auth.refresh.
+	p connPrincipal
+	// limits are an API key principal's own rate limits, nil when it has
+	// none: they decide at the upgrade, and Principal returns them.
+	limits *sb.Limits
+	queue  [][]byte
 	// pushed and replied are what the queue holds of frames the server
 	// pushes and of replies to the client's own frames: each kind has its own
 	// budget, and only pushes over theirs make a slow consumer.
@@ -147,13 +157,47 @@ type ConnContext struct {
 // ID returns the connection's ID.
 func (c *Conn) ID() string { return c.id }
 
+// connPrincipal is what a connection keeps of its sb.Principal: all but the
+// session, which lives in the connection's entry, and the key's limits,
+// which most connections do not have (80 bytes less per socket).
+type connPrincipal struct {
+	Method     sb.AuthMethod
+	UserID     string
+	SessionID  string
+	Scopes     []string
+	ExpiresAt  time.Time
+	KeyID      string
+	KeyVersion uint64
+}
+
+// newConnPrincipal returns what a connection keeps of p, and p's limits
+// when it has any.
+func newConnPrincipal(p *sb.Principal) (connPrincipal, *sb.Limits) {
+	cp := connPrincipal{
+		Method: p.Method, UserID: p.UserID, SessionID: p.SessionID, Scopes: p.Scopes,
+		ExpiresAt: p.ExpiresAt, KeyID: p.KeyID, KeyVersion: p.KeyVersion,
+	}
+	// Any field of Limits, today's and tomorrow's, makes them kept.
+	if reflect.ValueOf(p.Limits).IsZero() {
+		return cp, nil
+	}
+	l := p.Limits
+	return cp, &l
+}
+
 // Principal returns a copy of whom the connection acts for, with the bound
 // session as currently known on this node.
 func (c *Conn) Principal() sb.Principal {
 	c.mu.Lock()
-	p := c.p
-	p.Scopes = slices.Clone(p.Scopes)
+	p := sb.Principal{
+		Method: c.p.Method, UserID: c.p.UserID, SessionID: c.p.SessionID, Scopes: slices.Clone(c.p.Scopes),
+		ExpiresAt: c.p.ExpiresAt, KeyID: c.p.KeyID, KeyVersion: c.p.KeyVersion,
+	}
 	c.mu.Unlock()
+	if c.limits != nil {
+		p.Limits = *c.limits
+		p.Limits.DryRun = slices.Clone(p.Limits.DryRun)
+	}
 	if s := c.session(); s != nil {
 		p.Session = s
 	}
@@ -179,12 +223,12 @@ func (c *Conn) Context() ConnContext {
 		SessionID:     p.SessionID,
 		UserID:        p.UserID,
 		Protocol:      "websocket",
-		Device:        ConnDevice{Device: c.device, ConnectionID: c.id},
+		Device:        ConnDevice{Device: sb.Device{UserAgent: c.ua, IP: c.ip}, ConnectionID: c.id},
 		Metadata:      maps.Clone(c.metadata),
 		Method:        p.Method,
 		Scopes:        p.Scopes,
 	}
-	cc.Device.Browser, cc.Device.OS, cc.Device.DeviceType = device.Parse(c.device.UserAgent)
+	cc.Device.Browser, cc.Device.OS, cc.Device.DeviceType = device.Parse(c.ua)
 	if p.Session != nil {
 		cc.SessionData = p.Session.Data
 	}
@@ -443,7 +487,12 @@ func (c *Conn) readLoop(parent context.Context) {
 	var err error
 	for {
 		if c.rc != nil && c.br.Buffered() == 0 {
-			if err = waitReadable(c.rc); err != nil {
+			// Nothing is buffered: the buffer goes back to the pool while
+			// the socket waits (see readbuf.go).
+			releaseReadBuffer(c.br)
+			err = waitReadable(c.rc)
+			lendReadBuffer(c.br, ws.NetConn())
+			if err != nil {
 				break
 			}
 		}
@@ -509,6 +558,10 @@ func (c *Conn) finish(readErr error) {
 	c.mu.Unlock()
 	_ = c.ws.Close()
 	c.lim.release(context.Background())
+	if c.rc != nil {
+		// The read loop has ended: nothing reads from the buffer again.
+		releaseReadBuffer(c.br)
+	}
 	// After the close, so that no frame is written after its count is
 	// taken but one the writer was finishing just then.
 	g.usageClosed(c)
@@ -526,7 +579,7 @@ func (c *Conn) finish(readErr error) {
 	g.metrics.ConnClosed(string(p.Method), code, reason)
 	g.audit.Log(context.Background(), auditWSDisconnected, auditFields{
 		SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id,
-		IP: c.device.IP, UserAgent: c.device.UserAgent, Method: string(p.Method),
+		IP: c.ip, UserAgent: c.ua, Method: string(p.Method),
 		Reason: reason, Detail: fmt.Sprintf("close code %d", code),
 	})
 	// Checked first: the arguments would be boxed even for a disabled level.
@@ -833,7 +886,7 @@ func (c *Conn) touch(ctx context.Context) {
 func (c *Conn) info(node string) sb.ConnInfo {
 	return sb.ConnInfo{
 		ID: c.id, SessionID: c.p.SessionID, UserID: c.p.UserID, Method: c.p.Method,
-		NodeID: node, ConnectedAt: c.connectedAt, IP: c.device.IP, UserAgent: c.device.UserAgent,
+		NodeID: node, ConnectedAt: c.connectedAt, IP: c.ip, UserAgent: c.ua,
 		KeyID: c.p.KeyID,
 	}
 }

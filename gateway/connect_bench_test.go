@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -22,12 +23,15 @@ import (
 	"github.com/sessionbridge/sessionbridge/audit"
 	"github.com/sessionbridge/sessionbridge/memory"
 	"github.com/sessionbridge/sessionbridge/metrics"
+	"github.com/sessionbridge/sessionbridge/usage"
 )
 
 // BenchmarkConnectAuth measures one socket's whole life on the connect path,
 // as a client sees it: dial with X-Session-Token, read the welcome frame,
 // close. The gateway runs as in production (Info-level logs and audit to a
-// discarding text handler, metrics on) over the in-memory store and bus.
+// discarding text handler, metrics on, usage recorded and flushed every
+// second to a sink that stores nothing, a listener without TCP keepalives
+// as the server's) over the in-memory store and bus.
 // Client and server share the process, so ns/op counts both sides; cpu-ns/op
 // is the process's CPU time (user+system) per connect, both sides too.
 func BenchmarkConnectAuth(b *testing.B) {
@@ -35,9 +39,11 @@ func BenchmarkConnectAuth(b *testing.B) {
 	store := memory.NewStore(bus)
 	mgr := newManager(b, sb.Backend{NodeID: "bench", Store: store, Bus: bus})
 	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	rec := usage.NewRecorder(discardSink{}, usage.RecorderOptions{})
 	g, err := New(Config{
 		Manager: mgr,
 		Logger:  logger, Audit: audit.New(logger), Metrics: metrics.New(prometheus.NewRegistry()),
+		Usage: rec,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -45,7 +51,17 @@ func BenchmarkConnectAuth(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- g.Run(ctx) }()
-	srv := httptest.NewServer(g)
+	recDone := make(chan error, 1)
+	go func() { recDone <- rec.Run(ctx) }()
+	defer func() { <-recDone }()
+	srv := httptest.NewUnstartedServer(g)
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
 	defer func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()

@@ -137,8 +137,13 @@ type outFrame struct {
 	Data any    `json:"data,omitempty"`
 }
 
-// encodeFrame returns the wire form of a frame.
+// encodeFrame returns the wire form of a frame: by hand for the frames every
+// connect and every session change send (see appendFastFrame), else with
+// encoding/json.
 func encodeFrame(typ, id string, data any) ([]byte, error) {
+	if b, ok := appendFastFrame(make([]byte, 0, fastFrameSize(data)), typ, id, data); ok {
+		return b, nil
+	}
 	b, err := json.Marshal(outFrame{Type: typ, ID: id, Data: data})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: encoding %s frame: %w", typ, err)

@@ -537,18 +537,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Browser, OS and device type are parsed from the User-Agent only
 		// when Context asks: most connections never need them. The client
 		// IP was found above already.
-		device: sb.Device{UserAgent: device.CleanUserAgent(r.UserAgent()), IP: ip},
-		lim:    lim,
+		ua: device.CleanUserAgent(r.UserAgent()), ip: ip,
+		lim: lim,
 	}
 	if g.cfg.Metadata != nil {
 		c.metadata = g.cfg.Metadata(r, p)
 	}
-	cp := *p
-	cp.Session = nil
-	c.p = cp
+	c.p, c.limits = newConnPrincipal(p)
 	c.scopes.Store(scopes)
 	c.sessionScopes = sessionScopes
-	c.use = g.usageOf(p, c.connectedAt)
+	c.counting = g.cfg.Usage != nil
 
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := g.up.Upgrade(hj, r, nil)
@@ -641,7 +639,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.release(b)
 	g.audit.Log(ctx, auditWSConnected, auditFields{
 		SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id, IP: ip,
-		UserAgent: c.device.UserAgent, Method: method, Source: cred.Source.String(),
+		UserAgent: c.ua, Method: method, Source: cred.Source.String(),
 	})
 	// Checked first: the arguments would be boxed even for a disabled level.
 	if g.log.Enabled(ctx, slog.LevelDebug) {
@@ -674,7 +672,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		// handshake completed.
 		return conn, brw, err
 	}
-	h.br = bufio.NewReaderSize(conn, readBufferSize)
+	h.br = newReadBuffer(conn)
 	return conn, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 

@@ -246,7 +246,7 @@ func writeRateLimitHeaders(h http.Header, rf refusal) {
 // limitLogEvery for the gateway.
 func (g *Gateway) limitRefused(ctx context.Context, rule string, p *sb.Principal) {
 	g.metrics.RateLimited(rule, "refused")
-	g.logLimit(ctx, "gateway: rate limited", rule, p)
+	g.logLimit(ctx, "gateway: rate limited", rule, p.UserID, p.KeyID)
 }
 
 // dryRefused counts and logs the dry-run rules that would have refused.
@@ -257,17 +257,17 @@ func (g *Gateway) dryRefused(ctx context.Context, rules []string, p *sb.Principa
 			continue
 		}
 		g.metrics.RateLimited(rule, "dry_run")
-		g.logLimit(ctx, "gateway: rate limit dry run: would refuse", rule, p)
+		g.logLimit(ctx, "gateway: rate limit dry run: would refuse", rule, p.UserID, p.KeyID)
 	}
 }
 
-func (g *Gateway) logLimit(ctx context.Context, msg, rule string, p *sb.Principal) {
+func (g *Gateway) logLimit(ctx context.Context, msg, rule, userID, keyID string) {
 	now := time.Now().UnixNano()
 	last := g.rl.lastLog.Load()
 	if now-last < int64(limitLogEvery) || !g.rl.lastLog.CompareAndSwap(last, now) {
 		return
 	}
-	g.log.LogAttrs(ctx, slog.LevelInfo, msg, slog.String("rule", rule), slog.String("user_id", p.UserID), slog.String("key_id", p.KeyID))
+	g.log.LogAttrs(ctx, slog.LevelInfo, msg, slog.String("rule", rule), slog.String("user_id", userID), slog.String("key_id", keyID))
 }
 
 // limitFrame decides the frame rules for one frame of n bytes: the local
@@ -327,7 +327,7 @@ func (c *Conn) limitFrame(ctx context.Context, n int) (rule string, retry time.D
 
 func (c *Conn) dryFrame(ctx context.Context, rule string) {
 	c.g.metrics.RateLimited(rule, "dry_run")
-	c.g.logLimit(ctx, "gateway: rate limit dry run: would refuse", rule, &c.p)
+	c.g.logLimit(ctx, "gateway: rate limit dry run: would refuse", rule, c.p.UserID, c.p.KeyID)
 }
 
 // admitFrame applies the frame rules to a frame of data; a refused frame is
@@ -351,7 +351,7 @@ func (c *Conn) admitFrame(ctx context.Context, data []byte) bool {
 		l.refused++
 	}
 	if l.refused > maxRefusedFrames {
-		g.logLimit(ctx, "gateway: closing a connection that kept sending past its rate limit", rule, &c.p)
+		g.logLimit(ctx, "gateway: closing a connection that kept sending past its rate limit", rule, c.p.UserID, c.p.KeyID)
 		c.closeWith(CloseRateLimited, ReasonRateLimited)
 		return false
 	}

@@ -10,7 +10,7 @@ import (
 func TestRegistryIndexes(t *testing.T) {
 	r := newRegistry()
 	mk := func(id, user, sess string) *Conn {
-		return &Conn{id: id, p: sb.Principal{UserID: user, SessionID: sess}}
+		return &Conn{id: id, p: connPrincipal{UserID: user, SessionID: sess}}
 	}
 	a1, a2, a3 := mk("a1", "alice", "s1"), mk("a2", "alice", "s1"), mk("a3", "alice", "s2")
 	b1 := mk("b1", "bob", "")

@@ -33,76 +33,45 @@ func usageCodeIndex(code string) int {
 	return len(usageCodes) - 1
 }
 
-// creditDone marks a connection whose connected seconds were all credited
-// when it closed.
-const creditDone = -1
-
 // connUsage is what one connection did since its counts were last handed to
 // the Recorder. The read loop, the writer and forwarded replies add to it;
 // the collector and the close take the counts with Swap, so that each one is
-// handed over exactly once whoever runs first.
+// handed over exactly once whoever runs first. It lives inside the Conn (40
+// bytes); whom the connection counts for is read from its principal, and
+// its connected time is the Recorder's (see usage.Recorder.Connected).
 type connUsage struct {
 	framesIn, bytesIn, framesOut, bytesOut atomic.Int64
-	// credited is the time (Unix nanoseconds) up to which the connection's
-	// connected seconds were handed over, or creditDone.
-	credited atomic.Int64
 	// errs is made on the first error frame: most connections never get one.
 	errs atomic.Pointer[[len(usageCodes)]atomic.Int64]
-	// subjects are whom the connection counts for: its user, and its key.
-	subjects [2]usage.Subject
-	n        int
 }
 
-// credit takes the whole seconds from the last credit to now (all that is
-// left, once final). It returns 0 once the connection closed.
-func (u *connUsage) credit(now time.Time, final bool) int64 {
-	for {
-		old := u.credited.Load()
-		if old == creditDone {
-			return 0
-		}
-		secs := max(now.UnixNano()-old, 0) / int64(time.Second)
-		next := old + secs*int64(time.Second)
-		if final {
-			next = creditDone
-		} else if secs == 0 {
-			return 0
-		}
-		if u.credited.CompareAndSwap(old, next) {
-			return secs
-		}
+// usageSubjects returns whom a connection of a principal with method, user
+// and key counts for: its user, and its key for a connection opened with an
+// API key.
+func usageSubjects(method sb.AuthMethod, userID, keyID string) ([2]usage.Subject, int) {
+	var out [2]usage.Subject
+	n := 0
+	if userID != "" {
+		out[n] = usage.Subject{Kind: usage.KindUser, ID: userID}
+		n++
 	}
+	if method == sb.AuthAPIKey && keyID != "" {
+		out[n] = usage.Subject{Kind: usage.KindKey, ID: keyID}
+		n++
+	}
+	return out, n
 }
 
-// usageOf returns the counters a new connection of p starts with, or nil
-// when usage is not recorded.
-func (g *Gateway) usageOf(p *sb.Principal, connectedAt time.Time) *connUsage {
-	if g.cfg.Usage == nil {
-		return nil
-	}
-	u := &connUsage{}
-	u.credited.Store(connectedAt.UnixNano())
-	if p.UserID != "" {
-		u.subjects[u.n] = usage.Subject{Kind: usage.KindUser, ID: p.UserID}
-		u.n++
-	}
-	if p.Method == sb.AuthAPIKey && p.KeyID != "" {
-		u.subjects[u.n] = usage.Subject{Kind: usage.KindKey, ID: p.KeyID}
-		u.n++
-	}
-	return u
+// subjects returns whom c counts for. The user, method and key of a
+// connection's principal never change, so they are read without c.mu.
+func (c *Conn) subjects() ([2]usage.Subject, int) {
+	return usageSubjects(c.p.Method, c.p.UserID, c.p.KeyID)
 }
 
 // principalSubjects returns whom an upgrade of p counts for.
 func principalSubjects(p *sb.Principal) []usage.Subject {
-	out := make([]usage.Subject, 0, 2)
-	if p.UserID != "" {
-		out = append(out, usage.Subject{Kind: usage.KindUser, ID: p.UserID})
-	}
-	if p.Method == sb.AuthAPIKey && p.KeyID != "" {
-		out = append(out, usage.Subject{Kind: usage.KindKey, ID: p.KeyID})
-	}
-	return out
+	s, n := usageSubjects(p.Method, p.UserID, p.KeyID)
+	return s[:n]
 }
 
 // refuseFor answers an upgrade of an authenticated principal that is not
@@ -140,37 +109,36 @@ func refusalReason(rf refusal) string {
 
 // usageOpened counts an accepted connection.
 func (g *Gateway) usageOpened(c *Conn) {
-	u := c.use
-	if u == nil {
+	if !c.counting {
 		return
 	}
+	s, n := c.subjects()
 	rec := g.cfg.Usage
-	rec.Add(usage.Connects, 1, u.subjects[:u.n]...)
-	rec.Connected(1, u.subjects[:u.n]...)
+	rec.Add(usage.Connects, 1, s[:n]...)
+	rec.Connected(1, s[:n]...)
 }
 
 // usageClosed hands over what a closing connection did since the last
-// collection, and its last connected seconds.
+// collection; the Recorder adds its connected time.
 func (g *Gateway) usageClosed(c *Conn) {
-	u := c.use
-	if u == nil {
+	if !c.counting {
 		return
 	}
 	var buf [len(usageCodes) + 8]usage.Delta
-	deltas := u.take(buf[:0])
-	deltas = append(deltas, usage.Delta{Metric: usage.ConnectedSeconds, N: u.credit(g.clock.Now(), true)})
+	deltas := c.use.take(buf[:0])
+	s, n := c.subjects()
 	rec := g.cfg.Usage
-	rec.AddAll(deltas, u.subjects[:u.n]...)
-	rec.Connected(-1, u.subjects[:u.n]...)
+	rec.AddAll(deltas, s[:n]...)
+	rec.Connected(-1, s[:n]...)
 }
 
 // take swaps the connection's counts to zero and appends them to deltas.
 func (u *connUsage) take(deltas []usage.Delta) []usage.Delta {
 	deltas = append(deltas,
-		usage.Delta{Metric: usage.FramesIn, N: u.framesIn.Swap(0)},
-		usage.Delta{Metric: usage.BytesIn, N: u.bytesIn.Swap(0)},
-		usage.Delta{Metric: usage.FramesOut, N: u.framesOut.Swap(0)},
-		usage.Delta{Metric: usage.BytesOut, N: u.bytesOut.Swap(0)},
+		usage.Delta{Metric: usage.FramesIn, N: takeCount(&u.framesIn)},
+		usage.Delta{Metric: usage.BytesIn, N: takeCount(&u.bytesIn)},
+		usage.Delta{Metric: usage.FramesOut, N: takeCount(&u.framesOut)},
+		usage.Delta{Metric: usage.BytesOut, N: takeCount(&u.bytesOut)},
 	)
 	if errs := u.errs.Load(); errs != nil {
 		for i := range errs {
@@ -188,28 +156,38 @@ func (u *connUsage) take(deltas []usage.Delta) []usage.Delta {
 	return deltas
 }
 
+// takeCount swaps a counter to zero and returns what it held. The collector
+// visits every live connection each flush and most are idle: a load is
+// much cheaper than a swap (a locked instruction), so a zero is only read.
+func takeCount(a *atomic.Int64) int64 {
+	if a.Load() == 0 {
+		return 0
+	}
+	return a.Swap(0)
+}
+
 // countIn counts a frame read from the client.
 func (c *Conn) countIn(n int) {
-	if u := c.use; u != nil {
-		u.framesIn.Add(1)
-		u.bytesIn.Add(int64(n))
+	if c.counting {
+		c.use.framesIn.Add(1)
+		c.use.bytesIn.Add(int64(n))
 	}
 }
 
 // countOut counts a frame written to the client.
 func (c *Conn) countOut(n int) {
-	if u := c.use; u != nil {
-		u.framesOut.Add(1)
-		u.bytesOut.Add(int64(n))
+	if c.counting {
+		c.use.framesOut.Add(1)
+		c.use.bytesOut.Add(int64(n))
 	}
 }
 
 // countError counts an error frame sent to the client.
 func (c *Conn) countError(code string) {
-	u := c.use
-	if u == nil {
+	if !c.counting {
 		return
 	}
+	u := &c.use
 	errs := u.errs.Load()
 	if errs == nil {
 		u.errs.CompareAndSwap(nil, new([len(usageCodes)]atomic.Int64))
@@ -221,37 +199,27 @@ func (c *Conn) countError(code string) {
 // usageCollector hands the live connections' counts to the Recorder at the
 // start of each of its flushes.
 type usageCollector struct {
-	mu         sync.Mutex
-	buf        []*Conn
-	deltas     []usage.Delta
-	lastMinute time.Time
+	mu     sync.Mutex
+	buf    []*Conn
+	deltas []usage.Delta
 }
 
 // collectUsage is the Recorder's collector (see usage.Recorder.Collect). It
 // visits every live connection, which costs a few atomic swaps each; only
-// connections that did something reach the Recorder. On the first flush of
-// each minute every live connection also hands over its connected seconds
-// so far, so that a long-lived socket shows in the minute buckets while it
-// lives, not only when it closes: one write a minute per connected subject,
-// which the Recorder makes anyway for the subject's steady peak.
-func (g *Gateway) collectUsage(now time.Time) {
+// connections that did something reach the Recorder. Connected time is not
+// collected here: the Recorder keeps it per subject from the opens and
+// closes.
+func (g *Gateway) collectUsage(time.Time) {
 	uc := &g.usageColl
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
-	minute := now.UTC().Truncate(time.Minute)
-	newMinute := !minute.Equal(uc.lastMinute)
-	uc.lastMinute = minute
 	uc.buf = g.reg.snapshot(uc.buf[:0])
 	rec := g.cfg.Usage
 	for _, c := range uc.buf {
-		u := c.use
-		if u == nil {
+		if !c.counting {
 			continue
 		}
-		deltas := u.take(uc.deltas[:0])
-		if newMinute {
-			deltas = append(deltas, usage.Delta{Metric: usage.ConnectedSeconds, N: u.credit(now, false)})
-		}
+		deltas := c.use.take(uc.deltas[:0])
 		uc.deltas = deltas
 		busy := false
 		for _, d := range deltas {
@@ -261,7 +229,8 @@ func (g *Gateway) collectUsage(now time.Time) {
 			}
 		}
 		if busy {
-			rec.AddAll(deltas, u.subjects[:u.n]...)
+			s, n := c.subjects()
+			rec.AddAll(deltas, s[:n]...)
 		}
 	}
 	clear(uc.buf)

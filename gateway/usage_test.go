@@ -200,17 +200,15 @@ func TestUsageRefusals(t *testing.T) {
 	}
 }
 
-// Peaks are the most sockets at once; connected seconds reach the minute
-// buckets every minute while a socket lives, and the rest when it closes,
-// whole seconds in all.
+// Peaks are the most sockets at once; connected seconds are the sockets'
+// time open, handed over when the user's last socket closes (and at the
+// start of every hour), whole seconds in all.
 func TestUsagePeaksAndConnectedSeconds(t *testing.T) {
 	u := newUsageEnv(t, nil)
 	_, tok := u.session("alice")
 	a, _ := u.dial(bearer(tok), "")
 	b, _ := u.dial(bearer(tok), "")
 	c, _ := u.dial(bearer(tok), "")
-	_ = b
-	_ = c
 	_ = a.ws.Close()
 	alice := userSubject("alice")
 	// The close is handed to the Recorder after the registry forgets the
@@ -218,27 +216,20 @@ func TestUsagePeaksAndConnectedSeconds(t *testing.T) {
 	waitFor(t, "the close", func() bool { return u.rec.Live(alice) == 2 })
 	u.flushUntil(alice, map[string]int64{usage.PeakConnections: 3, usage.Connects: 3, usage.ConnectedSeconds: 0})
 
-	// A minute and a half later the two live sockets hand over 90 s each.
+	// A minute and a half later, within the hour, nothing is handed over.
 	u.clock.Advance(90 * time.Second)
 	if err := u.rec.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := u.hour(alice)[usage.ConnectedSeconds]; got != 180 {
-		t.Fatalf("connected seconds after 90 s = %d, want 180", got)
+	if got := u.hour(alice)[usage.ConnectedSeconds]; got != 0 {
+		t.Fatalf("connected seconds after 90 s = %d, want 0 until the hour ends or the sockets close", got)
 	}
-	// Within the same minute nothing more is credited.
+	// Closing the last two hands over their time: 2 × 100.5 s.
 	u.clock.Advance(10500 * time.Millisecond)
-	if err := u.rec.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got := u.hour(alice)[usage.ConnectedSeconds]; got != 180 {
-		t.Fatalf("connected seconds within the minute = %d, want 180", got)
-	}
-	// Closing hands over the remaining whole seconds: 10 each.
 	_ = b.ws.Close()
 	_ = c.ws.Close()
 	waitFor(t, "the closes", func() bool { return u.rec.Live(alice) == 0 })
-	u.flushUntil(alice, map[string]int64{usage.ConnectedSeconds: 200, usage.PeakConnections: 3})
+	u.flushUntil(alice, map[string]int64{usage.ConnectedSeconds: 201, usage.PeakConnections: 3})
 	minute := u.clock.Now()
 	pts, err := u.sink.Series(context.Background(), alice, minute, minute, usage.Minute)
 	if err != nil {
@@ -283,7 +274,7 @@ func TestUsageOneWritePerFlush(t *testing.T) {
 
 // The per-frame counting allocates nothing.
 func TestUsageCountingDoesNotAllocate(t *testing.T) {
-	c := &Conn{use: &connUsage{}}
+	c := &Conn{counting: true}
 	allocs := testing.AllocsPerRun(1000, func() {
 		c.countIn(42)
 		c.countOut(42)
@@ -306,7 +297,7 @@ func TestUsageCountingDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkUsageCountFrame(b *testing.B) {
-	c := &Conn{use: &connUsage{}}
+	c := &Conn{counting: true}
 	b.ReportAllocs()
 	for b.Loop() {
 		c.countIn(64)

@@ -43,25 +43,56 @@ func (u *Usage) topKey(kind, metric string, start time.Time) string {
 	return u.b.prefix + "ut:{" + kind + ":" + metric + "}:" + strconv.FormatInt(start.Unix(), 10)
 }
 
-// Write adds entries to the buckets of at in one pipelined round trip.
+// usageChunk bounds the entries one round trip of a Write carries: a flush
+// of any number of subjects is a few round trips, none of which grows with
+// the node's sockets.
+const usageChunk = 256
+
+// Write adds entries to the buckets of at (or of their own At), in round
+// trips of at most usageChunk scripts and then their ranking updates.
 func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	at = at.UTC()
-	hour := at.Truncate(time.Hour)
-	hourExpiry := hour.Add(usage.Hour.Retention()).UnixMilli()
-	var scripts []rueidis.LuaExec
+	ctx, cancel := u.b.opCtx(ctx)
+	defer cancel()
+	var failed []int
+	var first error
+	for lo := 0; lo < len(entries); lo += usageChunk {
+		hi := min(lo+usageChunk, len(entries))
+		f, err := u.writeChunk(ctx, at, entries[lo:hi])
+		for _, i := range f {
+			failed = append(failed, lo+i)
+		}
+		first = cmp.Or(first, err)
+	}
+	if len(failed) == len(entries) {
+		return u.b.fail("usage write", first)
+	}
+	if len(failed) > 0 {
+		return &usage.PartialError{Failed: failed, Err: u.b.fail("usage write", first)}
+	}
+	return nil
+}
+
+// writeChunk writes entries and returns the indexes of those whose script
+// failed, and the first failure.
+func (u *Usage) writeChunk(ctx context.Context, at time.Time, entries []usage.Entry) ([]int, error) {
+	scripts := make([]rueidis.LuaExec, 0, len(entries))
 	var cmds rueidis.Commands
-	rankings := map[string]struct{}{}
+	// rankings are the hour rankings touched, with their expiry (Unix ms).
+	rankings := map[string]int64{}
 	// off[i] is where the ranking commands of entries[i] start in cmds.
 	off := make([]int, len(entries)+1)
 	for i, e := range entries {
 		off[i] = len(cmds)
-		keys := make([]string, 0, len(usage.Steps))
-		args := make([]string, 0, len(usage.Steps)+1+2*len(e.Counts))
-		for _, st := range usage.Steps {
-			start := at.Truncate(time.Duration(st))
+		when := e.When(at).UTC()
+		hour := when.Truncate(time.Hour)
+		steps := e.Steps()
+		keys := make([]string, 0, len(steps))
+		args := make([]string, 0, len(steps)+1+2*len(e.Counts))
+		for _, st := range steps {
+			start := when.Truncate(time.Duration(st))
 			keys = append(keys, u.usageKey(e.Subject, st, start))
 			args = append(args, strconv.FormatInt(start.Add(st.Retention()).UnixMilli(), 10))
 		}
@@ -73,18 +104,11 @@ func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) 
 			args = append(args, m, strconv.FormatInt(n, 10))
 			tk := u.topKey(e.Subject.Kind, m, hour)
 			cmds = append(cmds, u.b.client.B().Zincrby().Key(tk).Increment(float64(n)).Member(e.Subject.ID).Build())
-			rankings[tk] = struct{}{}
+			rankings[tk] = hour.Add(usage.Hour.Retention()).UnixMilli()
 		}
 		scripts = append(scripts, rueidis.LuaExec{Keys: keys, Args: args})
 	}
 	off[len(entries)] = len(cmds)
-	// One expiry per ranking touched, not one per subject.
-	expiries := make(rueidis.Commands, 0, len(rankings))
-	for tk := range rankings {
-		expiries = append(expiries, u.b.client.B().Pexpireat().Key(tk).MillisecondsTimestamp(hourExpiry).Build())
-	}
-	ctx, cancel := u.b.opCtx(ctx)
-	defer cancel()
 	// Scripts first: a crash between the two leaves the series exact and
 	// only the ranking short. Entries whose script failed are named in a
 	// usage.PartialError, so that the Recorder writes only those again.
@@ -97,7 +121,7 @@ func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) 
 		}
 	}
 	if len(failed) == len(entries) {
-		return u.b.fail("usage write", first)
+		return failed, first
 	}
 	if len(failed) > 0 {
 		// Rank only what was stored: the rest comes again.
@@ -113,7 +137,11 @@ func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) 
 		cmds = kept
 	}
 	if len(cmds) > 0 {
-		for _, res := range u.b.client.DoMulti(ctx, append(cmds, expiries...)...) {
+		// One expiry per ranking touched, not one per subject.
+		for tk, exp := range rankings {
+			cmds = append(cmds, u.b.client.B().Pexpireat().Key(tk).MillisecondsTimestamp(exp).Build())
+		}
+		for _, res := range u.b.client.DoMulti(ctx, cmds...) {
 			if err := res.Error(); err != nil {
 				// The series are written: failing the write would have
 				// them written twice. This flush's ranking stays short.
@@ -122,10 +150,7 @@ func (u *Usage) Write(ctx context.Context, at time.Time, entries []usage.Entry) 
 			}
 		}
 	}
-	if len(failed) > 0 {
-		return &usage.PartialError{Failed: failed, Err: u.b.fail("usage write", first)}
-	}
-	return nil
+	return failed, first
 }
 
 // Series returns the subject's buckets from from to to.
@@ -182,13 +207,15 @@ func (u *Usage) Top(ctx context.Context, kind, metric string, window time.Durati
 	return usage.Rank(sums, limit), nil
 }
 
-// luaUsageAdd: KEYS the minute, hour and day buckets of one subject. ARGV
-// their expiries (Unix ms), the peak, then metric/count pairs. Counts are
-// added; the peak field keeps the maximum.
+// luaUsageAdd: KEYS the buckets of one subject (its minute, hour and day
+// buckets, or its minute bucket alone). ARGV their expiries (Unix ms), the
+// peak, then metric/count pairs. Counts are added; the peak field keeps the
+// maximum.
 const luaUsageAdd = `
-local peak = tonumber(ARGV[4])
-for i = 1, #KEYS do
-  for j = 5, #ARGV, 2 do
+local n = #KEYS
+local peak = tonumber(ARGV[n + 1])
+for i = 1, n do
+  for j = n + 2, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[i], ARGV[j], ARGV[j + 1])
   end
   if peak > 0 then

@@ -45,8 +45,9 @@ func (m *Memory) Write(_ context.Context, at time.Time, entries []Entry) error {
 		m.buckets = make(map[bucketKey]map[string]int64)
 	}
 	for _, e := range entries {
-		for _, st := range Steps {
-			k := bucketKey{e.Subject, st, at.UTC().Truncate(time.Duration(st)).Unix()}
+		when := e.When(at).UTC()
+		for _, st := range e.Steps() {
+			k := bucketKey{e.Subject, st, when.Truncate(time.Duration(st)).Unix()}
 			b := m.buckets[k]
 			if b == nil {
 				b = make(map[string]int64, len(e.Counts)+1)

@@ -5,8 +5,10 @@
 // A [Recorder] aggregates in memory on each node (an Add is a map update
 // under a mutex, no I/O) and hands its totals to a [Sink] once per flush
 // interval, in one batch whatever the traffic: idle subjects cost nothing,
-// and a crash loses at most one interval. The redis package implements Sink
-// and [Source] on the Redis the cluster already runs.
+// connected but quiet ones a small write a minute, and a crash loses at most
+// one interval of counts (and the connected time of the hour under way). The
+// redis package implements Sink and [Source] on the Redis the cluster
+// already runs.
 package usage
 
 import (
@@ -61,6 +63,29 @@ type Entry struct {
 	Subject Subject
 	Counts  map[string]int64
 	Peak    int64
+	// At, when set, is the time whose buckets the entry goes to instead of
+	// the Write's: connected time handed over for the hour that ended.
+	At time.Time
+	// MinuteOnly marks the steady peak of a subject that did nothing else
+	// since its last write: it goes to the minute bucket alone (its hour and
+	// day buckets hold that peak already). Its Counts are empty.
+	MinuteOnly bool
+}
+
+// When returns the time whose buckets e goes to, given the Write's at.
+func (e *Entry) When(at time.Time) time.Time {
+	if !e.At.IsZero() {
+		return e.At
+	}
+	return at
+}
+
+// Steps returns the bucket widths e goes to.
+func (e *Entry) Steps() []Step {
+	if e.MinuteOnly {
+		return Steps[:1]
+	}
+	return Steps
 }
 
 // Sink stores flushed entries, adding them to the buckets of at.
@@ -209,12 +234,80 @@ type Recorder struct {
 	pending map[Subject]*Entry
 	// inflight is the batch a Flush is writing, until it is written or put
 	// back into pending.
-	inflight   map[Subject]*Entry
-	live       map[Subject]int64
-	lastMinute time.Time // the minute of the last flush
+	inflight map[Subject]*Entry
+	live     map[Subject]liveSubject
+	// spread is the part of every minute over which quiet subjects'
+	// steady writes are spread (see phaseOf): a flush must come after the
+	// last point within the minute.
+	spread time.Duration
+	// lastSlot is the point of the minute steadyLocked last visited the
+	// live subjects at.
+	lastSlot int64
 	// totals are the sums of every count added since the Recorder was
 	// made, by kind of subject and metric, for Prometheus.
 	totals map[string]map[string]int64
+}
+
+// liveSubject is what a Recorder keeps of a subject with sockets open on
+// its node: their number, their connected time not yet handed over, and
+// which buckets last received its peak. 40 bytes, once per subject, not
+// per socket.
+type liveSubject struct {
+	n int32 // sockets open
+	// phase is how far into every minute (ms) the subject's steady write
+	// is due, so that a node's quiet subjects are written a few at each
+	// flush, not all at the first flush of the minute.
+	phase int32
+	// acc is the socket-time (ns) not handed over yet, brought up to date
+	// at since (Unix ns).
+	since, acc int64
+	// peakMinute and peakHour are the minute and the hour (Unix minutes of
+	// their start) whose buckets last received the subject's peak;
+	// creditHour is the hour up to whose start its connected time was
+	// handed over.
+	peakMinute, peakHour, creditHour int32
+}
+
+// accrue brings the socket-time up to t (Unix ns).
+func (l *liveSubject) accrue(t int64) {
+	if t > l.since {
+		l.acc += int64(l.n) * (t - l.since)
+		l.since = t
+	}
+}
+
+// takeSeconds hands over the whole seconds of socket-time accrued, keeping
+// the fraction for the next hand-over.
+func (l *liveSubject) takeSeconds() int64 {
+	secs := l.acc / int64(time.Second)
+	l.acc -= secs * int64(time.Second)
+	return secs
+}
+
+// unixMinute is the minute of t, in minutes since the Unix epoch.
+func unixMinute(t time.Time) int32 { return int32(t.Unix() / 60) }
+
+// steadySlots is how many points of a minute the steady writes of quiet
+// subjects are spread over. Each point costs Redis a few round trips of its
+// own, so a point per flush (60 a minute) would cost more round trips than
+// it saves in burst size; six keep each burst to a sixth of the subjects.
+const steadySlots = 6
+
+// phaseOf spreads subjects over steadySlots points of the first spread of
+// every minute, by a hash of the subject (FNV-1a): the same subject always
+// at the same point.
+func (r *Recorder) phaseOf(s Subject) int32 {
+	if r.spread <= 0 {
+		return 0
+	}
+	h := uint64(14695981039346656037)
+	for _, str := range [2]string{s.Kind, s.ID} {
+		for i := 0; i < len(str); i++ {
+			h ^= uint64(str[i])
+			h *= 1099511628211
+		}
+	}
+	return int32(h % steadySlots * uint64(r.spread/steadySlots/time.Millisecond))
 }
 
 // Delta is one metric's increment, for AddAll.
@@ -238,10 +331,13 @@ func (r *Recorder) Interval() time.Duration { return r.interval }
 // NewRecorder returns a Recorder that flushes to sink.
 func NewRecorder(sink Sink, o RecorderOptions) *Recorder {
 	r := &Recorder{sink: sink, interval: o.FlushInterval, log: o.Logger, now: o.Now,
-		pending: make(map[Subject]*Entry), live: make(map[Subject]int64), totals: make(map[string]map[string]int64)}
+		pending: make(map[Subject]*Entry), live: make(map[Subject]liveSubject), totals: make(map[string]map[string]int64)}
 	if r.interval <= 0 {
 		r.interval = DefaultFlushInterval
 	}
+	// A subject's steady write is due at its phase and made by the first
+	// flush past it, which must come within the minute.
+	r.spread = max(time.Minute-r.interval, 0)
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -254,7 +350,7 @@ func NewRecorder(sink Sink, o RecorderOptions) *Recorder {
 func (r *Recorder) entry(s Subject) *Entry {
 	e := r.pending[s]
 	if e == nil {
-		e = &Entry{Subject: s, Counts: make(map[string]int64, 4), Peak: r.live[s]}
+		e = &Entry{Subject: s, Counts: make(map[string]int64, 4), Peak: int64(r.live[s].n)}
 		r.pending[s] = e
 	}
 	return e
@@ -329,34 +425,105 @@ func (r *Recorder) Collect(f func(now time.Time)) {
 func (r *Recorder) Live(s Subject) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.live[s]
+	return int64(r.live[s].n)
 }
 
 // Connected records a socket opening (delta +1) or closing (-1) for each
-// subject, for the peak of concurrent sockets.
+// subject, for the peak of concurrent sockets and their connected time: a
+// subject's connected seconds are its sockets' time open, handed over at
+// the start of every hour (for the hour that ended) and when its last
+// socket on this node closes, in whole seconds (the fraction left then is
+// dropped).
 func (r *Recorder) Connected(delta int64, subjects ...Subject) {
+	now := r.now()
+	t := now.UnixNano()
 	r.mu.Lock()
 	for _, s := range subjects {
-		n := max(r.live[s]+delta, 0)
-		if n == 0 {
-			delete(r.live, s)
-		} else {
-			r.live[s] = n
+		l, ok := r.live[s]
+		if !ok {
+			hour := unixMinute(now)
+			hour -= hour % 60
+			l = liveSubject{phase: r.phaseOf(s), since: t, peakMinute: -1, peakHour: -1, creditHour: hour}
 		}
-		if e := r.entry(s); n > e.Peak {
-			e.Peak = n
+		l.accrue(t)
+		before := int64(l.n)
+		n := max(before+delta, 0)
+		l.n = int32(n)
+		e := r.entry(s)
+		// The bucket of this moment saw the count before the change too.
+		e.Peak = max(e.Peak, before, n)
+		if n > 0 {
+			r.live[s] = l
+			continue
+		}
+		delete(r.live, s)
+		if secs := l.takeSeconds(); secs > 0 {
+			e.Counts[ConnectedSeconds] += secs
+			r.totalLocked(s.Kind)[ConnectedSeconds] += secs
 		}
 	}
 	r.mu.Unlock()
+}
+
+// steadyLocked adds to entries what the live subjects owe at now: at the
+// first flush past its phase in every hour, a subject hands over the
+// connected time of the hour that ended, in that hour's buckets; and at
+// the first flush past its phase in every minute, a subject not written in
+// that minute (see Flush) writes its steady count, to the minute bucket
+// only unless the hour's buckets lack it too. So a quiet subject costs one
+// small write a minute and one more an hour, spread over the minute.
+func (r *Recorder) steadyLocked(now time.Time, entries []Entry) []Entry {
+	minute := unixMinute(now)
+	hour := minute - minute%60
+	into := now.Sub(time.Unix(int64(minute)*60, 0))
+	hourStart := time.Unix(int64(hour)*60, 0)
+	// Phases fall on steadySlots points of the minute: nothing new can be
+	// due until the next one, so the live subjects are visited six times a
+	// minute, not at every flush. (A subject that opens in between is
+	// written by its connect, in that minute.)
+	slot := int64(minute) * (steadySlots + 1)
+	if r.spread > 0 {
+		slot += min(int64(into/(r.spread/steadySlots)), steadySlots)
+	}
+	if slot == r.lastSlot {
+		return entries
+	}
+	r.lastSlot = slot
+	for s, l := range r.live {
+		due := into >= time.Duration(l.phase)*time.Millisecond
+		changed := false
+		if l.creditHour < hour && (due || minute > hour) {
+			l.accrue(hourStart.UnixNano())
+			l.creditHour = hour
+			changed = true
+			if secs := l.takeSeconds(); secs > 0 {
+				r.totalLocked(s.Kind)[ConnectedSeconds] += secs
+				// The last moment of the hour that ended: its buckets.
+				entries = append(entries, Entry{Subject: s, Counts: map[string]int64{ConnectedSeconds: secs},
+					Peak: int64(l.n), At: hourStart.Add(-time.Millisecond)})
+			}
+		}
+		if l.peakMinute < minute && due {
+			entries = append(entries, Entry{Subject: s, Peak: int64(l.n), MinuteOnly: l.peakHour == hour})
+			l.peakMinute, l.peakHour = minute, hour
+			changed = true
+		}
+		if changed {
+			r.live[s] = l
+		}
+	}
+	return entries
 }
 
 // Flush hands what was counted since the last flush to the sink, in one
 // Write; concurrent calls take turns. On failure the counts are kept for the next flush, so a Redis
 // outage delays usage but loses none of it (while the node lives).
 //
-// The first flush of each minute also carries the number of sockets every
-// connected subject holds, so that the peak of a quiet minute is its
-// steady count: that costs one write a minute per connected subject.
+// A subject written in this flush has its peak in the buckets of the
+// minute. Quiet connected subjects are written as steadyLocked says: their
+// steady count once a minute (so that the peak of a quiet minute is its
+// steady count) and their connected time once an hour, each at its own
+// point in the minute.
 func (r *Recorder) Flush(ctx context.Context) error {
 	r.fmu.Lock()
 	defer r.fmu.Unlock()
@@ -368,24 +535,28 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		f(now)
 	}
 	r.mu.Lock()
-	if minute := now.UTC().Truncate(time.Minute); !minute.Equal(r.lastMinute) {
-		r.lastMinute = minute
-		for s := range r.live {
-			r.entry(s)
+	minute := unixMinute(now)
+	var entries []Entry
+	for s, e := range r.pending {
+		if l, ok := r.live[s]; ok {
+			// The entry carries the subject's peak into this minute's
+			// buckets.
+			l.peakMinute, l.peakHour = minute, minute-minute%60
+			r.live[s] = l
 		}
+		entries = append(entries, *e)
 	}
-	if len(r.pending) == 0 {
+	entries = r.steadyLocked(now, entries)
+	if len(entries) == 0 {
 		r.mu.Unlock()
 		return nil
 	}
 	batch := r.pending
-	r.pending = make(map[Subject]*Entry, len(batch))
+	// Not sized like the batch: after a burst of connects the next batches
+	// are small, and a map keeps the room it was made with.
+	r.pending = make(map[Subject]*Entry)
 	r.inflight = batch
 	r.mu.Unlock()
-	entries := make([]Entry, 0, len(batch))
-	for _, e := range batch {
-		entries = append(entries, *e)
-	}
 	err := r.sink.Write(ctx, now, entries)
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -3,6 +3,7 @@ package usage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -122,15 +123,125 @@ func TestRecorderPeaksAndQuietMinutes(t *testing.T) {
 	if err := r.Flush(context.Background()); err != nil || s.count() != 1 {
 		t.Fatalf("a quiet flush within the minute wrote (%d writes, %v)", s.count(), err)
 	}
-	// The next minute carries the steady count of the two open sockets.
+	// Within the next minute, by the flush at its end at the latest, the
+	// subject writes the steady count of its two open sockets to that
+	// minute's bucket alone: the hour's and the day's have it already.
 	mu.Lock()
-	now = now.Add(time.Minute)
+	now = now.Truncate(time.Minute).Add(time.Minute + 59*time.Second)
 	mu.Unlock()
 	if err := r.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if s.count() != 2 || s.last()[key].Peak != 2 {
-		t.Fatalf("the first flush of a minute wrote %d times, peak %+v; want the steady 2", s.count(), s.last()[key])
+	if e := s.last()[key]; s.count() != 2 || e.Peak != 2 || !e.MinuteOnly || len(e.Counts) != 0 {
+		t.Fatalf("a quiet minute wrote %d times, %+v; want one steady write of 2 to the minute bucket", s.count(), e)
+	}
+	if err := r.Flush(context.Background()); err != nil || s.count() != 2 {
+		t.Fatalf("a second quiet flush in the minute wrote (%d writes, %v)", s.count(), err)
+	}
+}
+
+// A quiet subject's steady writes are spread over the minute: each subject
+// is written once a minute, at one of a few points, not all at the first
+// flush.
+func TestRecorderSpreadsSteadyWrites(t *testing.T) {
+	s := &sink{}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	r := usage.NewRecorder(s, usage.RecorderOptions{Now: func() time.Time { return now }})
+	const n = 600
+	for i := range n {
+		r.Connected(1, usage.Subject{Kind: usage.KindUser, ID: fmt.Sprint("u", i)})
+	}
+	if err := r.Flush(context.Background()); err != nil || s.count() != 1 {
+		t.Fatalf("the connects were not written in one flush: %d writes, %v", s.count(), err)
+	}
+	now = now.Add(time.Minute)
+	written := map[usage.Subject]int{}
+	most := 0
+	for range 60 {
+		before := s.count()
+		if err := r.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if s.count() > before {
+			batch := s.last()
+			most = max(most, len(batch))
+			for sub, e := range batch {
+				if e.Peak != 1 || !e.MinuteOnly {
+					t.Fatalf("steady write %+v", e)
+				}
+				written[sub]++
+			}
+		}
+		now = now.Add(time.Second)
+	}
+	if len(written) != n {
+		t.Fatalf("%d of %d subjects written in the minute", len(written), n)
+	}
+	for sub, k := range written {
+		if k != 1 {
+			t.Fatalf("%v written %d times in one minute", sub, k)
+		}
+	}
+	// Six points a minute: a sixth each, give or take the hash.
+	if most > n/4 {
+		t.Fatalf("one flush wrote %d of %d quiet subjects: not spread", most, n)
+	}
+}
+
+// Connected time is handed over once an hour, into the buckets of the hour
+// that ended, and when the subject's last socket closes; the first steady
+// write of an hour also gives the new hour's buckets their peak.
+func TestRecorderConnectedTimeHourly(t *testing.T) {
+	s := &sink{}
+	now := time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)
+	r := usage.NewRecorder(s, usage.RecorderOptions{Now: func() time.Time { return now }})
+	r.Connected(1, key)
+	r.Connected(1, key)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if e := s.last()[key]; e.Counts[usage.ConnectedSeconds] != 0 || e.Peak != 2 {
+		t.Fatalf("connect flushed %+v", e)
+	}
+	// At the end of the first minute of the next hour the subject has
+	// handed over the hour that ended and written its peak to the new
+	// hour's buckets.
+	now = time.Date(2026, 3, 1, 13, 0, 59, 0, time.UTC)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var handed, steady *usage.Entry
+	for _, e := range s.writes[len(s.writes)-1] {
+		if e.Subject != key {
+			continue
+		}
+		if e.At.IsZero() {
+			steady = &e
+		} else {
+			handed = &e
+		}
+	}
+	if handed == nil || handed.Counts[usage.ConnectedSeconds] != 2*(3600-10) || !handed.At.Equal(time.Date(2026, 3, 1, 12, 59, 59, 999e6, time.UTC)) {
+		t.Fatalf("hand-over %+v; want 7180 s in the buckets of 12:59:59.999", handed)
+	}
+	if steady == nil || steady.MinuteOnly || steady.Peak != 2 {
+		t.Fatalf("first steady write of the hour %+v; want the peak in every bucket", steady)
+	}
+	// The close hands over the rest: 2 × 600.5 s.
+	now = time.Date(2026, 3, 1, 13, 10, 0, 5e8, time.UTC)
+	r.Connected(-1, key)
+	r.Connected(-1, key)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if e := s.last()[key]; e.Counts[usage.ConnectedSeconds] != 1201 || e.Peak != 2 {
+		t.Fatalf("close flushed %+v; want 1201 s and the peak of 2", e)
+	}
+	if got := r.Totals(usage.KindKey)[usage.ConnectedSeconds]; got != 7180+1201 {
+		t.Fatalf("total connected seconds %d", got)
+	}
+	if r.Live(key) != 0 {
+		t.Fatal("the subject is still live")
 	}
 }
 

@@ -29,6 +29,7 @@ func Run(t *testing.T, newStore NewFunc) {
 	}{
 		{"SumsPerBucket", testSums},
 		{"PeakIsAMaximum", testPeak},
+		{"MinuteOnlyAndAt", testMinuteOnlyAndAt},
 		{"EmptyBucketsIncluded", testEmpty},
 		{"Top", testTop},
 		{"BadQueries", testBad},
@@ -98,6 +99,29 @@ func testPeak(t *testing.T, st Store, now time.Time) {
 	}
 	if pts := series(t, st, key1, now, now, usage.Hour); pts[0].Counts[usage.PeakConnections] != 8 {
 		t.Fatalf("hour peak = %d, want 8", pts[0].Counts[usage.PeakConnections])
+	}
+}
+
+// A MinuteOnly entry reaches the minute bucket alone; an entry with At goes
+// to the buckets of At, and its counts to the ranking of At's hour.
+func testMinuteOnlyAndAt(t *testing.T, st Store, now time.Time) {
+	write(t, st, now,
+		usage.Entry{Subject: alice, Peak: 4, MinuteOnly: true},
+		usage.Entry{Subject: key1, Counts: map[string]int64{usage.ConnectedSeconds: 90}, Peak: 1, At: now.Add(-time.Hour)})
+	if p := series(t, st, alice, now, now, usage.Minute); p[0].Counts[usage.PeakConnections] != 4 {
+		t.Fatalf("minute bucket of a MinuteOnly entry = %v", p[0].Counts)
+	}
+	for _, step := range []usage.Step{usage.Hour, usage.Day} {
+		if p := series(t, st, alice, now, now, step); len(p[0].Counts) != 0 {
+			t.Fatalf("%s bucket of a MinuteOnly entry = %v, want empty", step, p[0].Counts)
+		}
+	}
+	if p := series(t, st, key1, now.Add(-time.Hour), now, usage.Hour); p[0].Counts[usage.ConnectedSeconds] != 90 || len(p[1].Counts) != 0 {
+		t.Fatalf("hour buckets of an entry with At = %+v", p)
+	}
+	top, err := st.Top(bg, usage.KindKey, usage.ConnectedSeconds, 2*time.Hour, 10)
+	if err != nil || len(top) != 1 || top[0] != (usage.Ranked{ID: key1.ID, Value: 90}) {
+		t.Fatalf("Top = %v, %v", top, err)
 	}
 }
 
