@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// EventType names what happened to a session or an API key. Each type has
-// its own pub/sub channel (see Channel).
+// EventType names what happened to a session or an API key. It travels
+// with the event; which channel carries it is the bus's business.
 type EventType string
 
 // Event types.
@@ -28,27 +28,14 @@ const (
 	EventKeyExpired EventType = "apikey_expired"
 )
 
-// Channel returns the pub/sub channel name of t, without any prefix.
-func (t EventType) Channel() string {
+// Known reports whether t is one of EventTypes.
+func (t EventType) Known() bool {
 	switch t {
-	case EventCreated:
-		return "session:created"
-	case EventUpdated:
-		return "session:updates"
-	case EventDeleted:
-		return "session:deleted"
-	case EventExpired:
-		return "session:expired"
-	case EventMessage:
-		return "session:messages"
-	case EventKeyUpdated:
-		return "apikey:updated"
-	case EventKeyDeleted:
-		return "apikey:deleted"
-	case EventKeyExpired:
-		return "apikey:expired"
+	case EventCreated, EventUpdated, EventDeleted, EventExpired, EventMessage,
+		EventKeyUpdated, EventKeyDeleted, EventKeyExpired:
+		return true
 	}
-	return ""
+	return false
 }
 
 // IsKey reports whether t is an API key event.
@@ -56,7 +43,7 @@ func (t EventType) IsKey() bool {
 	return t == EventKeyUpdated || t == EventKeyDeleted || t == EventKeyExpired
 }
 
-// EventTypes lists every event type, in channel subscription order.
+// EventTypes lists every event type.
 var EventTypes = []EventType{
 	EventCreated, EventUpdated, EventDeleted, EventExpired, EventMessage,
 	EventKeyUpdated, EventKeyDeleted, EventKeyExpired,

@@ -9,27 +9,19 @@ import (
 	"github.com/sessionbridge/sessionbridge"
 )
 
-func TestEventChannels(t *testing.T) {
-	want := map[sessionbridge.EventType]string{
-		sessionbridge.EventCreated:    "session:created",
-		sessionbridge.EventUpdated:    "session:updates",
-		sessionbridge.EventDeleted:    "session:deleted",
-		sessionbridge.EventExpired:    "session:expired",
-		sessionbridge.EventMessage:    "session:messages",
-		sessionbridge.EventKeyUpdated: "apikey:updated",
-		sessionbridge.EventKeyDeleted: "apikey:deleted",
-		sessionbridge.EventKeyExpired: "apikey:expired",
-	}
-	if len(sessionbridge.EventTypes) != len(want) {
-		t.Fatalf("EventTypes has %d types, want %d", len(sessionbridge.EventTypes), len(want))
+func TestEventTypesKnown(t *testing.T) {
+	if len(sessionbridge.EventTypes) != 8 {
+		t.Fatalf("EventTypes has %d types, want 8", len(sessionbridge.EventTypes))
 	}
 	for _, typ := range sessionbridge.EventTypes {
-		if got := typ.Channel(); got != want[typ] {
-			t.Errorf("%s.Channel() = %q, want %q", typ, got, want[typ])
+		if !typ.Known() {
+			t.Errorf("%s is not Known", typ)
 		}
 	}
-	if got := sessionbridge.EventType("bogus").Channel(); got != "" {
-		t.Errorf("unknown type's channel = %q, want empty", got)
+	for _, typ := range []sessionbridge.EventType{"", "bogus", "Updated", "session:updates"} {
+		if typ.Known() {
+			t.Errorf("%q is Known", typ)
+		}
 	}
 }
 

@@ -47,7 +47,7 @@ type subscriber struct {
 // for delivery. It rejects an event whose Type is not one of
 // sessionbridge.EventTypes, as a networked bus could not route it.
 func (b *Bus) Publish(ctx context.Context, ev sessionbridge.Event) error {
-	if ev.Type.Channel() == "" {
+	if !ev.Type.Known() {
 		return fmt.Errorf("memory: publish: unknown event type %q", ev.Type)
 	}
 	b.mu.RLock()

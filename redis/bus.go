@@ -54,7 +54,7 @@ func (bus *Bus) Publish(ctx context.Context, ev sessionbridge.Event) error {
 	}
 	var cmd rueidis.Completed
 	switch {
-	case ev.Type.Channel() == "":
+	case !ev.Type.Known():
 		return fmt.Errorf("redis: publish: unknown event type %q", ev.Type)
 	case ev.Type.IsKey():
 		cmd = b.client.B().Publish().Channel(b.channel(ev.Type)).Message(payload).Build()

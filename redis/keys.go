@@ -64,11 +64,15 @@ func (b *Backend) topicChannel(t sessionbridge.Topic) string {
 // channel is the broadcast channel of an API key event type: every node
 // receives those (see docs/redis.md).
 func (b *Backend) channel(t sessionbridge.EventType) string {
-	c := t.Channel()
-	if c == "" {
-		return ""
+	switch t {
+	case sessionbridge.EventKeyUpdated:
+		return b.prefix + "apikey:updated"
+	case sessionbridge.EventKeyDeleted:
+		return b.prefix + "apikey:deleted"
+	case sessionbridge.EventKeyExpired:
+		return b.prefix + "apikey:expired"
 	}
-	return b.prefix + c
+	return ""
 }
 
 // shards lists the 256 shard names, "00" to "ff".

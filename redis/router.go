@@ -517,7 +517,7 @@ func (r *router) receive(m rueidis.PubSubMessage) {
 	// Strict like every input; unknown members are skipped, so that a newer
 	// node's events still decode.
 	err := strictjson.DecodeOpen([]byte(m.Message), &te)
-	if err == nil && (te.Type == "" || te.Type.IsKey() || te.Type.Channel() == "") {
+	if err == nil && (!te.Type.Known() || te.Type.IsKey()) {
 		err = fmt.Errorf("unexpected event type %q", te.Type)
 	}
 	var handlers []*delivery
