@@ -283,6 +283,12 @@ func measureIdleSockets(b *testing.B, n int, configure func(*Config)) (perSocket
 	if g.Len() != n {
 		b.Fatalf("%d live connections, want %d", g.Len(), n)
 	}
+	// An idle socket is one idle for longer than idleLinger: its read loop
+	// has handed it to the idle poller by then (where there is one).
+	deadline := time.Now().Add(idleLinger + 10*time.Second)
+	for g.parkedSockets() < n && g.idle.Load() != nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if cfg.Usage != nil {
 		// Connects and peaks wait in the Recorder until its next flush (a
 		// second in a server); an idle socket's cost is what stays after.

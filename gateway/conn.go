@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"reflect"
 	"slices"
 	"sync"
@@ -61,9 +62,10 @@ func (l *queueLoad) add(b []byte) {
 // Conn is one authenticated WebSocket connection. Handlers receive it; its
 // accessors are safe for concurrent use.
 //
-// A Conn holds no goroutine while idle but its read loop: outgoing frames go
-// to a bounded queue that a writer goroutine, started on demand, drains and
-// then exits.
+// A Conn holds no goroutine while idle on Linux (its socket waits in the
+// gateway's idle poller; elsewhere its read loop waits), and outgoing frames
+// go to a bounded queue that a writer goroutine, started on demand, drains
+// and then exits.
 type Conn struct {
 	g  *Gateway
 	ws *websocket.Conn
@@ -71,10 +73,20 @@ type Conn struct {
 	// transport allows parking the read loop outside the reader (see
 	// waitReadable); rc is nil otherwise. While parked, br lends its buffer
 	// back (see readbuf.go).
-	br    *bufio.Reader
-	rc    syscall.RawConn
-	id    string
-	entry *sessionEntry // nil for a connection bound to no session
+	br *bufio.Reader
+	rc syscall.RawConn
+	// fd is rc's descriptor (-1 without rc), parked tells whether the
+	// socket waits in the gateway's idle poller without a goroutine, and
+	// deadline is its read deadline (Unix ns), which the pinger checks
+	// for a parked socket.
+	fd       int32
+	parked   atomic.Bool
+	deadline atomic.Int64
+	// ctx and cancel are the handlers' context (see handlerCtx).
+	ctx    context.Context
+	cancel context.CancelFunc
+	id     string
+	entry  *sessionEntry // nil for a connection bound to no session
 	// kentry is the API key's entry, for a connection opened with a key.
 	kentry *keyEntry
 	// use counts what the connection does for usage, when counting (usage
@@ -432,13 +444,27 @@ func (c *Conn) writeClose(code int, reason string) {
 		return
 	}
 	c.mu.Lock()
-	_ = c.ws.SetReadDeadline(now.Add(closeGrace))
+	c.setReadDeadline(now.Add(closeGrace))
 	c.mu.Unlock()
+	if idle := c.g.idle.Load(); idle != nil {
+		// A parked socket has no goroutine for the deadline to stop: wake
+		// it when the grace ends, to read what came or give up.
+		time.AfterFunc(closeGrace, func() { idle.wake(c) })
+	}
+}
+
+// setReadDeadline sets the socket's read deadline and notes it for the
+// pinger, which wakes a parked socket whose deadline passed.
+func (c *Conn) setReadDeadline(t time.Time) {
+	c.deadline.Store(t.UnixNano())
+	_ = c.ws.SetReadDeadline(t)
 }
 
 // abort drops the TCP connection without a close handshake.
 func (c *Conn) abort() {
 	_ = c.ws.NetConn().Close()
+	// A parked socket has no goroutine to see the close.
+	c.g.idle.Load().wake(c)
 }
 
 // ping sends a keepalive ping control frame unless the connection is closing
@@ -446,6 +472,12 @@ func (c *Conn) abort() {
 // socket (a busy writer that stalls is cut by its write timeout), and the
 // next tick pings again.
 func (c *Conn) ping(deadline time.Time) {
+	if c.parked.Load() && c.g.realNow().UnixNano() >= c.deadline.Load() {
+		// Its peer stopped answering: the woken read loop finds the
+		// deadline passed and closes the connection.
+		c.g.idle.Load().wake(c)
+		return
+	}
 	c.mu.Lock()
 	skip := c.closing || c.closed || c.held || c.writing
 	c.mu.Unlock()
@@ -458,44 +490,103 @@ func (c *Conn) ping(deadline time.Time) {
 }
 
 // readLoop reads frames until the connection ends, then unregisters it. It
-// is the connection's only long-lived goroutine.
-func (c *Conn) readLoop(parent context.Context) {
-	defer c.g.wg.Done()
-	// The handlers' context is made on the first frame, so that an idle
-	// socket does not pay for it.
-	var lc lazyCtx
-	defer lc.stop()
+// is the connection's only long-lived goroutine, and on Linux it does not
+// live while the socket is idle: it parks the socket in the gateway's
+// idlePoller and ends, and resume starts it again when data arrives.
+func (c *Conn) readLoop() {
 	g := c.g
 	ws := c.ws
 	ws.SetReadLimit(g.readLimit)
-	extend := func() { _ = ws.SetReadDeadline(g.realNow().Add(g.pongTimeout)) }
 	// The connection may already be closing (revoked or shut down before this
 	// goroutine ran); its close handshake deadline must stand.
-	c.extendUnlessClosing(extend)
+	c.extendUnlessClosing()
 	ws.SetPongHandler(func(string) error {
-		c.extendUnlessClosing(extend)
+		c.extendUnlessClosing()
 		return nil
 	})
 	ws.SetPingHandler(func(data string) error {
-		c.extendUnlessClosing(extend)
+		c.extendUnlessClosing()
 		err := ws.WriteControl(websocket.PongMessage, []byte(data), g.realNow().Add(g.writeTimeout))
 		if errors.Is(err, websocket.ErrCloseSent) {
 			return nil
 		}
 		return err
 	})
+	c.readFrames(false)
+}
+
+// idleLinger is how long a read loop waits for the next frame in its own
+// goroutine before it hands its socket to the idle poller: a socket in use
+// keeps its goroutine (waking one from the poller costs some 15 µs), and a
+// socket that only answers a ping every 30 s holds one for 2 s of them.
+const idleLinger = 2 * time.Second
+
+// waitIdle waits until the socket is readable (or fails, or its read
+// deadline passes). Where there is an idle poller, it waits up to idleLinger
+// in this goroutine and then hands the socket to the poller: parked reports
+// that it did, and the goroutine must end.
+func (c *Conn) waitIdle() (parked bool, err error) {
+	idle := c.g.idle.Load()
+	if idle == nil {
+		return false, waitReadable(c.rc)
+	}
+	until := c.g.realNow().Add(idleLinger)
+	nc := c.ws.NetConn()
+	// The linger shortens the read deadline, never lengthens it; both
+	// changes happen under c.mu, like every other change of it, and the
+	// restore takes the deadline as it is then (a close may have set its
+	// own meanwhile).
+	c.mu.Lock()
+	if until.UnixNano() >= c.deadline.Load() {
+		c.mu.Unlock()
+		return false, waitReadable(c.rc)
+	}
+	_ = nc.SetReadDeadline(until)
+	c.mu.Unlock()
+	err = waitReadable(c.rc)
+	c.mu.Lock()
+	d := c.deadline.Load()
+	_ = nc.SetReadDeadline(time.Unix(0, d))
+	c.mu.Unlock()
+	if !errors.Is(err, os.ErrDeadlineExceeded) || c.g.realNow().UnixNano() >= d {
+		// Readable, or failed, or the real deadline passed: the reader
+		// sees which.
+		return false, nil
+	}
+	if idle.park(c) {
+		return true, nil
+	}
+	return false, waitReadable(c.rc)
+}
+
+// resume runs the read loop of a socket woken from the idle poller.
+func (c *Conn) resume() {
+	lendReadBuffer(c.br, c.ws.NetConn())
+	c.readFrames(true)
+}
+
+// readFrames reads and handles frames. Woken, it reads at once: the socket
+// was readable (or must find out why it was woken).
+func (c *Conn) readFrames(woken bool) {
+	g := c.g
+	ws := c.ws
 	var err error
 	for {
-		if c.rc != nil && c.br.Buffered() == 0 {
+		if !woken && c.rc != nil && c.br.Buffered() == 0 {
 			// Nothing is buffered: the buffer goes back to the pool while
-			// the socket waits (see readbuf.go).
+			// the socket waits (see readbuf.go), and the goroutine ends if
+			// the idle poller takes the socket.
 			releaseReadBuffer(c.br)
-			err = waitReadable(c.rc)
+			var parked bool
+			if parked, err = c.waitIdle(); parked {
+				return
+			}
 			lendReadBuffer(c.br, ws.NetConn())
 			if err != nil {
 				break
 			}
 		}
+		woken = false
 		var mt int
 		var data []byte
 		mt, data, err = ws.ReadMessage()
@@ -503,29 +594,24 @@ func (c *Conn) readLoop(parent context.Context) {
 			break
 		}
 		c.countIn(len(data))
-		c.extendUnlessClosing(extend)
-		c.handle(lc.get(parent), mt, data)
+		c.extendUnlessClosing()
+		c.handle(c.handlerCtx(), mt, data)
 	}
 	c.finish(err)
-}
-
-// lazyCtx is a cancelable context made on first use.
-type lazyCtx struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-func (l *lazyCtx) get(parent context.Context) context.Context {
-	if l.ctx == nil {
-		l.ctx, l.cancel = context.WithCancel(parent)
+	if c.cancel != nil {
+		c.cancel()
 	}
-	return l.ctx
+	g.wg.Done()
 }
 
-func (l *lazyCtx) stop() {
-	if l.cancel != nil {
-		l.cancel()
+// handlerCtx is the context of the connection's handlers, made on the first
+// frame so that an idle socket does not pay for it, and canceled when the
+// connection ends. Only the read loop calls it.
+func (c *Conn) handlerCtx() context.Context {
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(c.g.baseCtx)
 	}
+	return c.ctx
 }
 
 // extendUnlessClosing moves the dead-peer deadline, except while a close
@@ -533,11 +619,11 @@ func (l *lazyCtx) stop() {
 // The check and the move happen under c.mu, as does the close path's setting
 // of its own deadline, so that a frame read while the close starts cannot
 // push the close handshake's deadline out again.
-func (c *Conn) extendUnlessClosing(extend func()) {
+func (c *Conn) extendUnlessClosing() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.closing {
-		extend()
+		c.setReadDeadline(c.g.realNow().Add(c.g.pongTimeout))
 	}
 }
 

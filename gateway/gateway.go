@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -237,6 +238,10 @@ type Gateway struct {
 	followKick chan struct{}
 
 	usageColl usageCollector
+
+	// idle holds idle sockets without a goroutine each (Linux), from the
+	// first upgrade until Shutdown; nil before, and where unavailable.
+	idle atomic.Pointer[idlePoller]
 }
 
 // New returns a Gateway for cfg.
@@ -533,7 +538,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := &Conn{
-		g: g, id: newConnID(), connectedAt: g.clock.Now(), held: true,
+		g: g, id: newConnID(), connectedAt: g.clock.Now(), held: true, fd: -1,
 		// Browser, OS and device type are parsed from the User-Agent only
 		// when Context asks: most connections never need them. The client
 		// IP was found above already.
@@ -567,7 +572,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if hj.br != nil {
 		if sc, ok := ws.NetConn().(syscall.Conn); ok {
 			if rc, err := sc.SyscallConn(); err == nil {
-				c.br, c.rc = hj.br, rc
+				c.br, c.rc, c.fd = hj.br, rc, descriptor(rc)
 			}
 		}
 	}
@@ -583,7 +588,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	g.startPinger()
 	g.wg.Add(1)
-	go c.readLoop(g.baseCtx)
+	go c.readLoop()
 
 	if created && (markID == "" || markID != e.id || g.marks.mark(e.id) != mark) {
 		// Events about this session that arrived between the authentication
@@ -726,6 +731,9 @@ func (g *Gateway) startPinger() {
 	}
 	g.pingerStop, g.pingerDone = make(chan struct{}), make(chan struct{})
 	go g.pinger(g.pingerStop, g.pingerDone)
+	if g.idle.Load() == nil {
+		g.idle.Store(newIdlePoller())
+	}
 }
 
 // pinger pings every socket each PingInterval from one goroutine, instead of
@@ -809,6 +817,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.wg.Wait()
 		close(waited)
 	}()
+	// The idle poller stops last: sockets closing meanwhile wait in it for
+	// their peers' answers.
+	defer g.idle.Load().stop()
 	select {
 	case <-waited:
 		g.cancelConns()

@@ -7,3 +7,14 @@ import "syscall"
 // waitReadable returns at once: off Linux the read loop parks inside the
 // WebSocket reader.
 func waitReadable(syscall.RawConn) error { return nil }
+
+// idlePoller is Linux's; elsewhere a read loop parks in its own goroutine.
+type idlePoller struct{}
+
+func newIdlePoller() *idlePoller       { return nil }
+func (*idlePoller) park(*Conn) bool    { return false }
+func (*idlePoller) wake(*Conn)         {}
+func (*idlePoller) stop()              {}
+func descriptor(syscall.RawConn) int32 { return -1 }
+
+func (g *Gateway) parkedSockets() int { return 0 }

@@ -1,0 +1,59 @@
+//go:build linux
+
+package gateway
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	sb "github.com/sessionbridge/sessionbridge"
+)
+
+// Idle sockets hold no goroutine: their read loops wait in the idle poller.
+// A frame still wakes its socket, which answers and parks again.
+func TestIdleSocketsHoldNoGoroutine(t *testing.T) {
+	e := newEnv(t, nil)
+	_, tok := e.session("alice")
+	first, _ := e.dial(bearer(tok), "")
+	first.send(TypePing, "warm", nil)
+	first.readType(TypePong)
+	parked := e.g.parkedSockets
+	const n = 50
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i], _ = e.dial(bearer(tok), "")
+	}
+	waitFor(t, "every socket parked", func() bool { return parked() == n+1 })
+	before := runtime.NumGoroutine()
+	for i, c := range clients {
+		c.send(TypePing, string(rune('a'+i%26)), nil)
+		c.readType(TypePong)
+	}
+	waitFor(t, "every socket parked again", func() bool { return parked() == n+1 })
+	// Each woken read loop ends once its socket parks again: the count of
+	// goroutines does not grow with the sockets that took a frame.
+	if after := runtime.NumGoroutine(); after > before+5 {
+		t.Fatalf("%d goroutines after the frames, %d before: woken read loops did not end", after, before)
+	}
+}
+
+// A parked socket whose peer never answers the close frame is dropped when
+// the close handshake's grace ends, though no goroutine waits on its read
+// deadline.
+func TestParkedSocketCloseGrace(t *testing.T) {
+	e := newEnv(t, nil)
+	s, tok := e.session("alice")
+	_, w := e.dial(bearer(tok), "") // its client never reads
+	c := e.g.reg.conn(w.ConnectionID)
+	waitFor(t, "the socket parked", func() bool { return c.parked.Load() })
+	if _, err := e.mgr.Delete(context.Background(), s.ID, sb.ReasonRevoked, sb.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the silent socket dropped", func() bool { return e.g.Len() == 0 })
+	if d := time.Since(start); d < closeGrace-200*time.Millisecond {
+		t.Fatalf("dropped after %v, before the close grace of %v", d, closeGrace)
+	}
+}
