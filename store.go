@@ -126,3 +126,18 @@ type FollowHandler interface {
 	// not block for long.
 	HandleFollowed(topics []Topic)
 }
+
+type noCacheKey struct{}
+
+// WithoutCache returns a context under which a store that caches session
+// reads reads from its source instead, and keeps no copy. The gateway
+// authenticates sockets this way: it holds a socket's session itself from
+// then on and follows its changes through events, so a cached copy would only
+// cost memory (about 2 KiB a socket with Redis) and CPU.
+func WithoutCache(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noCacheKey{}, true)
+}
+
+// CacheAllowed reports whether reads under ctx may be served from, and kept
+// in, a cache; see WithoutCache.
+func CacheAllowed(ctx context.Context) bool { return ctx.Value(noCacheKey{}) == nil }

@@ -89,7 +89,9 @@ func (g *Gateway) authenticate(r *http.Request, ip string) (upgradeAuth, string,
 			ua.keyMarkID, ua.keyMark = id, g.marks.mark(id)
 		}
 	}
-	res, err := g.auth.Authenticate(r.Context(), cred, ip)
+	// Read past any cache: the registry holds the session from now on and
+	// events keep it current, so a cached copy would only cost memory.
+	res, err := g.auth.Authenticate(sb.WithoutCache(r.Context()), cred, ip)
 	if err == nil {
 		ua.res = res
 		return ua, string(res.Principal.Method), nil

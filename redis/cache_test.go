@@ -182,3 +182,24 @@ func (r *recent) reset() {
 	r.cur, r.prev = nil, nil
 	r.mu.Unlock()
 }
+
+func TestGetWithoutCacheKeepsNoCopy(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newBackend(t, srv)
+	other := newBackend(t, srv, func(o *Options) { o.Prefix = a.prefix })
+	s := newSession(t, "socket-user")
+	if err := other.Store().Create(bg, s, sessionbridge.Event{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Store().Get(sessionbridge.WithoutCache(bg), s.ID)
+	if err != nil || got.ID != s.ID {
+		t.Fatalf("Get without cache = %v, %v", got, err)
+	}
+	// cached itself reads through the cache: a miss now, a hit after.
+	if cached(a, s.ID) {
+		t.Fatal("a read under WithoutCache left a copy in the client cache")
+	}
+	if !cached(a, s.ID) {
+		t.Fatal("the cache does not work here: the check above proves nothing")
+	}
+}

@@ -26,6 +26,11 @@ const (
 	// channelsPerCommand bounds the channels of one SSUBSCRIBE or
 	// SUNSUBSCRIBE, so that no command grows with a node's sockets.
 	channelsPerCommand = 256
+	// followGather is how long the router waits after a follow for more
+	// before it subscribes. A change to a new socket's session made in that
+	// time reaches the socket through the re-validation that follows the
+	// subscription, a few milliseconds late; nothing is lost.
+	followGather = 3 * time.Millisecond
 )
 
 type routeState uint8
@@ -210,6 +215,16 @@ func (r *router) run(ctx context.Context, stopped chan struct{}) {
 		case <-r.b.done:
 			return
 		case <-r.kick:
+			// Gather the follows of the sockets connecting meanwhile, so
+			// that a connect storm costs a few commands a batch, not a
+			// command per socket.
+			gather := time.NewTimer(followGather)
+			select {
+			case <-ctx.Done():
+				gather.Stop()
+				return
+			case <-gather.C:
+			}
 		case <-tick.C:
 		}
 		// A failed flush retries after its back-off only: the failure

@@ -46,7 +46,9 @@ var _ sessionbridge.Store = (*Store)(nil)
 
 // Get returns the session with id, or an error wrapping ErrNotFound. With the
 // client cache on, a warm read costs no round trip and is at most as old as
-// the invalidation delay of the connection (see docs/redis.md).
+// the invalidation delay of the connection (see docs/redis.md); under a
+// context made with sessionbridge.WithoutCache it reads Redis and keeps no
+// copy.
 func (st *Store) Get(ctx context.Context, id string) (*sessionbridge.Session, error) {
 	if !sessionbridge.ValidID(id) {
 		return nil, fmt.Errorf("redis: get session: %w", sessionbridge.ErrNotFound)
@@ -55,7 +57,7 @@ func (st *Store) Get(ctx context.Context, id string) (*sessionbridge.Session, er
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	var res rueidis.RedisResult
-	if st.recent.has(id) {
+	if st.recent.has(id) || !sessionbridge.CacheAllowed(ctx) {
 		res = b.client.Do(ctx, b.client.B().Hgetall().Key(b.sessionKey(id)).Build())
 	} else {
 		res = b.client.DoCache(ctx, b.client.B().Hgetall().Key(b.sessionKey(id)).Cache(), b.cacheTTL)
