@@ -45,7 +45,10 @@ const (
 	DefaultWriteTimeout  = 10 * time.Second
 	DefaultSendQueue     = 64
 	DefaultExpiryWarning = 60 * time.Second
-	DefaultSweepInterval = 30 * time.Second
+	// DefaultSweepInterval is a backstop only: every subscription gap
+	// already re-validates the sessions it covered, and re-reading every
+	// session costs Redis one read per socket each interval.
+	DefaultSweepInterval = 2 * time.Minute
 	// DefaultMaxConnsPerSession and DefaultMaxConnsPerUser cap the live
 	// connections of one session and of one user on a node: far above what
 	// a person's tabs and devices open, far below what exhausts a node.
@@ -123,7 +126,7 @@ type Config struct {
 	// session.expiring; default 60s, negative disables the warning.
 	ExpiryWarning time.Duration
 	// SweepInterval is how often Run re-validates every local session
-	// against the store; default 30s.
+	// against the store; default DefaultSweepInterval (2m).
 	SweepInterval time.Duration
 	// Limits are the rate limits: connection attempts and concurrent
 	// sockets per IP, user and API key at the upgrade (429), frames and

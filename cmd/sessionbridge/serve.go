@@ -81,7 +81,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&c.LoginPerMinute, "limit-login-per-minute", 60, "POST /auth/login requests a minute per client IP, on top of --login-max-failures (0: off)")
 	fs.IntVar(&c.AdminPerMinute, "limit-admin-per-minute", 0, "admin API requests a minute per client IP (0: off)")
 	fs.StringVar(&f.sessionScopes, "session-scopes", "", "comma-separated scope patterns of sessions that have none of their own (default **: every frame type and ws:connect)")
-	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "how often local sessions are re-validated against the store (default 30s)")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "how often local sessions are re-validated against the store, a backstop to the re-validation after every subscription gap (default 2m)")
 	fs.DurationVar(&c.UsageFlushInterval, "usage-flush-interval", sbusage.DefaultFlushInterval, "how often the node writes the usage it counted, in one batch (a crash loses at most this much)")
 	fs.DurationVar(&c.KeyMaxTTL, "key-max-ttl", 0, "longest lifetime of an API key, also for keys created without a TTL (default: keys may live for ever)")
 	fs.StringVar(&c.KeyOwners, "key-owners", server.KeyOwnersAuto, "when an API key stops because its owner is gone: auto (not a user of the users file, while that file exists), users (always checked against the users file), any (never; the application revokes a deleted user's keys)")
