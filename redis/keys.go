@@ -46,6 +46,19 @@ func (b *Backend) userChannel(userID string) string {
 	return b.prefix + "e:{" + sessionbridge.Shard(userID) + "}:u:" + userID
 }
 
+// onItsChannel reports whether ev is about what channel carries: a session
+// channel's events name its session, a user channel's name its user (and,
+// for a created event, a session of that user's shard).
+func (b *Backend) onItsChannel(channel string, ev sessionbridge.Event) bool {
+	if ev.SessionID != "" && channel == b.sessionChannel(ev.SessionID) {
+		return true
+	}
+	if ev.UserID == "" || channel != b.userChannel(ev.UserID) {
+		return false
+	}
+	return ev.SessionID == "" || sessionbridge.ShardOfID(ev.SessionID) == sessionbridge.Shard(ev.UserID)
+}
+
 // topicChannel is the shard channel of a topic, "" for none.
 func (b *Backend) topicChannel(t sessionbridge.Topic) string {
 	switch t.Kind {

@@ -535,6 +535,11 @@ func (r *router) receive(m rueidis.PubSubMessage) {
 	if err == nil && (!te.Type.Known() || te.Type.IsKey()) {
 		err = fmt.Errorf("unexpected event type %q", te.Type)
 	}
+	if err == nil && !r.b.onItsChannel(m.Channel, te.Event) {
+		// An event about another session or user than its channel's
+		// would act on sockets nobody subscribed it for.
+		err = errors.New("event names another session or user than its channel")
+	}
 	var handlers []*delivery
 	if p := r.deliver.Load(); p != nil {
 		handlers = *p

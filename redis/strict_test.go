@@ -58,3 +58,34 @@ func TestTicketWithAmbiguousBodyIsRefused(t *testing.T) {
 		t.Fatalf("Redeem of a ticket naming two users = %+v, %v; want a corrupt-ticket error", got, err)
 	}
 }
+
+// An event must be about what its channel carries: one that names another
+// session than its session channel's, or another user than its user
+// channel's, is dropped and answered with a re-validation.
+func TestBusRefusesEventsAboutAnotherChannelsTopic(t *testing.T) {
+	srv := redistest.Start(t)
+	m := newCountingMetrics()
+	b := newBackend(t, srv, func(o *Options) { o.Metrics = m })
+	rec := &recorder{}
+	subscribe(t, b, rec)
+	own, other := sessionIDIn(t, "c3"), sessionIDIn(t, "c3")
+	followSessions(t, b, rec, own, other)
+	follow(t, b, rec, sessionbridge.UserTopic("ann"))
+	gaps := rec.gapCount()
+	srv.MustDo("SPUBLISH", b.sessionChannel(own), `{"type":"deleted","session_id":"`+other+`","source":"api","node_id":"n"}`)
+	srv.MustDo("SPUBLISH", b.userChannel("ann"), `{"type":"message","user_id":"bob","source":"api","node_id":"n","data":{}}`)
+	// Then one that belongs where it is: once it arrives, the two above
+	// were read (one channel, one connection, in order).
+	srv.MustDo("SPUBLISH", b.sessionChannel(own), `{"type":"deleted","session_id":"`+own+`","source":"api","node_id":"n"}`)
+	eventually(t, 5*time.Second, "the event on its own channel", func() bool {
+		_, ok := rec.find(func(ev sessionbridge.Event) bool { return ev.SessionID == own })
+		return ok
+	})
+	eventually(t, 5*time.Second, "both misplaced events refused", func() bool {
+		return m.get(func(m *countingMetrics) int { return m.errors["decode_event"] }) == 2
+	})
+	if n := rec.count(func(ev sessionbridge.Event) bool { return ev.SessionID == other || ev.UserID == "bob" }); n != 0 {
+		t.Fatalf("%d misplaced events delivered, want 0", n)
+	}
+	eventually(t, 5*time.Second, "a gap for the refused events", func() bool { return rec.gapCount() > gaps })
+}
