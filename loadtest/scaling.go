@@ -385,41 +385,36 @@ func (r *runner) scaling(ctx context.Context) *ScalingResult {
 		return res
 	}
 
+	// each runs call for every target through the admin API and counts
+	// the calls that succeeded.
+	each := func(name string, targets []int, call func(ctx context.Context, i, k int) error) func() (int, bool) {
+		return func() (int, bool) {
+			var ok atomic.Int64
+			r.prog.set("scaling: "+name, len(targets))
+			forEach(ctx, len(targets), r.cfg.Concurrency, 0, func(ctx context.Context, k int) {
+				err := call(ctx, targets[k], k)
+				r.prog.step(err)
+				if err != nil {
+					errs.add(err)
+					return
+				}
+				ok.Add(1)
+			})
+			return int(ok.Load()), m.quiet(ctx)
+		}
+	}
 	targets := live(cfg.Updates, false)
-	if !add(run("update", func() (int, bool) {
-		var ok atomic.Int64
-		r.prog.set("scaling: update", len(targets))
-		forEach(ctx, len(targets), r.cfg.Concurrency, 0, func(ctx context.Context, k int) {
-			i := targets[k]
-			_, err := r.admin.patchSession(ctx, other(i), socks[i].id, map[string]any{"scale": k + 1})
-			r.prog.step(err)
-			if err != nil {
-				errs.add(err)
-				return
-			}
-			ok.Add(1)
-		})
-		return int(ok.Load()), m.quiet(ctx)
-	})) {
+	if !add(run("update", each("update", targets, func(ctx context.Context, i, k int) error {
+		_, err := r.admin.patchSession(ctx, other(i), socks[i].id, map[string]any{"scale": k + 1})
+		return err
+	}))) {
 		return res
 	}
 
 	targets = live(cfg.Messages, false)
-	if !add(run("message", func() (int, bool) {
-		var ok atomic.Int64
-		r.prog.set("scaling: message", len(targets))
-		forEach(ctx, len(targets), r.cfg.Concurrency, 0, func(ctx context.Context, k int) {
-			i := targets[k]
-			err := r.admin.publishToUser(ctx, other(i), socks[i].user, map[string]any{"scale": k + 1})
-			r.prog.step(err)
-			if err != nil {
-				errs.add(err)
-				return
-			}
-			ok.Add(1)
-		})
-		return int(ok.Load()), m.quiet(ctx)
-	})) {
+	if !add(run("message", each("message", targets, func(ctx context.Context, i, k int) error {
+		return r.admin.publishToUser(ctx, other(i), socks[i].user, map[string]any{"scale": k + 1})
+	}))) {
 		return res
 	}
 
