@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,20 +137,43 @@ func testDeleteUserClosesSocketsOnBothNodes(t *testing.T, srv redisTarget) {
 // client, independent of the code under test.
 func rawSubscriber(t *testing.T, srv *redistest.Server, channel string) (count func(match string) int) {
 	t.Helper()
-	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
+	return counter(rawMessages(t, srv.Addr(), 1, func(c rueidis.Client) rueidis.Completed {
+		return c.B().Subscribe().Channel(channel).Build()
+	}))
+}
+
+// rawShardSubscriber counts, outside any node, the messages on shard
+// channels of one slot.
+func rawShardSubscriber(t *testing.T, target redisTarget, channels []string) (count func(match string) int) {
+	t.Helper()
+	return counter(rawMessages(t, serversOf(target)[0].Addr(), len(channels), func(c rueidis.Client) rueidis.Completed {
+		return c.B().Ssubscribe().Channel(channels...).Build()
+	}))
+}
+
+// rawMessages subscribes with a plain rueidis client at addr, independent of
+// the code under test, and returns the messages received so far. It returns
+// once Redis confirmed confirmations subscriptions.
+func rawMessages(t *testing.T, addr string, confirmations int, subscribe func(rueidis.Client) rueidis.Completed) func() []string {
+	t.Helper()
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	var msgs []string
 	subscribed := make(chan struct{})
-	var once sync.Once
+	var confirmed atomic.Int64
 	ctx, cancel := newCancel()
-	ctx = rueidis.WithOnSubscriptionHook(ctx, func(rueidis.PubSubSubscription) { once.Do(func() { close(subscribed) }) })
+	ctx = rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
+		if !strings.Contains(s.Kind, "unsubscribe") && confirmed.Add(1) == int64(confirmations) {
+			close(subscribed)
+		}
+	})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = client.Receive(ctx, client.B().Subscribe().Channel(channel).Build(), func(m rueidis.PubSubMessage) {
+		_ = client.Receive(ctx, subscribe(client), func(m rueidis.PubSubMessage) {
 			mu.Lock()
 			msgs = append(msgs, m.Message)
 			mu.Unlock()
@@ -165,11 +189,18 @@ func rawSubscriber(t *testing.T, srv *redistest.Server, channel string) (count f
 	case <-time.After(eventWait):
 		t.Fatal("raw subscriber did not subscribe")
 	}
-	return func(match string) int {
+	return func() []string {
 		mu.Lock()
 		defer mu.Unlock()
+		return slices.Clone(msgs)
+	}
+}
+
+// counter counts the messages that contain a string.
+func counter(msgs func() []string) func(match string) int {
+	return func(match string) int {
 		n := 0
-		for _, m := range msgs {
+		for _, m := range msgs() {
 			if strings.Contains(m, match) {
 				n++
 			}
@@ -231,56 +262,6 @@ func testExpiryClosesOnBothNodesAndIsPublishedOnce(t *testing.T, srv redisTarget
 		if got := count(`"type":"expired","session_id":"` + id + `"`); got != 1 {
 			t.Fatalf("session %s: %d expired events, want exactly 1", id, got)
 		}
-	}
-}
-
-// rawShardSubscriber subscribes, outside any node, to shard channels of one
-// slot and counts the messages that contain a string.
-func rawShardSubscriber(t *testing.T, target redisTarget, channels []string) (count func(match string) int) {
-	t.Helper()
-	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{serversOf(target)[0].Addr()}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var msgs []string
-	subscribed := make(chan struct{})
-	var confirmed atomic.Int64
-	ctx, cancel := newCancel()
-	ctx = rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
-		if s.Kind == "ssubscribe" && confirmed.Add(1) == int64(len(channels)) {
-			close(subscribed)
-		}
-	})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = client.Receive(ctx, client.B().Ssubscribe().Channel(channels...).Build(), func(m rueidis.PubSubMessage) {
-			mu.Lock()
-			msgs = append(msgs, m.Message)
-			mu.Unlock()
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		client.Close()
-	})
-	select {
-	case <-subscribed:
-	case <-time.After(eventWait):
-		t.Fatal("raw subscriber did not subscribe")
-	}
-	return func(match string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, m := range msgs {
-			if strings.Contains(m, match) {
-				n++
-			}
-		}
-		return n
 	}
 }
 

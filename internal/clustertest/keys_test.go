@@ -347,40 +347,9 @@ func TestKeySecretNowhere(t *testing.T) {
 // with a plain rueidis client, independent of the code under test.
 func rawPatternSubscriber(t *testing.T, srv *redistest.Server, pattern string) func() []string {
 	t.Helper()
-	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var msgs []string
-	subscribed := make(chan struct{})
-	var once sync.Once
-	ctx, cancel := newCancel()
-	ctx = rueidis.WithOnSubscriptionHook(ctx, func(rueidis.PubSubSubscription) { once.Do(func() { close(subscribed) }) })
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = client.Receive(ctx, client.B().Psubscribe().Pattern(pattern).Build(), func(m rueidis.PubSubMessage) {
-			mu.Lock()
-			msgs = append(msgs, m.Message)
-			mu.Unlock()
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		client.Close()
+	return rawMessages(t, srv.Addr(), 1, func(c rueidis.Client) rueidis.Completed {
+		return c.B().Psubscribe().Pattern(pattern).Build()
 	})
-	select {
-	case <-subscribed:
-	case <-time.After(eventWait):
-		t.Fatal("raw subscriber did not subscribe")
-	}
-	return func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(msgs)
-	}
 }
 
 // lockedBuffer is a bytes.Buffer safe for concurrent writers.
