@@ -251,10 +251,7 @@ func (d *delivery) receive(m rueidis.PubSubMessage) {
 	// them is caught by the re-validation the gap triggers. Unknown members
 	// are skipped, so that a newer node's events still decode.
 	if err := strictjson.DecodeOpen([]byte(m.Message), &te); err != nil {
-		// Payloads carry no secrets by design, but log only the channel:
-		// application data in updates is not ours to copy into logs.
-		d.b.log.Warn("redis: dropping undecodable event", "channel", m.Channel, "bytes", len(m.Message), "err", shortErr(err))
-		d.b.metrics.RedisError("decode_event")
+		d.b.undecodable(m, err)
 		d.signalGap()
 		return
 	}
@@ -317,6 +314,14 @@ func (d *delivery) run(ctx context.Context) {
 			d.h.HandleEvent(ev)
 		}
 	}
+}
+
+// undecodable logs and counts an event that is dropped. Payloads carry no
+// secrets by design, but only the channel is logged: application data in
+// updates is not ours to copy into logs.
+func (b *Backend) undecodable(m rueidis.PubSubMessage, err error) {
+	b.log.Warn("redis: dropping undecodable event", "channel", m.Channel, "bytes", len(m.Message), "err", shortErr(err))
+	b.metrics.RedisError("decode_event")
 }
 
 // noteReceived records what a received session event means for this node's

@@ -545,8 +545,7 @@ func (r *router) receive(m rueidis.PubSubMessage) {
 		handlers = *p
 	}
 	if err != nil {
-		r.b.log.Warn("redis: dropping undecodable event", "channel", m.Channel, "bytes", len(m.Message), "err", shortErr(err))
-		r.b.metrics.RedisError("decode_event")
+		r.b.undecodable(m, err)
 		// It may have been a revocation: have the handlers re-validate.
 		for _, d := range handlers {
 			d.signalGap()
