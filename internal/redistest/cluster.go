@@ -358,7 +358,9 @@ func (c *MultiCluster) WaitHealthy() {
 
 // RestartNode starts a stopped node again from its directory: it keeps its
 // node ID (nodes.conf) and rejoins the cluster, as a replica if it was
-// failed over meanwhile. It waits until the node reports cluster_state:ok.
+// failed over meanwhile. It waits until every node sees it up, it has taken
+// its role (a master that was failed over has become a replica) and the
+// cluster is healthy. A master without slots does not settle.
 func (c *MultiCluster) RestartNode(s *Server) {
 	c.t.Helper()
 	s.RestartKeepingData()
@@ -381,6 +383,24 @@ func (c *MultiCluster) RestartNode(s *Server) {
 			}
 		}
 		return true
+	})
+	// A master that was failed over comes back still calling itself a
+	// master, with no slots, until the newer configuration reaches it and
+	// makes it a replica: wait for that, so that callers see the topology
+	// settled.
+	c.poll("the restarted node to take its role", func() bool {
+		v, err := s.Do("CLUSTER", "NODES")
+		text, _ := v.(string)
+		tp, perr := parseNodes(text)
+		if err != nil || perr != nil {
+			return false
+		}
+		for _, n := range tp {
+			if n.ID == id {
+				return !n.Master || len(n.Slots) > 0
+			}
+		}
+		return false
 	})
 	c.WaitHealthy()
 }
