@@ -365,7 +365,7 @@ func (c *MultiCluster) RestartNode(s *Server) {
 	c.t.Helper()
 	s.RestartKeepingData()
 	id, _ := s.MustDo("CLUSTER", "MYID").(string)
-	c.poll("every node to see the restarted node up", func() bool {
+	c.poll("every node to see the restarted node up, in its role", func() bool {
 		for _, o := range c.nodes {
 			if !o.running() {
 				continue
@@ -377,30 +377,15 @@ func (c *MultiCluster) RestartNode(s *Server) {
 				return false
 			}
 			for _, n := range tp {
-				if n.ID == id && n.Failed {
+				// A master that was failed over comes back still a
+				// master, with no slots, until the newer configuration
+				// makes it a replica: every node must see that too.
+				if n.ID == id && (n.Failed || n.Master && len(n.Slots) == 0) {
 					return false
 				}
 			}
 		}
 		return true
-	})
-	// A master that was failed over comes back still calling itself a
-	// master, with no slots, until the newer configuration reaches it and
-	// makes it a replica: wait for that, so that callers see the topology
-	// settled.
-	c.poll("the restarted node to take its role", func() bool {
-		v, err := s.Do("CLUSTER", "NODES")
-		text, _ := v.(string)
-		tp, perr := parseNodes(text)
-		if err != nil || perr != nil {
-			return false
-		}
-		for _, n := range tp {
-			if n.ID == id {
-				return !n.Master || len(n.Slots) > 0
-			}
-		}
-		return false
 	})
 	c.WaitHealthy()
 }
