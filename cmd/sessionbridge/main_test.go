@@ -393,6 +393,66 @@ func TestServeStartFailures(t *testing.T) {
 	}
 }
 
+// TestServeDebugAddr: --debug-addr serves the runtime profiles on a
+// loopback address, and refuses any other address before starting.
+func TestServeDebugAddr(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.json")
+	for _, addr := range []string{"0.0.0.0:0", "192.0.2.1:6060", ":6060", "example.com:6060", "nonsense"} {
+		if code, _, errOut := cli(t, "", "serve", "--addr", "127.0.0.1:0", "--users", path, "--debug-addr", addr); code != exitUsage || !strings.Contains(errOut, "--debug-addr") {
+			t.Errorf("--debug-addr %s: exit %d %s", addr, code, errOut)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--users", path, "--debug-addr", "127.0.0.1:0"}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	profiles := regexp.MustCompile(`runtime profiles on (http://\S+/debug/pprof/)`)
+	var url string
+	deadline := time.After(15 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for url == "" {
+		if m := profiles.FindStringSubmatch(stderr.String()); m != nil {
+			url = m[1]
+			break
+		}
+		select {
+		case code := <-exited:
+			t.Fatalf("serve exited with %d: %s", code, stderr.String())
+		case <-deadline:
+			t.Fatalf("no profiles line: %s", stderr.String())
+		case <-tick.C:
+		}
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(url + "goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine profile") {
+		t.Fatalf("goroutine profile: %d %.200s", resp.StatusCode, body)
+	}
+	cancel()
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Errorf("exit code %d: %s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not return after cancel")
+	}
+	if _, err := client.Get(url); err == nil {
+		t.Error("the debug listener still answers after the server stopped")
+	}
+}
+
 func TestBaseURL(t *testing.T) {
 	for addr, want := range map[string]string{
 		"127.0.0.1:8080": "http://127.0.0.1:8080",

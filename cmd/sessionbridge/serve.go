@@ -36,6 +36,7 @@ type serveFlags struct {
 	logFormat      string
 	forwardTypes   string
 	limitDryRun    string
+	debugAddr      string
 }
 
 func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
@@ -89,6 +90,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "longest time to read one HTTP request, headers and body (WebSockets are not affected)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "loopback address serving Go's runtime profiles at /debug/pprof/ (empty: off)")
 	fs.StringVar(&c.JWT.Secret, "jwt-secret", "", "HMAC secret for HS256/384/512 JWTs (at least 32 bytes)")
 	fs.Var(&f.jwtKeys, "jwt-public-key", "PEM file of a JWT public key (repeatable)")
 	fs.StringVar(&c.JWT.JWKSURL, "jwks-url", "", "URL of a JWK Set, refreshed periodically")
@@ -184,12 +186,36 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
+	var debugLn net.Listener
+	if f.debugAddr != "" {
+		if err := checkDebugAddr(f.debugAddr); err != nil {
+			fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
+			return exitUsage
+		}
+		var lc net.ListenConfig
+		if debugLn, err = lc.Listen(ctx, "tcp", f.debugAddr); err != nil {
+			fmt.Fprintf(stderr, "sessionbridge serve: --debug-addr: %v\n", err)
+			return exitError
+		}
+		defer debugLn.Close()
+	}
+
 	srv, err := server.New(ctx, cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
 		return exitError
 	}
 	defer srv.Close()
+	if debugLn != nil {
+		dctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			serveDebug(dctx, debugLn, logger)
+		}()
+		defer func() { stop(); <-done }()
+		fmt.Fprintf(stderr, "sessionbridge: runtime profiles on http://%s/debug/pprof/\n", debugLn.Addr())
+	}
 	// No TCP keep-alive probes: idle HTTP connections end at the server's
 	// IdleTimeout and sockets at the gateway's ping deadline, so the probes
 	// would only cost several setsockopt calls on every accepted connection.
