@@ -88,15 +88,14 @@ func (u *Usage) writeChunk(ctx context.Context, at time.Time, entries []usage.En
 		off[i] = len(cmds)
 		when := e.When(at).UTC()
 		hour := when.Truncate(time.Hour)
-		steps := e.Steps()
-		keys := make([]string, 0, len(steps))
-		args := make([]string, 0, len(steps)+1+2*len(e.Counts))
-		for _, st := range steps {
+		keys := make([]string, 0, len(usage.Steps))
+		args := make([]string, 0, len(usage.Steps)+3+2*len(e.Counts))
+		for _, st := range usage.Steps {
 			start := when.Truncate(time.Duration(st))
 			keys = append(keys, u.usageKey(e.Subject, st, start))
 			args = append(args, strconv.FormatInt(start.Add(st.Retention()).UnixMilli(), 10))
 		}
-		args = append(args, strconv.FormatInt(e.Peak, 10))
+		args = append(args, strconv.FormatInt(e.Peak, 10), usage.LevelField(e.Node), strconv.FormatInt(e.Level, 10))
 		for m, n := range e.Counts {
 			if n == 0 {
 				continue
@@ -155,7 +154,7 @@ func (u *Usage) writeChunk(ctx context.Context, at time.Time, entries []usage.En
 
 // Series returns the subject's buckets from from to to.
 func (u *Usage) Series(ctx context.Context, s usage.Subject, from, to time.Time, step usage.Step) ([]usage.Point, error) {
-	starts, err := usage.CheckRange(from, to, step)
+	starts, err := usage.ReadRange(from, to, step)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +180,7 @@ func (u *Usage) Series(ctx context.Context, s usage.Subject, from, to time.Time,
 		}
 		out[i] = usage.Point{Start: starts[i], Counts: counts}
 	}
-	return out, nil
+	return usage.Carry(out, from, u.now(), step), nil
 }
 
 // Top ranks the subjects of kind by metric over the hours of window.
@@ -207,22 +206,35 @@ func (u *Usage) Top(ctx context.Context, kind, metric string, window time.Durati
 	return usage.Rank(sums, limit), nil
 }
 
-// luaUsageAdd: KEYS the buckets of one subject (its minute, hour and day
-// buckets, or its minute bucket alone). ARGV their expiries (Unix ms), the
-// peak, then metric/count pairs. Counts are added; the peak field keeps the
-// maximum.
+// luaUsageAdd: KEYS the minute, hour and day buckets of one subject. ARGV
+// their expiries (Unix ms), the peak, the field of the node's level and the
+// level, then metric/count pairs. Counts are added; the peak field keeps the
+// maximum; the level goes to the minute bucket.
+//
+// A bucket gets its expiry from the script that creates it, which is the
+// one that creates its first field: so the script sets it only when one of
+// its writes created a field (HINCRBY answering the count it added, HSETNX
+// or HSET answering 1), and a bucket that has fields already has its
+// expiry. A new subject's peak is set in one call (HSETNX), a known one's
+// read and raised if lower.
 const luaUsageAdd = `
-local n = #KEYS
-local peak = tonumber(ARGV[n + 1])
-for i = 1, n do
-  for j = n + 2, #ARGV, 2 do
-    redis.call('HINCRBY', KEYS[i], ARGV[j], ARGV[j + 1])
+local peak = tonumber(ARGV[4])
+for i = 1, 3 do
+  local k = KEYS[i]
+  local fresh = false
+  for j = 7, #ARGV, 2 do
+    local n = tonumber(ARGV[j + 1])
+    if redis.call('HINCRBY', k, ARGV[j], n) == n then fresh = true end
   end
   if peak > 0 then
-    local cur = tonumber(redis.call('HGET', KEYS[i], 'peak_connections') or '0')
-    if peak > cur then redis.call('HSET', KEYS[i], 'peak_connections', peak) end
+    if redis.call('HSETNX', k, 'peak_connections', peak) == 1 then
+      fresh = true
+    elseif peak > tonumber(redis.call('HGET', k, 'peak_connections')) then
+      redis.call('HSET', k, 'peak_connections', peak)
+    end
   end
-  redis.call('PEXPIREAT', KEYS[i], ARGV[i])
+  if i == 1 and redis.call('HSET', k, ARGV[5], ARGV[6]) == 1 then fresh = true end
+  if fresh then redis.call('PEXPIREAT', k, ARGV[i]) end
 end
 return 1
 `

@@ -63,3 +63,40 @@ func TestUsageWriteUnavailable(t *testing.T) {
 		t.Fatalf("Write with Redis away = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestUsageBucketsExpire: every bucket gets its expiry from the script that
+// creates it, whatever the entry writes first (counts, a peak, a level
+// alone), and later writes to a bucket that has it leave it be.
+func TestUsageBucketsExpire(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv)
+	u := b.Usage()
+	ctx := context.Background()
+	now := time.Now().UTC()
+	s := func(id string) usage.Subject { return usage.Subject{Kind: usage.KindUser, ID: id} }
+	entries := []usage.Entry{
+		{Subject: s("counts"), Counts: map[string]int64{usage.FramesIn: 1}},
+		{Subject: s("peak"), Peak: 2, Node: "a", Level: 2},
+		{Subject: s("level"), Node: "a"},
+		{Subject: s("hand-over"), Counts: map[string]int64{usage.ConnectedSeconds: 9}, Peak: 1, At: now.Add(-time.Hour)},
+	}
+	for range 2 {
+		if err := u.Write(ctx, now, entries); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys, ok := srv.MustDo("KEYS", b.prefix+"us:*").([]any)
+	// counts, peak and hand-over: three buckets each; level: its minute.
+	if !ok || len(keys) != 10 {
+		t.Fatalf("bucket keys %v", keys)
+	}
+	for _, k := range keys {
+		if ttl, _ := srv.MustDo("PTTL", k.(string)).(int64); ttl <= 0 {
+			t.Errorf("%s has no expiry (PTTL %d)", k, ttl)
+		}
+	}
+	pts, err := u.Series(ctx, s("peak"), now, now, usage.Minute)
+	if err != nil || pts[0].Counts[usage.PeakConnections] != 2 || len(pts[0].Counts) != 1 {
+		t.Fatalf("Series = %v, %v", pts, err)
+	}
+}

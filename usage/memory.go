@@ -37,7 +37,8 @@ func (m *Memory) now() time.Time {
 	return time.Now()
 }
 
-// Write adds entries to the buckets of at.
+// Write adds entries to the buckets of at (or of their own At), and sets
+// their nodes' levels in the minute buckets.
 func (m *Memory) Write(_ context.Context, at time.Time, entries []Entry) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -46,7 +47,7 @@ func (m *Memory) Write(_ context.Context, at time.Time, entries []Entry) error {
 	}
 	for _, e := range entries {
 		when := e.When(at).UTC()
-		for _, st := range e.Steps() {
+		for _, st := range Steps {
 			k := bucketKey{e.Subject, st, when.Truncate(time.Duration(st)).Unix()}
 			b := m.buckets[k]
 			if b == nil {
@@ -58,6 +59,9 @@ func (m *Memory) Write(_ context.Context, at time.Time, entries []Entry) error {
 			}
 			if e.Peak > b[PeakConnections] {
 				b[PeakConnections] = e.Peak
+			}
+			if st == Minute {
+				b[LevelField(e.Node)] = e.Level
 			}
 		}
 	}
@@ -79,7 +83,7 @@ func (m *Memory) prune() {
 
 // Series returns the subject's buckets from from to to.
 func (m *Memory) Series(_ context.Context, s Subject, from, to time.Time, step Step) ([]Point, error) {
-	starts, err := CheckRange(from, to, step)
+	starts, err := ReadRange(from, to, step)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +97,7 @@ func (m *Memory) Series(_ context.Context, s Subject, from, to time.Time, step S
 		}
 		out[i] = Point{Start: start, Counts: counts}
 	}
-	return out, nil
+	return Carry(out, from, m.now(), step), nil
 }
 
 // Top ranks the subjects of kind by metric over the hours of window.

@@ -5,7 +5,7 @@
 // A [Recorder] aggregates in memory on each node (an Add is a map update
 // under a mutex, no I/O) and hands its totals to a [Sink] once per flush
 // interval, in one batch whatever the traffic: idle subjects cost nothing,
-// connected but quiet ones a small write a minute, and a crash loses at most
+// connected but quiet ones a small write an hour, and a crash loses at most
 // one interval of counts (and the connected time of the hour under way). The
 // redis package implements Sink and [Source] on the Redis the cluster
 // already runs.
@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 )
@@ -58,7 +59,8 @@ type Subject struct {
 }
 
 // Entry is what a Recorder hands to its Sink for one subject: the sums
-// since the last flush, and the highest peak seen.
+// since the last flush, the highest peak seen, and the subject's level on
+// the node.
 type Entry struct {
 	Subject Subject
 	Counts  map[string]int64
@@ -66,10 +68,14 @@ type Entry struct {
 	// At, when set, is the time whose buckets the entry goes to instead of
 	// the Write's: connected time handed over for the hour that ended.
 	At time.Time
-	// MinuteOnly marks the steady peak of a subject that did nothing else
-	// since its last write: it goes to the minute bucket alone (its hour and
-	// day buckets hold that peak already). Its Counts are empty.
-	MinuteOnly bool
+	// Node names the node that counted the entry, and Level is how many
+	// sockets the subject holds open there after it. A store keeps the
+	// latest Level of every node in the minute bucket (see LevelField), and
+	// a query carries it into the minutes that follow within the hour (see
+	// Carry): a connected subject that does nothing writes nothing until
+	// the next hour, yet every minute shows its steady peak.
+	Node  string
+	Level int64
 }
 
 // When returns the time whose buckets e goes to, given the Write's at.
@@ -78,14 +84,6 @@ func (e *Entry) When(at time.Time) time.Time {
 		return e.At
 	}
 	return at
-}
-
-// Steps returns the bucket widths e goes to.
-func (e *Entry) Steps() []Step {
-	if e.MinuteOnly {
-		return Steps[:1]
-	}
-	return Steps
 }
 
 // Sink stores flushed entries, adding them to the buckets of at.
@@ -213,6 +211,71 @@ func CheckRange(from, to time.Time, step Step) ([]time.Time, error) {
 	return out, nil
 }
 
+// levelPrefix begins the fields of a minute bucket that hold the nodes'
+// levels; no metric begins so.
+const levelPrefix = "level:"
+
+// LevelField is the field of a minute bucket that holds node's level: how
+// many sockets the subject held open on node after its latest write in
+// that minute.
+func LevelField(node string) string { return levelPrefix + node }
+
+// ReadRange validates a Series query and returns the starts of the buckets
+// a store reads to answer it: those of the answer and, by minute, the
+// earlier minutes of from's hour, whose levels carry into the answer's
+// first minutes (see Carry).
+func ReadRange(from, to time.Time, step Step) ([]time.Time, error) {
+	starts, err := CheckRange(from, to, step)
+	if err != nil || step != Minute {
+		return starts, err
+	}
+	hour := starts[0].Truncate(time.Hour)
+	n := int(starts[0].Sub(hour) / time.Minute)
+	out := make([]time.Time, n, n+len(starts))
+	for i := range out {
+		out[i] = hour.Add(time.Duration(i) * time.Minute)
+	}
+	return append(out, starts...), nil
+}
+
+// Carry turns the buckets a store read for ReadRange(from, to, step) into
+// the answer of Series. It takes the levels out of the counts, and gives
+// every minute that has begun by now at least, as its peak_connections,
+// the level each node had at its start: that of the node's latest write
+// earlier in the same hour (the highest of the nodes, as a bucket's peak is
+// the highest one node saw). Levels do not carry past the end of their
+// hour: every connected subject writes in every hour (see Recorder). It
+// drops the buckets read before from, and may reuse read.
+func Carry(read []Point, from, now time.Time, step Step) []Point {
+	first := from.UTC().Truncate(time.Duration(step))
+	levels := make(map[string]int64)
+	var hour time.Time
+	out := read[:0]
+	for _, p := range read {
+		if h := p.Start.Truncate(time.Hour); !h.Equal(hour) {
+			clear(levels)
+			hour = h
+		}
+		var carried int64
+		for _, n := range levels {
+			carried = max(carried, n)
+		}
+		if carried > p.Counts[PeakConnections] && !p.Start.After(now) {
+			p.Counts[PeakConnections] = carried
+		}
+		for k, n := range p.Counts {
+			if strings.HasPrefix(k, levelPrefix) {
+				levels[k] = n
+				delete(p.Counts, k)
+			}
+		}
+		if !p.Start.Before(first) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // DefaultFlushInterval is how often a Recorder flushes by default.
 const DefaultFlushInterval = time.Second
 
@@ -220,6 +283,7 @@ const DefaultFlushInterval = time.Second
 // and Connected never block on I/O. Run it for the life of the node.
 type Recorder struct {
 	sink     Sink
+	node     string
 	interval time.Duration
 	log      *slog.Logger
 	now      func() time.Time
@@ -236,13 +300,16 @@ type Recorder struct {
 	// back into pending.
 	inflight map[Subject]*Entry
 	live     map[Subject]liveSubject
-	// spread is the part of every minute over which quiet subjects'
-	// steady writes are spread (see phaseOf): a flush must come after the
-	// last point within the minute.
+	// spread is the part of the first minute of every hour over which
+	// quiet subjects' hourly writes are spread (see phaseOf): a flush must
+	// come after the last point within that minute.
 	spread time.Duration
-	// lastSlot is the point of the minute steadyLocked last visited the
-	// live subjects at.
+	// lastSlot is the point of the hour steadyLocked last visited the live
+	// subjects at, and doneHour the hour (Unix minute of its start) by
+	// whose writes it found every live subject written: a subject that
+	// opens later in the hour is written by its connect.
 	lastSlot int64
+	doneHour int32
 	// totals are the sums of every count added since the Recorder was
 	// made, by kind of subject and metric, for Prometheus.
 	totals map[string]map[string]int64
@@ -250,22 +317,21 @@ type Recorder struct {
 
 // liveSubject is what a Recorder keeps of a subject with sockets open on
 // its node: their number, their connected time not yet handed over, and
-// which buckets last received its peak. 40 bytes, once per subject, not
-// per socket.
+// which hour's buckets last received its peak. 32 bytes, once per subject,
+// not per socket.
 type liveSubject struct {
 	n int32 // sockets open
-	// phase is how far into every minute (ms) the subject's steady write
-	// is due, so that a node's quiet subjects are written a few at each
-	// flush, not all at the first flush of the minute.
+	// phase is how far into the first minute of every hour (ms) the
+	// subject's hourly write is due, so that a node's quiet subjects are
+	// written a few at each flush, not all at the first flush of the hour.
 	phase int32
 	// acc is the socket-time (ns) not handed over yet, brought up to date
 	// at since (Unix ns).
 	since, acc int64
-	// peakMinute and peakHour are the minute and the hour (Unix minutes of
-	// their start) whose buckets last received the subject's peak;
-	// creditHour is the hour up to whose start its connected time was
-	// handed over.
-	peakMinute, peakHour, creditHour int32
+	// peakHour is the hour (Unix minute of its start) whose buckets last
+	// received the subject's peak and level; creditHour is the hour up to
+	// whose start its connected time was handed over.
+	peakHour, creditHour int32
 }
 
 // accrue brings the socket-time up to t (Unix ns).
@@ -287,14 +353,14 @@ func (l *liveSubject) takeSeconds() int64 {
 // unixMinute is the minute of t, in minutes since the Unix epoch.
 func unixMinute(t time.Time) int32 { return int32(t.Unix() / 60) }
 
-// steadySlots is how many points of a minute the steady writes of quiet
+// steadySlots is how many points of a minute the hourly writes of quiet
 // subjects are spread over. Each point costs Redis a few round trips of its
 // own, so a point per flush (60 a minute) would cost more round trips than
 // it saves in burst size; six keep each burst to a sixth of the subjects.
 const steadySlots = 6
 
 // phaseOf spreads subjects over steadySlots points of the first spread of
-// every minute, by a hash of the subject (FNV-1a): the same subject always
+// every hour, by a hash of the subject (FNV-1a): the same subject always
 // at the same point.
 func (r *Recorder) phaseOf(s Subject) int32 {
 	if r.spread <= 0 {
@@ -320,7 +386,10 @@ type Delta struct {
 type RecorderOptions struct {
 	// FlushInterval defaults to DefaultFlushInterval.
 	FlushInterval time.Duration
-	Logger        *slog.Logger
+	// Node names this node in the levels it writes (see Entry.Level): the
+	// nodes writing to one store must have distinct names.
+	Node   string
+	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -330,13 +399,16 @@ func (r *Recorder) Interval() time.Duration { return r.interval }
 
 // NewRecorder returns a Recorder that flushes to sink.
 func NewRecorder(sink Sink, o RecorderOptions) *Recorder {
-	r := &Recorder{sink: sink, interval: o.FlushInterval, log: o.Logger, now: o.Now,
-		pending: make(map[Subject]*Entry), live: make(map[Subject]liveSubject), totals: make(map[string]map[string]int64)}
+	r := &Recorder{sink: sink, node: o.Node, interval: o.FlushInterval, log: o.Logger, now: o.Now,
+		pending: make(map[Subject]*Entry), live: make(map[Subject]liveSubject), totals: make(map[string]map[string]int64),
+		doneHour: -1}
 	if r.interval <= 0 {
 		r.interval = DefaultFlushInterval
 	}
-	// A subject's steady write is due at its phase and made by the first
-	// flush past it, which must come within the minute.
+	// A subject's hourly write is due at its phase and made by the first
+	// flush past it, which must come within the hour's first minute, so
+	// that only that minute can lack the subject's level (levels do not
+	// carry across hours, see Carry).
 	r.spread = max(time.Minute-r.interval, 0)
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -443,7 +515,9 @@ func (r *Recorder) Connected(delta int64, subjects ...Subject) {
 		if !ok {
 			hour := unixMinute(now)
 			hour -= hour % 60
-			l = liveSubject{phase: r.phaseOf(s), since: t, peakMinute: -1, peakHour: -1, creditHour: hour}
+			// Its first write, in this flush, gives this hour's buckets
+			// its peak and level.
+			l = liveSubject{phase: r.phaseOf(s), since: t, peakHour: hour, creditHour: hour}
 		}
 		l.accrue(t)
 		before := int64(l.n)
@@ -465,23 +539,26 @@ func (r *Recorder) Connected(delta int64, subjects ...Subject) {
 	r.mu.Unlock()
 }
 
-// steadyLocked adds to entries what the live subjects owe at now: at the
-// first flush past its phase in every hour, a subject hands over the
-// connected time of the hour that ended, in that hour's buckets; and at
-// the first flush past its phase in every minute, a subject not written in
-// that minute (see Flush) writes its steady count, to the minute bucket
-// only unless the hour's buckets lack it too. So a quiet subject costs one
-// small write a minute and one more an hour, spread over the minute.
+// steadyLocked adds to entries what the live subjects owe at now, once an
+// hour each, at the first flush past its phase in the hour: the connected
+// time of the hour that ended, in that hour's buckets; and, unless the
+// subject was written in this hour already, its peak and level in the new
+// hour's buckets, from which queries carry the level through the quiet
+// minutes of the hour (see Carry). So a quiet subject costs two small
+// writes an hour, spread over the hour's first minute, and none in its
+// other minutes.
 func (r *Recorder) steadyLocked(now time.Time, entries []Entry) []Entry {
 	minute := unixMinute(now)
 	hour := minute - minute%60
-	into := now.Sub(time.Unix(int64(minute)*60, 0))
+	if hour == r.doneHour {
+		return entries
+	}
 	hourStart := time.Unix(int64(hour)*60, 0)
-	// Phases fall on steadySlots points of the minute: nothing new can be
-	// due until the next one, so the live subjects are visited six times a
-	// minute, not at every flush. (A subject that opens in between is
-	// written by its connect, in that minute.)
-	slot := int64(minute) * (steadySlots + 1)
+	into := now.Sub(hourStart)
+	// Phases fall on steadySlots points of the hour's first minute: nothing
+	// new can be due until the next one, so the live subjects are visited
+	// at most six times an hour, not at every flush.
+	slot := int64(hour) * (steadySlots + 1)
 	if r.spread > 0 {
 		slot += min(int64(into/(r.spread/steadySlots)), steadySlots)
 	}
@@ -489,13 +566,18 @@ func (r *Recorder) steadyLocked(now time.Time, entries []Entry) []Entry {
 		return entries
 	}
 	r.lastSlot = slot
+	done := true
 	for s, l := range r.live {
-		due := into >= time.Duration(l.phase)*time.Millisecond
-		changed := false
-		if l.creditHour < hour && (due || minute > hour) {
+		if l.creditHour == hour && l.peakHour == hour {
+			continue
+		}
+		if into < time.Duration(l.phase)*time.Millisecond {
+			done = false
+			continue
+		}
+		if l.creditHour < hour {
 			l.accrue(hourStart.UnixNano())
 			l.creditHour = hour
-			changed = true
 			if secs := l.takeSeconds(); secs > 0 {
 				r.totalLocked(s.Kind)[ConnectedSeconds] += secs
 				// The last moment of the hour that ended: its buckets.
@@ -503,27 +585,26 @@ func (r *Recorder) steadyLocked(now time.Time, entries []Entry) []Entry {
 					Peak: int64(l.n), At: hourStart.Add(-time.Millisecond)})
 			}
 		}
-		if l.peakMinute < minute && due {
-			entries = append(entries, Entry{Subject: s, Peak: int64(l.n), MinuteOnly: l.peakHour == hour})
-			l.peakMinute, l.peakHour = minute, hour
-			changed = true
+		if l.peakHour < hour {
+			entries = append(entries, Entry{Subject: s, Peak: int64(l.n)})
+			l.peakHour = hour
 		}
-		if changed {
-			r.live[s] = l
-		}
+		r.live[s] = l
+	}
+	if done {
+		r.doneHour = hour
 	}
 	return entries
 }
 
 // Flush hands what was counted since the last flush to the sink, in one
-// Write; concurrent calls take turns. On failure the counts are kept for the next flush, so a Redis
-// outage delays usage but loses none of it (while the node lives).
+// Write; concurrent calls take turns. On failure the counts are kept for
+// the next flush, so a Redis outage delays usage but loses none of it
+// (while the node lives).
 //
-// A subject written in this flush has its peak in the buckets of the
-// minute. Quiet connected subjects are written as steadyLocked says: their
-// steady count once a minute (so that the peak of a quiet minute is its
-// steady count) and their connected time once an hour, each at its own
-// point in the minute.
+// Every entry carries the node's name and the subject's level on it
+// after the flush. Quiet connected subjects are written as steadyLocked
+// says: once an hour, at their own point of the hour's first minute.
 func (r *Recorder) Flush(ctx context.Context) error {
 	r.fmu.Lock()
 	defer r.fmu.Unlock()
@@ -539,9 +620,9 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	var entries []Entry
 	for s, e := range r.pending {
 		if l, ok := r.live[s]; ok {
-			// The entry carries the subject's peak into this minute's
-			// buckets.
-			l.peakMinute, l.peakHour = minute, minute-minute%60
+			// The entry carries the subject's peak and level into this
+			// hour's buckets.
+			l.peakHour = minute - minute%60
 			r.live[s] = l
 		}
 		entries = append(entries, *e)
@@ -550,6 +631,10 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	if len(entries) == 0 {
 		r.mu.Unlock()
 		return nil
+	}
+	for i := range entries {
+		entries[i].Node = r.node
+		entries[i].Level = int64(r.live[entries[i].Subject].n)
 	}
 	batch := r.pending
 	// Not sized like the batch: after a burst of connects the next batches

@@ -105,7 +105,7 @@ func TestRecorderPeaksAndQuietMinutes(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	r := usage.NewRecorder(s, usage.RecorderOptions{Now: clock})
+	r := usage.NewRecorder(s, usage.RecorderOptions{Now: clock, Node: "n1"})
 	for range 3 {
 		r.Connected(1, key)
 	}
@@ -113,39 +113,35 @@ func TestRecorderPeaksAndQuietMinutes(t *testing.T) {
 	if err := r.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if e := s.last()[key]; e.Peak != 3 {
-		t.Fatalf("peak %d, want 3", e.Peak)
+	if e := s.last()[key]; e.Peak != 3 || e.Level != 2 || e.Node != "n1" {
+		t.Fatalf("flushed %+v; want the peak of 3 and the level of 2 on n1", e)
 	}
-	// Later in the same minute nothing happens: no write.
-	mu.Lock()
-	now = now.Add(20 * time.Second)
-	mu.Unlock()
-	if err := r.Flush(context.Background()); err != nil || s.count() != 1 {
-		t.Fatalf("a quiet flush within the minute wrote (%d writes, %v)", s.count(), err)
+	// The rest of the hour nothing happens: no write, the stores carry the
+	// level through the quiet minutes.
+	for range 59 * 60 {
+		mu.Lock()
+		now = now.Add(time.Second)
+		mu.Unlock()
+		if err := r.Flush(context.Background()); err != nil || s.count() != 1 {
+			t.Fatalf("a quiet flush at %s wrote (%d writes, %v)", clock().Format("15:04:05"), s.count(), err)
+		}
 	}
-	// Within the next minute, by the flush at its end at the latest, the
-	// subject writes the steady count of its two open sockets to that
-	// minute's bucket alone: the hour's and the day's have it already.
-	mu.Lock()
-	now = now.Truncate(time.Minute).Add(time.Minute + 59*time.Second)
-	mu.Unlock()
+	// A close is written with the level after it.
+	r.Connected(-1, key)
 	if err := r.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if e := s.last()[key]; s.count() != 2 || e.Peak != 2 || !e.MinuteOnly || len(e.Counts) != 0 {
-		t.Fatalf("a quiet minute wrote %d times, %+v; want one steady write of 2 to the minute bucket", s.count(), e)
-	}
-	if err := r.Flush(context.Background()); err != nil || s.count() != 2 {
-		t.Fatalf("a second quiet flush in the minute wrote (%d writes, %v)", s.count(), err)
+	if e := s.last()[key]; e.Peak != 2 || e.Level != 1 {
+		t.Fatalf("flushed %+v; want the peak of 2 and the level of 1", e)
 	}
 }
 
-// A quiet subject's steady writes are spread over the minute: each subject
-// is written once a minute, at one of a few points, not all at the first
-// flush.
-func TestRecorderSpreadsSteadyWrites(t *testing.T) {
+// A quiet subject's hourly writes are spread over the first minute of the
+// hour: each subject is written once, at one of a few points, not all at
+// the first flush.
+func TestRecorderSpreadsHourlyWrites(t *testing.T) {
 	s := &sink{}
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	now := time.Date(2026, 3, 1, 12, 30, 0, 0, time.UTC)
 	r := usage.NewRecorder(s, usage.RecorderOptions{Now: func() time.Time { return now }})
 	const n = 600
 	for i := range n {
@@ -154,43 +150,49 @@ func TestRecorderSpreadsSteadyWrites(t *testing.T) {
 	if err := r.Flush(context.Background()); err != nil || s.count() != 1 {
 		t.Fatalf("the connects were not written in one flush: %d writes, %v", s.count(), err)
 	}
-	now = now.Add(time.Minute)
+	now = now.Truncate(time.Hour).Add(time.Hour)
 	written := map[usage.Subject]int{}
 	most := 0
-	for range 60 {
+	for range 120 {
 		before := s.count()
 		if err := r.Flush(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if s.count() > before {
-			batch := s.last()
-			most = max(most, len(batch))
-			for sub, e := range batch {
-				if e.Peak != 1 || !e.MinuteOnly {
-					t.Fatalf("steady write %+v", e)
+			if now.Sub(now.Truncate(time.Hour)) >= time.Minute {
+				t.Fatalf("a write at %s, after the hour's first minute", now.Format("15:04:05"))
+			}
+			batch := s.writes[len(s.writes)-1]
+			most = max(most, len(batch)/2)
+			for _, e := range batch {
+				if !e.At.IsZero() {
+					continue // the connected time of the hour that ended
 				}
-				written[sub]++
+				if e.Peak != 1 || e.Level != 1 || len(e.Counts) != 0 {
+					t.Fatalf("hourly write %+v", e)
+				}
+				written[e.Subject]++
 			}
 		}
 		now = now.Add(time.Second)
 	}
 	if len(written) != n {
-		t.Fatalf("%d of %d subjects written in the minute", len(written), n)
+		t.Fatalf("%d of %d subjects written in the hour's first minute", len(written), n)
 	}
 	for sub, k := range written {
 		if k != 1 {
-			t.Fatalf("%v written %d times in one minute", sub, k)
+			t.Fatalf("%v written %d times in one hour", sub, k)
 		}
 	}
-	// Six points a minute: a sixth each, give or take the hash.
+	// Six points: a sixth each, give or take the hash.
 	if most > n/4 {
 		t.Fatalf("one flush wrote %d of %d quiet subjects: not spread", most, n)
 	}
 }
 
 // Connected time is handed over once an hour, into the buckets of the hour
-// that ended, and when the subject's last socket closes; the first steady
-// write of an hour also gives the new hour's buckets their peak.
+// that ended, and when the subject's last socket closes; the hourly write
+// also gives the new hour's buckets the subject's peak and level.
 func TestRecorderConnectedTimeHourly(t *testing.T) {
 	s := &sink{}
 	now := time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)
@@ -224,8 +226,8 @@ func TestRecorderConnectedTimeHourly(t *testing.T) {
 	if handed == nil || handed.Counts[usage.ConnectedSeconds] != 2*(3600-10) || !handed.At.Equal(time.Date(2026, 3, 1, 12, 59, 59, 999e6, time.UTC)) {
 		t.Fatalf("hand-over %+v; want 7180 s in the buckets of 12:59:59.999", handed)
 	}
-	if steady == nil || steady.MinuteOnly || steady.Peak != 2 {
-		t.Fatalf("first steady write of the hour %+v; want the peak in every bucket", steady)
+	if steady == nil || steady.Peak != 2 || steady.Level != 2 {
+		t.Fatalf("hourly write %+v; want the peak and level of 2", steady)
 	}
 	// The close hands over the rest: 2 × 600.5 s.
 	now = time.Date(2026, 3, 1, 13, 10, 0, 5e8, time.UTC)

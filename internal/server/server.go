@@ -340,7 +340,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	s.manager.ExpiryInterval, s.manager.KeyExpiryInterval = cfg.ExpiryInterval, cfg.KeyExpiryInterval
 	s.manager.Logger = logger
 	node = s.manager.Backend()
-	s.usage = usage.NewRecorder(s.backend.Usage, usage.RecorderOptions{FlushInterval: cfg.UsageFlushInterval, Logger: logger})
+	s.usage = usage.NewRecorder(s.backend.Usage, usage.RecorderOptions{FlushInterval: cfg.UsageFlushInterval, Logger: logger, Node: node.NodeID})
 	s.usageCol = newUsageCollector(s.usage, s.backend.Usage, logger)
 	s.registry.MustRegister(s.usageCol)
 	s.keys = &keys.Manager{Store: node.Keys, MaxTTL: cfg.KeyMaxTTL, Cache: &keys.Cache{}, NodeID: node.NodeID}
