@@ -95,7 +95,12 @@ func (u *Usage) writeChunk(ctx context.Context, at time.Time, entries []usage.En
 			keys = append(keys, u.usageKey(e.Subject, st, start))
 			args = append(args, strconv.FormatInt(start.Add(st.Retention()).UnixMilli(), 10))
 		}
-		args = append(args, strconv.FormatInt(e.Peak, 10), usage.LevelField(e.Node), strconv.FormatInt(e.Level, 10))
+		args = append(args, strconv.FormatInt(e.Peak, 10))
+		if e.HasLevel() {
+			args = append(args, usage.LevelField(e.Node), strconv.FormatInt(e.Level, 10))
+		} else {
+			args = append(args, "", "")
+		}
 		for m, n := range e.Counts {
 			if n == 0 {
 				continue
@@ -208,8 +213,8 @@ func (u *Usage) Top(ctx context.Context, kind, metric string, window time.Durati
 
 // luaUsageAdd: KEYS the minute, hour and day buckets of one subject. ARGV
 // their expiries (Unix ms), the peak, the field of the node's level and the
-// level, then metric/count pairs. Counts are added; the peak field keeps the
-// maximum; the level goes to the minute bucket.
+// level (both empty for none), then metric/count pairs. Counts are added;
+// the peak field keeps the maximum; the level goes to the minute bucket.
 //
 // A bucket gets its expiry from the script that creates it, which is the
 // one that creates its first field: so the script sets it only when one of
@@ -233,7 +238,7 @@ for i = 1, 3 do
       redis.call('HSET', k, 'peak_connections', peak)
     end
   end
-  if i == 1 and redis.call('HSET', k, ARGV[5], ARGV[6]) == 1 then fresh = true end
+  if i == 1 and ARGV[5] ~= '' and redis.call('HSET', k, ARGV[5], ARGV[6]) == 1 then fresh = true end
   if fresh then redis.call('PEXPIREAT', k, ARGV[i]) end
 end
 return 1

@@ -60,7 +60,7 @@ func (m *Memory) Write(_ context.Context, at time.Time, entries []Entry) error {
 			if e.Peak > b[PeakConnections] {
 				b[PeakConnections] = e.Peak
 			}
-			if st == Minute {
+			if st == Minute && e.HasLevel() {
 				b[LevelField(e.Node)] = e.Level
 			}
 		}

@@ -73,10 +73,16 @@ type Entry struct {
 	// latest Level of every node in the minute bucket (see LevelField), and
 	// a query carries it into the minutes that follow within the hour (see
 	// Carry): a connected subject that does nothing writes nothing until
-	// the next hour, yet every minute shows its steady peak.
+	// the next hour, yet every minute shows its steady peak. Only entries
+	// for the Write's own moment have a level (see HasLevel).
 	Node  string
 	Level int64
 }
+
+// HasLevel reports whether a store records e's Level: not for an entry
+// with At, whose moment is past (the last moment of an hour, whose level
+// no later minute of that hour would read).
+func (e *Entry) HasLevel() bool { return e.At.IsZero() }
 
 // When returns the time whose buckets e goes to, given the Write's at.
 func (e *Entry) When(at time.Time) time.Time {
@@ -580,9 +586,11 @@ func (r *Recorder) steadyLocked(now time.Time, entries []Entry) []Entry {
 			l.creditHour = hour
 			if secs := l.takeSeconds(); secs > 0 {
 				r.totalLocked(s.Kind)[ConnectedSeconds] += secs
-				// The last moment of the hour that ended: its buckets.
+				// The last moment of the hour that ended: its buckets,
+				// which have the subject's peak from its write in that
+				// hour.
 				entries = append(entries, Entry{Subject: s, Counts: map[string]int64{ConnectedSeconds: secs},
-					Peak: int64(l.n), At: hourStart.Add(-time.Millisecond)})
+					At: hourStart.Add(-time.Millisecond)})
 			}
 		}
 		if l.peakHour < hour {

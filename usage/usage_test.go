@@ -223,7 +223,8 @@ func TestRecorderConnectedTimeHourly(t *testing.T) {
 			handed = &e
 		}
 	}
-	if handed == nil || handed.Counts[usage.ConnectedSeconds] != 2*(3600-10) || !handed.At.Equal(time.Date(2026, 3, 1, 12, 59, 59, 999e6, time.UTC)) {
+	if handed == nil || handed.Counts[usage.ConnectedSeconds] != 2*(3600-10) || handed.Peak != 0 || handed.HasLevel() ||
+		!handed.At.Equal(time.Date(2026, 3, 1, 12, 59, 59, 999e6, time.UTC)) {
 		t.Fatalf("hand-over %+v; want 7180 s in the buckets of 12:59:59.999", handed)
 	}
 	if steady == nil || steady.Peak != 2 || steady.Level != 2 {
