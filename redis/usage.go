@@ -89,13 +89,15 @@ func (u *Usage) writeChunk(ctx context.Context, at time.Time, entries []usage.En
 		when := e.When(at).UTC()
 		hour := when.Truncate(time.Hour)
 		keys := make([]string, 0, len(usage.Steps))
-		args := make([]string, 0, len(usage.Steps)+3+2*len(e.Counts))
+		args := make([]string, 0, 2*len(usage.Steps)+2+2*len(e.Counts))
 		for _, st := range usage.Steps {
 			start := when.Truncate(time.Duration(st))
 			keys = append(keys, u.usageKey(e.Subject, st, start))
 			args = append(args, strconv.FormatInt(start.Add(st.Retention()).UnixMilli(), 10))
 		}
-		args = append(args, strconv.FormatInt(e.Peak, 10))
+		for _, st := range usage.Steps {
+			args = append(args, strconv.FormatInt(e.PeakIn(st), 10))
+		}
 		if e.HasLevel() {
 			args = append(args, usage.LevelField(e.Node), strconv.FormatInt(e.Level, 10))
 		} else {
@@ -212,9 +214,10 @@ func (u *Usage) Top(ctx context.Context, kind, metric string, window time.Durati
 }
 
 // luaUsageAdd: KEYS the minute, hour and day buckets of one subject. ARGV
-// their expiries (Unix ms), the peak, the field of the node's level and the
-// level (both empty for none), then metric/count pairs. Counts are added;
-// the peak field keeps the maximum; the level goes to the minute bucket.
+// their expiries (Unix ms), their peaks (0 for none), the field of the
+// node's level and the level (both empty for none), then metric/count
+// pairs. Counts are added; the peak field keeps the maximum; the level goes
+// to the minute bucket.
 //
 // A bucket gets its expiry from the script that creates it, which is the
 // one that creates its first field: so the script sets it only when one of
@@ -223,11 +226,11 @@ func (u *Usage) Top(ctx context.Context, kind, metric string, window time.Durati
 // expiry. A new subject's peak is set in one call (HSETNX), a known one's
 // read and raised if lower.
 const luaUsageAdd = `
-local peak = tonumber(ARGV[4])
 for i = 1, 3 do
   local k = KEYS[i]
+  local peak = tonumber(ARGV[i + 3])
   local fresh = false
-  for j = 7, #ARGV, 2 do
+  for j = 9, #ARGV, 2 do
     local n = tonumber(ARGV[j + 1])
     if redis.call('HINCRBY', k, ARGV[j], n) == n then fresh = true end
   end
@@ -238,7 +241,7 @@ for i = 1, 3 do
       redis.call('HSET', k, 'peak_connections', peak)
     end
   end
-  if i == 1 and ARGV[5] ~= '' and redis.call('HSET', k, ARGV[5], ARGV[6]) == 1 then fresh = true end
+  if i == 1 and ARGV[7] ~= '' and redis.call('HSET', k, ARGV[7], ARGV[8]) == 1 then fresh = true end
   if fresh then redis.call('PEXPIREAT', k, ARGV[i]) end
 end
 return 1

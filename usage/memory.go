@@ -57,8 +57,8 @@ func (m *Memory) Write(_ context.Context, at time.Time, entries []Entry) error {
 			for metric, n := range e.Counts {
 				b[metric] += n
 			}
-			if e.Peak > b[PeakConnections] {
-				b[PeakConnections] = e.Peak
+			if peak := e.PeakIn(st); peak > b[PeakConnections] {
+				b[PeakConnections] = peak
 			}
 			if st == Minute && e.HasLevel() {
 				b[LevelField(e.Node)] = e.Level

@@ -84,6 +84,19 @@ type Entry struct {
 // no later minute of that hour would read).
 func (e *Entry) HasLevel() bool { return e.At.IsZero() }
 
+// PeakIn returns the peak a store keeps for e in its bucket of step st:
+// none in a minute bucket when e's level is as high, as a query counts the
+// levels written in a minute among its peaks (see Carry). A later write of
+// the node in that minute with a lower level has a peak at least as high
+// as this level (the Recorder starts an entry's peak at the subject's
+// level), and keeps it.
+func (e *Entry) PeakIn(st Step) int64 {
+	if st == Minute && e.HasLevel() && e.Peak <= e.Level {
+		return 0
+	}
+	return e.Peak
+}
+
 // When returns the time whose buckets e goes to, given the Write's at.
 func (e *Entry) When(at time.Time) time.Time {
 	if !e.At.IsZero() {
@@ -246,12 +259,13 @@ func ReadRange(from, to time.Time, step Step) ([]time.Time, error) {
 
 // Carry turns the buckets a store read for ReadRange(from, to, step) into
 // the answer of Series. It takes the levels out of the counts, and gives
-// every minute that has begun by now at least, as its peak_connections,
-// the level each node had at its start: that of the node's latest write
-// earlier in the same hour (the highest of the nodes, as a bucket's peak is
-// the highest one node saw). Levels do not carry past the end of their
-// hour: every connected subject writes in every hour (see Recorder). It
-// drops the buckets read before from, and may reuse read.
+// every minute at least, as its peak_connections, the levels its nodes
+// wrote in it and, if it has begun by now, the level each node had at its
+// start: that of the node's latest write earlier in the same hour (the
+// highest of them all, as a bucket's peak is the highest one node saw).
+// Levels do not carry past the end of their hour: every connected subject
+// writes in every hour (see Recorder). It drops the buckets read before
+// from, and may reuse read.
 func Carry(read []Point, from, now time.Time, step Step) []Point {
 	first := from.UTC().Truncate(time.Duration(step))
 	levels := make(map[string]int64)
@@ -262,18 +276,21 @@ func Carry(read []Point, from, now time.Time, step Step) []Point {
 			clear(levels)
 			hour = h
 		}
-		var carried int64
-		for _, n := range levels {
-			carried = max(carried, n)
-		}
-		if carried > p.Counts[PeakConnections] && !p.Start.After(now) {
-			p.Counts[PeakConnections] = carried
+		var peak int64
+		if !p.Start.After(now) {
+			for _, n := range levels {
+				peak = max(peak, n)
+			}
 		}
 		for k, n := range p.Counts {
 			if strings.HasPrefix(k, levelPrefix) {
 				levels[k] = n
+				peak = max(peak, n)
 				delete(p.Counts, k)
 			}
+		}
+		if peak > p.Counts[PeakConnections] {
+			p.Counts[PeakConnections] = peak
 		}
 		if !p.Start.Before(first) {
 			out = append(out, p)

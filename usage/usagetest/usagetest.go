@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore NewFunc) {
 		{"At", testAt},
 		{"LevelCarriesThroughQuietMinutes", testLevelCarries},
 		{"LevelsOfSeveralNodes", testLevelsOfNodes},
+		{"LevelFallsWithinAMinute", testLevelFalls},
 		{"LevelsStopAtTheHour", testLevelsStopAtTheHour},
 		{"QueryStartsInAQuietStretch", testQueryInQuietStretch},
 		{"RecorderQuietHourOnTwoNodes", testRecorderQuietHour},
@@ -194,6 +195,17 @@ func testLevelsOfNodes(t *testing.T, st Store, now time.Time) {
 	if p := series(t, st, alice, now, now, usage.Hour); p[0].Counts[usage.PeakConnections] != 5 {
 		t.Fatalf("hour bucket %v", p[0].Counts)
 	}
+}
+
+// A level written in a minute counts as a peak of that minute, and a later
+// write of the node in the minute with a lower level keeps the minute's
+// peak.
+func testLevelFalls(t *testing.T, st Store, now time.Time) {
+	m := now.Truncate(time.Minute).Add(-3 * time.Minute)
+	write(t, st, m.Add(10*time.Second), usage.Entry{Subject: key3, Peak: 4, Node: "a", Level: 4})
+	write(t, st, m.Add(40*time.Second), usage.Entry{Subject: key3, Peak: 4, Node: "a", Level: 1})
+	write(t, st, m.Add(time.Minute+20*time.Second), usage.Entry{Subject: key3, Peak: 2, Node: "a", Level: 2})
+	checkPeaks(t, "falling level", series(t, st, key3, m, now, usage.Minute), []int64{4, 2, 2, 2})
 }
 
 // Levels do not carry into the next hour: a subject's first write of an
