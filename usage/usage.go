@@ -5,7 +5,7 @@
 // A [Recorder] aggregates in memory on each node (an Add is a map update
 // under a mutex, no I/O) and hands its totals to a [Sink] once per flush
 // interval, in one batch whatever the traffic: idle subjects cost nothing,
-// connected but quiet ones a small write an hour, and a crash loses at most
+// connected but quiet ones two small writes an hour, and a crash loses at most
 // one interval of counts (and the connected time of the hour under way). The
 // redis package implements Sink and [Source] on the Redis the cluster
 // already runs.
