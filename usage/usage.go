@@ -327,7 +327,7 @@ type Recorder struct {
 	// quiet subjects' hourly writes are spread (see phaseOf): a flush must
 	// come after the last point within that minute.
 	spread time.Duration
-	// lastSlot is the point of the hour steadyLocked last visited the live
+	// lastSlot is the point of the hour hourlyLocked last visited the live
 	// subjects at, and doneHour the hour (Unix minute of its start) by
 	// whose writes it found every live subject written: a subject that
 	// opens later in the hour is written by its connect.
@@ -376,13 +376,13 @@ func (l *liveSubject) takeSeconds() int64 {
 // unixMinute is the minute of t, in minutes since the Unix epoch.
 func unixMinute(t time.Time) int32 { return int32(t.Unix() / 60) }
 
-// steadySlots is how many points of a minute the hourly writes of quiet
+// hourlySlots is how many points of a minute the hourly writes of quiet
 // subjects are spread over. Each point costs Redis a few round trips of its
 // own, so a point per flush (60 a minute) would cost more round trips than
 // it saves in burst size; six keep each burst to a sixth of the subjects.
-const steadySlots = 6
+const hourlySlots = 6
 
-// phaseOf spreads subjects over steadySlots points of the first spread of
+// phaseOf spreads subjects over hourlySlots points of the first spread of
 // every hour, by a hash of the subject (FNV-1a): the same subject always
 // at the same point.
 func (r *Recorder) phaseOf(s Subject) int32 {
@@ -396,7 +396,7 @@ func (r *Recorder) phaseOf(s Subject) int32 {
 			h *= 1099511628211
 		}
 	}
-	return int32(h % steadySlots * uint64(r.spread/steadySlots/time.Millisecond))
+	return int32(h % hourlySlots * uint64(r.spread/hourlySlots/time.Millisecond))
 }
 
 // Delta is one metric's increment, for AddAll.
@@ -562,7 +562,7 @@ func (r *Recorder) Connected(delta int64, subjects ...Subject) {
 	r.mu.Unlock()
 }
 
-// steadyLocked adds to entries what the live subjects owe at now, once an
+// hourlyLocked adds to entries what the live subjects owe at now, once an
 // hour each, at the first flush past its phase in the hour: the connected
 // time of the hour that ended, in that hour's buckets; and, unless the
 // subject was written in this hour already, its peak and level in the new
@@ -570,7 +570,7 @@ func (r *Recorder) Connected(delta int64, subjects ...Subject) {
 // minutes of the hour (see Carry). So a quiet subject costs two small
 // writes an hour, spread over the hour's first minute, and none in its
 // other minutes.
-func (r *Recorder) steadyLocked(now time.Time, entries []Entry) []Entry {
+func (r *Recorder) hourlyLocked(now time.Time, entries []Entry) []Entry {
 	minute := unixMinute(now)
 	hour := minute - minute%60
 	if hour == r.doneHour {
@@ -578,12 +578,12 @@ func (r *Recorder) steadyLocked(now time.Time, entries []Entry) []Entry {
 	}
 	hourStart := time.Unix(int64(hour)*60, 0)
 	into := now.Sub(hourStart)
-	// Phases fall on steadySlots points of the hour's first minute: nothing
+	// Phases fall on hourlySlots points of the hour's first minute: nothing
 	// new can be due until the next one, so the live subjects are visited
 	// at most six times an hour, not at every flush.
-	slot := int64(hour) * (steadySlots + 1)
+	slot := int64(hour) * (hourlySlots + 1)
 	if r.spread > 0 {
-		slot += min(int64(into/(r.spread/steadySlots)), steadySlots)
+		slot += min(int64(into/(r.spread/hourlySlots)), hourlySlots)
 	}
 	if slot == r.lastSlot {
 		return entries
@@ -628,7 +628,7 @@ func (r *Recorder) steadyLocked(now time.Time, entries []Entry) []Entry {
 // (while the node lives).
 //
 // Every entry carries the node's name and the subject's level on it
-// after the flush. Quiet connected subjects are written as steadyLocked
+// after the flush. Quiet connected subjects are written as hourlyLocked
 // says: once an hour, at their own point of the hour's first minute.
 func (r *Recorder) Flush(ctx context.Context) error {
 	r.fmu.Lock()
@@ -652,7 +652,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		}
 		entries = append(entries, *e)
 	}
-	entries = r.steadyLocked(now, entries)
+	entries = r.hourlyLocked(now, entries)
 	if len(entries) == 0 {
 		r.mu.Unlock()
 		return nil
