@@ -322,7 +322,10 @@ type Recorder struct {
 	// inflight is the batch a Flush is writing, until it is written or put
 	// back into pending.
 	inflight map[Subject]*Entry
-	live     map[Subject]liveSubject
+	// retry are the entries with At of a failed write: written again as
+	// they are, so that their counts stay in the buckets of their At.
+	retry []Entry
+	live  map[Subject]liveSubject
 	// spread is the part of the first minute of every hour over which
 	// quiet subjects' hourly writes are spread (see phaseOf): a flush must
 	// come after the last point within that minute.
@@ -652,7 +655,8 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		}
 		entries = append(entries, *e)
 	}
-	entries = r.hourlyLocked(now, entries)
+	entries = r.hourlyLocked(now, append(entries, r.retry...))
+	r.retry = nil
 	if len(entries) == 0 {
 		r.mu.Unlock()
 		return nil
@@ -685,6 +689,10 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		}
 	}
 	for _, old := range keep {
+		if !old.At.IsZero() {
+			r.retry = append(r.retry, old)
+			continue
+		}
 		e := r.entry(old.Subject)
 		for m, n := range old.Counts {
 			e.Counts[m] += n
@@ -722,14 +730,22 @@ func (r *Recorder) Pending(s Subject) map[string]int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out map[string]int64
+	add := func(e *Entry) {
+		if out == nil {
+			out = make(map[string]int64, len(e.Counts))
+		}
+		for m, n := range e.Counts {
+			out[m] += n
+		}
+	}
 	for _, batch := range []map[Subject]*Entry{r.pending, r.inflight} {
 		if e := batch[s]; e != nil {
-			if out == nil {
-				out = make(map[string]int64, len(e.Counts))
-			}
-			for m, n := range e.Counts {
-				out[m] += n
-			}
+			add(e)
+		}
+	}
+	for i := range r.retry {
+		if r.retry[i].Subject == s {
+			add(&r.retry[i])
 		}
 	}
 	return out

@@ -385,3 +385,46 @@ func TestRecorderPartialWrite(t *testing.T) {
 		t.Fatalf("stored %v; want 4 each, none twice", p.stored)
 	}
 }
+
+// An hourly write that fails is written by the next flush that succeeds:
+// the connected time still into the hour that ended, the peak with the
+// subject's level then (the stores carry it from there).
+func TestRecorderHourlyWriteOutlivesAFailure(t *testing.T) {
+	s := &sink{}
+	now := time.Date(2026, 3, 1, 12, 30, 0, 0, time.UTC)
+	r := usage.NewRecorder(s, usage.RecorderOptions{Now: func() time.Time { return now }, Node: "n1"})
+	r.Connected(1, key)
+	r.Connected(1, key)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.fail = true
+	s.mu.Unlock()
+	now = time.Date(2026, 3, 1, 13, 0, 59, 0, time.UTC)
+	if err := r.Flush(context.Background()); err == nil {
+		t.Fatal("the failed hourly write was not reported")
+	}
+	s.mu.Lock()
+	s.fail = false
+	s.mu.Unlock()
+	now = now.Add(2 * time.Minute)
+	r.Connected(1, key)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var handed, peak int
+	for _, e := range s.writes[len(s.writes)-1] {
+		switch {
+		case e.At.Equal(time.Date(2026, 3, 1, 12, 59, 59, 999e6, time.UTC)) && e.Counts[usage.ConnectedSeconds] == 2*1800:
+			handed++
+		case e.At.IsZero() && e.Peak == 3 && e.Level == 3 && e.Node == "n1" && len(e.Counts) == 0:
+			peak++
+		default:
+			t.Fatalf("after the outage, flushed %+v", e)
+		}
+	}
+	if handed != 1 || peak != 1 {
+		t.Fatalf("after the outage, %d hand-overs into 12:59 and %d peaks of 3; want one each", handed, peak)
+	}
+}
