@@ -699,7 +699,7 @@ type heldConn struct {
 	net.Conn
 	// held is the handshake answer while it waits: a slice of the buffer
 	// the HTTP server handed over with the connection, which nothing else
-	// writes to any more.
+	// uses any more, so that the first frame may be appended to it.
 	held []byte
 	// state is heldHandshake until the answer is written to the conn,
 	// heldWaiting while it waits in held, then heldFlushed.
@@ -720,8 +720,18 @@ func (c *heldConn) Write(b []byte) (int, error) {
 	case heldWaiting:
 		held := c.held
 		c.held, c.state = nil, heldFlushed
-		bufs := net.Buffers{held, b}
-		n, err := bufs.WriteTo(c.Conn)
+		var n int64
+		var err error
+		if len(held)+len(b) <= cap(held) {
+			// The frame fits in the rest of the answer's buffer: one
+			// plain write, nothing allocated.
+			var m int
+			m, err = c.Conn.Write(append(held, b...))
+			n = int64(m)
+		} else {
+			bufs := net.Buffers{held, b}
+			n, err = bufs.WriteTo(c.Conn)
+		}
 		// What the caller wrote is what went past the answer.
 		return int(max(n-int64(len(held)), 0)), err
 	}

@@ -56,6 +56,28 @@ func TestHeldConnSendsAnswerWithFirstFrame(t *testing.T) {
 	}
 }
 
+// TestHeldConnLargeFirstFrame: a first frame larger than the room left in
+// the answer's buffer goes out behind the answer all the same, and the
+// buffer is not written past its length.
+func TestHeldConnLargeFirstFrame(t *testing.T) {
+	for _, room := range []int{0, 10, 4096} {
+		rc := &recordingConn{}
+		c := &heldConn{Conn: rc}
+		answer := make([]byte, 0, 40+room)
+		answer = append(answer, "HTTP/1.1 101 Switching Protocols\r\n\r\n"...)
+		frame := bytes.Repeat([]byte("x"), 100)
+		if _, err := c.Write(answer); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Write(frame); n != len(frame) || err != nil {
+			t.Fatalf("room %d: Write(frame) = %d, %v; want %d, nil", room, n, err, len(frame))
+		}
+		if got, want := rc.buf.String(), string(answer)+string(frame); got != want {
+			t.Fatalf("room %d: peer got %q, want %q", room, got, want)
+		}
+	}
+}
+
 // TestHeldConnReportsFailedFirstFrame: when the write of the answer and the
 // first frame fails, the frame's Write fails, so that the connection is
 // dropped.
