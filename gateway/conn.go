@@ -373,21 +373,27 @@ func (c *Conn) kickLocked() {
 	go c.writeLoop()
 }
 
-// release lets the writer start, with first at the head of the queue.
-func (c *Conn) release(first []byte) {
+// release lets the writer start, with first at the head of the queue. When
+// there is something to write it reports true, and the caller must run
+// writeLoop itself (the upgrade handler does, on its own goroutine, where a
+// writer goroutine would have to be started).
+func (c *Conn) release(first []byte) (write bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.held = false
 	if c.closed {
-		return
+		return false
 	}
 	if !c.closing || c.code != ClosePolicy {
 		c.queue = slices.Insert(c.queue, 0, first)
 		c.pushed.add(first)
 	}
-	if len(c.queue) > 0 || c.closing {
-		c.kickLocked()
+	if c.writing || (len(c.queue) == 0 && !c.closing) {
+		return false
 	}
+	c.writing = true
+	c.g.wg.Add(1)
+	return true
 }
 
 // writeLoop drains the queue, writes the close frame if one is due, and

@@ -644,7 +644,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.log.Error("gateway: encoding welcome", "err", err)
 		c.closeWith(websocket.CloseInternalServerErr, "internal")
 	}
-	c.release(b)
 	g.audit.Log(ctx, auditWSConnected, auditFields{
 		SessionID: p.SessionID, UserID: p.UserID, ConnectionID: c.id, IP: ip,
 		UserAgent: c.ua, Method: method, Source: cred.Source.String(),
@@ -652,6 +651,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Checked first: the arguments would be boxed even for a disabled level.
 	if g.log.Enabled(ctx, slog.LevelDebug) {
 		g.log.Debug("gateway: connected", "connection_id", c.id, "user_id", p.UserID, "session_id", p.SessionID, "method", method)
+	}
+	if c.release(b) {
+		// This goroutine is the writer of the welcome (and of whatever
+		// queued behind it), instead of starting one: it ends with the
+		// handler anyway.
+		c.writeLoop()
 	}
 }
 
@@ -661,7 +666,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 const readBufferSize = 512
 
 // hijacker hands the upgrader a read buffer of readBufferSize that the
-// gateway keeps a reference to.
+// gateway keeps a reference to, and the connection as a heldConn.
 type hijacker struct {
 	http.ResponseWriter
 	br       *bufio.Reader
@@ -681,7 +686,65 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return conn, brw, err
 	}
 	h.br = newReadBuffer(conn)
-	return conn, bufio.NewReadWriter(h.br, brw.Writer), nil
+	return &heldConn{Conn: conn}, bufio.NewReadWriter(h.br, brw.Writer), nil
+}
+
+// heldConn holds the upgrade's handshake answer back until the connection's
+// first frame (the welcome, or a close frame) is written, so that the two
+// leave in one system call instead of two. The upgrader writes the answer
+// as its last step and the gateway writes the welcome moments later, so
+// nothing waits on the hold; a client that has not received the answer
+// sends nothing either. Writes are serialized by the websocket.Conn.
+type heldConn struct {
+	net.Conn
+	// held is the handshake answer while it waits: a slice of the buffer
+	// the HTTP server handed over with the connection, which nothing else
+	// uses any more, so that the first frame may be appended to it.
+	held []byte
+	// state is heldHandshake until the answer is written to the conn,
+	// heldWaiting while it waits in held, then heldFlushed.
+	state uint8
+}
+
+const (
+	heldHandshake = iota
+	heldWaiting
+	heldFlushed
+)
+
+func (c *heldConn) Write(b []byte) (int, error) {
+	switch c.state {
+	case heldHandshake:
+		c.held, c.state = b, heldWaiting
+		return len(b), nil
+	case heldWaiting:
+		held := c.held
+		c.held, c.state = nil, heldFlushed
+		var n int64
+		var err error
+		if len(held)+len(b) <= cap(held) {
+			// The frame fits in the rest of the answer's buffer: one
+			// plain write, nothing allocated.
+			var m int
+			m, err = c.Conn.Write(append(held, b...))
+			n = int64(m)
+		} else {
+			bufs := net.Buffers{held, b}
+			n, err = bufs.WriteTo(c.Conn)
+		}
+		// What the caller wrote is what went past the answer.
+		return int(max(n-int64(len(held)), 0)), err
+	}
+	return c.Conn.Write(b)
+}
+
+// SyscallConn reaches the socket underneath, for the idle poller.
+func (c *heldConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("gateway: connection has no socket")
+	}
+	return sc.SyscallConn()
 }
 
 // scheduleConnExpiry arms the timer that closes a JWT or API-key connection

@@ -3,6 +3,8 @@ package redis
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -171,5 +173,32 @@ func BenchmarkClaimExpiredIdle(b *testing.B) {
 		if err != nil || len(got) != 0 {
 			b.Fatal(len(got), err)
 		}
+	}
+}
+
+// BenchmarkRouterFollow is the router's share of a connect in a storm: one
+// follow of a new session channel and the flush that subscribes it (one
+// SSUBSCRIBE and PING round trip), with held channels followed already.
+// The cost must not grow with held, the node's sockets.
+func BenchmarkRouterFollow(b *testing.B) {
+	for _, held := range []int{0, 20000} {
+		b.Run("held="+strconv.Itoa(held), func(b *testing.B) {
+			srv := redistest.Start(b)
+			node := newBackend(b, srv)
+			rec := &recorder{}
+			subscribe(b, node, rec)
+			topics := make([]sessionbridge.Topic, held)
+			for i := range topics {
+				topics[i] = sessionbridge.SessionTopic(sessionIDIn(b, fmt.Sprintf("%02x", i%256)))
+			}
+			follow(b, node, rec, topics...)
+			b.ReportAllocs()
+			for b.Loop() {
+				node.router.follow(sessionbridge.SessionTopic(sessionIDIn(b, "00")))
+				if err := node.router.flush(bg, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -162,7 +162,7 @@ func (r *recorder) count(f func(sessionbridge.Event) bool) int {
 
 // subscribe runs bus.Subscribe(h) until the test ends and waits for the first
 // gap, which says the subscription is in place.
-func subscribe(t *testing.T, b *Backend, h *recorder) {
+func subscribe(t testing.TB, b *Backend, h *recorder) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(bg)
 	done := make(chan error, 1)

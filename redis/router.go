@@ -51,6 +51,8 @@ type route struct {
 	idleSince time.Time
 	state     routeState
 	conn      *shardConn
+	// queued: the channel is in router.pending.
+	queued bool
 }
 
 // shardConn is the dedicated connection that holds the shard subscriptions
@@ -69,8 +71,19 @@ type router struct {
 	b       *Backend
 	cluster bool
 
-	mu       sync.Mutex
-	routes   map[string]*route // by channel
+	mu     sync.Mutex
+	routes map[string]*route // by channel
+	// pending lists the channels followed while not subscribed since the
+	// last flush, so that a flush after a follow looks at them alone and
+	// not at every route: in a connect storm a flush comes every few
+	// milliseconds, and a scan of all routes would cost each connect time
+	// in proportion to the node's sockets. rescan asks the next flush for
+	// a scan of every route: set wherever a route returns to routeIdle
+	// other than by a follow (a failed command, a lost connection, a moved
+	// slot), and done on every tick anyway, which also finds the channels
+	// whose linger after their last unfollow has passed.
+	pending  []string
+	rescan   bool
 	handlers []*delivery
 	// deliver is handlers as the readers see it: replaced, never changed,
 	// so that a received event costs no lock and no copy.
@@ -128,10 +141,20 @@ func (r *router) follow(t sessionbridge.Topic) {
 		r.routes[ch] = rt
 	}
 	rt.refs++
+	r.queueLocked(ch, rt)
 	wake := rt.state == routeIdle && r.running
 	r.mu.Unlock()
 	if wake {
 		r.signal()
+	}
+}
+
+// queueLocked adds a route that waits for its SSUBSCRIBE to the pending
+// channels, once; the caller holds r.mu.
+func (r *router) queueLocked(ch string, rt *route) {
+	if rt.state == routeIdle && rt.refs > 0 && !rt.queued {
+		rt.queued = true
+		r.pending = append(r.pending, ch)
 	}
 }
 
@@ -209,6 +232,7 @@ func (r *router) run(ctx context.Context, stopped chan struct{}) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
+		full := false
 		select {
 		case <-ctx.Done():
 			return
@@ -226,6 +250,7 @@ func (r *router) run(ctx context.Context, stopped chan struct{}) {
 			case <-gather.C:
 			}
 		case <-tick.C:
+			full = true
 		}
 		// A failed flush retries after its back-off only: the failure
 		// itself kicks (a dropped connection, a forgotten slot map), and
@@ -233,10 +258,11 @@ func (r *router) run(ctx context.Context, stopped chan struct{}) {
 		// against a master that is down.
 		backoff := minBackoff
 		for {
-			err := r.flush(ctx)
+			err := r.flush(ctx, full)
 			if err == nil {
 				break
 			}
+			full = true
 			if ctx.Err() != nil {
 				return
 			}
@@ -265,8 +291,9 @@ type batch struct {
 
 // flush sends the SSUBSCRIBEs and SUNSUBSCRIBEs that the routes want, one
 // pipelined round trip per master, and tells the handlers which topics are
-// now followed.
-func (r *router) flush(ctx context.Context) error {
+// now followed. It looks at the pending channels only, unless full or a
+// rescan is due: then at every route.
+func (r *router) flush(ctx context.Context, full bool) error {
 	// A slot without a master (a shard down) holds up only its own
 	// channels: the others are subscribed, and the flush is tried again.
 	var slotErr error
@@ -286,13 +313,13 @@ func (r *router) flush(ctx context.Context) error {
 		}
 		return w
 	}
-	r.mu.Lock()
-	for ch, rt := range r.routes {
+	plan := func(ch string, rt *route) {
 		switch {
 		case rt.state == routeIdle && rt.refs > 0:
 			addr, ok := r.addrOf(rt.slot)
 			if !ok {
-				continue
+				// Tried again by the next full flush.
+				return
 			}
 			w := get(addr)
 			w.sub = append(w.sub, ch)
@@ -307,6 +334,26 @@ func (r *router) flush(ctx context.Context) error {
 			delete(r.routes, ch)
 		}
 	}
+	r.mu.Lock()
+	pending := r.pending
+	r.pending = nil
+	for _, ch := range pending {
+		if rt := r.routes[ch]; rt != nil {
+			rt.queued = false
+			if !full && !r.rescan {
+				plan(ch, rt)
+			}
+		}
+	}
+	if full || r.rescan {
+		r.rescan = false
+		for ch, rt := range r.routes {
+			plan(ch, rt)
+		}
+	}
+	// Keep the array for the next storm's follows.
+	clear(pending)
+	r.pending = pending[:0]
 	r.mu.Unlock()
 	if len(work) == 0 {
 		return slotErr
@@ -354,6 +401,7 @@ func (r *router) send(ctx context.Context, addr string, w *batch) error {
 		}
 		if err != nil {
 			rt.state = routeIdle
+			r.rescan = true
 			continue
 		}
 		rt.state, rt.conn = routeSubscribed, sc
@@ -371,6 +419,7 @@ func (r *router) send(ctx context.Context, addr string, w *batch) error {
 		case rt.refs > 0:
 			// Followed again while the SUNSUBSCRIBE was in flight.
 			rt.state, rt.conn = routeIdle, nil
+			r.queueLocked(ch, rt)
 		default:
 			delete(r.routes, ch)
 		}
@@ -489,6 +538,7 @@ func (r *router) drop(sc *shardConn, err error) {
 			continue
 		}
 		rt.state = routeIdle
+		r.rescan = true
 	}
 	running := r.running
 	r.mu.Unlock()
@@ -517,6 +567,7 @@ func (r *router) onSubscription(sc *shardConn, s rueidis.PubSubSubscription) {
 		if rt.refs == 0 {
 			delete(r.routes, s.Channel)
 		}
+		r.rescan = true
 		r.slotsFresh = false
 	}
 	r.mu.Unlock()
@@ -659,6 +710,7 @@ func (r *router) closeAll() {
 			delete(r.routes, ch)
 		}
 	}
+	r.rescan = true
 	r.mu.Unlock()
 	for _, sc := range conns {
 		sc.dc.Close()

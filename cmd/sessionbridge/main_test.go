@@ -273,6 +273,19 @@ func TestServe(t *testing.T) {
 	if strings.Contains(stderr.String(), cookie.Value) || strings.Contains(stderr.String(), "alice-password") {
 		t.Error("a secret reached the log")
 	}
+	// Log records wait in a buffer (--log-flush-interval): a clean stop
+	// writes out every one, the last records of the shutdown included.
+	for _, want := range []string{"event=ws_connected", "event=ws_disconnected", "msg=drained"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("after a clean stop the log lacks %q: %s", want, stderr.String())
+		}
+	}
+}
+
+func TestServeRefusesNegativeLogFlushInterval(t *testing.T) {
+	if code, _, errOut := cli(t, "", "serve", "--log-flush-interval", "-1s"); code != 2 || !strings.Contains(errOut, "--log-flush-interval") {
+		t.Fatalf("serve --log-flush-interval -1s: exit %d, %q; want 2 and a message naming the flag", code, errOut)
+	}
 }
 
 // TestServeDemo: --demo adds a throw-away user, and so does a plain serve

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sessionbridge/sessionbridge/internal/logbuf"
 	"github.com/sessionbridge/sessionbridge/internal/server"
 	"github.com/sessionbridge/sessionbridge/internal/strictjson"
 	"github.com/sessionbridge/sessionbridge/jwt"
@@ -34,6 +35,7 @@ type serveFlags struct {
 	jwtKeys        listFlag
 	logLevel       string
 	logFormat      string
+	logFlush       time.Duration
 	forwardTypes   string
 	limitDryRun    string
 	debugAddr      string
@@ -90,6 +92,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "longest time to read one HTTP request, headers and body (WebSockets are not affected)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&f.logFlush, "log-flush-interval", logbuf.DefaultInterval, "longest time a log or audit record waits in memory to be written together with others; 0 writes each at once")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "loopback address serving Go's runtime profiles at /debug/pprof/ (empty: off)")
 	fs.StringVar(&c.JWT.Secret, "jwt-secret", "", "HMAC secret for HS256/384/512 JWTs (at least 32 bytes)")
 	fs.Var(&f.jwtKeys, "jwt-public-key", "PEM file of a JWT public key (repeatable)")
@@ -155,6 +158,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
 		return exitUsage
 	}
+	if f.logFlush < 0 {
+		fmt.Fprintf(stderr, "sessionbridge serve: --log-flush-interval %v: must not be negative\n", f.logFlush)
+		return exitUsage
+	}
+	// From here on everything serve writes to standard error, logs, audit
+	// records and start-up lines alike, goes through one buffer, in order:
+	// a connect storm's audit records cost a write per interval, not one
+	// each. Close writes out the rest when serve returns.
+	logOut := logbuf.New(stderr, f.logFlush, 0)
+	defer logOut.Close()
+	stderr = logOut
 	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "sessionbridge serve: %v\n", err)
