@@ -506,28 +506,33 @@ func (c *Conn) readLoop() {
 	})
 	ws.SetPingHandler(func(data string) error {
 		c.extendUnlessClosing()
-		err := ws.WriteControl(websocket.PongMessage, []byte(data), g.realNow().Add(g.writeTimeout))
-		if errors.Is(err, websocket.ErrCloseSent) {
-			return nil
-		}
-		return err
+		return c.answerPing([]byte(data))
 	})
 	c.readFrames(false)
 }
 
 // idleLinger is how long a read loop waits for the next frame in its own
-// goroutine before it hands its socket to the idle poller: a socket in use
-// keeps its goroutine (waking one from the poller costs some 15 µs), and a
-// socket that only answers a ping every 30 s holds one for 2 s of them.
+// goroutine, after a data frame, before it hands its socket to the idle
+// poller: a socket in use keeps its goroutine (waking one from the poller
+// costs some 15 µs). A socket woken for control frames alone (the pong
+// that answers the keepalive ping) parks again at once.
 const idleLinger = 2 * time.Second
 
 // waitIdle waits until the socket is readable (or fails, or its read
 // deadline passes). Where there is an idle poller, it waits up to idleLinger
-// in this goroutine and then hands the socket to the poller: parked reports
-// that it did, and the goroutine must end.
-func (c *Conn) waitIdle() (parked bool, err error) {
+// in this goroutine if linger is set, and then hands the socket to the
+// poller: parked reports that it did, and the goroutine must end.
+func (c *Conn) waitIdle(linger bool) (parked bool, err error) {
 	idle := c.g.idle.Load()
 	if idle == nil {
+		return false, waitReadable(c.rc)
+	}
+	if !linger {
+		// The deadline was just moved by the frame that woke the socket,
+		// or belongs to a close handshake whose grace wakes it.
+		if idle.park(c) {
+			return true, nil
+		}
 		return false, waitReadable(c.rc)
 	}
 	until := c.g.realNow().Add(idleLinger)
@@ -571,6 +576,9 @@ func (c *Conn) readFrames(woken bool) {
 	g := c.g
 	ws := c.ws
 	var err error
+	// linger is whether the socket waits a while in this goroutine before
+	// it parks: after a data frame, not after control frames.
+	linger := !woken
 	for {
 		if !woken && c.rc != nil && c.br.Buffered() == 0 {
 			// Nothing is buffered: the buffer goes back to the pool while
@@ -578,7 +586,7 @@ func (c *Conn) readFrames(woken bool) {
 			// the idle poller takes the socket.
 			releaseReadBuffer(c.br)
 			var parked bool
-			if parked, err = c.waitIdle(); parked {
+			if parked, err = c.waitIdle(linger); parked {
 				return
 			}
 			lendReadBuffer(c.br, ws.NetConn())
@@ -587,12 +595,25 @@ func (c *Conn) readFrames(woken bool) {
 			}
 		}
 		woken = false
+		if c.rc != nil {
+			// Pongs and pings are answered here, outside the reader, which
+			// would go on to wait for a data frame (see takeControl).
+			var took bool
+			if took, err = c.takeControl(); err != nil {
+				break
+			}
+			if took {
+				linger = false
+				continue
+			}
+		}
 		var mt int
 		var data []byte
 		mt, data, err = ws.ReadMessage()
 		if err != nil {
 			break
 		}
+		linger = true
 		c.countIn(len(data))
 		c.extendUnlessClosing()
 		c.handle(c.handlerCtx(), mt, data)

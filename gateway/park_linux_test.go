@@ -4,9 +4,13 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	sb "github.com/sessionbridge/sessionbridge"
 )
@@ -55,5 +59,47 @@ func TestParkedSocketCloseGrace(t *testing.T) {
 	waitFor(t, "the silent socket dropped", func() bool { return e.g.Len() == 0 })
 	if d := time.Since(start); d < closeGrace-200*time.Millisecond {
 		t.Fatalf("dropped after %v, before the close grace of %v", d, closeGrace)
+	}
+}
+
+// Sockets whose clients answer the server's pings park again after each
+// pong: a keepalive round wakes every socket for a moment, and none keeps a
+// goroutine afterwards.
+func TestPongsLeaveSocketsParked(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.PingInterval = 100 * time.Millisecond; c.PongTimeout = 10 * time.Second })
+	_, tok := e.session("alice")
+	const n = 20
+	var pings [n]atomic.Int32
+	for i := range n {
+		c, _ := e.dial(bearer(tok), "")
+		c.ws.SetPingHandler(func(data string) error {
+			pings[i].Add(1)
+			return c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		})
+		// The client's reader answers pings; it ends when the socket closes.
+		go func() {
+			for {
+				if _, _, err := c.ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	parked := e.g.parkedSockets
+	waitFor(t, "every socket parked", func() bool { return parked() == n })
+	base := runtime.NumGoroutine()
+	answered := func(rounds int32) bool {
+		for i := range pings {
+			if pings[i].Load() < rounds {
+				return false
+			}
+		}
+		return true
+	}
+	for rounds := int32(1); rounds <= 3; rounds++ {
+		waitFor(t, fmt.Sprintf("ping round %d answered", rounds), func() bool { return answered(rounds) })
+		waitFor(t, fmt.Sprintf("every socket parked after round %d", rounds), func() bool {
+			return parked() == n && runtime.NumGoroutine() <= base+2
+		})
 	}
 }
