@@ -753,17 +753,20 @@ func (g *Gateway) pinger(stop <-chan struct{}, done chan<- struct{}) {
 		case <-t.C:
 		}
 		buf = g.reg.snapshot(buf[:0])
-		// An idle socket takes a ping at once; one whose send buffer stays
-		// full for a second is not reading and is dropped, so that one bad
-		// peer cannot hold up the pings of all others for long.
-		deadline := g.realNow().Add(min(g.writeTimeout, time.Second))
 		for _, c := range buf {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			c.ping(deadline)
+			// An idle socket takes a ping at once; one whose send buffer
+			// stays full for a second is not reading and is dropped, so
+			// that one bad peer cannot hold up the pings of all others for
+			// long. The second is each socket's own: a round over many
+			// sockets on a busy machine takes longer than that, and a
+			// deadline shared by the round dropped every socket pinged
+			// after it had passed.
+			c.ping(g.realNow().Add(min(g.writeTimeout, time.Second)))
 		}
 		clear(buf)
 	}

@@ -5,6 +5,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"net"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -101,5 +102,54 @@ func TestPongsLeaveSocketsParked(t *testing.T) {
 		waitFor(t, fmt.Sprintf("every socket parked after round %d", rounds), func() bool {
 			return parked() == n && runtime.NumGoroutine() <= base+2
 		})
+	}
+}
+
+// A ping round that takes longer than the ping's write deadline drops only
+// the sockets whose own ping could not be written in time: here two peers
+// that stopped reading with their sockets' buffers full make a round last
+// two write deadlines, and every other socket, whenever its turn comes,
+// stays connected.
+func TestSlowPingRoundDropsOnlySlowSockets(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.PingInterval = 100 * time.Millisecond
+		c.PongTimeout = time.Minute
+		c.WriteTimeout = 300 * time.Millisecond
+	})
+	_, tok := e.session("alice")
+	const good = 20
+	clients := make([]*client, good)
+	for i := range clients {
+		clients[i], _ = e.dial(bearer(tok), "")
+	}
+	var slow []string
+	for range 2 {
+		// A peer that reads nothing, with the server's side of its socket
+		// filled: a ping to it waits for the whole write deadline.
+		c, w := e.dial(bearer(tok), "")
+		if err := c.ws.NetConn().(*net.TCPConn).SetReadBuffer(1); err != nil {
+			t.Fatal(err)
+		}
+		nc := e.g.reg.conn(w.ConnectionID).ws.NetConn().(*net.TCPConn)
+		if err := nc.SetWriteBuffer(1); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := nc.Write(make([]byte, 1<<20)); err == nil {
+			t.Fatal("1 MiB fit into a socket nobody reads")
+		}
+		slow = append(slow, w.ConnectionID)
+	}
+	waitFor(t, "the slow sockets dropped", func() bool {
+		return e.g.reg.conn(slow[0]) == nil && e.g.reg.conn(slow[1]) == nil
+	})
+	for i, c := range clients {
+		c.send(TypePing, fmt.Sprint(i), nil)
+		if f := c.readType(TypePong); f.ID != fmt.Sprint(i) {
+			t.Fatalf("pong %q, want %d", f.ID, i)
+		}
+	}
+	if n := e.g.Len(); n != good {
+		t.Fatalf("%d sockets left, want the %d that read", n, good)
 	}
 }
