@@ -82,11 +82,11 @@ type Conn struct {
 	fd       int32
 	parked   atomic.Bool
 	deadline atomic.Int64
-	// ctx and cancel are the handlers' context (see handlerCtx).
-	ctx    context.Context
-	cancel context.CancelFunc
-	id     string
-	entry  *sessionEntry // nil for a connection bound to no session
+	// hctx is the handlers' context, made on the first frame (see
+	// handlerCtx).
+	hctx  *handlerContext
+	id    string
+	entry *sessionEntry // nil for a connection bound to no session
 	// kentry is the API key's entry, for a connection opened with a key.
 	kentry *keyEntry
 	// use counts what the connection does for usage, when counting (usage
@@ -102,10 +102,6 @@ type Conn struct {
 	// scopes is p.Scopes compiled, replaced whole by replaceScopes; every
 	// client frame is checked against it without a lock.
 	scopes atomic.Pointer[scope.Set]
-	// sessionScopes is set for a session principal: its scopes are its
-	// session's and follow the session's changes.
-	sessionScopes bool
-	counting      bool
 
 	// Intrusive list links, guarded by the registry (and the entry's mu for
 	// the session and key lists).
@@ -134,10 +130,14 @@ type Conn struct {
 	closing   bool
 	closeSent bool
 	closed    bool
-	inFlight  uint16 // forwarded frames awaiting the application's answer
-	code      int
-	reason    string
-	expTimer  stopper
+	// sessionScopes is set for a session principal: its scopes are its
+	// session's and follow the session's changes.
+	sessionScopes bool
+	counting      bool
+	inFlight      uint16 // forwarded frames awaiting the application's answer
+	code          uint16 // the close code, once closing
+	reason        string
+	expTimer      stopper
 
 	// lim is the connection's rate limit state; its frame part is the read
 	// loop's alone.
@@ -357,7 +357,7 @@ func (c *Conn) startCloseLocked(code int, reason string) {
 	if c.closing || c.closed {
 		return
 	}
-	c.closing, c.code, c.reason = true, code, reason
+	c.closing, c.code, c.reason = true, uint16(code), reason
 	c.wakeLocked()
 	c.kickLocked()
 }
@@ -381,7 +381,7 @@ func (c *Conn) release(first []byte) {
 	if c.closed {
 		return
 	}
-	if !c.closing || c.code != ClosePolicy {
+	if !c.closing || int(c.code) != ClosePolicy {
 		c.queue = slices.Insert(c.queue, 0, first)
 		c.pushed.add(first)
 	}
@@ -406,7 +406,7 @@ func (c *Conn) writeLoop() {
 			c.mu.Unlock()
 			return
 		}
-		code, reason := c.code, c.reason
+		code, reason := int(c.code), c.reason
 		c.mu.Unlock()
 
 		if sendClose {
@@ -619,8 +619,8 @@ func (c *Conn) readFrames(woken bool) {
 		c.handle(c.handlerCtx(), mt, data)
 	}
 	c.finish(err)
-	if c.cancel != nil {
-		c.cancel()
+	if c.hctx != nil {
+		c.hctx.cancel()
 	}
 	g.wg.Done()
 }
@@ -629,10 +629,19 @@ func (c *Conn) readFrames(woken bool) {
 // frame so that an idle socket does not pay for it, and canceled when the
 // connection ends. Only the read loop calls it.
 func (c *Conn) handlerCtx() context.Context {
-	if c.ctx == nil {
-		c.ctx, c.cancel = context.WithCancel(c.g.baseCtx)
+	if c.hctx == nil {
+		ctx, cancel := context.WithCancel(c.g.baseCtx)
+		c.hctx = &handlerContext{ctx, cancel}
 	}
-	return c.ctx
+	return c.hctx.ctx
+}
+
+// handlerContext is a connection's handler context with its cancel, apart
+// from the Conn so that an idle connection, which never makes one, keeps
+// one word for it instead of three.
+type handlerContext struct {
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // extendUnlessClosing moves the dead-peer deadline, except while a close
@@ -656,7 +665,7 @@ func (c *Conn) finish(readErr error) {
 	c.mu.Lock()
 	c.closed = true
 	c.takeQueueLocked()
-	code, reason := c.code, c.reason
+	code, reason := int(c.code), c.reason
 	if c.expTimer != nil {
 		c.expTimer.Stop()
 		c.expTimer = nil
