@@ -492,7 +492,8 @@ func (c *Conn) ping(deadline time.Time) {
 // readLoop reads frames until the connection ends, then unregisters it. It
 // is the connection's only long-lived goroutine, and on Linux it does not
 // live while the socket is idle: it parks the socket in the gateway's
-// idlePoller and ends, and resume starts it again when data arrives.
+// idlePoller and ends, and resume starts it again when data arrives. The
+// upgrade's own goroutine runs it first, and parks the socket at once.
 func (c *Conn) readLoop() {
 	g := c.g
 	ws := c.ws
@@ -514,8 +515,8 @@ func (c *Conn) readLoop() {
 // idleLinger is how long a read loop waits for the next frame in its own
 // goroutine, after a data frame, before it hands its socket to the idle
 // poller: a socket in use keeps its goroutine (waking one from the poller
-// costs some 15 µs). A socket woken for control frames alone (the pong
-// that answers the keepalive ping) parks again at once.
+// costs some 15 µs). A new socket, and one woken for control frames alone
+// (the pong that answers the keepalive ping), parks at once.
 const idleLinger = 2 * time.Second
 
 // waitIdle waits until the socket is readable (or fails, or its read
@@ -577,8 +578,11 @@ func (c *Conn) readFrames(woken bool) {
 	ws := c.ws
 	var err error
 	// linger is whether the socket waits a while in this goroutine before
-	// it parks: after a data frame, not after control frames.
-	linger := !woken
+	// it parks: after a data frame, not after control frames, nor right
+	// after the upgrade (a connect storm would otherwise hold a goroutine
+	// for every socket of its last idleLinger, whose descriptors the
+	// runtime keeps for good).
+	linger := false
 	for {
 		if !woken && c.rc != nil && c.br.Buffered() == 0 {
 			// Nothing is buffered: the buffer goes back to the pool while

@@ -590,8 +590,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.closeWith(CloseGoingAway, ReasonServerShutdown)
 	}
 	g.startPinger()
-	g.wg.Add(1)
-	go c.readLoop()
 
 	if created && (markID == "" || markID != e.id || g.marks.mark(e.id) != mark) {
 		// Events about this session that arrived between the authentication
@@ -653,6 +651,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.log.Enabled(ctx, slog.LevelDebug) {
 		g.log.Debug("gateway: connected", "connection_id", c.id, "user_id", p.UserID, "session_id", p.SessionID, "method", method)
 	}
+	// This goroutine becomes the connection's read loop, which parks the
+	// socket (on Linux) and ends: a new socket costs no goroutine of its
+	// own. Frames the client sent meanwhile wait in the socket.
+	g.wg.Add(1)
+	c.readLoop()
 }
 
 // readBufferSize is each socket's read buffer. Frames are small; a larger one

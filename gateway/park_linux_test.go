@@ -44,6 +44,23 @@ func TestIdleSocketsHoldNoGoroutine(t *testing.T) {
 	}
 }
 
+// A new socket is parked by the upgrade's goroutine at once: it does not
+// wait idleLinger in a goroutine of its own first, as a socket that just
+// served a data frame does.
+func TestNewSocketParksAtOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	_, tok := e.session("alice")
+	_, w := e.dial(bearer(tok), "")
+	c := e.g.reg.conn(w.ConnectionID)
+	deadline := time.Now().Add(idleLinger / 2)
+	for !c.parked.Load() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new socket not parked within %v", idleLinger/2)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // A parked socket whose peer never answers the close frame is dropped when
 // the close handshake's grace ends, though no goroutine waits on its read
 // deadline.
