@@ -651,11 +651,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.log.Enabled(ctx, slog.LevelDebug) {
 		g.log.Debug("gateway: connected", "connection_id", c.id, "user_id", p.UserID, "session_id", p.SessionID, "method", method)
 	}
-	// This goroutine becomes the connection's read loop, which parks the
-	// socket (on Linux) and ends: a new socket costs no goroutine of its
-	// own. Frames the client sent meanwhile wait in the socket.
+	// Where the idle poller takes the socket, this goroutine becomes the
+	// connection's read loop, which parks the socket and ends: a new
+	// socket costs no goroutine of its own. Elsewhere the read loop waits
+	// in a goroutine of its own, which does not keep this one's frame (the
+	// request, a stack grown by the upgrade) for the life of the socket.
+	// Frames the client sent meanwhile wait in the socket.
 	g.wg.Add(1)
-	c.readLoop()
+	if c.rc != nil && g.idle.Load() != nil {
+		c.readLoop()
+		return
+	}
+	go c.readLoop()
 }
 
 // readBufferSize is each socket's read buffer. Frames are small; a larger one
