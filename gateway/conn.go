@@ -137,7 +137,9 @@ type Conn struct {
 	inFlight      uint16 // forwarded frames awaiting the application's answer
 	code          uint16 // the close code, once closing
 	reason        string
-	expTimer      stopper
+	// expTimer closes the connection when its own credential expires (see
+	// scheduleConnExpiry); session connections, most of them, have none.
+	expTimer *credTimer
 
 	// lim is the connection's rate limit state; its frame part is the read
 	// loop's alone.
@@ -639,6 +641,11 @@ func (c *Conn) handlerCtx() context.Context {
 	}
 	return c.hctx.ctx
 }
+
+// credTimer holds a connection's credential expiry timer. A pointer to it
+// is a word less in every Conn than the timer itself, which keeps the Conn
+// with its allocation header within the 576-byte size class.
+type credTimer struct{ stopper }
 
 // handlerContext is a connection's handler context with its cancel, apart
 // from the Conn so that an idle connection, which never makes one, keeps
