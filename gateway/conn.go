@@ -531,8 +531,8 @@ func (c *Conn) waitIdle(linger bool) (parked bool, err error) {
 		return false, waitReadable(c.rc)
 	}
 	if !linger {
-		// The deadline was just moved by the frame that woke the socket,
-		// or belongs to a close handshake whose grace wakes it.
+		// The deadline was just moved (by the upgrade or by the frame
+		// read), or belongs to a close handshake whose grace wakes it.
 		if idle.park(c) {
 			return true, nil
 		}

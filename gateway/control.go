@@ -17,12 +17,12 @@ const (
 	maxControlLen = 125
 )
 
-// controlFrame is what a small client control frame at the head of a byte
-// stream is: its opcode and its whole length on the wire (0 when it is not
-// one). Only a pong or a ping with FIN set, no RSV bit, the mask bit set and
-// a payload of at most 125 bytes in the 7-bit length counts; anything else
-// (data, close, anything malformed or unusual) is left to the WebSocket
-// reader, whose protocol errors and close codes then stay its own.
+// controlFrame returns the opcode and the length on the wire of the frame
+// that starts with the bytes b0 and b1 if the read loop takes it itself: a
+// pong or a ping with FIN set, no RSV bit, the mask bit set and a payload of
+// at most 125 bytes in the 7-bit length. For anything else (data, close,
+// anything malformed or unusual) it returns 0, 0: that is left to the
+// WebSocket reader, whose protocol errors and close codes stay its own.
 func controlFrame(b0, b1 byte) (opcode, size int) {
 	op := int(b0 & frameOpcode)
 	if b0&(frameFin|frameRSV) != frameFin || b1&frameMasked == 0 ||

@@ -709,7 +709,7 @@ func (g *Gateway) scheduleConnExpiry(c *Conn) {
 		return
 	}
 	at := c.p.ExpiresAt
-	c.expTimer = &credTimer{g.clock.AfterFunc(at.Sub(g.clock.Now()), func() {
+	t := g.clock.AfterFunc(at.Sub(g.clock.Now()), func() {
 		if !g.enter() {
 			return
 		}
@@ -726,7 +726,8 @@ func (g *Gateway) scheduleConnExpiry(c *Conn) {
 			reason = ReasonAPIKeyRevoked
 		}
 		c.closeWith(CloseReauthenticate, reason)
-	})}
+	})
+	c.expTimer = &credTimer{t}
 }
 
 func (g *Gateway) isShutting() bool {
