@@ -283,8 +283,8 @@ func measureIdleSockets(b *testing.B, n int, configure func(*Config)) (perSocket
 	if g.Len() != n {
 		b.Fatalf("%d live connections, want %d", g.Len(), n)
 	}
-	// An idle socket is one idle for longer than idleLinger: its read loop
-	// has handed it to the idle poller by then (where there is one).
+	// An idle socket is one whose read loop has handed it to the idle
+	// poller (where there is one), which a new socket's does at once.
 	deadline := time.Now().Add(idleLinger + 10*time.Second)
 	for g.parkedSockets() < n && g.idle.Load() != nil && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)

@@ -82,11 +82,11 @@ type Conn struct {
 	fd       int32
 	parked   atomic.Bool
 	deadline atomic.Int64
-	// ctx and cancel are the handlers' context (see handlerCtx).
-	ctx    context.Context
-	cancel context.CancelFunc
-	id     string
-	entry  *sessionEntry // nil for a connection bound to no session
+	// hctx is the handlers' context, made on the first frame (see
+	// handlerCtx).
+	hctx  *handlerContext
+	id    string
+	entry *sessionEntry // nil for a connection bound to no session
 	// kentry is the API key's entry, for a connection opened with a key.
 	kentry *keyEntry
 	// use counts what the connection does for usage, when counting (usage
@@ -102,10 +102,6 @@ type Conn struct {
 	// scopes is p.Scopes compiled, replaced whole by replaceScopes; every
 	// client frame is checked against it without a lock.
 	scopes atomic.Pointer[scope.Set]
-	// sessionScopes is set for a session principal: its scopes are its
-	// session's and follow the session's changes.
-	sessionScopes bool
-	counting      bool
 
 	// Intrusive list links, guarded by the registry (and the entry's mu for
 	// the session and key lists).
@@ -134,10 +130,16 @@ type Conn struct {
 	closing   bool
 	closeSent bool
 	closed    bool
-	inFlight  uint16 // forwarded frames awaiting the application's answer
-	code      int
-	reason    string
-	expTimer  stopper
+	// sessionScopes is set for a session principal: its scopes are its
+	// session's and follow the session's changes.
+	sessionScopes bool
+	counting      bool
+	inFlight      uint16 // forwarded frames awaiting the application's answer
+	code          uint16 // the close code, once closing
+	reason        string
+	// expTimer closes the connection when its own credential expires (see
+	// scheduleConnExpiry); session connections, most of them, have none.
+	expTimer *credTimer
 
 	// lim is the connection's rate limit state; its frame part is the read
 	// loop's alone.
@@ -357,7 +359,7 @@ func (c *Conn) startCloseLocked(code int, reason string) {
 	if c.closing || c.closed {
 		return
 	}
-	c.closing, c.code, c.reason = true, code, reason
+	c.closing, c.code, c.reason = true, uint16(code), reason
 	c.wakeLocked()
 	c.kickLocked()
 }
@@ -384,7 +386,7 @@ func (c *Conn) release(first []byte) (write bool) {
 	if c.closed {
 		return false
 	}
-	if !c.closing || c.code != ClosePolicy {
+	if !c.closing || int(c.code) != ClosePolicy {
 		c.queue = slices.Insert(c.queue, 0, first)
 		c.pushed.add(first)
 	}
@@ -412,7 +414,7 @@ func (c *Conn) writeLoop() {
 			c.mu.Unlock()
 			return
 		}
-		code, reason := c.code, c.reason
+		code, reason := int(c.code), c.reason
 		c.mu.Unlock()
 
 		if sendClose {
@@ -498,7 +500,8 @@ func (c *Conn) ping(deadline time.Time) {
 // readLoop reads frames until the connection ends, then unregisters it. It
 // is the connection's only long-lived goroutine, and on Linux it does not
 // live while the socket is idle: it parks the socket in the gateway's
-// idlePoller and ends, and resume starts it again when data arrives.
+// idlePoller and ends, and resume starts it again when data arrives. The
+// upgrade's own goroutine runs it first, and parks the socket at once.
 func (c *Conn) readLoop() {
 	g := c.g
 	ws := c.ws
@@ -512,28 +515,33 @@ func (c *Conn) readLoop() {
 	})
 	ws.SetPingHandler(func(data string) error {
 		c.extendUnlessClosing()
-		err := ws.WriteControl(websocket.PongMessage, []byte(data), g.realNow().Add(g.writeTimeout))
-		if errors.Is(err, websocket.ErrCloseSent) {
-			return nil
-		}
-		return err
+		return c.answerPing([]byte(data))
 	})
 	c.readFrames(false)
 }
 
 // idleLinger is how long a read loop waits for the next frame in its own
-// goroutine before it hands its socket to the idle poller: a socket in use
-// keeps its goroutine (waking one from the poller costs some 15 µs), and a
-// socket that only answers a ping every 30 s holds one for 2 s of them.
+// goroutine, after a data frame, before it hands its socket to the idle
+// poller: a socket in use keeps its goroutine (waking one from the poller
+// costs some 15 µs). A new socket, and one woken for control frames alone
+// (the pong that answers the keepalive ping), parks at once.
 const idleLinger = 2 * time.Second
 
 // waitIdle waits until the socket is readable (or fails, or its read
 // deadline passes). Where there is an idle poller, it waits up to idleLinger
-// in this goroutine and then hands the socket to the poller: parked reports
-// that it did, and the goroutine must end.
-func (c *Conn) waitIdle() (parked bool, err error) {
+// in this goroutine if linger is set, and then hands the socket to the
+// poller: parked reports that it did, and the goroutine must end.
+func (c *Conn) waitIdle(linger bool) (parked bool, err error) {
 	idle := c.g.idle.Load()
 	if idle == nil {
+		return false, waitReadable(c.rc)
+	}
+	if !linger {
+		// The deadline was just moved (by the upgrade or by the frame
+		// read), or belongs to a close handshake whose grace wakes it.
+		if idle.park(c) {
+			return true, nil
+		}
 		return false, waitReadable(c.rc)
 	}
 	until := c.g.realNow().Add(idleLinger)
@@ -577,6 +585,12 @@ func (c *Conn) readFrames(woken bool) {
 	g := c.g
 	ws := c.ws
 	var err error
+	// linger is whether the socket waits a while in this goroutine before
+	// it parks: after a data frame, not after control frames, nor right
+	// after the upgrade (a connect storm would otherwise hold a goroutine
+	// for every socket of its last idleLinger, whose descriptors the
+	// runtime keeps for good).
+	linger := false
 	for {
 		if !woken && c.rc != nil && c.br.Buffered() == 0 {
 			// Nothing is buffered: the buffer goes back to the pool while
@@ -584,7 +598,7 @@ func (c *Conn) readFrames(woken bool) {
 			// the idle poller takes the socket.
 			releaseReadBuffer(c.br)
 			var parked bool
-			if parked, err = c.waitIdle(); parked {
+			if parked, err = c.waitIdle(linger); parked {
 				return
 			}
 			lendReadBuffer(c.br, ws.NetConn())
@@ -593,19 +607,32 @@ func (c *Conn) readFrames(woken bool) {
 			}
 		}
 		woken = false
+		if c.rc != nil {
+			// Pongs and pings are answered here, outside the reader, which
+			// would go on to wait for a data frame (see takeControl).
+			var took bool
+			if took, err = c.takeControl(); err != nil {
+				break
+			}
+			if took {
+				linger = false
+				continue
+			}
+		}
 		var mt int
 		var data []byte
 		mt, data, err = ws.ReadMessage()
 		if err != nil {
 			break
 		}
+		linger = true
 		c.countIn(len(data))
 		c.extendUnlessClosing()
 		c.handle(c.handlerCtx(), mt, data)
 	}
 	c.finish(err)
-	if c.cancel != nil {
-		c.cancel()
+	if c.hctx != nil {
+		c.hctx.cancel()
 	}
 	g.wg.Done()
 }
@@ -614,10 +641,24 @@ func (c *Conn) readFrames(woken bool) {
 // frame so that an idle socket does not pay for it, and canceled when the
 // connection ends. Only the read loop calls it.
 func (c *Conn) handlerCtx() context.Context {
-	if c.ctx == nil {
-		c.ctx, c.cancel = context.WithCancel(c.g.baseCtx)
+	if c.hctx == nil {
+		ctx, cancel := context.WithCancel(c.g.baseCtx)
+		c.hctx = &handlerContext{ctx, cancel}
 	}
-	return c.ctx
+	return c.hctx.ctx
+}
+
+// credTimer holds a connection's credential expiry timer. A pointer to it
+// is a word less in every Conn than the timer itself, which keeps the Conn
+// with its allocation header within the 576-byte size class.
+type credTimer struct{ stopper }
+
+// handlerContext is a connection's handler context with its cancel, apart
+// from the Conn so that an idle connection, which never makes one, keeps
+// one word for it instead of three.
+type handlerContext struct {
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // extendUnlessClosing moves the dead-peer deadline, except while a close
@@ -641,7 +682,7 @@ func (c *Conn) finish(readErr error) {
 	c.mu.Lock()
 	c.closed = true
 	c.takeQueueLocked()
-	code, reason := c.code, c.reason
+	code, reason := int(c.code), c.reason
 	if c.expTimer != nil {
 		c.expTimer.Stop()
 		c.expTimer = nil

@@ -590,8 +590,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.closeWith(CloseGoingAway, ReasonServerShutdown)
 	}
 	g.startPinger()
-	g.wg.Add(1)
-	go c.readLoop()
 
 	if created && (markID == "" || markID != e.id || g.marks.mark(e.id) != mark) {
 		// Events about this session that arrived between the authentication
@@ -654,10 +652,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if c.release(b) {
 		// This goroutine is the writer of the welcome (and of whatever
-		// queued behind it), instead of starting one: it ends with the
-		// handler anyway.
+		// queued behind it), instead of starting one.
 		c.writeLoop()
 	}
+	// Where the idle poller takes the socket, this goroutine becomes the
+	// connection's read loop, which parks the socket and ends: a new
+	// socket costs no goroutine of its own. Elsewhere the read loop waits
+	// in a goroutine of its own, which does not keep this one's frame (the
+	// request, a stack grown by the upgrade) for the life of the socket.
+	// Frames the client sent meanwhile wait in the socket.
+	g.wg.Add(1)
+	if c.rc != nil && g.idle.Load() != nil {
+		c.readLoop()
+		return
+	}
+	go c.readLoop()
 }
 
 // readBufferSize is each socket's read buffer. Frames are small; a larger one
@@ -762,7 +771,7 @@ func (g *Gateway) scheduleConnExpiry(c *Conn) {
 		return
 	}
 	at := c.p.ExpiresAt
-	c.expTimer = g.clock.AfterFunc(at.Sub(g.clock.Now()), func() {
+	t := g.clock.AfterFunc(at.Sub(g.clock.Now()), func() {
 		if !g.enter() {
 			return
 		}
@@ -780,6 +789,7 @@ func (g *Gateway) scheduleConnExpiry(c *Conn) {
 		}
 		c.closeWith(CloseReauthenticate, reason)
 	})
+	c.expTimer = &credTimer{t}
 }
 
 func (g *Gateway) isShutting() bool {
@@ -816,17 +826,20 @@ func (g *Gateway) pinger(stop <-chan struct{}, done chan<- struct{}) {
 		case <-t.C:
 		}
 		buf = g.reg.snapshot(buf[:0])
-		// An idle socket takes a ping at once; one whose send buffer stays
-		// full for a second is not reading and is dropped, so that one bad
-		// peer cannot hold up the pings of all others for long.
-		deadline := g.realNow().Add(min(g.writeTimeout, time.Second))
 		for _, c := range buf {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			c.ping(deadline)
+			// An idle socket takes a ping at once; one whose send buffer
+			// stays full for a second is not reading and is dropped, so
+			// that one bad peer cannot hold up the pings of all others for
+			// long. The second is each socket's own: a round over many
+			// sockets on a busy machine takes longer than that, and a
+			// deadline shared by the round dropped every socket pinged
+			// after it had passed.
+			c.ping(g.realNow().Add(min(g.writeTimeout, time.Second)))
 		}
 		clear(buf)
 	}
