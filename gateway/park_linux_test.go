@@ -147,7 +147,7 @@ func TestSlowPingRoundDropsOnlySlowSockets(t *testing.T) {
 		if err := c.ws.NetConn().(*net.TCPConn).SetReadBuffer(1); err != nil {
 			t.Fatal(err)
 		}
-		nc := e.g.reg.conn(w.ConnectionID).ws.NetConn().(*net.TCPConn)
+		nc := e.g.reg.conn(w.ConnectionID).ws.NetConn().(*heldConn).Conn.(*net.TCPConn)
 		if err := nc.SetWriteBuffer(1); err != nil {
 			t.Fatal(err)
 		}
