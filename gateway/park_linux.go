@@ -110,9 +110,17 @@ func (p *idlePoller) park(c *Conn) bool {
 	// Level-triggered and one-shot: data already there is reported at once,
 	// and each registration wakes the socket once.
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: c.fd}
-	err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(c.fd), &ev)
-	if errors.Is(err, syscall.ENOENT) {
-		err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(c.fd), &ev)
+	// Inside Control, which holds the socket open: a concurrent close
+	// (abort) cannot free the descriptor, and a new connection cannot take
+	// its number, while it is being registered.
+	var err error
+	if cerr := c.rc.Control(func(fd uintptr) {
+		err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
+		if errors.Is(err, syscall.ENOENT) {
+			err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+		}
+	}); cerr != nil {
+		err = cerr
 	}
 	if err == nil {
 		return true
