@@ -456,7 +456,7 @@ func (ks *KeyStore) claimRound(ctx context.Context, now time.Time, n int, tmpl s
 	b := ks.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	byShard, order, more, err := b.dueInIndexes(ctx, b.keyExpiryKey, now, n, "claim_expired_keys")
+	byShard, order, more, err := b.dueInIndexes(ctx, b.keyExpiryKey, shards, now, n, "claim_expired_keys")
 	if err != nil || len(order) == 0 {
 		return nil, false, err
 	}

@@ -139,13 +139,17 @@ type Backend struct {
 	closed   atomic.Bool
 	done     chan struct{} // closed by Close
 
-	store   *Store
-	bus     *Bus
-	router  *router
-	tickets *Tickets
-	keys    *KeyStore
-	limiter *Limiter
-	usage   *Usage
+	store *Store
+	bus   *Bus
+	// expiry is what the session expiry claim knows of the expiry
+	// indexes; hintChannels maps each hint channel to its index's shard.
+	expiry       expiryWatch
+	hintChannels map[string]int
+	router       *router
+	tickets      *Tickets
+	keys         *KeyStore
+	limiter      *Limiter
+	usage        *Usage
 
 	// Restart detection (restart.go): the watcher runs until Close.
 	kick          chan struct{} // wakes the watcher; buffered, never blocks
@@ -251,6 +255,10 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 		return nil, fmt.Errorf("redis: connect: %w: %w", sessionbridge.ErrUnavailable, err)
 	}
 	b.client = client
+	b.hintChannels = make(map[string]int, len(shards))
+	for i, sh := range shards {
+		b.hintChannels[b.expiryKey(sh)] = i
+	}
 	b.store = &Store{b: b, sc: newScripts(), journal: newJournal(o.RevocationJournal)}
 	b.bus = &Bus{b: b}
 	b.router = newRouter(b)

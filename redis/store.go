@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -40,6 +41,7 @@ type Store struct {
 	sc      scripts
 	recent  recent
 	journal *journal
+	claimMu sync.Mutex
 }
 
 var (
@@ -599,6 +601,10 @@ const claimBatch = 1000
 // index, deletes it and publishes its expired event. A session is claimed by
 // exactly one caller on any node: its ZREM is the claim.
 func (st *Store) ClaimExpired(ctx context.Context, now time.Time, limit int, tmpl sessionbridge.Event) ([]*sessionbridge.Session, error) {
+	// One claim at a time per node: the expiry watch's bookkeeping of a
+	// read assumes no other read of the same index is in flight.
+	st.claimMu.Lock()
+	defer st.claimMu.Unlock()
 	var out []*sessionbridge.Session
 	for {
 		n := limit - len(out)
@@ -624,11 +630,12 @@ type candidate struct {
 	score     float64
 }
 
-// dueInIndexes reads the 256 per-shard expiry indexes named by index in one
-// pipelined round trip and returns at most n of the members due at now,
-// earliest first, grouped by shard (order lists the shards in the order of
-// their first member); more reports whether candidates were left over.
-func (b *Backend) dueInIndexes(ctx context.Context, index func(shard string) string, now time.Time, n int, op string) (byShard map[string][]string, order []string, more bool, err error) {
+// dueInIndexes reads the per-shard expiry indexes named by index of the
+// shards in one pipelined round trip and returns at most n of the members
+// due at now, earliest first, grouped by shard (order lists the shards in the
+// order of their first member); more reports whether candidates were left
+// over.
+func (b *Backend) dueInIndexes(ctx context.Context, index func(shard string) string, shards []string, now time.Time, n int, op string) (byShard map[string][]string, order []string, more bool, err error) {
 	nowMs := millis(now)
 	cmds := make(rueidis.Commands, len(shards))
 	for i, sh := range shards {
@@ -659,15 +666,66 @@ func (b *Backend) dueInIndexes(ctx context.Context, index func(shard string) str
 	return byShard, order, more, nil
 }
 
+// dueShards returns the shards whose expiry index holds a deadline at or
+// before now. It reads, in one pipelined round trip, the earliest deadline
+// of the indexes the expiry watch does not know to be later than now: none
+// while the watch is trusted and nothing is due, all 256 after anything that
+// may have hidden a deadline from it (see expiryWatch) and every
+// expiryRecheck.
+func (st *Store) dueShards(ctx context.Context, now time.Time) ([]string, error) {
+	b := st.b
+	nowMs := now.UnixMilli()
+	idx, full, gen := b.expiry.plan(nowMs)
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	cmds := make(rueidis.Commands, len(idx))
+	for k, i := range idx {
+		cmds[k] = b.client.B().Zrange().Key(b.expiryKey(shards[i])).Min("0").Max("0").Withscores().Build()
+	}
+	earliest := make([]int64, len(idx))
+	var due []string
+	for k, r := range b.client.DoMulti(ctx, cmds...) {
+		zs, err := r.AsZScores()
+		if err != nil {
+			return nil, b.fail("claim_expired", err)
+		}
+		earliest[k] = noDeadline
+		if len(zs) > 0 {
+			earliest[k] = int64(zs[0].Score)
+			if earliest[k] <= nowMs {
+				due = append(due, shards[idx[k]])
+			}
+		}
+	}
+	b.expiry.learn(gen, idx, earliest, full)
+	return due, nil
+}
+
+// shardIndex returns the position of shard ("00" to "ff") in shards.
+func (st *Store) shardIndex(shard string) int {
+	i, _ := strconv.ParseUint(shard, 16, 8)
+	return int(i)
+}
+
 // claimRound claims at most n sessions; more reports whether candidates were
 // left over for another round.
 func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sessionbridge.Event) ([]*sessionbridge.Session, bool, error) {
 	b := st.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	byShard, order, more, err := b.dueInIndexes(ctx, b.expiryKey, now, n, "claim_expired")
+	due, err := st.dueShards(ctx, now)
+	if err != nil || len(due) == 0 {
+		return nil, false, err
+	}
+	byShard, order, more, err := b.dueInIndexes(ctx, b.expiryKey, due, now, n, "claim_expired")
 	if err != nil || len(order) == 0 {
 		return nil, false, err
+	}
+	for _, sh := range order {
+		// Read again next time: more may be due, and what is left is not
+		// known until then.
+		b.expiry.due(st.shardIndex(sh), now.UnixMilli())
 	}
 	// Every claimed session has its own IDs and version, whatever the
 	// template carried.
@@ -722,8 +780,15 @@ func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sess
 // periodic expiry claim for the next ttl: one SET NX PX of one key per node
 // and interval, so that only one node reads the 256 expiry indexes each
 // interval instead of every node. Claims stay exactly-once without it.
+//
+// A node that did not hold the turn heard no claims of its own in between:
+// when it holds it again, it reads every index (see expiryWatch).
 func (st *Store) TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error) {
-	return st.b.takeTurn(ctx, "expiry:turn", ttl)
+	mine, err := st.b.takeTurn(ctx, "expiry:turn", ttl)
+	if !mine {
+		st.b.expiry.forget()
+	}
+	return mine, err
 }
 
 // takeTurn sets the key name (under the prefix) to this node's ID for ttl

@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 		{"ExpiredNotTouched", testExpiredNotTouched},
 		{"DeletedEventNamesUser", testDeletedEventNamesUser},
 		{"ClaimExpiredExactlyOnce", testClaimExpired},
+		{"ClaimExpiredWrittenAfterRead", testClaimWrittenAfterRead},
 		{"TouchMovesExpiry", testTouchMovesExpiry},
 		{"Events", testEvents},
 		{"Ping", testPing},

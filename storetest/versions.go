@@ -74,3 +74,52 @@ func testChangedVersions(t *testing.T, h *harness) {
 		})
 	}
 }
+
+// testClaimWrittenAfterRead: a store may remember what its expiry indexes
+// held when a claim last read them, but a session written afterwards with an
+// earlier deadline than any it held is still claimed at that deadline,
+// exactly once. Its write may reach the claimer asynchronously (a hint on
+// the bus), so the claim is polled, within eventWait.
+func testClaimWrittenAfterRead(t *testing.T, h *harness) {
+	ctx := t.Context()
+	rec := watch(t, h.bus)
+	now := time.Now()
+	long, _ := makeSession(t, newUser(t), now)
+	mustCreate(t, h.st, long)
+	tmpl := sessionbridge.Event{Type: sessionbridge.EventExpired, Source: sessionbridge.SourceSystem, NodeID: "node-x", Timestamp: now}
+	for range 3 {
+		if got, err := h.st.ClaimExpired(ctx, now, 100, tmpl); err != nil || len(got) != 0 {
+			t.Fatalf("ClaimExpired before any deadline = %d sessions, %v; want none", len(got), err)
+		}
+	}
+	short, _ := makeSession(t, newUser(t), now)
+	short.ExpiresAt = now.Add(2 * time.Second)
+	mustCreate(t, h.st, short)
+	at := now.Add(3 * time.Second)
+	deadline := time.Now().Add(eventWait)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	var claimed []*sessionbridge.Session
+	for len(claimed) == 0 {
+		got, err := h.st.ClaimExpired(ctx, at, 100, tmpl)
+		if err != nil {
+			t.Fatalf("ClaimExpired: %v", err)
+		}
+		claimed = got
+		if len(got) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the session written after the claim read the indexes was not claimed within %v", eventWait)
+			}
+			<-tick.C
+		}
+	}
+	if len(claimed) != 1 || claimed[0].ID != short.ID {
+		t.Fatalf("claimed %d sessions, want only %s", len(claimed), short.ID)
+	}
+	if got, err := h.st.ClaimExpired(ctx, at, 100, tmpl); err != nil || len(got) != 0 {
+		t.Fatalf("claimed again: %d sessions, %v", len(got), err)
+	}
+	rec.waitUntil(t, "the expired event", func(ev sessionbridge.Event) bool {
+		return ev.Type == sessionbridge.EventExpired && ev.SessionID == short.ID
+	})
+}
