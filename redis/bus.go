@@ -198,8 +198,8 @@ func (bus *Bus) subscribeOnce(ctx context.Context, d *delivery, channels []strin
 	if err != nil {
 		return false, b.fail("subscribe", err)
 	}
-	b.expiry.subscribed()
-	defer b.expiry.unsubscribed()
+	b.forEachWatch((*expiryWatch).subscribed)
+	defer b.forEachWatch((*expiryWatch).unsubscribed)
 	if again {
 		b.metrics.Reconnect()
 		b.log.Info("redis: event subscription restored")

@@ -1,14 +1,17 @@
 package redis
 
 import (
+	"context"
 	"math"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/redis/rueidis"
 )
 
-// expiryRecheck is how often the expiry claim reads the earliest deadline of
-// all 256 session expiry indexes even though it believes it knows them: a
+// expiryRecheck is how often an expiry claim reads the earliest deadline of
+// all 256 of its expiry indexes even though it believes it knows them: a
 // backstop for a hint that could not be published (a write by a node of an
 // older version, or by hand).
 const expiryRecheck = 30 * time.Second
@@ -16,9 +19,9 @@ const expiryRecheck = 30 * time.Second
 // noDeadline stands for an empty expiry index.
 const noDeadline = math.MaxInt64
 
-// expiryWatch remembers the earliest deadline (Unix ms) of each session
-// expiry index, so that the claim reads an index only when something in it
-// is due instead of all 256 every second. It learns them from its own reads
+// expiryWatch remembers the earliest deadline (Unix ms) of each of 256
+// expiry indexes (the sessions', or the API keys'), so that the claim reads
+// an index only when something in it is due instead of all 256 each time. It learns them from its own reads
 // (ZRANGE … 0 0 WITHSCORES) and from the hints the write scripts publish
 // when a write puts into an index a deadline earlier than any it held (the
 // channel is named like the index). Hints only arrive while a subscription
@@ -118,10 +121,22 @@ func (w *expiryWatch) unsubscribed() {
 	w.mu.Unlock()
 }
 
+// hintTarget is the watch and index a hint channel is about.
+type hintTarget struct {
+	w *expiryWatch
+	i int
+}
+
+// forEachWatch calls f with the session and the API key expiry watches.
+func (b *Backend) forEachWatch(f func(w *expiryWatch)) {
+	f(&b.expiry)
+	f(&b.keyExpiry)
+}
+
 // expiryHint handles a message on a hint channel; ok is false when channel
 // is not one.
 func (b *Backend) expiryHint(channel, payload string) (ok bool) {
-	i, ok := b.hintChannels[channel]
+	t, ok := b.hintChannels[channel]
 	if !ok {
 		return false
 	}
@@ -129,9 +144,53 @@ func (b *Backend) expiryHint(channel, payload string) (ok bool) {
 	if err != nil {
 		// Not ours to read: read everything rather than trust it.
 		b.log.Warn("redis: undecodable expiry hint; reading every expiry index", "channel", channel)
-		b.expiry.forget()
+		t.w.forget()
 		return true
 	}
-	b.expiry.hint(i, int64(ms))
+	t.w.hint(t.i, int64(ms))
 	return true
+}
+
+// dueShards returns the shards whose expiry index (named by index) holds a
+// deadline at or before now. It reads, in one pipelined round trip, the
+// earliest deadline of the indexes w does not know to be later than now:
+// none while w is trusted and nothing is due, all 256 after anything that
+// may have hidden a deadline from it (see expiryWatch) and every
+// expiryRecheck.
+func (b *Backend) dueShards(ctx context.Context, w *expiryWatch, index func(shard string) string, now time.Time, op string) ([]string, error) {
+	nowMs := now.UnixMilli()
+	idx, full, gen := w.plan(nowMs)
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	cmds := make(rueidis.Commands, len(idx))
+	for k, i := range idx {
+		cmds[k] = b.client.B().Zrange().Key(index(shards[i])).Min("0").Max("0").Withscores().Build()
+	}
+	earliest := make([]int64, len(idx))
+	var due []string
+	for k, r := range b.client.DoMulti(ctx, cmds...) {
+		zs, err := r.AsZScores()
+		if err != nil {
+			return nil, b.fail(op, err)
+		}
+		earliest[k] = noDeadline
+		if len(zs) > 0 {
+			earliest[k] = int64(zs[0].Score)
+			if earliest[k] <= nowMs {
+				due = append(due, shards[idx[k]])
+			}
+		}
+	}
+	w.learn(gen, idx, earliest, full)
+	return due, nil
+}
+
+// markDue has w read the indexes of shards again at the next claim: the
+// claim took some of their members, and more may be due.
+func (w *expiryWatch) markDue(shardList []string, now time.Time) {
+	for _, sh := range shardList {
+		i, _ := strconv.ParseUint(sh, 16, 8)
+		w.due(int(i), now.UnixMilli())
+	}
 }

@@ -208,9 +208,80 @@ func TestExpiryHintOnCluster(t *testing.T) {
 		}
 		return err == nil && len(claimed) == len(list)
 	})
+	if d := time.Since(read); d >= expiryRecheck {
+		t.Fatalf("claimed %v after the last full read, by the backstop", d)
+	}
 	for _, s := range list {
 		if claimed[s.ID] != 1 {
 			t.Fatalf("session %s claimed %d times, want 1", s.ID, claimed[s.ID])
 		}
+	}
+}
+
+// TestKeyExpiryIdleReadsNoIndex is TestExpiryIdleReadsNoIndex for the API
+// key claim: idle claims read no key expiry index, and a key created later
+// by another node with an earlier expiry is claimed at it, once.
+func TestKeyExpiryIdleReadsNoIndex(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newBackend(t, srv, func(o *Options) { o.Prefix = "sbx:" })
+	other := newBackend(t, srv, func(o *Options) { o.Prefix = "sbx:" })
+	subscribe(t, a, &recorder{})
+	newKey := func(user string, expires time.Time) *sessionbridge.APIKey {
+		t.Helper()
+		_, id, hash, err := sessionbridge.NewAPIKey(user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := &sessionbridge.APIKey{ID: id, UserID: user, Name: "ci", SecretHash: hash, CreatedAt: time.Now(), ExpiresAt: expires, Version: 1}
+		if err := other.Keys().CreateKey(bg, k); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	claim := func(at time.Time) []string {
+		t.Helper()
+		got, err := a.Keys().ClaimExpiredKeys(bg, at, 0, expiredTmpl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := make([]string, len(got))
+		for i, k := range got {
+			ids[i] = k.ID
+		}
+		return ids
+	}
+	now := time.Now()
+	long := newKey("alice", now.Add(time.Hour))
+	read := time.Now()
+	if ids := claim(now); len(ids) != 0 {
+		t.Fatalf("first claim = %q", ids)
+	}
+	before := commandCalls(t, srv, "zrange")
+	for range 5 {
+		if ids := claim(now); len(ids) != 0 {
+			t.Fatalf("idle claim = %q", ids)
+		}
+	}
+	if n := commandCalls(t, srv, "zrange") - before; n != 0 {
+		t.Fatalf("five idle claims read %d indexes, want none", n)
+	}
+	short := newKey("bob", now.Add(2*time.Second))
+	at := now.Add(3 * time.Second)
+	var got []string
+	eventually(t, time.Until(read.Add(expiryRecheck)), "the claim of the short key", func() bool {
+		got = append(got, claim(at)...)
+		return len(got) > 0
+	})
+	if d := time.Since(read); d >= expiryRecheck {
+		t.Fatalf("claimed %v after the last full read, by the backstop", d)
+	}
+	if len(got) != 1 || got[0] != short.ID {
+		t.Fatalf("claimed %q, want only %s", got, short.ID)
+	}
+	if ids := claim(at); len(ids) != 0 {
+		t.Fatalf("claimed again: %q", ids)
+	}
+	if ids := claim(long.ExpiresAt); len(ids) != 1 || ids[0] != long.ID {
+		t.Fatalf("claim at the long expiry = %q", ids)
 	}
 }

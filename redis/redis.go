@@ -141,15 +141,16 @@ type Backend struct {
 
 	store *Store
 	bus   *Bus
-	// expiry is what the session expiry claim knows of the expiry
-	// indexes; hintChannels maps each hint channel to its index's shard.
-	expiry       expiryWatch
-	hintChannels map[string]int
-	router       *router
-	tickets      *Tickets
-	keys         *KeyStore
-	limiter      *Limiter
-	usage        *Usage
+	// expiry and keyExpiry are what the session and API key expiry
+	// claims know of their expiry indexes; hintChannels maps each hint
+	// channel to its watch and index.
+	expiry, keyExpiry expiryWatch
+	hintChannels      map[string]hintTarget
+	router            *router
+	tickets           *Tickets
+	keys              *KeyStore
+	limiter           *Limiter
+	usage             *Usage
 
 	// Restart detection (restart.go): the watcher runs until Close.
 	kick          chan struct{} // wakes the watcher; buffered, never blocks
@@ -255,9 +256,10 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 		return nil, fmt.Errorf("redis: connect: %w: %w", sessionbridge.ErrUnavailable, err)
 	}
 	b.client = client
-	b.hintChannels = make(map[string]int, len(shards))
+	b.hintChannels = make(map[string]hintTarget, 2*len(shards))
 	for i, sh := range shards {
-		b.hintChannels[b.expiryKey(sh)] = i
+		b.hintChannels[b.expiryKey(sh)] = hintTarget{&b.expiry, i}
+		b.hintChannels[b.keyExpiryKey(sh)] = hintTarget{&b.keyExpiry, i}
 	}
 	b.store = &Store{b: b, sc: newScripts(), journal: newJournal(o.RevocationJournal)}
 	b.bus = &Bus{b: b}

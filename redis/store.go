@@ -666,55 +666,13 @@ func (b *Backend) dueInIndexes(ctx context.Context, index func(shard string) str
 	return byShard, order, more, nil
 }
 
-// dueShards returns the shards whose expiry index holds a deadline at or
-// before now. It reads, in one pipelined round trip, the earliest deadline
-// of the indexes the expiry watch does not know to be later than now: none
-// while the watch is trusted and nothing is due, all 256 after anything that
-// may have hidden a deadline from it (see expiryWatch) and every
-// expiryRecheck.
-func (st *Store) dueShards(ctx context.Context, now time.Time) ([]string, error) {
-	b := st.b
-	nowMs := now.UnixMilli()
-	idx, full, gen := b.expiry.plan(nowMs)
-	if len(idx) == 0 {
-		return nil, nil
-	}
-	cmds := make(rueidis.Commands, len(idx))
-	for k, i := range idx {
-		cmds[k] = b.client.B().Zrange().Key(b.expiryKey(shards[i])).Min("0").Max("0").Withscores().Build()
-	}
-	earliest := make([]int64, len(idx))
-	var due []string
-	for k, r := range b.client.DoMulti(ctx, cmds...) {
-		zs, err := r.AsZScores()
-		if err != nil {
-			return nil, b.fail("claim_expired", err)
-		}
-		earliest[k] = noDeadline
-		if len(zs) > 0 {
-			earliest[k] = int64(zs[0].Score)
-			if earliest[k] <= nowMs {
-				due = append(due, shards[idx[k]])
-			}
-		}
-	}
-	b.expiry.learn(gen, idx, earliest, full)
-	return due, nil
-}
-
-// shardIndex returns the position of shard ("00" to "ff") in shards.
-func (st *Store) shardIndex(shard string) int {
-	i, _ := strconv.ParseUint(shard, 16, 8)
-	return int(i)
-}
-
 // claimRound claims at most n sessions; more reports whether candidates were
 // left over for another round.
 func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sessionbridge.Event) ([]*sessionbridge.Session, bool, error) {
 	b := st.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	due, err := st.dueShards(ctx, now)
+	due, err := b.dueShards(ctx, &b.expiry, b.expiryKey, now, "claim_expired")
 	if err != nil || len(due) == 0 {
 		return nil, false, err
 	}
@@ -722,11 +680,7 @@ func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sess
 	if err != nil || len(order) == 0 {
 		return nil, false, err
 	}
-	for _, sh := range order {
-		// Read again next time: more may be due, and what is left is not
-		// known until then.
-		b.expiry.due(st.shardIndex(sh), now.UnixMilli())
-	}
+	b.expiry.markDue(order, now)
 	// Every claimed session has its own IDs and version, whatever the
 	// template carried.
 	ev := tmpl
