@@ -21,14 +21,15 @@ const noDeadline = math.MaxInt64
 
 // expiryWatch remembers the earliest deadline (Unix ms) of each of 256
 // expiry indexes (the sessions', or the API keys'), so that the claim reads
-// an index only when something in it is due instead of all 256 each time. It learns them from its own reads
-// (ZRANGE … 0 0 WITHSCORES) and from the hints the write scripts publish
-// when a write puts into an index a deadline earlier than any it held (the
-// channel is named like the index). Hints only arrive while a subscription
-// to them is in place, so what it knows is trusted only while one is, and
-// only since the last full read after it was confirmed: every way a hint can
-// be missed (no subscription, a dropped connection, a Redis restart, a turn
-// another node held in between) makes the next claim read every index.
+// an index only when something in it is due instead of all 256 each time. It
+// learns them from its own reads (ZRANGE … 0 0 WITHSCORES) and from the
+// hints the write scripts publish when a write puts into an index a deadline
+// earlier than any it held (the channel is named like the index). Hints only
+// arrive while a subscription to them is in place, so what it knows is
+// trusted only while one is, and only since the last full read after it was
+// confirmed: every way a hint can be missed (no subscription, a dropped
+// connection, a Redis restart, a turn another node held in between) makes
+// the next claim read every index.
 type expiryWatch struct {
 	mu sync.Mutex
 	// live counts the hint subscriptions in place (one per Bus.Subscribe).
@@ -133,22 +134,21 @@ func (b *Backend) forEachWatch(f func(w *expiryWatch)) {
 	f(&b.keyExpiry)
 }
 
-// expiryHint handles a message on a hint channel; ok is false when channel
-// is not one.
-func (b *Backend) expiryHint(channel, payload string) (ok bool) {
+// expiryHint handles a message on the broadcast connection that is not an
+// API key event: a hint, or nothing of ours.
+func (b *Backend) expiryHint(channel, payload string) {
 	t, ok := b.hintChannels[channel]
 	if !ok {
-		return false
+		return
 	}
 	ms, err := strconv.ParseFloat(payload, 64)
 	if err != nil {
 		// Not ours to read: read everything rather than trust it.
 		b.log.Warn("redis: undecodable expiry hint; reading every expiry index", "channel", channel)
 		t.w.forget()
-		return true
+		return
 	}
 	t.w.hint(t.i, int64(ms))
-	return true
 }
 
 // dueShards returns the shards whose expiry index (named by index) holds a
