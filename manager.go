@@ -114,6 +114,32 @@ func (m *Manager) StoredMany(ctx context.Context, ids []string) (map[string]*Ses
 	return m.backend.Store.GetMany(ctx, ids)
 }
 
+// ChangedSessions returns the IDs among held whose stored session is gone or
+// is at another version than the held one, in one round trip: what a node
+// holding sessions reads whole again after it may have missed their events.
+// It asks the store's [VersionChecker] if it has one, else reads the
+// sessions whole and compares.
+func (m *Manager) ChangedSessions(ctx context.Context, held []SessionVersion) ([]string, error) {
+	if vc, ok := m.backend.Store.(VersionChecker); ok {
+		return vc.ChangedVersions(ctx, held)
+	}
+	ids := make([]string, len(held))
+	for i, h := range held {
+		ids[i] = h.ID
+	}
+	found, err := m.backend.Store.GetMany(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var changed []string
+	for _, h := range held {
+		if s, ok := found[h.ID]; !ok || s.Version != h.Version {
+			changed = append(changed, h.ID)
+		}
+	}
+	return changed, nil
+}
+
 // Ping reports whether the node's store can be reached: the readiness check.
 func (m *Manager) Ping(ctx context.Context) error { return m.backend.Store.Ping(ctx) }
 

@@ -56,6 +56,26 @@ type Store interface {
 	Ping(ctx context.Context) error
 }
 
+// SessionVersion names a session and the version of it a caller holds.
+type SessionVersion struct {
+	ID      string
+	Version uint64
+}
+
+// A VersionChecker is a [Store] that can tell which of the sessions a caller
+// holds changed without reading them whole. A node re-validates every
+// session it holds a socket of (after following new topics, after a gap, on
+// its sweep), and almost all of them are unchanged: it then reads whole only
+// the few that changed. [Manager.ChangedSessions] reads whole sessions from
+// a store that does not implement it.
+type VersionChecker interface {
+	// ChangedVersions returns the IDs among held whose session is gone or
+	// whose stored Version is not the held one, in one round trip. A
+	// session past its deadline that has not been claimed as expired yet
+	// counts as unchanged if its version is; callers keep their own timers.
+	ChangedVersions(ctx context.Context, held []SessionVersion) ([]string, error)
+}
+
 // Bus carries events between nodes. Store writes publish through the store;
 // Publish is for events that change no session (messages).
 type Bus interface {

@@ -498,6 +498,39 @@ func TestGapRevalidationClosesDeletedSessions(t *testing.T) {
 	c.readType(TypePong)
 }
 
+// TestGapReadsWholeOnlyChanged: a re-validation asks the store for the
+// versions of every local session and reads whole only those that changed.
+func TestGapReadsWholeOnlyChanged(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	var socks []*client
+	var ids []string
+	for _, user := range []string{"alice", "bob", "carol", "dave"} {
+		s, tok := e.session(user)
+		c, _ := e.dial(bearer(tok), "")
+		socks, ids = append(socks, c), append(ids, s.ID)
+	}
+	e.bus.dropSession(ids[0], ids[1])
+	if _, err := e.mgr.Delete(ctx, ids[0], sb.ReasonRevoked, sb.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.mgr.Update(ctx, ids[1], json.RawMessage(`{"x":1}`), 0, sb.Change{Source: sb.SourceAPI}); err != nil {
+		t.Fatal(err)
+	}
+	checked, whole := e.store.checked.Load(), e.store.wholeReads.Load()
+	e.g.HandleGap()
+	socks[0].expectClose(CloseReauthenticate, ReasonSessionRevoked)
+	socks[1].readType(TypeSessionUpdated)
+	if got := e.store.checked.Load() - checked; got != 4 {
+		t.Errorf("versions checked: %d, want 4", got)
+	}
+	if got := e.store.wholeReads.Load() - whole; got != 2 {
+		t.Errorf("sessions read whole: %d, want the 2 that changed", got)
+	}
+	socks[2].send("ping", "", nil)
+	socks[2].readType(TypePong)
+}
+
 func TestSweepRevalidates(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.SweepInterval = 20 * time.Millisecond })
 	s, tok := e.session("alice")

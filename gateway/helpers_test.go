@@ -155,6 +155,17 @@ type failingStore struct {
 	down atomic.Bool
 	// afterGet, if set, runs after every successful Get.
 	afterGet atomic.Pointer[func(id string)]
+	// wholeReads counts the sessions GetMany was asked for, checked the
+	// sessions ChangedVersions was asked about.
+	wholeReads, checked atomic.Int64
+}
+
+func (s *failingStore) ChangedVersions(ctx context.Context, held []sb.SessionVersion) ([]string, error) {
+	if s.down.Load() {
+		return nil, fmt.Errorf("test: %w", sb.ErrUnavailable)
+	}
+	s.checked.Add(int64(len(held)))
+	return s.Store.(sb.VersionChecker).ChangedVersions(ctx, held)
 }
 
 func (s *failingStore) Get(ctx context.Context, id string) (*sb.Session, error) {
@@ -172,6 +183,7 @@ func (s *failingStore) GetMany(ctx context.Context, ids []string) (map[string]*s
 	if s.down.Load() {
 		return nil, fmt.Errorf("test: %w", sb.ErrUnavailable)
 	}
+	s.wholeReads.Add(int64(len(ids)))
 	return s.Store.GetMany(ctx, ids)
 }
 

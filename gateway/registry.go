@@ -60,6 +60,11 @@ type sessionEntry struct {
 	// removed is set when the last connection left; timers and refreshes
 	// that still hold the entry then do nothing.
 	removed bool
+	// partial is set when sess took a version from an updated event that
+	// did not carry the scopes (they need not have changed, but an event
+	// written by hand may leave out a change): the next re-validation reads
+	// the session whole instead of comparing versions.
+	partial bool
 	// closeCode and closeReason are set once the session's sockets were
 	// closed because it was revoked or expired. Until the last of them has
 	// left, the entry stays registered, and a socket that joins it in that

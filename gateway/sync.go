@@ -222,6 +222,7 @@ func (g *Gateway) onUpdated(ev sb.Event) bool {
 				next.ExpiresAt = ev.ExpiresAt
 			}
 			g.setSessionLocked(e, next, ev.Source, ev.ConnectionID)
+			e.partial = e.partial || ev.Scopes == nil
 			return true
 		}
 	}
@@ -281,6 +282,9 @@ func (g *Gateway) reconcile(e *sessionEntry, s *sb.Session, err error, src sb.So
 	defer e.mu.Unlock()
 	if e.removed {
 		return false
+	}
+	if s.Version >= e.sess.Version {
+		e.partial = false
 	}
 	if s.Version > e.sess.Version {
 		g.setSessionLocked(e, s, src, "")
@@ -423,34 +427,84 @@ func (g *Gateway) revalidate(ctx context.Context, trigger string) (ok bool) {
 }
 
 // revalidateSessions reconciles the local sessions among ids with the store,
-// resyncBatch IDs per read. It returns how many connections it closed and
-// the IDs it could not read (the store was away): their sockets stay open.
+// resyncBatch IDs per read: it asks which of them are gone or at another
+// version than the one held here, and reads whole only those, the ones
+// whose local deadline has passed (their timer did not fire, as after a
+// pause of the process) and the ones whose version came from an event that
+// may not carry every change (see sessionEntry.partial). A touch moves no
+// version: a deadline that moved without its event being seen here is found
+// by the session's timer, which reads the store before it closes anything.
+// It returns how many connections it closed and the IDs it could not read
+// (the store was away): their sockets stay open.
 func (g *Gateway) revalidateSessions(ctx context.Context, trigger string, ids []string) (closed int, rest []string) {
+	held := make([]sb.SessionVersion, 0, min(len(ids), resyncBatch))
+	var whole []string
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), resyncBatch)]
-		cctx, cancel := context.WithTimeout(ctx, g.writeTimeout)
-		found, err := g.cfg.Manager.StoredMany(cctx, batch)
-		cancel()
+		held, whole = held[:0], whole[:0]
+		now := g.clock.Now()
+		for _, id := range batch {
+			e := g.reg.session(id)
+			if e == nil {
+				continue
+			}
+			e.mu.Lock()
+			switch {
+			case e.removed:
+			case e.partial || e.sess.Expired(now):
+				whole = append(whole, id)
+			default:
+				held = append(held, sb.SessionVersion{ID: id, Version: e.sess.Version})
+			}
+			e.mu.Unlock()
+		}
+		n, err := g.reconcileChanged(ctx, held, whole)
 		if err != nil {
 			if ctx.Err() == nil {
 				g.log.Warn("gateway: re-validating sessions; keeping sockets open and trying again", "trigger", trigger, "err", err)
 			}
 			return closed, ids
 		}
+		closed += n
 		ids = ids[len(batch):]
-		for _, id := range batch {
-			e := g.reg.session(id)
-			if e == nil {
-				continue
-			}
-			s, ok := found[id]
-			var gerr error
-			if !ok {
-				gerr = sb.ErrNotFound
-			}
-			if g.reconcile(e, s, gerr, sb.SourceSystem) {
-				closed++
-			}
+	}
+	return closed, nil
+}
+
+// reconcileChanged reads whole, and reconciles, the sessions among held whose
+// version moved or which are gone, and those of whole; it reports how many
+// connections it closed.
+func (g *Gateway) reconcileChanged(ctx context.Context, held []sb.SessionVersion, whole []string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.writeTimeout)
+	defer cancel()
+	read := whole
+	if len(held) > 0 {
+		changed, err := g.cfg.Manager.ChangedSessions(ctx, held)
+		if err != nil {
+			return 0, err
+		}
+		read = append(read, changed...)
+	}
+	if len(read) == 0 {
+		return 0, nil
+	}
+	found, err := g.cfg.Manager.StoredMany(ctx, read)
+	if err != nil {
+		return 0, err
+	}
+	closed := 0
+	for _, id := range read {
+		e := g.reg.session(id)
+		if e == nil {
+			continue
+		}
+		s, ok := found[id]
+		var gerr error
+		if !ok {
+			gerr = sb.ErrNotFound
+		}
+		if g.reconcile(e, s, gerr, sb.SourceSystem) {
+			closed++
 		}
 	}
 	return closed, nil

@@ -103,6 +103,20 @@ func (st *Store) GetMany(ctx context.Context, ids []string) (map[string]*session
 	return out, nil
 }
 
+// ChangedVersions returns the IDs among held whose session is gone or at
+// another version; see sessionbridge.VersionChecker.
+func (st *Store) ChangedVersions(ctx context.Context, held []sessionbridge.SessionVersion) ([]string, error) {
+	var changed []string
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, h := range held {
+		if e, ok := st.sessions[h.ID]; !ok || e.s.Version != h.Version {
+			changed = append(changed, h.ID)
+		}
+	}
+	return changed, nil
+}
+
 // Create stores a copy of s and publishes ev. It returns an error wrapping
 // sessionbridge.ErrExists if the ID is taken.
 func (st *Store) Create(ctx context.Context, s *sessionbridge.Session, ev sessionbridge.Event) error {
@@ -355,4 +369,7 @@ func (h *expiryHeap) Pop() any {
 	return e
 }
 
-var _ sessionbridge.Store = (*Store)(nil)
+var (
+	_ sessionbridge.Store          = (*Store)(nil)
+	_ sessionbridge.VersionChecker = (*Store)(nil)
+)

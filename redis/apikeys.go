@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -23,8 +24,9 @@ import (
 // sessionbridge.ErrKeyNotFound, ErrExists, ErrVersionConflict and
 // ErrUnavailable.
 type KeyStore struct {
-	b  *Backend
-	sc keyScripts
+	b       *Backend
+	sc      keyScripts
+	claimMu sync.Mutex
 }
 
 var _ sessionbridge.KeyStore = (*KeyStore)(nil)
@@ -435,6 +437,10 @@ func (ks *KeyStore) MarkUsed(ctx context.Context, id string, at time.Time, ip st
 // whichever node runs the script. The keys stay in Redis until their
 // retention ends.
 func (ks *KeyStore) ClaimExpiredKeys(ctx context.Context, now time.Time, limit int, tmpl sessionbridge.Event) ([]*sessionbridge.APIKey, error) {
+	// One claim at a time per node, for the expiry watch (see
+	// Store.ClaimExpired).
+	ks.claimMu.Lock()
+	defer ks.claimMu.Unlock()
 	var out []*sessionbridge.APIKey
 	for {
 		n := limit - len(out)
@@ -456,10 +462,15 @@ func (ks *KeyStore) claimRound(ctx context.Context, now time.Time, n int, tmpl s
 	b := ks.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	byShard, order, more, err := b.dueInIndexes(ctx, b.keyExpiryKey, now, n, "claim_expired_keys")
+	due, err := b.dueShards(ctx, &b.keyExpiry, b.keyExpiryKey, now, "claim_expired_keys")
+	if err != nil || len(due) == 0 {
+		return nil, false, err
+	}
+	byShard, order, more, err := b.dueInIndexes(ctx, b.keyExpiryKey, due, now, n, "claim_expired_keys")
 	if err != nil || len(order) == 0 {
 		return nil, false, err
 	}
+	b.keyExpiry.markDue(order, now)
 	tmpl.Scopes, tmpl.ExpiresAt = nil, time.Time{}
 	payload, flags, err := keyEvent(sessionbridge.EventKeyExpired, tmpl, "", "", 0)
 	if err != nil {
@@ -535,7 +546,7 @@ local function kfill(payload, flags, kid, uid, ver)
   return payload
 end
 local function index(key, score, id)
-  if score == '0' then redis.call('ZREM', key, id) else redis.call('ZADD', key, score, id) end
+  if score == '0' then redis.call('ZREM', key, id) else indexdeadline(key, score, id) end
 end
 `
 
@@ -653,5 +664,9 @@ return 1
 // TakeExpiryTurn reports whether the caller holds the turn to run the
 // periodic key expiry claim for the next ttl; see Store.TakeExpiryTurn.
 func (ks *KeyStore) TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error) {
-	return ks.b.takeTurn(ctx, "kexpiry:turn", ttl)
+	mine, err := ks.b.takeTurn(ctx, "kexpiry:turn", ttl)
+	if !mine {
+		ks.b.keyExpiry.forget()
+	}
+	return mine, err
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -201,4 +202,103 @@ func BenchmarkRouterFollow(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkClaimExpiredIdleWatched is BenchmarkClaimExpiredIdle on a node
+// whose bus is subscribed, as every serving node's is: the expiry hints are
+// heard, so a claim that finds nothing due reads no index (but every
+// expiryRecheck).
+func BenchmarkClaimExpiredIdleWatched(b *testing.B) {
+	srv := redistest.Start(b)
+	a := newBackend(b, srv)
+	for range 100 {
+		benchSession(b, a)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan struct{})
+	h := &recorder{}
+	go func() { defer close(done); _ = a.Bus().Subscribe(ctx, h) }()
+	b.Cleanup(func() { cancel(); <-done })
+	eventually(b, 10*time.Second, "the subscription", func() bool { return h.gapCount() >= 1 })
+	tmpl := sessionbridge.Event{Source: sessionbridge.SourceSystem, NodeID: "bench"}
+	before := commandCalls(b, srv, "zrange")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		got, err := a.Store().ClaimExpired(bg, time.Now(), 1000, tmpl)
+		if err != nil || len(got) != 0 {
+			b.Fatal(len(got), err)
+		}
+	}
+	b.ReportMetric(float64(commandCalls(b, srv, "zrange")-before)/float64(b.N), "zrange/op")
+}
+
+// BenchmarkRevalidate is one re-validation read of 1 000 unchanged sessions,
+// as a node does after following new topics and on its sweep: "whole" reads
+// every session whole (pipelined HGETALL: how re-validation read before
+// ChangedVersions, and still reads the changed ones), "versions" asks which
+// changed (ChangedVersions: pipelined HGET of the version). redis-µs/session
+// is Redis's own time per session, from INFO commandstats.
+func BenchmarkRevalidate(b *testing.B) {
+	srv := redistest.Start(b)
+	a := newBackend(b, srv)
+	const n = 1000
+	ids := make([]string, n)
+	held := make([]sessionbridge.SessionVersion, n)
+	for i := range n {
+		s := benchSession(b, a)
+		ids[i], held[i] = s.ID, sessionbridge.SessionVersion{ID: s.ID, Version: s.Version}
+	}
+	run := func(b *testing.B, cmd string, read func() error) {
+		before := commandUsec(b, srv, cmd)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			if err := read(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(commandUsec(b, srv, cmd)-before)/float64(b.N*n), "redis-µs/session")
+	}
+	b.Run("whole", func(b *testing.B) {
+		run(b, "hgetall", func() error {
+			m, err := a.Store().GetMany(bg, ids)
+			if err == nil && len(m) != n {
+				err = fmt.Errorf("read %d sessions, want %d", len(m), n)
+			}
+			return err
+		})
+	})
+	b.Run("versions", func(b *testing.B) {
+		run(b, "hget", func() error {
+			changed, err := a.Store().ChangedVersions(bg, held)
+			if err == nil && len(changed) != 0 {
+				err = fmt.Errorf("%d changed, want none", len(changed))
+			}
+			return err
+		})
+	})
+}
+
+// commandUsec returns the microseconds srv spent in cmd (lower case) since
+// its start, from INFO commandstats.
+func commandUsec(b *testing.B, srv *redistest.Server, cmd string) int64 {
+	b.Helper()
+	info, _ := srv.MustDo("INFO", "commandstats").(string)
+	for line := range strings.Lines(info) {
+		rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":")
+		if !ok {
+			continue
+		}
+		for f := range strings.SplitSeq(strings.TrimSpace(rest), ",") {
+			if v, ok := strings.CutPrefix(f, "usec="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					b.Fatalf("INFO commandstats line %q: %v", line, err)
+				}
+				return n
+			}
+		}
+	}
+	return 0
 }

@@ -125,6 +125,10 @@ func (bus *Bus) Subscribe(ctx context.Context, h sessionbridge.EventHandler) err
 			d.types[ch] = t
 		}
 	}
+	// The expiry hints (see expiryWatch) ride on the same connection.
+	for ch := range b.hintChannels {
+		channels = append(channels, ch)
+	}
 	backoff := minBackoff
 	for attempt := 0; ; attempt++ {
 		if b.closed.Load() {
@@ -194,6 +198,8 @@ func (bus *Bus) subscribeOnce(ctx context.Context, d *delivery, channels []strin
 	if err != nil {
 		return false, b.fail("subscribe", err)
 	}
+	b.forEachWatch((*expiryWatch).subscribed)
+	defer b.forEachWatch((*expiryWatch).unsubscribed)
 	if again {
 		b.metrics.Reconnect()
 		b.log.Info("redis: event subscription restored")
@@ -243,6 +249,7 @@ type delivery struct {
 func (d *delivery) receive(m rueidis.PubSubMessage) {
 	t, ok := d.types[m.Channel]
 	if !ok {
+		d.b.expiryHint(m.Channel, m.Message)
 		return
 	}
 	var te typedEvent

@@ -139,13 +139,18 @@ type Backend struct {
 	closed   atomic.Bool
 	done     chan struct{} // closed by Close
 
-	store   *Store
-	bus     *Bus
-	router  *router
-	tickets *Tickets
-	keys    *KeyStore
-	limiter *Limiter
-	usage   *Usage
+	store *Store
+	bus   *Bus
+	// expiry and keyExpiry are what the session and API key expiry
+	// claims know of their expiry indexes; hintChannels maps each hint
+	// channel to its watch and index.
+	expiry, keyExpiry expiryWatch
+	hintChannels      map[string]hintTarget
+	router            *router
+	tickets           *Tickets
+	keys              *KeyStore
+	limiter           *Limiter
+	usage             *Usage
 
 	// Restart detection (restart.go): the watcher runs until Close.
 	kick          chan struct{} // wakes the watcher; buffered, never blocks
@@ -251,6 +256,11 @@ func New(ctx context.Context, o Options) (*Backend, error) {
 		return nil, fmt.Errorf("redis: connect: %w: %w", sessionbridge.ErrUnavailable, err)
 	}
 	b.client = client
+	b.hintChannels = make(map[string]hintTarget, 2*len(shards))
+	for i, sh := range shards {
+		b.hintChannels[b.expiryKey(sh)] = hintTarget{&b.expiry, i}
+		b.hintChannels[b.keyExpiryKey(sh)] = hintTarget{&b.keyExpiry, i}
+	}
 	b.store = &Store{b: b, sc: newScripts(), journal: newJournal(o.RevocationJournal)}
 	b.bus = &Bus{b: b}
 	b.router = newRouter(b)

@@ -331,6 +331,8 @@ func (b *Backend) checkRestart(ctx context.Context) error {
 		now := time.Now()
 		b.restartNoticed.Store(now.UnixNano())
 		b.restartPending.Store(true)
+		// Whatever came back may hold deadlines no hint announced.
+		b.forEachWatch((*expiryWatch).forget)
 		b.settleUntil.Store(now.Add(restartSettle).UnixNano())
 		if p, err := b.readPersistence(ctx); err == nil {
 			b.setPersistence(p)

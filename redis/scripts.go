@@ -57,6 +57,19 @@ local function extend(key, at)
   local cur = redis.call('PEXPIRETIME', key)
   if cur < at then redis.call('PEXPIREAT', key, at) end
 end
+-- indexdeadline puts id into the expiry index key at score (Unix ms). When
+-- that is earlier than every deadline the index held, it publishes the score on the
+-- channel named like the index: the expiry claim, which reads an index only
+-- when its earliest deadline is due, learns of the new one (a plain PUBLISH:
+-- every node hears it, and it is rare, a write that moves an index's
+-- earliest deadline forward).
+local function indexdeadline(key, score, id)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', key, score, id)
+  if not first[2] or tonumber(score) < tonumber(first[2]) then
+    redis.call('PUBLISH', key, string.format('%.0f', tonumber(score)))
+  end
+end
 local function hmap(h)
   local m = {}
   for i = 1, #h, 2 do m[h[i]] = h[i + 1] end
@@ -73,7 +86,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('SADD', KEYS[2], ARGV[3])
 extend(KEYS[2], tonumber(ARGV[5]))
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+indexdeadline(KEYS[3], ARGV[4], ARGV[3])
 redis.call('SPUBLISH', ARGV[1], ARGV[2])
 return 1
 `
@@ -94,7 +107,7 @@ if lt(ARGV[4], cur[2]) then return {-2, cur[2], cur[3]} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 extend(KEYS[2], tonumber(ARGV[6]))
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
+indexdeadline(KEYS[3], ARGV[5], ARGV[7])
 redis.call('SPUBLISH', ARGV[1], ARGV[2])
 return {1}
 `
@@ -113,7 +126,7 @@ redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[4], 'expires_at', ARGV[5])
 local dl = ms(minns(ARGV[5], cur[3]))
 local at = dl + tonumber(ARGV[7])
 redis.call('PEXPIREAT', KEYS[1], at)
-redis.call('ZADD', KEYS[2], dl, ARGV[8])
+indexdeadline(KEYS[2], dl, ARGV[8])
 extend(ARGV[9] .. cur[5], at)
 redis.call('SPUBLISH', ARGV[1], fill(ARGV[2], ARGV[3], ARGV[8], cur[5], cur[4]))
 return 1
@@ -156,7 +169,7 @@ redis.call('HSET', KEYS[2], unpack(ARGV, 12))
 redis.call('PEXPIREAT', KEYS[2], ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[6])
 extend(KEYS[3], tonumber(ARGV[8]))
-redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+indexdeadline(KEYS[4], ARGV[7], ARGV[6])
 redis.call('SPUBLISH', ARGV[1], ARGV[2])
 redis.call('SPUBLISH', ARGV[3], ARGV[4])
 return 1

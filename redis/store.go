@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -40,9 +41,13 @@ type Store struct {
 	sc      scripts
 	recent  recent
 	journal *journal
+	claimMu sync.Mutex
 }
 
-var _ sessionbridge.Store = (*Store)(nil)
+var (
+	_ sessionbridge.Store          = (*Store)(nil)
+	_ sessionbridge.VersionChecker = (*Store)(nil)
+)
 
 // Get returns the session with id, or an error wrapping ErrNotFound. With the
 // client cache on, a warm read costs no round trip and is at most as old as
@@ -101,6 +106,43 @@ func (st *Store) GetMany(ctx context.Context, ids []string) (map[string]*session
 		}
 	}
 	return out, nil
+}
+
+// ChangedVersions returns the IDs among held whose session is gone or at
+// another version (see sessionbridge.VersionChecker): one pipelined HGET of
+// the version field per session, bypassing the client cache, instead of the
+// whole hash. A session revoked here but back in Redis (a restart lost the
+// delete) counts as changed, so that reading it whole finds it gone.
+func (st *Store) ChangedVersions(ctx context.Context, held []sessionbridge.SessionVersion) ([]string, error) {
+	b := st.b
+	var changed []string
+	cmds := make(rueidis.Commands, 0, len(held))
+	read := make([]sessionbridge.SessionVersion, 0, len(held))
+	for _, h := range held {
+		if !sessionbridge.ValidID(h.ID) || st.journal.has(h.ID) {
+			changed = append(changed, h.ID)
+			continue
+		}
+		read = append(read, h)
+		cmds = append(cmds, b.client.B().Hget().Key(b.sessionKey(h.ID)).Field("version").Build())
+	}
+	if len(cmds) == 0 {
+		return changed, nil
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	for i, r := range b.client.DoMulti(ctx, cmds...) {
+		v, err := r.ToString()
+		switch {
+		case rueidis.IsRedisNil(err):
+			changed = append(changed, read[i].ID)
+		case err != nil:
+			return nil, b.fail("changed_versions", err)
+		case v != strconv.FormatUint(read[i].Version, 10):
+			changed = append(changed, read[i].ID)
+		}
+	}
+	return changed, nil
 }
 
 // readHashes reads the hashes of the valid ones among ids in one pipelined
@@ -559,6 +601,10 @@ const claimBatch = 1000
 // index, deletes it and publishes its expired event. A session is claimed by
 // exactly one caller on any node: its ZREM is the claim.
 func (st *Store) ClaimExpired(ctx context.Context, now time.Time, limit int, tmpl sessionbridge.Event) ([]*sessionbridge.Session, error) {
+	// One claim at a time per node: the expiry watch's bookkeeping of a
+	// read assumes no other read of the same index is in flight.
+	st.claimMu.Lock()
+	defer st.claimMu.Unlock()
 	var out []*sessionbridge.Session
 	for {
 		n := limit - len(out)
@@ -584,11 +630,12 @@ type candidate struct {
 	score     float64
 }
 
-// dueInIndexes reads the 256 per-shard expiry indexes named by index in one
-// pipelined round trip and returns at most n of the members due at now,
-// earliest first, grouped by shard (order lists the shards in the order of
-// their first member); more reports whether candidates were left over.
-func (b *Backend) dueInIndexes(ctx context.Context, index func(shard string) string, now time.Time, n int, op string) (byShard map[string][]string, order []string, more bool, err error) {
+// dueInIndexes reads the per-shard expiry indexes named by index of the
+// shards in one pipelined round trip and returns at most n of the members
+// due at now, earliest first, grouped by shard (order lists the shards in the
+// order of their first member); more reports whether candidates were left
+// over.
+func (b *Backend) dueInIndexes(ctx context.Context, index func(shard string) string, shards []string, now time.Time, n int, op string) (byShard map[string][]string, order []string, more bool, err error) {
 	nowMs := millis(now)
 	cmds := make(rueidis.Commands, len(shards))
 	for i, sh := range shards {
@@ -625,10 +672,15 @@ func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sess
 	b := st.b
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	byShard, order, more, err := b.dueInIndexes(ctx, b.expiryKey, now, n, "claim_expired")
+	due, err := b.dueShards(ctx, &b.expiry, b.expiryKey, now, "claim_expired")
+	if err != nil || len(due) == 0 {
+		return nil, false, err
+	}
+	byShard, order, more, err := b.dueInIndexes(ctx, b.expiryKey, due, now, n, "claim_expired")
 	if err != nil || len(order) == 0 {
 		return nil, false, err
 	}
+	b.expiry.markDue(order, now)
 	// Every claimed session has its own IDs and version, whatever the
 	// template carried.
 	ev := tmpl
@@ -682,8 +734,15 @@ func (st *Store) claimRound(ctx context.Context, now time.Time, n int, tmpl sess
 // periodic expiry claim for the next ttl: one SET NX PX of one key per node
 // and interval, so that only one node reads the 256 expiry indexes each
 // interval instead of every node. Claims stay exactly-once without it.
+//
+// A node that did not hold the turn heard no claims of its own in between:
+// when it holds it again, it reads every index (see expiryWatch).
 func (st *Store) TakeExpiryTurn(ctx context.Context, ttl time.Duration) (bool, error) {
-	return st.b.takeTurn(ctx, "expiry:turn", ttl)
+	mine, err := st.b.takeTurn(ctx, "expiry:turn", ttl)
+	if !mine {
+		st.b.expiry.forget()
+	}
+	return mine, err
 }
 
 // takeTurn sets the key name (under the prefix) to this node's ID for ttl

@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 		{"ExpiredNotTouched", testExpiredNotTouched},
 		{"DeletedEventNamesUser", testDeletedEventNamesUser},
 		{"ClaimExpiredExactlyOnce", testClaimExpired},
+		{"ClaimExpiredWrittenAfterRead", testClaimWrittenAfterRead},
 		{"TouchMovesExpiry", testTouchMovesExpiry},
 		{"Events", testEvents},
 		{"Ping", testPing},
@@ -65,6 +66,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 		{"ScopesRoundTrip", testScopesRoundTrip},
 		{"ScopesPatch", testScopesPatch},
 		{"ScopesRotate", testScopesRotate},
+		{"ChangedVersions", testChangedVersions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -72,7 +74,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 			if st == nil || bus == nil {
 				t.Fatal("storetest: newStore returned a nil Store or Bus")
 			}
-			h := &harness{st: st, bus: bus}
+			h := &harness{st: st, bus: bus, raw: st}
 			if r, ok := bus.(sessionbridge.Router); ok {
 				f := &follower{t: t, router: r, topics: map[sessionbridge.Topic]bool{}}
 				h.st, h.bus = &followingStore{Store: st, f: f}, &followingBus{Router: r, f: f}
@@ -85,6 +87,8 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 type harness struct {
 	st  sessionbridge.Store
 	bus sessionbridge.Bus
+	// raw is the store as newStore returned it, st perhaps wrapped.
+	raw sessionbridge.Store
 }
 
 func (h *harness) manager(c *clock) *sessionbridge.Manager {
