@@ -355,6 +355,32 @@ func (c *Conn) closeWith(code int, reason string) {
 	c.mu.Unlock()
 }
 
+// closeNow is closeWith for the closes that the bus's events decide (a
+// revoked or expired session, a revoked key), whose latency is the
+// product's: when nothing is queued or being written and the socket's send
+// queue is empty, the caller writes the close frame itself, at once, instead
+// of starting the writer goroutine and returning before it has run. A frame
+// that small cannot block on an empty send queue, so the caller (the event
+// loop) never waits on a slow socket; any other socket gets closeWith.
+func (c *Conn) closeNow(code int, reason string) {
+	c.mu.Lock()
+	if c.closing || c.closed || c.writing || c.held || len(c.queue) > 0 || !sendQueueEmpty(c.rc) {
+		c.startCloseLocked(code, reason)
+		c.mu.Unlock()
+		return
+	}
+	c.closing, c.code, c.reason = true, code, reason
+	c.wakeLocked()
+	// This goroutine is the writer now: no writer starts meanwhile, and
+	// nothing joins the queue of a closing connection.
+	c.writing, c.closeSent = true, true
+	c.mu.Unlock()
+	c.writeClose(code, reason)
+	c.mu.Lock()
+	c.writing = false
+	c.mu.Unlock()
+}
+
 func (c *Conn) startCloseLocked(code int, reason string) {
 	if c.closing || c.closed {
 		return

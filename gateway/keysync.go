@@ -210,7 +210,7 @@ func (g *Gateway) closeKeyLocked(ke *keyEntry, code int, reason, why string) int
 	n := 0
 	ke.closeCode, ke.closeReason = code, reason
 	ke.forEachConnLocked(func(c *Conn) {
-		c.closeWith(code, reason)
+		c.closeNow(code, reason)
 		n++
 	})
 	if ke.timer != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // waitReadable blocks until the socket has data (or EOF, or an error) without
@@ -177,6 +178,22 @@ func (p *idlePoller) stop() {
 	for _, c := range parked {
 		p.wake(c)
 	}
+}
+
+// sendQueueEmpty reports whether the socket has nothing queued to send
+// (TIOCOUTQ: bytes written and not yet acknowledged by the peer). A small
+// write to such a socket goes to the kernel at once and cannot block.
+func sendQueueEmpty(rc syscall.RawConn) bool {
+	if rc == nil {
+		return false
+	}
+	empty := false
+	_ = rc.Control(func(fd uintptr) {
+		var n int32
+		_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCOUTQ, uintptr(unsafe.Pointer(&n)))
+		empty = errno == 0 && n == 0
+	})
+	return empty
 }
 
 // descriptor returns rc's file descriptor, or -1.

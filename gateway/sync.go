@@ -364,7 +364,7 @@ func (g *Gateway) closeEntry(e *sessionEntry, code int, reason, why string) int 
 		uid = e.sess.UserID
 		e.closeCode, e.closeReason = code, reason
 		e.forEachConnLocked(func(c *Conn) {
-			c.closeWith(code, reason)
+			c.closeNow(code, reason)
 			n++
 		})
 		if e.timer != nil {

@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"runtime"
+	"testing"
+)
+
+// serverConn returns the gateway's one socket of session id.
+func serverConn(t *testing.T, e *env, id string) *Conn {
+	t.Helper()
+	var c *Conn
+	waitFor(t, "the socket registered", func() bool {
+		en := e.g.reg.session(id)
+		if en == nil {
+			return false
+		}
+		en.mu.Lock()
+		en.forEachConnLocked(func(x *Conn) { c = x })
+		en.mu.Unlock()
+		return c != nil
+	})
+	return c
+}
+
+// An event's close of an idle socket is written by the event's own
+// goroutine before closeSession returns: no writer goroutine has to be
+// scheduled first.
+func TestCloseNowWritesBeforeReturning(t *testing.T) {
+	e := newEnv(t, nil)
+	s, tok := e.session("alice")
+	cl, _ := e.dial(bearer(tok), "")
+	c := serverConn(t, e, s.ID)
+	waitFor(t, "the writer idle and the welcome acknowledged", func() bool {
+		c.mu.Lock()
+		idle := !c.writing && !c.held && len(c.queue) == 0
+		c.mu.Unlock()
+		return idle && sendQueueEmpty(c.rc)
+	})
+
+	// One P: a writer goroutine started by closeSession cannot have run
+	// before it returns, so only a close written by the caller shows.
+	procs := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(procs)
+	if n := e.g.closeSession(s.ID, CloseReauthenticate, ReasonSessionRevoked, "revoked"); n != 1 {
+		t.Fatalf("closed %d sockets, want 1", n)
+	}
+	c.mu.Lock()
+	sent, writing := c.closeSent, c.writing
+	c.mu.Unlock()
+	runtime.GOMAXPROCS(procs)
+	// Off Linux the send queue cannot be read, and the writer goroutine
+	// writes the close frame as for any other close.
+	if want := runtime.GOOS == "linux"; sent != want || writing {
+		t.Fatalf("after closeSession: close frame sent %v, writer running %v; want sent %v, no writer", sent, writing, want)
+	}
+	cl.expectClose(CloseReauthenticate, ReasonSessionRevoked)
+}
+
+// A frame queued before the close reaches the client before the close
+// frame, whichever goroutine writes the close.
+func TestCloseNowAfterQueuedFrame(t *testing.T) {
+	e := newEnv(t, nil)
+	s, tok := e.session("alice")
+	cl, _ := e.dial(bearer(tok), "")
+	c := serverConn(t, e, s.ID)
+	for i := range 20 {
+		if err := c.enqueue([]byte(`{"type":"message","data":{"n":` + string(rune('0'+i%10)) + `}}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.g.closeSession(s.ID, CloseReauthenticate, ReasonSessionRevoked, "revoked")
+	for range 20 {
+		if f := cl.read(); f.Type != "message" {
+			t.Fatalf("frame %+v before the queued messages' end", f)
+		}
+	}
+	cl.expectClose(CloseReauthenticate, ReasonSessionRevoked)
+}
