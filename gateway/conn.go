@@ -369,7 +369,7 @@ func (c *Conn) closeNow(code int, reason string) {
 		c.mu.Unlock()
 		return
 	}
-	c.closing, c.code, c.reason = true, code, reason
+	c.closing, c.code, c.reason = true, uint16(code), reason
 	c.wakeLocked()
 	// This goroutine is the writer now: no writer starts meanwhile, and
 	// nothing joins the queue of a closing connection.
