@@ -173,6 +173,28 @@ func TestFlagWinsOverEnvironment(t *testing.T) {
 
 var listening = regexp.MustCompile(`listening on (http://\S+)`)
 
+// waitForMatch waits until re matches what out holds and returns the first
+// submatch; it fails the test if serve exits first or nothing matches
+// within 15 s.
+func waitForMatch(t *testing.T, re *regexp.Regexp, out *syncBuffer, exited <-chan int) string {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			return m[1]
+		}
+		select {
+		case code := <-exited:
+			t.Fatalf("serve exited with %d before %q showed: %s", code, re, out.String())
+		case <-deadline:
+			t.Fatalf("no %q within 15s: %s", re, out.String())
+		case <-tick.C:
+		}
+	}
+}
+
 func TestServe(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "users.json")
@@ -187,23 +209,10 @@ func TestServe(t *testing.T) {
 		exited <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--users", path, "--log-level", "debug"}, strings.NewReader(""), &stdout, &stderr)
 	}()
 
-	var base string
+	base := waitForMatch(t, listening, &stderr, exited)
 	deadline := time.After(15 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for base == "" {
-		if m := listening.FindStringSubmatch(stderr.String()); m != nil {
-			base = m[1]
-			break
-		}
-		select {
-		case code := <-exited:
-			t.Fatalf("serve exited with %d: %s", code, stderr.String())
-		case <-deadline:
-			t.Fatalf("no listening line: %s", stderr.String())
-		case <-tick.C:
-		}
-	}
 	for {
 		resp, err := http.Get(base + "/healthz")
 		if err == nil {
@@ -423,24 +432,7 @@ func TestServeDebugAddr(t *testing.T) {
 	go func() {
 		exited <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--users", path, "--debug-addr", "127.0.0.1:0"}, strings.NewReader(""), &stdout, &stderr)
 	}()
-	profiles := regexp.MustCompile(`runtime profiles on (http://\S+/debug/pprof/)`)
-	var url string
-	deadline := time.After(15 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for url == "" {
-		if m := profiles.FindStringSubmatch(stderr.String()); m != nil {
-			url = m[1]
-			break
-		}
-		select {
-		case code := <-exited:
-			t.Fatalf("serve exited with %d: %s", code, stderr.String())
-		case <-deadline:
-			t.Fatalf("no profiles line: %s", stderr.String())
-		case <-tick.C:
-		}
-	}
+	url := waitForMatch(t, regexp.MustCompile(`runtime profiles on (http://\S+/debug/pprof/)`), &stderr, exited)
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
 	resp, err := client.Get(url + "goroutine?debug=1")
