@@ -76,3 +76,57 @@ func TestCloseNowAfterQueuedFrame(t *testing.T) {
 	}
 	cl.expectClose(CloseReauthenticate, ReasonSessionRevoked)
 }
+
+// An event's session.updated to an idle socket is written by the event's own
+// goroutine before sendNow returns, and one sent behind queued frames keeps
+// its place after them.
+func TestSendNowWritesBeforeReturning(t *testing.T) {
+	e := newEnv(t, nil)
+	s, tok := e.session("alice")
+	cl, _ := e.dial(bearer(tok), "")
+	c := serverConn(t, e, s.ID)
+	idle := func() bool {
+		c.mu.Lock()
+		idle := !c.writing && !c.held && len(c.queue) == 0
+		c.mu.Unlock()
+		return idle && sendQueueEmpty(c.rc)
+	}
+	waitFor(t, "the writer idle and the welcome acknowledged", idle)
+
+	// One P: a writer goroutine started by sendNow cannot have run before it
+	// returns, so only a frame written by the caller leaves the queue empty.
+	procs := runtime.GOMAXPROCS(1)
+	err := c.sendNow([]byte(`{"type":"message","data":{"n":"now"}}`))
+	c.mu.Lock()
+	queued, writing := len(c.queue), c.writing
+	c.mu.Unlock()
+	runtime.GOMAXPROCS(procs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Off Linux the send queue cannot be read, and the frame is enqueued.
+	if wrote := queued == 0 && !writing; wrote != (runtime.GOOS == "linux") {
+		t.Fatalf("after sendNow: %d queued, writer running %v", queued, writing)
+	}
+	if f := cl.read(); f.Type != "message" || string(f.Data) != `{"n":"now"}` {
+		t.Fatalf("frame %+v, want the message sent now", f)
+	}
+
+	waitFor(t, "the writer idle again", idle)
+	for i := range 20 {
+		if err := c.enqueue([]byte(`{"type":"message","data":{"n":` + string(rune('0'+i%10)) + `}}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.sendNow([]byte(`{"type":"message","data":{"n":"last"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if f := cl.read(); f.Type != "message" || string(f.Data) == `{"n":"last"}` {
+			t.Fatalf("frame %d: %+v before the queued messages' end", i, f)
+		}
+	}
+	if f := cl.read(); string(f.Data) != `{"n":"last"}` {
+		t.Fatalf("frame %+v, want the one sent last", f)
+	}
+}

@@ -381,6 +381,47 @@ func (c *Conn) closeNow(code int, reason string) {
 	c.mu.Unlock()
 }
 
+// sendNow is enqueue for the frames that the bus's events push
+// (session.updated), whose latency is the product's, as closeNow is for the
+// close: when nothing is queued or being written and the socket's send
+// queue is empty, the caller writes the frame itself, at once, instead of
+// starting the writer goroutine. A frame written to an empty send queue does
+// not wait on the peer, so the caller (the event loop) never waits on a slow
+// socket; any other socket gets enqueue, which keeps the order of what is
+// queued.
+func (c *Conn) sendNow(b []byte) error {
+	c.mu.Lock()
+	if c.closing || c.closed || c.writing || c.held || len(c.queue) > 0 || !sendQueueEmpty(c.rc) {
+		c.mu.Unlock()
+		return c.enqueue(b)
+	}
+	// This goroutine is the writer now: frames pushed meanwhile wait in the
+	// queue, and the writer started below takes them.
+	c.writing = true
+	c.mu.Unlock()
+	err := c.ws.SetWriteDeadline(c.g.realNow().Add(c.g.writeTimeout))
+	if err == nil {
+		err = c.ws.WriteMessage(websocket.TextMessage, b)
+	}
+	if err != nil {
+		// As in writeLoop: the stream is unusable.
+		c.abort()
+		c.mu.Lock()
+		c.takeQueueLocked()
+		c.closing, c.writing = true, false
+		c.mu.Unlock()
+		return err
+	}
+	c.countOut(len(b))
+	c.mu.Lock()
+	c.writing = false
+	if len(c.queue) > 0 || (c.closing && !c.closeSent) {
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+	return nil
+}
+
 func (c *Conn) startCloseLocked(code int, reason string) {
 	if c.closing || c.closed {
 		return

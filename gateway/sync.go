@@ -342,7 +342,7 @@ func (g *Gateway) setSessionLocked(e *sessionEntry, next *sb.Session, src sb.Sou
 	}
 	e.forEachConnLocked(func(c *Conn) {
 		if c.id != skipConn {
-			_ = c.enqueue(b)
+			_ = c.sendNow(b)
 		}
 	})
 }
