@@ -202,6 +202,7 @@ func (ks *KeyStore) CreateKey(ctx context.Context, k *sessionbridge.APIKey) erro
 	if err != nil {
 		return b.fail("create api key", err)
 	}
+	b.wrote(keys[2], k.ExpiresAt)
 	if n == 0 {
 		return fmt.Errorf("redis: create api key %s: %w", k.ID, sessionbridge.ErrExists)
 	}
@@ -272,6 +273,7 @@ func (ks *KeyStore) UpdateKey(ctx context.Context, k *sessionbridge.APIKey, prev
 	if err != nil {
 		return b.fail("update api key", err)
 	}
+	b.wrote(keys[1], k.ExpiresAt)
 	switch n {
 	case 0:
 		return fmt.Errorf("redis: api key %s: %w", k.ID, sessionbridge.ErrKeyNotFound)
@@ -398,6 +400,9 @@ func (ks *KeyStore) RollKey(ctx context.Context, oldID string, oldExpiresAt time
 	if err != nil {
 		return b.fail("roll api key", err)
 	}
+	// The old key's grace and the new key's expiry: the index is read once
+	// more on this node's next claim.
+	b.wrote(keys[3], time.Now())
 	switch n {
 	case 0:
 		return fmt.Errorf("redis: api key %s: %w", oldID, sessionbridge.ErrKeyNotFound)

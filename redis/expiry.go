@@ -151,6 +151,19 @@ func (b *Backend) expiryHint(channel, payload string) {
 	t.w.hint(t.i, int64(ms))
 }
 
+// wrote records a deadline that this node's own write put into the expiry
+// index named index (its hint channel has the same name), so that its own
+// claims see it at once rather than when the hint comes back from Redis. A
+// time earlier than the deadline only costs one more read of the index.
+func (b *Backend) wrote(index string, deadline time.Time) {
+	if deadline.IsZero() {
+		return
+	}
+	if t, ok := b.hintChannels[index]; ok {
+		t.w.hint(t.i, deadline.UnixMilli())
+	}
+}
+
 // dueShards returns the shards whose expiry index (named by index) holds a
 // deadline at or before now. It reads, in one pipelined round trip, the
 // earliest deadline of the indexes w does not know to be later than now:

@@ -256,6 +256,7 @@ func (st *Store) Create(ctx context.Context, s *sessionbridge.Session, ev sessio
 	if err != nil {
 		return b.fail("create", err)
 	}
+	b.wrote(b.expiryKey(shard), s.Deadline())
 	if n == 0 {
 		return fmt.Errorf("redis: create session %s: %w", s.ID, sessionbridge.ErrExists)
 	}
