@@ -103,7 +103,7 @@ type Event struct {
 type EventHandler interface {
 	// HandleEvent is called for every event, in publish order per channel. It
 	// must not block for long: it runs on the bus's delivery goroutine (or,
-	// for a session event that arrives while the handler is idle, on the
+	// for a session's end that arrives while the handler is idle, on the
 	// bus's connection reader), one event at a time.
 	HandleEvent(Event)
 	// HandleGap is called whenever events may have been lost: after the bus

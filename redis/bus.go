@@ -239,7 +239,7 @@ type delivery struct {
 	attached bool
 
 	// handling is held while the handler runs an event, by the delivery
-	// goroutine or by a reader that hands a session event over at once
+	// goroutine or by a reader that hands a session's end over at once
 	// (see deliverNow).
 	handling sync.Mutex
 
@@ -283,16 +283,15 @@ func (d *delivery) enqueue(ev sessionbridge.Event) {
 	}
 }
 
-// deliverNow hands a session event (updated, deleted, expired) to the
-// handler on the caller's goroutine, the connection's reader, when nothing
-// is queued or being handled: a revocation's or an update's latency is the
-// product's, and the hop to the delivery goroutine is a wake-up on its path.
-// Anything else, or an event that finds the handler busy or events queued,
-// is enqueued, so that events of one channel stay in publish order. The
-// handler must not block for long either way (see
-// sessionbridge.EventHandler).
+// deliverNow hands a session's end (deleted, expired) to the handler on the
+// caller's goroutine, the connection's reader, when nothing is queued or
+// being handled: a revocation's latency is the product's, and the hop to
+// the delivery goroutine is a wake-up on its path. Anything else, or an
+// event that finds the handler busy or events queued, is enqueued, so that
+// events of one channel stay in publish order. The handler must not block
+// for long either way (see sessionbridge.EventHandler).
 func (d *delivery) deliverNow(ev sessionbridge.Event) {
-	if (ev.Type == sessionbridge.EventUpdated || ev.Type == sessionbridge.EventDeleted || ev.Type == sessionbridge.EventExpired) &&
+	if (ev.Type == sessionbridge.EventDeleted || ev.Type == sessionbridge.EventExpired) &&
 		len(d.queue) == 0 && d.handling.TryLock() {
 		// Only this reader enqueues this channel's events: none can have
 		// joined the queue since, ahead of ev.

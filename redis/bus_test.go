@@ -252,10 +252,10 @@ func (h *onDelivery) HandleEvent(ev sessionbridge.Event) {
 	h.recorder.HandleEvent(ev)
 }
 
-// A session event that finds the handler idle is handled on the reader that
+// A session's end that finds the handler idle is handled on the reader that
 // received it, without the hop to the delivery goroutine; other events take
 // the hop.
-func TestBusSessionEventSkipsTheQueueWhenIdle(t *testing.T) {
+func TestBusSessionEndSkipsTheQueueWhenIdle(t *testing.T) {
 	srv := redistest.Start(t)
 	b := newBackend(t, srv, func(*Options) {})
 	h := &onDelivery{}
@@ -266,12 +266,8 @@ func TestBusSessionEventSkipsTheQueueWhenIdle(t *testing.T) {
 	eventually(t, 10*time.Second, "the first HandleGap", func() bool { return h.gapCount() >= 1 })
 	const sid = "00AAAAAAAAAAAAAAAA"
 	followSessions(t, b, &h.recorder, sid)
-	for _, typ := range []sessionbridge.EventType{sessionbridge.EventMessage, sessionbridge.EventUpdated, sessionbridge.EventDeleted, sessionbridge.EventExpired} {
-		ev := sessionbridge.Event{Type: typ, SessionID: sid, UserID: "u", NodeID: "n1", Timestamp: time.Now()}
-		if typ == sessionbridge.EventMessage {
-			ev.Data = json.RawMessage(`{}`)
-		}
-		if err := b.Bus().Publish(bg, ev); err != nil {
+	for _, typ := range []sessionbridge.EventType{sessionbridge.EventUpdated, sessionbridge.EventDeleted, sessionbridge.EventExpired} {
+		if err := b.Bus().Publish(bg, sessionbridge.Event{Type: typ, SessionID: sid, UserID: "u", NodeID: "n1", Timestamp: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 5*time.Second, "event "+string(typ), func() bool {
@@ -281,7 +277,7 @@ func TestBusSessionEventSkipsTheQueueWhenIdle(t *testing.T) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	want := map[sessionbridge.EventType]bool{sessionbridge.EventMessage: true, sessionbridge.EventUpdated: false, sessionbridge.EventDeleted: false, sessionbridge.EventExpired: false}
+	want := map[sessionbridge.EventType]bool{sessionbridge.EventUpdated: true, sessionbridge.EventDeleted: false, sessionbridge.EventExpired: false}
 	for typ, via := range want {
 		if h.viaDelivery[typ] != via {
 			t.Errorf("%s handled on the delivery goroutine: %v, want %v", typ, h.viaDelivery[typ], via)
@@ -289,9 +285,9 @@ func TestBusSessionEventSkipsTheQueueWhenIdle(t *testing.T) {
 	}
 }
 
-// A session event never overtakes an event of its channel that is still
+// A session's end never overtakes an event of its channel that is still
 // being handled or queued.
-func TestBusSessionEventKeepsOrderBehindABusyHandler(t *testing.T) {
+func TestBusSessionEndKeepsOrderBehindABusyHandler(t *testing.T) {
 	srv := redistest.Start(t)
 	b := newBackend(t, srv, func(*Options) {})
 	rec := &recorder{block: make(chan struct{})}
@@ -302,17 +298,13 @@ func TestBusSessionEventKeepsOrderBehindABusyHandler(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	eventually(t, 10*time.Second, "the first HandleGap", func() bool { return rec.gapCount() >= 1 })
 	followSessions(t, b, rec, sid)
-	// The message goes through the queue and holds the handler there; the
-	// update and the delete behind it must wait their turn.
-	for v, typ := range []sessionbridge.EventType{sessionbridge.EventMessage, sessionbridge.EventUpdated, sessionbridge.EventDeleted} {
-		ev := sessionbridge.Event{Type: typ, SessionID: sid, UserID: "u", NodeID: "n1", Version: uint64(v + 1), Timestamp: time.Now()}
-		if typ == sessionbridge.EventMessage {
-			ev.Data = json.RawMessage(`{}`)
-		}
-		if err := b.Bus().Publish(bg, ev); err != nil {
+	for v, typ := range []sessionbridge.EventType{sessionbridge.EventUpdated, sessionbridge.EventUpdated, sessionbridge.EventDeleted} {
+		if err := b.Bus().Publish(bg, sessionbridge.Event{Type: typ, SessionID: sid, UserID: "u", NodeID: "n1", Version: uint64(v + 1), Timestamp: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// The first update holds the handler; give the delete time to arrive
+	// behind it, then let everything through.
 	eventually(t, 5*time.Second, "the delete received", func() bool { return b.store.journal.has(sid) })
 	close(rec.block)
 	eventually(t, 5*time.Second, "three events", func() bool { return rec.count(func(sessionbridge.Event) bool { return true }) == 3 })
