@@ -102,9 +102,7 @@ type Event struct {
 // EventHandler receives events from a Bus.
 type EventHandler interface {
 	// HandleEvent is called for every event, in publish order per channel. It
-	// must not block for long: it runs on the bus's delivery goroutine (or,
-	// for a session's end that arrives while the handler is idle, on the
-	// bus's connection reader), one event at a time.
+	// must not block for long: it runs on the bus's delivery goroutine.
 	HandleEvent(Event)
 	// HandleGap is called whenever events may have been lost: after the bus
 	// (re)subscribed, or dropped events for a slow handler. The handler must

@@ -238,11 +238,6 @@ type delivery struct {
 	// Subscribe loop).
 	attached bool
 
-	// handling is held while the handler runs an event, by the delivery
-	// goroutine or by a reader that hands a session's end over at once
-	// (see deliverNow).
-	handling sync.Mutex
-
 	// follow signals that followedTopics has topics for HandleFollowed.
 	follow         chan struct{}
 	mu             sync.Mutex
@@ -283,28 +278,6 @@ func (d *delivery) enqueue(ev sessionbridge.Event) {
 	}
 }
 
-// deliverNow hands a session's end (deleted, expired) to the handler on the
-// caller's goroutine, the connection's reader, when nothing is queued or
-// being handled: a revocation's latency is the product's, and the hop to
-// the delivery goroutine is a wake-up on its path. Anything else, or an
-// event that finds the handler busy or events queued, is enqueued, so that
-// events of one channel stay in publish order. The handler must not block
-// for long either way (see sessionbridge.EventHandler).
-func (d *delivery) deliverNow(ev sessionbridge.Event) {
-	if (ev.Type == sessionbridge.EventDeleted || ev.Type == sessionbridge.EventExpired) &&
-		len(d.queue) == 0 && d.handling.TryLock() {
-		// Only this reader enqueues this channel's events: none can have
-		// joined the queue since, ahead of ev.
-		if len(d.queue) == 0 {
-			d.h.HandleEvent(ev)
-			d.handling.Unlock()
-			return
-		}
-		d.handling.Unlock()
-	}
-	d.enqueue(ev)
-}
-
 // followed queues topics for HandleFollowed.
 func (d *delivery) followed(topics []sessionbridge.Topic) {
 	d.mu.Lock()
@@ -331,15 +304,12 @@ func (d *delivery) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-d.gap:
-			d.handling.Lock()
 			d.h.HandleGap()
-			d.handling.Unlock()
 		case <-d.follow:
 			d.mu.Lock()
 			topics := d.followedTopics
 			d.followedTopics = nil
 			d.mu.Unlock()
-			d.handling.Lock()
 			if fh != nil {
 				fh.HandleFollowed(topics)
 			} else {
@@ -347,11 +317,8 @@ func (d *delivery) run(ctx context.Context) {
 				// re-validates all of them.
 				d.h.HandleGap()
 			}
-			d.handling.Unlock()
 		case ev := <-d.queue:
-			d.handling.Lock()
 			d.h.HandleEvent(ev)
-			d.handling.Unlock()
 		}
 	}
 }

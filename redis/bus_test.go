@@ -1,12 +1,9 @@
 package redis
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -229,90 +226,5 @@ func TestSubscribeEndsWhenBackendCloses(t *testing.T) {
 	}
 	if err := b.Ping(bg); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Ping after Close = %v", err)
-	}
-}
-
-// onDelivery records, for each event, whether it was handled on the bus's
-// delivery goroutine.
-type onDelivery struct {
-	recorder
-	mu          sync.Mutex
-	viaDelivery map[sessionbridge.EventType]bool
-}
-
-func (h *onDelivery) HandleEvent(ev sessionbridge.Event) {
-	buf := make([]byte, 64<<10)
-	stack := string(buf[:runtime.Stack(buf, false)])
-	h.mu.Lock()
-	if h.viaDelivery == nil {
-		h.viaDelivery = map[sessionbridge.EventType]bool{}
-	}
-	h.viaDelivery[ev.Type] = strings.Contains(stack, "(*delivery).run")
-	h.mu.Unlock()
-	h.recorder.HandleEvent(ev)
-}
-
-// A session's end that finds the handler idle is handled on the reader that
-// received it, without the hop to the delivery goroutine; other events take
-// the hop.
-func TestBusSessionEndSkipsTheQueueWhenIdle(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, srv, func(*Options) {})
-	h := &onDelivery{}
-	ctx, cancel := context.WithCancel(bg)
-	done := make(chan error, 1)
-	go func() { done <- b.Bus().Subscribe(ctx, h) }()
-	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, 10*time.Second, "the first HandleGap", func() bool { return h.gapCount() >= 1 })
-	const sid = "00AAAAAAAAAAAAAAAA"
-	followSessions(t, b, &h.recorder, sid)
-	for _, typ := range []sessionbridge.EventType{sessionbridge.EventUpdated, sessionbridge.EventDeleted, sessionbridge.EventExpired} {
-		if err := b.Bus().Publish(bg, sessionbridge.Event{Type: typ, SessionID: sid, UserID: "u", NodeID: "n1", Timestamp: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, 5*time.Second, "event "+string(typ), func() bool {
-			_, ok := h.find(func(ev sessionbridge.Event) bool { return ev.Type == typ })
-			return ok
-		})
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	want := map[sessionbridge.EventType]bool{sessionbridge.EventUpdated: true, sessionbridge.EventDeleted: false, sessionbridge.EventExpired: false}
-	for typ, via := range want {
-		if h.viaDelivery[typ] != via {
-			t.Errorf("%s handled on the delivery goroutine: %v, want %v", typ, h.viaDelivery[typ], via)
-		}
-	}
-}
-
-// A session's end never overtakes an event of its channel that is still
-// being handled or queued.
-func TestBusSessionEndKeepsOrderBehindABusyHandler(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, srv, func(*Options) {})
-	rec := &recorder{block: make(chan struct{})}
-	const sid = "00AAAAAAAAAAAAAAAA"
-	ctx, cancel := context.WithCancel(bg)
-	done := make(chan error, 1)
-	go func() { done <- b.Bus().Subscribe(ctx, rec) }()
-	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, 10*time.Second, "the first HandleGap", func() bool { return rec.gapCount() >= 1 })
-	followSessions(t, b, rec, sid)
-	for v, typ := range []sessionbridge.EventType{sessionbridge.EventUpdated, sessionbridge.EventUpdated, sessionbridge.EventDeleted} {
-		if err := b.Bus().Publish(bg, sessionbridge.Event{Type: typ, SessionID: sid, UserID: "u", NodeID: "n1", Version: uint64(v + 1), Timestamp: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The first update holds the handler; give the delete time to arrive
-	// behind it, then let everything through.
-	eventually(t, 5*time.Second, "the delete received", func() bool { return b.store.journal.has(sid) })
-	close(rec.block)
-	eventually(t, 5*time.Second, "three events", func() bool { return rec.count(func(sessionbridge.Event) bool { return true }) == 3 })
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	for i, ev := range rec.events {
-		if ev.Version != uint64(i+1) {
-			t.Fatalf("event %d is %s v%d; want publish order", i, ev.Type, ev.Version)
-		}
 	}
 }

@@ -607,7 +607,7 @@ func (r *router) receive(m rueidis.PubSubMessage) {
 	ev.Type = te.Type
 	r.b.noteReceived(ev)
 	for _, d := range handlers {
-		d.deliverNow(ev)
+		d.enqueue(ev)
 	}
 }
 
