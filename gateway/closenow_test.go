@@ -22,6 +22,16 @@ func serverConn(t *testing.T, e *env, id string) *Conn {
 	return c
 }
 
+// writerIdle reports whether c has nothing queued or being written, and an
+// empty send queue in the kernel: the state in which a frame is written at
+// once.
+func writerIdle(c *Conn) bool {
+	c.mu.Lock()
+	idle := !c.writing && !c.held && len(c.queue) == 0
+	c.mu.Unlock()
+	return idle && sendQueueEmpty(c.rc)
+}
+
 // An event's close of an idle socket is written by the event's own
 // goroutine before closeSession returns: no writer goroutine has to be
 // scheduled first.
@@ -30,12 +40,7 @@ func TestCloseNowWritesBeforeReturning(t *testing.T) {
 	s, tok := e.session("alice")
 	cl, _ := e.dial(bearer(tok), "")
 	c := serverConn(t, e, s.ID)
-	waitFor(t, "the writer idle and the welcome acknowledged", func() bool {
-		c.mu.Lock()
-		idle := !c.writing && !c.held && len(c.queue) == 0
-		c.mu.Unlock()
-		return idle && sendQueueEmpty(c.rc)
-	})
+	waitFor(t, "the writer idle and the welcome acknowledged", func() bool { return writerIdle(c) })
 
 	// One P: a writer goroutine started by closeSession cannot have run
 	// before it returns, so only a close written by the caller shows.
@@ -85,12 +90,7 @@ func TestSendNowWritesBeforeReturning(t *testing.T) {
 	s, tok := e.session("alice")
 	cl, _ := e.dial(bearer(tok), "")
 	c := serverConn(t, e, s.ID)
-	idle := func() bool {
-		c.mu.Lock()
-		idle := !c.writing && !c.held && len(c.queue) == 0
-		c.mu.Unlock()
-		return idle && sendQueueEmpty(c.rc)
-	}
+	idle := func() bool { return writerIdle(c) }
 	waitFor(t, "the writer idle and the welcome acknowledged", idle)
 
 	// One P: a writer goroutine started by sendNow cannot have run before it
